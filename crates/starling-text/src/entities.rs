@@ -1,0 +1,244 @@
+//! Entity extraction and weighted length by the twitter-text rules.
+
+use serde::{Deserialize, Serialize};
+use twitter_text::entity::Type;
+use twitter_text::extractor::{Extract, Extractor};
+use twitter_text::validator::Validator;
+use twitter_text_parser::twitter_text::Rule;
+
+/// What kind of entity a span of post text is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntityKind {
+    /// `@screen_name`.
+    Mention,
+    /// `@screen_name/list-slug`.
+    List,
+    /// `#hashtag`.
+    Hashtag,
+    /// `$CASH`.
+    Cashtag,
+    /// A URL, with or without a scheme.
+    Url,
+}
+
+/// One entity: its kind, its text (without the sigil; lists as `user/slug`) and code-point span.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entity {
+    /// What the span is.
+    pub kind: EntityKind,
+    /// The entity text without its `@`, `#` or `$` (a URL as written).
+    pub text: String,
+    /// Start index in code points, inclusive (including the sigil).
+    pub start: usize,
+    /// End index in code points, exclusive.
+    pub end: usize,
+}
+
+/// The entities of one post, each list in text order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entities {
+    /// Mentions and lists.
+    pub mentions: Vec<Entity>,
+    /// Hashtags.
+    pub hashtags: Vec<Entity>,
+    /// Cashtags.
+    pub cashtags: Vec<Entity>,
+    /// URLs.
+    pub urls: Vec<Entity>,
+}
+
+impl Entities {
+    /// True when no entity of any kind was found.
+    pub fn is_empty(&self) -> bool {
+        self.mentions.is_empty()
+            && self.hashtags.is_empty()
+            && self.cashtags.is_empty()
+            && self.urls.is_empty()
+    }
+
+    /// All entities in text order.
+    pub fn all(&self) -> Vec<&Entity> {
+        let mut v: Vec<&Entity> = self
+            .mentions
+            .iter()
+            .chain(&self.hashtags)
+            .chain(&self.cashtags)
+            .chain(&self.urls)
+            .collect();
+        v.sort_by_key(|e| e.start);
+        v
+    }
+}
+
+/// Extracts mentions, lists, hashtags, cashtags and URLs from `text` by the twitter-text rules.
+pub fn extract_entities(text: &str) -> Entities {
+    let extractor = Extractor::new();
+    let mut out = Entities::default();
+    // `extract_entities_with_indices` leaves out scheme-less URLs (`example.com/path`), which
+    // twitter-text's own extractEntitiesWithIndices includes; name the rules explicitly.
+    let entities = extractor.extract(text, |r| {
+        matches!(
+            r,
+            Rule::url
+                | Rule::url_without_protocol
+                | Rule::hashtag
+                | Rule::cashtag
+                | Rule::list
+                | Rule::username
+        )
+    });
+    for e in entities {
+        let (start, end) = (e.get_start().max(0) as usize, e.get_end().max(0) as usize);
+        let entity = |kind, text: String| Entity {
+            kind,
+            text,
+            start,
+            end,
+        };
+        match e.get_type() {
+            Type::MENTION => {
+                let slug = e.get_list_slug();
+                if slug.is_empty() {
+                    out.mentions
+                        .push(entity(EntityKind::Mention, e.get_value().to_string()));
+                } else {
+                    out.mentions.push(entity(
+                        EntityKind::List,
+                        format!("{}{}", e.get_value(), slug),
+                    ));
+                }
+            }
+            Type::HASHTAG => out
+                .hashtags
+                .push(entity(EntityKind::Hashtag, e.get_value().to_string())),
+            Type::CASHTAG => out
+                .cashtags
+                .push(entity(EntityKind::Cashtag, e.get_value().to_string())),
+            Type::URL => out
+                .urls
+                .push(entity(EntityKind::Url, e.get_value().to_string())),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A twitter-text length configuration (v1, v2 or v3 JSON).
+#[derive(Debug, Clone)]
+pub struct LengthConfig(twitter_text_config::Configuration);
+
+impl LengthConfig {
+    /// The v3 configuration (emoji sequences count as one weighted character; the current rules).
+    pub fn v3() -> Self {
+        Self::from_json(twitter_text_config::V3_JSON)
+    }
+
+    /// The v2 configuration (280 weighted characters, every code point weighed).
+    pub fn v2() -> Self {
+        Self::from_json(twitter_text_config::V2_JSON)
+    }
+
+    /// A configuration parsed from twitter-text's JSON format.
+    pub fn from_json(json: &str) -> Self {
+        Self(twitter_text_config::Configuration::configuration_from_json(
+            json,
+        ))
+    }
+}
+
+impl Default for LengthConfig {
+    fn default() -> Self {
+        Self::v3()
+    }
+}
+
+/// The weighted length of a post and whether it is a valid post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightedLength {
+    /// Weighted length (URLs count as the transformed URL length).
+    pub weighted_length: i32,
+    /// Weighted length per mille of the limit.
+    pub permillage: i32,
+    /// Non-empty, within the limit and free of invalid characters.
+    pub valid: bool,
+    /// Displayed range in UTF-16 units, inclusive.
+    pub display_range: (i32, i32),
+    /// Part of the displayed range within the limit, in UTF-16 units, inclusive.
+    pub valid_range: (i32, i32),
+}
+
+/// Weighted length of `text` under the v3 configuration.
+pub fn weighted_length(text: &str) -> WeightedLength {
+    weighted_length_with(text, &LengthConfig::v3())
+}
+
+/// Weighted length of `text` under `config`.
+pub fn weighted_length_with(text: &str, config: &LengthConfig) -> WeightedLength {
+    let r = twitter_text::parse(text, &config.0, true);
+    WeightedLength {
+        weighted_length: r.weighted_length,
+        permillage: r.permillage,
+        valid: r.is_valid,
+        display_range: (r.display_text_range.start(), r.display_text_range.end()),
+        valid_range: (r.valid_text_range.start(), r.valid_text_range.end()),
+    }
+}
+
+/// The screen name a post replies to: the mention that opens it, if any.
+pub fn reply_to(text: &str) -> Option<String> {
+    Extractor::new()
+        .extract_reply_username(text)
+        .map(|e| e.get_value().to_string())
+}
+
+/// True when `s` is a valid `@screen_name` (with its `@`).
+pub fn is_valid_username(s: &str) -> bool {
+    Validator::new().is_valid_username(s)
+}
+
+/// True when `s` is a valid `@user/list` reference.
+pub fn is_valid_list(s: &str) -> bool {
+    Validator::new().is_valid_list(s)
+}
+
+/// True when `s` is a valid `#hashtag`.
+pub fn is_valid_hashtag(s: &str) -> bool {
+    Validator::new().is_valid_hashtag(s)
+}
+
+/// True when `s` is a valid URL; `require_protocol` false also accepts `example.com/path`.
+pub fn is_valid_url(s: &str, require_protocol: bool) -> bool {
+    let v = Validator::new();
+    if require_protocol {
+        v.is_valid_url(s)
+    } else {
+        v.is_valid_url_without_protocol(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_code_points() {
+        let e = extract_entities("の@usernameに #タグ");
+        assert_eq!(e.mentions[0].start, 1);
+        assert_eq!(e.mentions[0].end, 10);
+        assert_eq!(e.hashtags[0].text, "タグ");
+    }
+
+    #[test]
+    fn lists_keep_their_slug() {
+        let e = extract_entities("see @user/my-list now");
+        assert_eq!(e.mentions[0].kind, EntityKind::List);
+        assert_eq!(e.mentions[0].text, "user/my-list");
+    }
+
+    #[test]
+    fn urls_weigh_23() {
+        assert_eq!(weighted_length("http://test.co").weighted_length, 23);
+        assert!(!weighted_length("").valid);
+    }
+}
