@@ -1,0 +1,740 @@
+//! Building a corpus directory: read every input, curate every post, write shards, quarantine,
+//! manifest and data card; and reading one back.
+
+use crate::curate::{CurateConfig, CurateStats, Curator};
+use crate::error::{Error, Result};
+use crate::hash::fx64;
+use crate::post::{Post, Verdict};
+use crate::read::{read_file, Deletion, Format, Item, ReadOptions, Compression};
+use crate::write::{sha256_file, write_atomic, AtomicFile};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// Version of the corpus directory format written in `manifest.json`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything that shapes a corpus build (written into the manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorpusConfig {
+    /// How inputs are read.
+    pub read: ReadOptions,
+    /// How posts are curated.
+    pub curate: CurateConfig,
+    /// Share of kept posts held out for validation: the newest by time, else by id hash. By default 0.02.
+    pub val_fraction: f64,
+    /// Posts per shard. By default 100,000.
+    pub shard_posts: usize,
+}
+
+impl Default for CorpusConfig {
+    fn default() -> Self {
+        Self {
+            read: ReadOptions::default(),
+            curate: CurateConfig::default(),
+            val_fraction: 0.02,
+            shard_posts: 100_000,
+        }
+    }
+}
+
+impl CorpusConfig {
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(Error::Config { field: "val_fraction", message: format!("{} is not in [0, 1)", self.val_fraction) });
+        }
+        if self.shard_posts == 0 {
+            return Err(Error::Config { field: "shard_posts", message: "must be at least 1".into() });
+        }
+        if let Some(n) = &self.curate.near_dup {
+            if !(0.0..=1.0).contains(&n.threshold) || n.num_perm == 0 || n.shingle == 0 {
+                return Err(Error::Config { field: "curate.near_dup", message: "threshold in [0, 1], num_perm and shingle >= 1".into() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One input file as recorded in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// Path as given.
+    pub path: String,
+    /// Size in bytes (compressed, as stored).
+    pub bytes: u64,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Format read.
+    pub format: Format,
+    /// Compression undone.
+    pub compression: Compression,
+    /// Post instances read from it (nested ones included).
+    pub posts: u64,
+    /// Records quarantined.
+    pub quarantined: u64,
+    /// Non-post records (notices, users, count buckets).
+    pub notices: u64,
+    /// Deletion requests it carried.
+    pub deletions: u64,
+}
+
+/// Counts that must add up: `read = kept + Σ filtered + quarantined`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    /// Post instances read plus records quarantined.
+    pub read: u64,
+    /// Posts kept for training.
+    pub kept: u64,
+    /// Posts kept out of training, by verdict.
+    pub filtered: BTreeMap<String, u64>,
+    /// Records quarantined.
+    pub quarantined: u64,
+    /// Posts written to the shards (kept and filtered-but-usable).
+    pub written: u64,
+    /// Non-post records, by kind (not part of `read`).
+    pub notices: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    /// True when read = kept + filtered + quarantined.
+    pub fn balanced(&self) -> bool {
+        self.read == self.kept + self.filtered.values().sum::<u64>() + self.quarantined
+    }
+
+    fn add(&mut self, v: Verdict, n: i64) {
+        let slot = if v == Verdict::Kept { &mut self.kept } else { self.filtered.entry(v.name().to_string()).or_default() };
+        *slot = (*slot as i64 + n) as u64;
+    }
+}
+
+/// How posts are split into train and validation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Split {
+    /// "time" when kept posts carry times, else "hash".
+    pub method: String,
+    /// Share of kept posts in validation.
+    pub val_fraction: f64,
+    /// Kept posts created at or after this time are validation.
+    pub val_from: Option<DateTime<Utc>>,
+    /// Posts without a time are validation when `hash(id) % 10000 < hash_cutoff`.
+    pub hash_cutoff: u64,
+    /// Kept posts in train.
+    pub train: u64,
+    /// Kept posts in validation.
+    pub val: u64,
+}
+
+impl Split {
+    /// Whether a kept post belongs to validation.
+    pub fn is_val(&self, post: &Post) -> bool {
+        match (&self.val_from, post.created_at) {
+            (Some(from), Some(t)) => t >= *from,
+            _ => fx64(post.id.as_bytes()) % 10_000 < self.hash_cutoff,
+        }
+    }
+}
+
+/// One shard file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// File name inside the corpus directory.
+    pub file: String,
+    /// Posts in it.
+    pub posts: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256.
+    pub sha256: String,
+}
+
+/// What was removed because it was deleted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Lineage {
+    /// Post ids requested for deletion (notices, compliance records, lists).
+    pub requested_posts: u64,
+    /// User ids requested for deletion.
+    pub requested_users: u64,
+    /// Ids of posts that were read and removed, sorted.
+    pub deleted_posts: Vec<String>,
+    /// User ids whose posts were removed, sorted.
+    pub deleted_users: Vec<String>,
+}
+
+/// `manifest.json`: what went in, how, and what came out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Corpus directory format version.
+    pub format_version: u32,
+    /// Whether any input was synthetic (generated by `starling synth`).
+    pub synthetic: bool,
+    /// Inputs with checksums.
+    pub inputs: Vec<InputRecord>,
+    /// User-supplied deletion lists with checksums.
+    pub deletion_lists: Vec<InputRecord>,
+    /// The configuration.
+    pub config: CorpusConfig,
+    /// The counts.
+    pub counts: Counts,
+    /// Normalisation and language totals.
+    pub stats: CurateStats,
+    /// Dedup index size.
+    pub dedup: DedupSummary,
+    /// Train/validation split.
+    pub split: Split,
+    /// Post shards.
+    pub shards: Vec<ShardRecord>,
+    /// The quarantine file.
+    pub quarantine: ShardRecord,
+    /// Deletions applied.
+    pub lineage: Lineage,
+}
+
+/// Size of the dedup state at the end of the build.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DedupSummary {
+    /// Posts in the near-duplicate index.
+    pub near_indexed: u64,
+    /// LSH bands and rows.
+    pub bands_rows: (usize, usize),
+    /// Approximate bytes of index per indexed post.
+    pub near_bytes_per_post: f64,
+}
+
+/// Progress reported while building.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Files finished.
+    pub files_done: usize,
+    /// Files in all.
+    pub files_total: usize,
+    /// Posts read so far.
+    pub posts: u64,
+}
+
+/// Builds a corpus directory from input files.
+#[derive(Debug)]
+pub struct CorpusBuilder {
+    config: CorpusConfig,
+    inputs: Vec<PathBuf>,
+    deletion_lists: Vec<PathBuf>,
+}
+
+struct ShardSink {
+    dir: PathBuf,
+    per_shard: usize,
+    current: Option<(zstd::Encoder<'static, AtomicFile>, u64)>,
+    done: Vec<ShardRecord>,
+}
+
+impl ShardSink {
+    fn name(i: usize) -> String {
+        format!("posts-{i:05}.jsonl.zst")
+    }
+
+    fn write(&mut self, post: &Post) -> Result<()> {
+        if self.current.is_none() {
+            let path = self.dir.join(Self::name(self.done.len()));
+            let f = AtomicFile::create(&path)?;
+            let enc = zstd::Encoder::new(f, 3).map_err(|e| Error::io(&path, e))?;
+            self.current = Some((enc, 0));
+        }
+        let path = self.dir.join(Self::name(self.done.len()));
+        let Some((enc, n)) = self.current.as_mut() else { return Ok(()) };
+        serde_json::to_writer(&mut *enc, post).map_err(|e| Error::io(&path, e.into()))?;
+        enc.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+        *n += 1;
+        if *n as usize >= self.per_shard {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if let Some((enc, n)) = self.current.take() {
+            let file = Self::name(self.done.len());
+            let f = enc.finish().map_err(|e| Error::io(self.dir.join(&file), e))?;
+            let (sha256, bytes) = f.finish()?;
+            self.done.push(ShardRecord { file, posts: n, bytes, sha256 });
+        }
+        Ok(())
+    }
+}
+
+/// Streaming tallies for the data card.
+#[derive(Default)]
+struct CardStats {
+    langs: HashMap<String, u64>,
+    hashtags: HashMap<String, u64>,
+    sources: HashMap<String, u64>,
+    lengths: [u64; 16],
+}
+
+impl CorpusBuilder {
+    /// A builder over `inputs` (files, or directories read recursively in name order).
+    pub fn new(config: CorpusConfig, inputs: Vec<PathBuf>) -> Self {
+        Self { config, inputs, deletion_lists: Vec::new() }
+    }
+
+    /// Adds a file of post ids and/or `user:ID` lines whose posts must be removed everywhere.
+    pub fn deletion_list(mut self, path: PathBuf) -> Self {
+        self.deletion_lists.push(path);
+        self
+    }
+
+    /// Reads, curates and writes everything into `out`; returns the manifest (also written there).
+    pub fn build(&self, out: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Manifest> {
+        self.config.validate()?;
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let files = expand_inputs(&self.inputs)?;
+        let mut deleted_posts: HashSet<String> = HashSet::new();
+        let mut deleted_users: HashSet<String> = HashSet::new();
+        let mut deletion_records = Vec::new();
+        for list in &self.deletion_lists {
+            let (posts, users) = read_deletion_list(list)?;
+            let (sha256, bytes) = sha256_file(list)?;
+            deletion_records.push(InputRecord {
+                path: list.display().to_string(), bytes, sha256, format: Format::Text, compression: Compression::None,
+                posts: 0, quarantined: 0, notices: 0, deletions: (posts.len() + users.len()) as u64,
+            });
+            deleted_posts.extend(posts);
+            deleted_users.extend(users);
+        }
+        let mut curator = Curator::new(self.config.curate.clone());
+        let mut counts = Counts::default();
+        let mut seen_ids: HashSet<u64> = HashSet::new();
+        let mut shards = ShardSink { dir: out.to_path_buf(), per_shard: self.config.shard_posts, current: None, done: Vec::new() };
+        let qpath = out.join("quarantine.jsonl");
+        let mut quarantine = AtomicFile::create(&qpath)?;
+        let mut late_posts: HashSet<String> = HashSet::new();
+        let mut late_users: HashSet<String> = HashSet::new();
+        let mut removed_posts: Vec<String> = Vec::new();
+        let mut removed_users: HashSet<String> = HashSet::new();
+        let mut kept_times: Vec<i64> = Vec::new();
+        let mut kept_untimed: Vec<u64> = Vec::new();
+        let mut card = CardStats::default();
+        let mut synthetic = false;
+        let mut inputs = Vec::new();
+        let mut err: Option<Error> = None;
+        let mut prog = Progress { files_done: 0, files_total: files.len(), posts: 0 };
+        for file in &files {
+            let (sha256, bytes) = sha256_file(file)?;
+            let mut rec = InputRecord {
+                path: file.display().to_string(), bytes, sha256, format: Format::Text, compression: Compression::None,
+                posts: 0, quarantined: 0, notices: 0, deletions: 0,
+            };
+            let mut sink = |item: Item| {
+                if err.is_some() {
+                    return;
+                }
+                match item {
+                    Item::Post(mut post) => {
+                        rec.posts += 1;
+                        counts.read += 1;
+                        prog.posts += 1;
+                        if prog.posts % 8192 == 0 {
+                            progress(prog);
+                        }
+                        if !seen_ids.insert(fx64(post.id.as_bytes())) {
+                            counts.add(Verdict::SameId, 1);
+                            return;
+                        }
+                        if deleted_posts.contains(&post.id) || post.author_id.as_ref().is_some_and(|a| deleted_users.contains(a)) {
+                            counts.add(Verdict::Deleted, 1);
+                            if let Some(a) = post.author_id.as_ref().filter(|a| deleted_users.contains(*a)) {
+                                removed_users.insert(a.clone());
+                            }
+                            removed_posts.push(post.id.clone());
+                            return;
+                        }
+                        curator.curate(&mut post);
+                        synthetic |= post.synthetic;
+                        counts.add(post.verdict, 1);
+                        counts.written += 1;
+                        tally(&mut card, &post);
+                        if post.verdict == Verdict::Kept {
+                            match post.created_at {
+                                Some(t) => kept_times.push(t.timestamp_millis()),
+                                None => kept_untimed.push(fx64(post.id.as_bytes()) % 10_000),
+                            }
+                        }
+                        if let Err(e) = shards.write(&post) {
+                            err = Some(e);
+                        }
+                    }
+                    Item::Deletion(d) => {
+                        rec.deletions += 1;
+                        match d {
+                            Deletion::Post(id) => {
+                                if counts.written > 0 {
+                                    late_posts.insert(id.clone());
+                                }
+                                deleted_posts.insert(id);
+                            }
+                            Deletion::User(id) => {
+                                if counts.written > 0 {
+                                    late_users.insert(id.clone());
+                                }
+                                deleted_users.insert(id);
+                            }
+                        }
+                    }
+                    Item::Notice(kind) => {
+                        rec.notices += 1;
+                        *counts.notices.entry(kind.to_string()).or_default() += 1;
+                    }
+                    Item::Quarantined(q) => {
+                        rec.quarantined += 1;
+                        counts.read += 1;
+                        counts.quarantined += 1;
+                        let line = serde_json::to_vec(&q).unwrap_or_default();
+                        if let Err(e) = quarantine.write_all(&line).and_then(|_| quarantine.write_all(b"\n")) {
+                            err = Some(Error::io(&qpath, e));
+                        }
+                    }
+                }
+            };
+            let sniffed = read_file(file, &self.config.read, &mut sink)?;
+            if let Some(e) = err.take() {
+                return Err(e);
+            }
+            rec.format = sniffed.format;
+            rec.compression = sniffed.compression;
+            if rec.posts == 0 && rec.quarantined == 0 && rec.notices == 0 && rec.deletions == 0 {
+                tracing::warn!(file = %file.display(), "no records in file");
+            }
+            inputs.push(rec);
+            prog.files_done += 1;
+            progress(prog);
+        }
+        shards.close()?;
+        let (qsha, qbytes) = quarantine.finish()?;
+        let mut shard_records = shards.done;
+        if !late_posts.is_empty() || !late_users.is_empty() {
+            let removed = remove_from_shards(out, &mut shard_records, &late_posts, &late_users, &mut counts)?;
+            for (id, author, verdict) in removed {
+                if verdict == Verdict::Kept {
+                    // Drop its split entry: recomputed below from what remains.
+                    let _ = author.as_ref();
+                }
+                if let Some(a) = author.filter(|a| late_users.contains(a)) {
+                    removed_users.insert(a);
+                }
+                removed_posts.push(id);
+            }
+            // Recount the kept posts' times for the split from the rewritten shards.
+            kept_times.clear();
+            kept_untimed.clear();
+            for s in &shard_records {
+                for_each_post(&out.join(&s.file), &mut |p| {
+                    if p.verdict == Verdict::Kept {
+                        match p.created_at {
+                            Some(t) => kept_times.push(t.timestamp_millis()),
+                            None => kept_untimed.push(fx64(p.id.as_bytes()) % 10_000),
+                        }
+                    }
+                })?;
+            }
+        }
+        remove_stale_shards(out, &shard_records)?;
+        let split = make_split(self.config.val_fraction, &mut kept_times, &kept_untimed);
+        removed_posts.sort();
+        removed_posts.dedup();
+        let mut removed_users: Vec<String> = removed_users.into_iter().collect();
+        removed_users.sort();
+        let near = curator.near_index();
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            synthetic,
+            inputs,
+            deletion_lists: deletion_records,
+            config: self.config.clone(),
+            counts,
+            stats: curator.stats.clone(),
+            dedup: DedupSummary {
+                near_indexed: near.map(|n| n.len() as u64).unwrap_or(0),
+                bands_rows: near.map(|n| n.params()).unwrap_or((0, 0)),
+                near_bytes_per_post: near.map(|n| n.bytes_per_post()).unwrap_or(0.0),
+            },
+            split,
+            shards: shard_records,
+            quarantine: ShardRecord { file: "quarantine.jsonl".into(), posts: 0, bytes: qbytes, sha256: qsha },
+            lineage: Lineage {
+                requested_posts: deleted_posts.len() as u64,
+                requested_users: deleted_users.len() as u64,
+                deleted_posts: removed_posts,
+                deleted_users: removed_users,
+            },
+        };
+        let mut manifest = manifest;
+        manifest.quarantine.posts = manifest.counts.quarantined;
+        write_atomic(&out.join("data-card.md"), data_card(&manifest, &card).as_bytes())?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::io(out, e.into()))?;
+        write_atomic(&out.join("manifest.json"), &json)?;
+        Ok(manifest)
+    }
+}
+
+fn tally(card: &mut CardStats, post: &Post) {
+    *card.langs.entry(post.lang.clone()).or_default() += 1;
+    if let Some(s) = &post.source {
+        *card.sources.entry(s.clone()).or_default() += 1;
+    }
+    if post.verdict == Verdict::Kept {
+        for h in &post.entities.hashtags {
+            *card.hashtags.entry(h.text.to_lowercase()).or_default() += 1;
+        }
+        let len = post.train_text.chars().count();
+        card.lengths[(len / 20).min(15)] += 1;
+    }
+}
+
+fn make_split(val_fraction: f64, times: &mut [i64], untimed: &[u64]) -> Split {
+    let hash_cutoff = (val_fraction * 10_000.0).round() as u64;
+    let untimed_val = untimed.iter().filter(|h| **h < hash_cutoff).count() as u64;
+    if times.is_empty() {
+        return Split { method: "hash".into(), val_fraction, val_from: None, hash_cutoff, train: untimed.len() as u64 - untimed_val, val: untimed_val };
+    }
+    times.sort_unstable();
+    let n_val = ((times.len() as f64) * val_fraction).round() as usize;
+    let (val_from, timed_val) = if n_val == 0 {
+        (times[times.len() - 1] + 1, 0)
+    } else {
+        let from = times[times.len() - n_val];
+        (from, times.iter().filter(|t| **t >= from).count() as u64)
+    };
+    let val = timed_val + untimed_val;
+    let total = (times.len() + untimed.len()) as u64;
+    Split {
+        method: "time".into(),
+        val_fraction,
+        val_from: DateTime::from_timestamp_millis(val_from),
+        hash_cutoff,
+        train: total - val,
+        val,
+    }
+}
+
+/// Expands directories (recursively, sorted by name) and checks that each file exists.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .collect();
+            entries.sort();
+            let mut files = Vec::new();
+            for e in entries {
+                if e.is_dir() {
+                    files.extend(expand_inputs(&[e])?);
+                } else if !is_documentation(&e) {
+                    files.push(e);
+                }
+            }
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// README/SOURCE/LICENSE files that sit beside data in a directory are not posts.
+fn is_documentation(p: &Path) -> bool {
+    let name = p.file_name().map(|n| n.to_string_lossy().to_uppercase()).unwrap_or_default();
+    name.ends_with(".MD") || name.starts_with("LICENSE") || name.starts_with("README")
+}
+
+/// Reads a deletion list: one post id per line, or `user:ID` for all posts of a user; `#` comments.
+pub fn read_deletion_list(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let (mut posts, mut users) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (target, id) = match l.split_once(':') {
+            Some(("user", id)) => (&mut users, id.trim()),
+            Some(("post", id)) => (&mut posts, id.trim()),
+            None => (&mut posts, l),
+            Some(_) => return Err(Error::Format { path: path.into(), line: i as u64 + 1, message: format!("expected an id, `post:ID` or `user:ID`, got {l:?}") }),
+        };
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            return Err(Error::Format { path: path.into(), line: i as u64 + 1, message: format!("not an id: {id:?}") });
+        }
+        target.push(id.to_string());
+    }
+    Ok((posts, users))
+}
+
+/// Calls `f` for each post of a shard file.
+pub fn for_each_post(path: &Path, f: &mut dyn FnMut(Post)) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let dec = zstd::Decoder::new(file).map_err(|e| Error::io(path, e))?;
+    for (i, line) in std::io::BufReader::new(dec).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        let post: Post = serde_json::from_str(&line).map_err(|e| Error::Format { path: path.into(), line: i as u64 + 1, message: e.to_string() })?;
+        f(post);
+    }
+    Ok(())
+}
+
+type Removed = Vec<(String, Option<String>, Verdict)>;
+
+fn remove_from_shards(out: &Path, shards: &mut [ShardRecord], posts: &HashSet<String>, users: &HashSet<String>, counts: &mut Counts) -> Result<Removed> {
+    let mut removed = Vec::new();
+    for s in shards.iter_mut() {
+        let path = out.join(&s.file);
+        let mut keep = Vec::new();
+        let mut hit = false;
+        for_each_post(&path, &mut |p| {
+            if posts.contains(&p.id) || p.author_id.as_ref().is_some_and(|a| users.contains(a)) {
+                hit = true;
+                removed.push((p.id.clone(), p.author_id.clone(), p.verdict));
+            } else {
+                keep.push(p);
+            }
+        })?;
+        if !hit {
+            continue;
+        }
+        let f = AtomicFile::create(&path)?;
+        let mut enc = zstd::Encoder::new(f, 3).map_err(|e| Error::io(&path, e))?;
+        for p in &keep {
+            serde_json::to_writer(&mut enc, p).map_err(|e| Error::io(&path, e.into()))?;
+            enc.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+        }
+        let f = enc.finish().map_err(|e| Error::io(&path, e))?;
+        let (sha256, bytes) = f.finish()?;
+        s.posts = keep.len() as u64;
+        s.bytes = bytes;
+        s.sha256 = sha256;
+    }
+    for (_, _, v) in &removed {
+        counts.add(*v, -1);
+        counts.add(Verdict::Deleted, 1);
+        counts.written -= 1;
+    }
+    Ok(removed)
+}
+
+fn remove_stale_shards(out: &Path, keep: &[ShardRecord]) -> Result<()> {
+    let names: HashSet<&str> = keep.iter().map(|s| s.file.as_str()).collect();
+    for e in std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("posts-") && name.ends_with(".jsonl.zst") && !names.contains(name.as_str()) {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
+fn top(map: &HashMap<String, u64>, n: usize) -> Vec<(&String, u64)> {
+    let mut v: Vec<(&String, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v.truncate(n);
+    v
+}
+
+fn data_card(m: &Manifest, card: &CardStats) -> String {
+    let c = &m.counts;
+    let mut s = String::new();
+    s.push_str("# Data card\n\n");
+    if m.synthetic {
+        s.push_str("> **SYNTHETIC DATA**: posts generated by `starling synth`, not real people.\n\n");
+    }
+    s.push_str(&format!("Inputs: {} files, {} bytes. Corpus format v{}.\n\n", m.inputs.len(), m.inputs.iter().map(|i| i.bytes).sum::<u64>(), m.format_version));
+    s.push_str("## Counts\n\n| outcome | posts |\n|---|---|\n");
+    s.push_str(&format!("| read | {} |\n| kept | {} |\n", c.read, c.kept));
+    for (k, v) in &c.filtered {
+        s.push_str(&format!("| filtered: {k} | {v} |\n"));
+    }
+    s.push_str(&format!("| quarantined | {} |\n| written to shards | {} |\n\n", c.quarantined, c.written));
+    s.push_str(&format!("read = kept + filtered + quarantined: {}\n\n", if c.balanced() { "holds" } else { "DOES NOT HOLD" }));
+    if !c.notices.is_empty() {
+        s.push_str("Non-post records: ");
+        s.push_str(&c.notices.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        s.push_str("\n\n");
+    }
+    s.push_str(&format!(
+        "Split: {} (val fraction {}), train {} / val {}{}.\n\n",
+        m.split.method, m.split.val_fraction, m.split.train, m.split.val,
+        m.split.val_from.map(|t| format!(", val from {}", t.to_rfc3339())).unwrap_or_default()
+    ));
+    s.push_str(&format!(
+        "Scrubbed: {} URLs → placeholder, {} mentions anonymised, {} emails, {} phone numbers. Languages detected for {} posts.\n\n",
+        m.stats.urls_replaced, m.stats.mentions_replaced, m.stats.emails_scrubbed, m.stats.phones_scrubbed, m.stats.lang_detected
+    ));
+    s.push_str(&format!("Deletions: {} posts removed, {} users' posts removed.\n\n", m.lineage.deleted_posts.len(), m.lineage.deleted_users.len()));
+    s.push_str("## Languages (written posts)\n\n| lang | posts |\n|---|---|\n");
+    for (k, v) in top(&card.langs, 15) {
+        s.push_str(&format!("| {k} | {v} |\n"));
+    }
+    s.push_str("\n## Top hashtags (kept posts)\n\n| hashtag | posts |\n|---|---|\n");
+    for (k, v) in top(&card.hashtags, 20) {
+        s.push_str(&format!("| #{k} | {v} |\n"));
+    }
+    if !card.sources.is_empty() {
+        s.push_str("\n## Clients\n\n| source | posts |\n|---|---|\n");
+        for (k, v) in top(&card.sources, 10) {
+            s.push_str(&format!("| {} | {v} |\n", k.replace('|', "\\|")));
+        }
+    }
+    s.push_str("\n## Training-text length (kept posts, characters)\n\n```\n");
+    let max = card.lengths.iter().copied().max().unwrap_or(0).max(1);
+    for (i, n) in card.lengths.iter().enumerate() {
+        let label = if i == 15 { "300+   ".to_string() } else { format!("{:>3}-{:<3}", i * 20, i * 20 + 19) };
+        s.push_str(&format!("{label} {:>8} {}\n", n, "#".repeat((*n * 50 / max) as usize)));
+    }
+    s.push_str("```\n");
+    s
+}
+
+/// A corpus directory opened for reading.
+#[derive(Debug)]
+pub struct Corpus {
+    dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl Corpus {
+    /// Opens a corpus directory and checks its format version.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("manifest.json");
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Format { path: path.clone(), line: e.line() as u64, message: e.to_string() })?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(Error::Format { path, line: 0, message: format!("corpus format v{} (this build reads v{FORMAT_VERSION})", manifest.format_version) });
+        }
+        Ok(Self { dir: dir.to_path_buf(), manifest })
+    }
+
+    /// Calls `f` for every written post, in shard order.
+    pub fn for_each_post(&self, f: &mut dyn FnMut(Post)) -> Result<()> {
+        for s in &self.manifest.shards {
+            for_each_post(&self.dir.join(&s.file), f)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes each shard's SHA-256 and compares it with the manifest.
+    pub fn verify(&self) -> Result<()> {
+        for s in &self.manifest.shards {
+            let path = self.dir.join(&s.file);
+            let (sha, _) = sha256_file(&path)?;
+            if sha != s.sha256 {
+                return Err(Error::Format { path, line: 0, message: format!("sha256 {sha} does not match the manifest's {}", s.sha256) });
+            }
+        }
+        Ok(())
+    }
+}

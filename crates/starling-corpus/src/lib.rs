@@ -1,0 +1,19 @@
+//! The corpus stage: post dumps in, a clean, accounted-for corpus out.
+//!
+//! - [`read`]: streaming readers for Twitter API v1.1/v2 JSON, archives, CSV and text.
+//! - [`Post`]: the record every stage shares.
+
+pub mod error;
+mod hash;
+pub mod post;
+pub mod read;
+
+pub use error::{Error, Result};
+pub use post::{Engagement, Origin, Post, References, Verdict};
+pub mod dedup;
+pub mod lang;
+pub mod curate;
+pub mod write;
+pub mod corpus;
+pub use corpus::{Corpus, CorpusBuilder, CorpusConfig, Counts, Manifest};
+pub mod synth;

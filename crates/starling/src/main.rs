@@ -1,0 +1,239 @@
+//! The `starling` command: parses arguments, wires the stage crates together and reports.
+
+mod bench;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use starling_corpus::dedup::NearDupConfig;
+use starling_corpus::read::Format;
+use starling_corpus::synth::{SynthConfig, SynthFlavor};
+use starling_corpus::{CorpusBuilder, CorpusConfig, Manifest};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "starling", version, about = "Turn a platform's posts into its own language model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a deterministic synthetic post stream (labelled synthetic).
+    Synth(SynthArgs),
+    /// Read post dumps, curate them and write a corpus directory.
+    Corpus(CorpusArgs),
+    /// The built-in default job: synth, then corpus, with a summary.
+    Demo {
+        /// Output directory.
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+        /// Posts to generate.
+        #[arg(long, default_value_t = 20_000)]
+        posts: u64,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Corpus throughput, memory and near-dup quality against datasketch.
+    Corpus(bench::CorpusBenchArgs),
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Output file (`.gz`/`.zst` compress).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Number of posts.
+    #[arg(long, default_value_t = 10_000)]
+    posts: u64,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// API shape to write.
+    #[arg(long, value_enum, default_value_t = FlavorArg::V1)]
+    flavor: FlavorArg,
+    /// Share of lines written malformed (truncated, invalid UTF-8, wrong shape).
+    #[arg(long, default_value_t = 0.0)]
+    malformed: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FlavorArg {
+    V1,
+    V2,
+}
+
+#[derive(Args)]
+struct CorpusArgs {
+    /// Input files or directories.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output corpus directory.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Force an input format instead of sniffing.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// File of post ids (or `user:ID` lines) to remove everywhere.
+    #[arg(long)]
+    deletions: Vec<PathBuf>,
+    /// Keep only these languages for training (comma-separated ISO codes).
+    #[arg(long, value_delimiter = ',')]
+    lang: Vec<String>,
+    /// Near-duplicate Jaccard threshold (0 turns near-dup removal off).
+    #[arg(long, default_value_t = 0.8)]
+    near_dup: f64,
+    /// Replace @mentions with a placeholder in training text.
+    #[arg(long)]
+    anonymize_mentions: bool,
+    /// CSV column holding the text (adds to the defaults).
+    #[arg(long)]
+    csv_text: Option<String>,
+    /// Validation share (newest posts).
+    #[arg(long, default_value_t = 0.02)]
+    val_fraction: f64,
+    /// JSON config file (a full CorpusConfig); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Json,
+    Archive,
+    Csv,
+    Text,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STARLING_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Synth(a) => {
+            let cfg = synth_config(&a);
+            let t = Instant::now();
+            let n = starling_corpus::synth::write_file(&cfg, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            println!("synth: {} posts (seed {}, {}) → {} in {:.1}s [SYNTHETIC]", n.posts, cfg.seed, flavor_name(cfg.flavor), a.out.display(), t.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Command::Corpus(a) => {
+            let config = corpus_config(&a)?;
+            let mut builder = CorpusBuilder::new(config, a.inputs.clone());
+            for d in &a.deletions {
+                builder = builder.deletion_list(d.clone());
+            }
+            let m = build_with_progress(&builder, &a.out)?;
+            print_summary(&m, &a.out);
+            Ok(())
+        }
+        Command::Demo { out, posts } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let stream = out.join("synth-v1.jsonl.zst");
+            let cfg = SynthConfig { posts, malformed: 0.002, ..SynthConfig::default() };
+            let t = Instant::now();
+            let n = starling_corpus::synth::write_file(&cfg, &stream)?;
+            println!("synth: {} posts (seed {}) → {} in {:.1}s [SYNTHETIC]", n.posts, cfg.seed, stream.display(), t.elapsed().as_secs_f64());
+            let corpus_dir = out.join("corpus");
+            let builder = CorpusBuilder::new(CorpusConfig::default(), vec![stream]);
+            let m = build_with_progress(&builder, &corpus_dir)?;
+            print_summary(&m, &corpus_dir);
+            Ok(())
+        }
+        Command::Bench { which: BenchCommand::Corpus(a) } => bench::corpus(&a),
+    }
+}
+
+fn flavor_name(f: SynthFlavor) -> &'static str {
+    match f {
+        SynthFlavor::V1 => "v1.1",
+        SynthFlavor::V2 => "v2",
+    }
+}
+
+fn synth_config(a: &SynthArgs) -> SynthConfig {
+    SynthConfig {
+        posts: a.posts,
+        seed: a.seed,
+        flavor: match a.flavor {
+            FlavorArg::V1 => SynthFlavor::V1,
+            FlavorArg::V2 => SynthFlavor::V2,
+        },
+        malformed: a.malformed,
+        ..SynthConfig::default()
+    }
+}
+
+fn corpus_config(a: &CorpusArgs) -> Result<CorpusConfig> {
+    let mut c: CorpusConfig = match &a.config {
+        Some(p) => serde_json::from_slice(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("parsing {}", p.display()))?,
+        None => CorpusConfig::default(),
+    };
+    c.read.format = a.format.map(|f| match f {
+        FormatArg::Json => Format::TwitterJson,
+        FormatArg::Archive => Format::Archive,
+        FormatArg::Csv => Format::Csv,
+        FormatArg::Text => Format::Text,
+    });
+    if !a.lang.is_empty() {
+        c.curate.languages = a.lang.clone();
+    }
+    c.curate.near_dup = (a.near_dup > 0.0).then(|| NearDupConfig { threshold: a.near_dup, ..NearDupConfig::default() });
+    c.curate.normalize.anonymize_mentions |= a.anonymize_mentions;
+    if let Some(col) = &a.csv_text {
+        c.read.csv.text.insert(0, col.clone());
+    }
+    c.val_fraction = a.val_fraction;
+    Ok(c)
+}
+
+fn build_with_progress(builder: &CorpusBuilder, out: &std::path::Path) -> Result<Manifest> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} corpus {msg} [{elapsed_precise}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    let t = Instant::now();
+    let m = builder
+        .build(out, &mut |p| {
+            let rate = p.posts as f64 / t.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("file {}/{} · {} posts · {:.0} posts/s", p.files_done, p.files_total, p.posts, rate));
+            bar.tick();
+        })
+        .with_context(|| format!("building corpus in {}", out.display()))?;
+    bar.finish_and_clear();
+    println!("corpus: {} posts in {:.1}s", m.counts.read, t.elapsed().as_secs_f64());
+    Ok(m)
+}
+
+fn print_summary(m: &Manifest, out: &std::path::Path) {
+    let c = &m.counts;
+    println!("  read        {:>10}{}", c.read, if m.synthetic { "  [SYNTHETIC]" } else { "" });
+    println!("  kept        {:>10}", c.kept);
+    for (k, v) in &c.filtered {
+        println!("  filtered    {:>10}  {k}", v);
+    }
+    println!("  quarantined {:>10}", c.quarantined);
+    println!("  read = kept + filtered + quarantined: {}", if c.balanced() { "yes" } else { "NO" });
+    if !c.notices.is_empty() {
+        println!("  non-post records: {}", c.notices.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    }
+    println!("  split: {} train {} / val {}", m.split.method, m.split.train, m.split.val);
+    println!("  pii scrubbed: {} emails, {} phones; {} posts deleted", m.stats.emails_scrubbed, m.stats.phones_scrubbed, m.lineage.deleted_posts.len());
+    println!("  → {} ({} shards, manifest.json, quarantine.jsonl, data-card.md)", out.display(), m.shards.len());
+}
