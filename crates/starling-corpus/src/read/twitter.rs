@@ -279,23 +279,28 @@ impl Emitter<'_, '_> {
         match notice {
             Some(kind) => sink(Item::Notice(kind)),
             None => {
-                // `statuses/lookup` with map=true: {"<id>": {"id": status or null}}.
-                if let Ok(map) = serde_json::from_slice::<HashMap<String, HashMap<String, Option<Record>>>>(raw) {
-                    if !map.is_empty() {
-                        for (_, inner) in map {
-                            for (_, status) in inner {
-                                match status {
-                                    Some(s) if s.is_status() => self.status(s, false, sink),
-                                    _ => sink(Item::Notice("missing_status")),
-                                }
-                            }
-                        }
-                        return;
-                    }
-                }
                 sink(self.ctx.quarantine(self.line, "JSON record is not a post, page, notice or compliance record", raw));
             }
         }
+    }
+
+    /// `statuses/lookup` with map=true: `{"id": {"<id>": status or null}}`; false when `raw` is not that.
+    fn lookup_map(&mut self, raw: &[u8], sink: &mut dyn FnMut(Item)) -> bool {
+        let Ok(map) = serde_json::from_slice::<std::collections::BTreeMap<String, std::collections::BTreeMap<String, Option<Record>>>>(raw) else {
+            return false;
+        };
+        if map.is_empty() {
+            return false;
+        }
+        for (_, inner) in map {
+            for (_, status) in inner {
+                match status {
+                    Some(s) if s.is_status() => self.status(s, false, sink),
+                    _ => sink(Item::Notice("missing_status")),
+                }
+            }
+        }
+        true
     }
 
     /// A v2 response page: `data` (tweets, or users/lists/counts) plus `includes`.
@@ -505,6 +510,7 @@ pub(crate) fn read_json(ctx: &FileCtx<'_>, mut reader: Box<dyn BufRead>, sink: &
                                 em.line = 1;
                                 em.record(rec, &doc, sink);
                             }
+                            Err(_) if em.lookup_map(&doc, sink) => {}
                             Err(_) => {
                                 // Not one document: fall back to lines so good lines survive.
                                 read_lines(ctx, Box::new(std::io::Cursor::new(doc)), &mut em, sink)?;
@@ -546,6 +552,10 @@ fn read_lines(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, em: &mut Emitter<'_, 
                         em.line = n;
                         em.record(rec, bytes, sink);
                     }
+                    Err(_) if {
+                        em.line = n;
+                        em.lookup_map(bytes, sink)
+                    } => {}
                     Err(e) => sink(ctx.quarantine(n, format!("invalid JSON: {e}"), bytes)),
                 }
             }
