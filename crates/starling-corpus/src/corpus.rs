@@ -335,7 +335,7 @@ impl CorpusBuilder {
                         rec.posts += 1;
                         counts.read += 1;
                         prog.posts += 1;
-                        if prog.posts % 8192 == 0 {
+                        if prog.posts.is_multiple_of(8192) {
                             progress(prog);
                         }
                         if !seen_ids.insert(fx64(post.id.as_bytes())) {

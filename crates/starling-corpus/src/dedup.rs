@@ -214,6 +214,15 @@ impl NearDupIndex {
     /// Checks `text` against the index; returns the earlier post it duplicates (its `key`), or
     /// inserts it under `key` and returns `None`.
     pub fn check_and_insert(&mut self, text: &str, key: u32) -> Option<u32> {
+        self.lookup(text, key, false)
+    }
+
+    /// Whether `text` near-duplicates an indexed post; inserts it either way (for evaluation).
+    pub fn query_then_insert(&mut self, text: &str, key: u32) -> bool {
+        self.lookup(text, key, true).is_some()
+    }
+
+    fn lookup(&mut self, text: &str, key: u32, always_insert: bool) -> Option<u32> {
         let mut sh = std::mem::take(&mut self.scratch_shingles);
         let mut sig = std::mem::take(&mut self.scratch_sig);
         shingles(text, self.config.shingle, &mut sh);
@@ -247,7 +256,7 @@ impl NearDupIndex {
                 }
             }
         }
-        if found.is_none() {
+        if found.is_none() || always_insert {
             let slot = self.ids.len() as u32;
             self.ids.push(key);
             self.compact.extend(sig.iter().map(|v| *v as u8));

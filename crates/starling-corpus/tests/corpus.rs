@@ -57,7 +57,7 @@ fn real_v1_samples_give_660_distinct_posts() {
     let (all, _, q) = read_dir_ids(&dir);
     // SOURCE.md counts statuses that carry a `user`: 660. Three quoted statuses nested in
     // get_search_raw.json come without one (the API left it out); they are posts all the same.
-    let files = starling_corpus::corpus::expand_inputs(&[dir.clone()]).expect("list");
+    let files = starling_corpus::corpus::expand_inputs(std::slice::from_ref(&dir)).expect("list");
     let mut authored = HashSet::new();
     for f in files {
         read_file(&f, &ReadOptions::default(), &mut |item| {
@@ -155,6 +155,7 @@ fn synthetic_corpus_adds_up_and_is_deterministic() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let ma = build(vec![input.clone()], &a);
     let mb = build(vec![input], &b);
+    assert_eq!(ma.counts, mb.counts);
     assert!(ma.counts.balanced(), "{:?}", ma.counts);
     assert!(ma.synthetic && ma.counts.quarantined > 0);
     assert!(ma.counts.filtered.get("near_duplicate").copied().unwrap_or(0) > 0);

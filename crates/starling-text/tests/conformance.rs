@@ -105,7 +105,7 @@ fn extract_case(section: &str, text: &str, expected: &Value) -> Result<(), Strin
             fmt(exp_idx("screen_name")),
         ),
         "replies" => {
-            let got = starling_text::reply_to(text).map(String::from);
+            let got = starling_text::reply_to(text);
             let want = expected.as_str().map(String::from);
             (got.into_iter().collect(), want.into_iter().collect())
         }

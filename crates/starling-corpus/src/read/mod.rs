@@ -208,9 +208,12 @@ pub fn sniff(path: &Path, head: &[u8]) -> Format {
         Format::Archive
     } else if stem.ends_with(".csv") || stem.ends_with(".tsv") {
         Format::Csv
-    } else if trimmed.starts_with(b"{") || trimmed.starts_with(b"[") {
-        Format::TwitterJson
-    } else if stem.ends_with(".json") || stem.ends_with(".jsonl") || stem.ends_with(".ndjson") {
+    } else if trimmed.starts_with(b"{")
+        || trimmed.starts_with(b"[")
+        || stem.ends_with(".json")
+        || stem.ends_with(".jsonl")
+        || stem.ends_with(".ndjson")
+    {
         Format::TwitterJson
     } else {
         Format::Text
