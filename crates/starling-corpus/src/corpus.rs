@@ -13,6 +13,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+/// zstd level of post shards: level 1 compresses several times faster than 3 for ~10% more bytes.
+const ZSTD_LEVEL: i32 = 1;
+
 /// Version of the corpus directory format written in `manifest.json`.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -228,6 +231,8 @@ struct ShardSink {
     per_shard: usize,
     current: Option<(zstd::Encoder<'static, AtomicFile>, u64)>,
     done: Vec<ShardRecord>,
+    line: Vec<u8>,
+    pending: Vec<u8>,
 }
 
 impl ShardSink {
@@ -239,21 +244,40 @@ impl ShardSink {
         if self.current.is_none() {
             let path = self.dir.join(Self::name(self.done.len()));
             let f = AtomicFile::create(&path)?;
-            let enc = zstd::Encoder::new(f, 3).map_err(|e| Error::io(&path, e))?;
+            let enc = zstd::Encoder::new(f, ZSTD_LEVEL).map_err(|e| Error::io(&path, e))?;
             self.current = Some((enc, 0));
         }
-        let path = self.dir.join(Self::name(self.done.len()));
-        let Some((enc, n)) = self.current.as_mut() else { return Ok(()) };
-        serde_json::to_writer(&mut *enc, post).map_err(|e| Error::io(&path, e.into()))?;
-        enc.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, post).map_err(|e| Error::io(&self.dir, e.into()))?;
+        self.line.push(b'\n');
+        self.write_line()
+    }
+
+    /// Appends the line in `self.line`; compressor input goes in 256 KiB blocks (small writes cost).
+    fn write_line(&mut self) -> Result<()> {
+        let Some((_, n)) = self.current.as_mut() else { return Ok(()) };
+        self.pending.extend_from_slice(&self.line);
         *n += 1;
-        if *n as usize >= self.per_shard {
+        let full = *n as usize >= self.per_shard;
+        if self.pending.len() >= 256 << 10 {
+            self.flush_pending()?;
+        }
+        if full {
             self.close()?;
         }
         Ok(())
     }
 
+    fn flush_pending(&mut self) -> Result<()> {
+        if let Some((enc, _)) = self.current.as_mut() {
+            enc.write_all(&self.pending).map_err(|e| Error::io(&self.dir, e))?;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
     fn close(&mut self) -> Result<()> {
+        self.flush_pending()?;
         if let Some((enc, n)) = self.current.take() {
             let file = Self::name(self.done.len());
             let f = enc.finish().map_err(|e| Error::io(self.dir.join(&file), e))?;
@@ -306,7 +330,7 @@ impl CorpusBuilder {
         let mut curator = Curator::new(self.config.curate.clone());
         let mut counts = Counts::default();
         let mut seen_ids: HashSet<u64> = HashSet::new();
-        let mut shards = ShardSink { dir: out.to_path_buf(), per_shard: self.config.shard_posts, current: None, done: Vec::new() };
+        let mut shards = ShardSink { dir: out.to_path_buf(), per_shard: self.config.shard_posts, current: None, done: Vec::new(), line: Vec::new(), pending: Vec::new() };
         let qpath = out.join("quarantine.jsonl");
         let mut quarantine = AtomicFile::create(&qpath)?;
         let mut late_posts: HashSet<String> = HashSet::new();
@@ -369,7 +393,7 @@ impl CorpusBuilder {
                         rec.deletions += 1;
                         match d {
                             Deletion::Post(id) => {
-                                if counts.written > 0 {
+                                if counts.written > 0 && seen_ids.contains(&fx64(id.as_bytes())) {
                                     late_posts.insert(id.clone());
                                 }
                                 deleted_posts.insert(id);
@@ -590,31 +614,41 @@ pub fn for_each_post(path: &Path, f: &mut dyn FnMut(Post)) -> Result<()> {
 type Removed = Vec<(String, Option<String>, Verdict)>;
 
 fn remove_from_shards(out: &Path, shards: &mut [ShardRecord], posts: &HashSet<String>, users: &HashSet<String>, counts: &mut Counts) -> Result<Removed> {
+    #[derive(Deserialize)]
+    struct Key {
+        id: String,
+        #[serde(default)]
+        author_id: Option<String>,
+        verdict: Verdict,
+    }
     let mut removed = Vec::new();
     for s in shards.iter_mut() {
         let path = out.join(&s.file);
-        let mut keep = Vec::new();
-        let mut hit = false;
-        for_each_post(&path, &mut |p| {
-            if posts.contains(&p.id) || p.author_id.as_ref().is_some_and(|a| users.contains(a)) {
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let dec = zstd::Decoder::new(file).map_err(|e| Error::io(&path, e))?;
+        let mut keep: Vec<u8> = Vec::new();
+        let (mut kept, mut hit) = (0u64, false);
+        for (i, line) in std::io::BufReader::new(dec).split(b'\n').enumerate() {
+            let line = line.map_err(|e| Error::io(&path, e))?;
+            let k: Key = serde_json::from_slice(&line).map_err(|e| Error::Format { path: path.clone(), line: i as u64 + 1, message: e.to_string() })?;
+            if posts.contains(&k.id) || k.author_id.as_ref().is_some_and(|a| users.contains(a)) {
                 hit = true;
-                removed.push((p.id.clone(), p.author_id.clone(), p.verdict));
+                removed.push((k.id, k.author_id, k.verdict));
             } else {
-                keep.push(p);
+                keep.extend_from_slice(&line);
+                keep.push(b'\n');
+                kept += 1;
             }
-        })?;
+        }
         if !hit {
             continue;
         }
         let f = AtomicFile::create(&path)?;
-        let mut enc = zstd::Encoder::new(f, 3).map_err(|e| Error::io(&path, e))?;
-        for p in &keep {
-            serde_json::to_writer(&mut enc, p).map_err(|e| Error::io(&path, e.into()))?;
-            enc.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
-        }
+        let mut enc = zstd::Encoder::new(f, ZSTD_LEVEL).map_err(|e| Error::io(&path, e))?;
+        enc.write_all(&keep).map_err(|e| Error::io(&path, e))?;
         let f = enc.finish().map_err(|e| Error::io(&path, e))?;
         let (sha256, bytes) = f.finish()?;
-        s.posts = keep.len() as u64;
+        s.posts = kept;
         s.bytes = bytes;
         s.sha256 = sha256;
     }
