@@ -1,7 +1,7 @@
 //! Building a corpus directory: read every input, curate every post, write shards, quarantine,
 //! manifest and data card; and reading one back.
 
-use crate::curate::{CurateConfig, CurateStats, Curator};
+use crate::curate::{CurateConfig, CurateStats, Curator, Prepared};
 use crate::error::{Error, Result};
 use crate::hash::fx64;
 use crate::post::{Post, Verdict};
@@ -310,6 +310,9 @@ impl CorpusBuilder {
     }
 
     /// Reads, curates and writes everything into `out`; returns the manifest (also written there).
+    ///
+    /// Three threads in a pipeline, each in input order (so output bytes are deterministic):
+    /// reading and parsing; curation and dedup; serialising and compressing shards.
     pub fn build(&self, out: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Manifest> {
         self.config.validate()?;
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -327,143 +330,181 @@ impl CorpusBuilder {
             deleted_posts.extend(posts);
             deleted_users.extend(users);
         }
-        let mut curator = Curator::new(self.config.curate.clone());
-        let mut counts = Counts::default();
-        let mut seen_ids: HashSet<u64> = HashSet::new();
-        let mut shards = ShardSink { dir: out.to_path_buf(), per_shard: self.config.shard_posts, current: None, done: Vec::new(), line: Vec::new(), pending: Vec::new() };
+        // Deletions may come after the posts they delete (stream notices, compliance files):
+        // find them all first, so a deleted post is never written.
+        for file in &files {
+            crate::read::scan_deletions(file, &self.config.read, &mut |d| match d {
+                Deletion::Post(id) => {
+                    deleted_posts.insert(id);
+                }
+                Deletion::User(id) => {
+                    deleted_users.insert(id);
+                }
+            })?;
+        }
+
+        let mut st = BuildState {
+            curator: Curator::new(self.config.curate.clone()),
+            counts: Counts::default(),
+            seen_ids: HashSet::new(),
+            removed_posts: Vec::new(),
+            removed_users: HashSet::new(),
+            kept_times: Vec::new(),
+            kept_untimed: Vec::new(),
+            card: CardStats::default(),
+            synthetic: false,
+        };
         let qpath = out.join("quarantine.jsonl");
         let mut quarantine = AtomicFile::create(&qpath)?;
-        let mut late_posts: HashSet<String> = HashSet::new();
-        let mut late_users: HashSet<String> = HashSet::new();
-        let mut removed_posts: Vec<String> = Vec::new();
-        let mut removed_users: HashSet<String> = HashSet::new();
-        let mut kept_times: Vec<i64> = Vec::new();
-        let mut kept_untimed: Vec<u64> = Vec::new();
-        let mut card = CardStats::default();
-        let mut synthetic = false;
         let mut inputs = Vec::new();
-        let mut err: Option<Error> = None;
         let mut prog = Progress { files_done: 0, files_total: files.len(), posts: 0 };
-        for file in &files {
-            let (sha256, bytes) = sha256_file(file)?;
-            let mut rec = InputRecord {
-                path: file.display().to_string(), bytes, sha256, format: Format::Text, compression: Compression::None,
-                posts: 0, quarantined: 0, notices: 0, deletions: 0,
-            };
-            let mut sink = |item: Item| {
-                if err.is_some() {
-                    return;
-                }
-                match item {
-                    Item::Post(mut post) => {
-                        rec.posts += 1;
-                        counts.read += 1;
-                        prog.posts += 1;
-                        if prog.posts.is_multiple_of(8192) {
-                            progress(prog);
-                        }
-                        if !seen_ids.insert(fx64(post.id.as_bytes())) {
-                            counts.add(Verdict::SameId, 1);
+        let read_opts = &self.config.read;
+        let shard_posts = self.config.shard_posts;
+        let (shard_records, (qsha, qbytes)) = std::thread::scope(|scope| -> Result<(Vec<ShardRecord>, (String, u64))> {
+            // reader → W preparers (batch k to preparer k % W) → this thread, reading the
+            // preparers' outputs round-robin, so order is restored exactly.
+            let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+            let (post_tx, post_rx) = std::sync::mpsc::sync_channel::<Vec<Box<Post>>>(8);
+            let mut to_workers = Vec::new();
+            let mut from_workers = Vec::new();
+            for _ in 0..workers {
+                let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<RawMsg>(4);
+                let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<ReadMsg>(4);
+                let preparer = st.curator.preparer();
+                scope.spawn(move || {
+                    for msg in in_rx {
+                        let out = match msg {
+                            RawMsg::Items(items) => ReadMsg::Items(
+                                items
+                                    .into_iter()
+                                    .map(|item| match item {
+                                        Item::Post(mut post) => {
+                                            let prep = preparer.prepare(&mut post);
+                                            Work::Post(post, prep)
+                                        }
+                                        other => Work::Other(other),
+                                    })
+                                    .collect(),
+                            ),
+                            RawMsg::FileDone(h, r) => ReadMsg::FileDone(h, r),
+                        };
+                        if out_tx.send(out).is_err() {
                             return;
                         }
-                        if deleted_posts.contains(&post.id) || post.author_id.as_ref().is_some_and(|a| deleted_users.contains(a)) {
-                            counts.add(Verdict::Deleted, 1);
-                            if let Some(a) = post.author_id.as_ref().filter(|a| deleted_users.contains(*a)) {
-                                removed_users.insert(a.clone());
-                            }
-                            removed_posts.push(post.id.clone());
-                            return;
-                        }
-                        curator.curate(&mut post);
-                        synthetic |= post.synthetic;
-                        counts.add(post.verdict, 1);
-                        counts.written += 1;
-                        tally(&mut card, &post);
-                        if post.verdict == Verdict::Kept {
-                            match post.created_at {
-                                Some(t) => kept_times.push(t.timestamp_millis()),
-                                None => kept_untimed.push(fx64(post.id.as_bytes()) % 10_000),
-                            }
-                        }
-                        if let Err(e) = shards.write(&post) {
-                            err = Some(e);
-                        }
                     }
-                    Item::Deletion(d) => {
-                        rec.deletions += 1;
-                        match d {
-                            Deletion::Post(id) => {
-                                if counts.written > 0 && seen_ids.contains(&fx64(id.as_bytes())) {
-                                    late_posts.insert(id.clone());
+                });
+                to_workers.push(in_tx);
+                from_workers.push(out_rx);
+            }
+            let files_ref = &files;
+            let reader = scope.spawn(move || {
+                let mut k = 0usize;
+                let mut send = |msg: RawMsg| {
+                    let ok = to_workers[k % to_workers.len()].send(msg).is_ok();
+                    k += 1;
+                    ok
+                };
+                for file in files_ref {
+                    let hashed = sha256_file(file);
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let mut alive = true;
+                    let mut sink = |item: Item| {
+                        batch.push(item);
+                        if batch.len() >= BATCH && alive {
+                            alive = send(RawMsg::Items(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))));
+                        }
+                    };
+                    let result = read_file(file, read_opts, &mut sink);
+                    if !send(RawMsg::Items(batch)) || !send(RawMsg::FileDone(hashed, result)) {
+                        return;
+                    }
+                }
+            });
+            let item_rx = (0..).map_while(|k: usize| from_workers[k % from_workers.len()].recv().ok());
+            let out_dir = out.to_path_buf();
+            let writer = scope.spawn(move || -> Result<Vec<ShardRecord>> {
+                let mut shards = ShardSink { dir: out_dir, per_shard: shard_posts, current: None, done: Vec::new(), line: Vec::new(), pending: Vec::new() };
+                for batch in post_rx {
+                    for post in batch {
+                        shards.write(&post)?;
+                    }
+                }
+                shards.close()?;
+                Ok(shards.done)
+            });
+            let mut file_iter = files.iter();
+            let mut rec = new_input(file_iter.next());
+            let mut outcome: Result<()> = Ok(());
+            for msg in item_rx {
+                match msg {
+                    ReadMsg::Items(items) => {
+                        let mut written = Vec::with_capacity(items.len());
+                        for item in items {
+                            match item {
+                                Work::Post(mut post, prep) => {
+                                    rec.posts += 1;
+                                    prog.posts += 1;
+                                    if st.accept(&mut post, prep, &deleted_posts, &deleted_users) {
+                                        written.push(post);
+                                    }
                                 }
-                                deleted_posts.insert(id);
-                            }
-                            Deletion::User(id) => {
-                                if counts.written > 0 {
-                                    late_users.insert(id.clone());
+                                Work::Other(Item::Post(_)) => {}
+                                Work::Other(Item::Deletion(_)) => rec.deletions += 1,
+                                Work::Other(Item::Notice(kind)) => {
+                                    rec.notices += 1;
+                                    *st.counts.notices.entry(kind.to_string()).or_default() += 1;
                                 }
-                                deleted_users.insert(id);
+                                Work::Other(Item::Quarantined(q)) => {
+                                    rec.quarantined += 1;
+                                    st.counts.read += 1;
+                                    st.counts.quarantined += 1;
+                                    let line = serde_json::to_vec(&q).unwrap_or_default();
+                                    if let Err(e) = quarantine.write_all(&line).and_then(|_| quarantine.write_all(b"\n")) {
+                                        outcome = Err(Error::io(&qpath, e));
+                                    }
+                                }
+                            }
+                        }
+                        if !written.is_empty() && post_tx.send(written).is_err() {
+                            break;
+                        }
+                        progress(prog);
+                    }
+                    ReadMsg::FileDone(hashed, result) => {
+                        let step = hashed.and_then(|(sha256, bytes)| result.map(|sn| (sha256, bytes, sn)));
+                        match step {
+                            Ok((sha256, bytes, sniffed)) => {
+                                rec.sha256 = sha256;
+                                rec.bytes = bytes;
+                                rec.format = sniffed.format;
+                                rec.compression = sniffed.compression;
+                                if rec.posts + rec.quarantined + rec.notices + rec.deletions == 0 {
+                                    tracing::warn!(file = %rec.path, "no records in file");
+                                }
+                                inputs.push(std::mem::replace(&mut rec, new_input(file_iter.next())));
+                                prog.files_done += 1;
+                                progress(prog);
+                            }
+                            Err(e) => {
+                                outcome = Err(e);
+                                break;
                             }
                         }
                     }
-                    Item::Notice(kind) => {
-                        rec.notices += 1;
-                        *counts.notices.entry(kind.to_string()).or_default() += 1;
-                    }
-                    Item::Quarantined(q) => {
-                        rec.quarantined += 1;
-                        counts.read += 1;
-                        counts.quarantined += 1;
-                        let line = serde_json::to_vec(&q).unwrap_or_default();
-                        if let Err(e) = quarantine.write_all(&line).and_then(|_| quarantine.write_all(b"\n")) {
-                            err = Some(Error::io(&qpath, e));
-                        }
-                    }
                 }
-            };
-            let sniffed = read_file(file, &self.config.read, &mut sink)?;
-            if let Some(e) = err.take() {
-                return Err(e);
-            }
-            rec.format = sniffed.format;
-            rec.compression = sniffed.compression;
-            if rec.posts == 0 && rec.quarantined == 0 && rec.notices == 0 && rec.deletions == 0 {
-                tracing::warn!(file = %file.display(), "no records in file");
-            }
-            inputs.push(rec);
-            prog.files_done += 1;
-            progress(prog);
-        }
-        shards.close()?;
-        let (qsha, qbytes) = quarantine.finish()?;
-        let mut shard_records = shards.done;
-        if !late_posts.is_empty() || !late_users.is_empty() {
-            let removed = remove_from_shards(out, &mut shard_records, &late_posts, &late_users, &mut counts)?;
-            for (id, author, verdict) in removed {
-                if verdict == Verdict::Kept {
-                    // Drop its split entry: recomputed below from what remains.
-                    let _ = author.as_ref();
+                if outcome.is_err() {
+                    break;
                 }
-                if let Some(a) = author.filter(|a| late_users.contains(a)) {
-                    removed_users.insert(a);
-                }
-                removed_posts.push(id);
             }
-            // Recount the kept posts' times for the split from the rewritten shards.
-            kept_times.clear();
-            kept_untimed.clear();
-            for s in &shard_records {
-                for_each_post(&out.join(&s.file), &mut |p| {
-                    if p.verdict == Verdict::Kept {
-                        match p.created_at {
-                            Some(t) => kept_times.push(t.timestamp_millis()),
-                            None => kept_untimed.push(fx64(p.id.as_bytes()) % 10_000),
-                        }
-                    }
-                })?;
-            }
-        }
+            drop(post_tx);
+            let shards = writer.join().map_err(|_| Error::Config { field: "writer", message: "shard writer thread panicked".into() })?;
+            let _ = reader.join();
+            outcome?;
+            let shards = shards?;
+            Ok((shards, quarantine.finish()?))
+        })?;
         remove_stale_shards(out, &shard_records)?;
+        let BuildState { curator, counts, mut removed_posts, removed_users, mut kept_times, kept_untimed, card, synthetic, .. } = st;
         let split = make_split(self.config.val_fraction, &mut kept_times, &kept_untimed);
         removed_posts.sort();
         removed_posts.dedup();
@@ -476,6 +517,7 @@ impl CorpusBuilder {
             inputs,
             deletion_lists: deletion_records,
             config: self.config.clone(),
+            quarantine: ShardRecord { file: "quarantine.jsonl".into(), posts: counts.quarantined, bytes: qbytes, sha256: qsha },
             counts,
             stats: curator.stats.clone(),
             dedup: DedupSummary {
@@ -485,7 +527,6 @@ impl CorpusBuilder {
             },
             split,
             shards: shard_records,
-            quarantine: ShardRecord { file: "quarantine.jsonl".into(), posts: 0, bytes: qbytes, sha256: qsha },
             lineage: Lineage {
                 requested_posts: deleted_posts.len() as u64,
                 requested_users: deleted_users.len() as u64,
@@ -493,12 +534,88 @@ impl CorpusBuilder {
                 deleted_users: removed_users,
             },
         };
-        let mut manifest = manifest;
-        manifest.quarantine.posts = manifest.counts.quarantined;
         write_atomic(&out.join("data-card.md"), data_card(&manifest, &card).as_bytes())?;
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::io(out, e.into()))?;
         write_atomic(&out.join("manifest.json"), &json)?;
         Ok(manifest)
+    }
+}
+
+/// Items per batch passed between the build threads.
+const BATCH: usize = 512;
+
+/// An item read, with the post's per-post curation already done on the reading thread.
+enum Work {
+    Post(Box<Post>, Prepared),
+    Other(Item),
+}
+
+enum RawMsg {
+    Items(Vec<Item>),
+    FileDone(Result<(String, u64)>, Result<crate::read::Sniffed>),
+}
+
+enum ReadMsg {
+    Items(Vec<Work>),
+    FileDone(Result<(String, u64)>, Result<crate::read::Sniffed>),
+}
+
+fn new_input(path: Option<&PathBuf>) -> InputRecord {
+    InputRecord {
+        path: path.map(|p| p.display().to_string()).unwrap_or_default(),
+        bytes: 0,
+        sha256: String::new(),
+        format: Format::Text,
+        compression: Compression::None,
+        posts: 0,
+        quarantined: 0,
+        notices: 0,
+        deletions: 0,
+    }
+}
+
+/// The curation thread's state.
+struct BuildState {
+    curator: Curator,
+    counts: Counts,
+    seen_ids: HashSet<u64>,
+    removed_posts: Vec<String>,
+    removed_users: HashSet<String>,
+    kept_times: Vec<i64>,
+    kept_untimed: Vec<u64>,
+    card: CardStats,
+    synthetic: bool,
+}
+
+impl BuildState {
+    /// Counts and curates one post; true when it is to be written.
+    fn accept(&mut self, post: &mut Post, prep: Prepared, deleted_posts: &HashSet<String>, deleted_users: &HashSet<String>) -> bool {
+        self.counts.read += 1;
+        if !self.seen_ids.insert(fx64(post.id.as_bytes())) {
+            self.counts.add(Verdict::SameId, 1);
+            return false;
+        }
+        let deleted_user = post.author_id.as_ref().filter(|a| deleted_users.contains(*a));
+        if deleted_posts.contains(&post.id) || deleted_user.is_some() {
+            self.counts.add(Verdict::Deleted, 1);
+            if let Some(a) = deleted_user {
+                self.removed_users.insert(a.clone());
+            }
+            self.removed_posts.push(post.id.clone());
+            return false;
+        }
+        self.curator.decide(post, prep);
+        self.synthetic |= post.synthetic;
+        self.counts.add(post.verdict, 1);
+        self.counts.written += 1;
+        tally(&mut self.card, post);
+        if post.verdict == Verdict::Kept {
+            match post.created_at {
+                Some(t) => self.kept_times.push(t.timestamp_millis()),
+                None => self.kept_untimed.push(fx64(post.id.as_bytes()) % 10_000),
+            }
+        }
+        true
     }
 }
 
@@ -609,55 +726,6 @@ pub fn for_each_post(path: &Path, f: &mut dyn FnMut(Post)) -> Result<()> {
         f(post);
     }
     Ok(())
-}
-
-type Removed = Vec<(String, Option<String>, Verdict)>;
-
-fn remove_from_shards(out: &Path, shards: &mut [ShardRecord], posts: &HashSet<String>, users: &HashSet<String>, counts: &mut Counts) -> Result<Removed> {
-    #[derive(Deserialize)]
-    struct Key {
-        id: String,
-        #[serde(default)]
-        author_id: Option<String>,
-        verdict: Verdict,
-    }
-    let mut removed = Vec::new();
-    for s in shards.iter_mut() {
-        let path = out.join(&s.file);
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let dec = zstd::Decoder::new(file).map_err(|e| Error::io(&path, e))?;
-        let mut keep: Vec<u8> = Vec::new();
-        let (mut kept, mut hit) = (0u64, false);
-        for (i, line) in std::io::BufReader::new(dec).split(b'\n').enumerate() {
-            let line = line.map_err(|e| Error::io(&path, e))?;
-            let k: Key = serde_json::from_slice(&line).map_err(|e| Error::Format { path: path.clone(), line: i as u64 + 1, message: e.to_string() })?;
-            if posts.contains(&k.id) || k.author_id.as_ref().is_some_and(|a| users.contains(a)) {
-                hit = true;
-                removed.push((k.id, k.author_id, k.verdict));
-            } else {
-                keep.extend_from_slice(&line);
-                keep.push(b'\n');
-                kept += 1;
-            }
-        }
-        if !hit {
-            continue;
-        }
-        let f = AtomicFile::create(&path)?;
-        let mut enc = zstd::Encoder::new(f, ZSTD_LEVEL).map_err(|e| Error::io(&path, e))?;
-        enc.write_all(&keep).map_err(|e| Error::io(&path, e))?;
-        let f = enc.finish().map_err(|e| Error::io(&path, e))?;
-        let (sha256, bytes) = f.finish()?;
-        s.posts = kept;
-        s.bytes = bytes;
-        s.sha256 = sha256;
-    }
-    for (_, _, v) in &removed {
-        counts.add(*v, -1);
-        counts.add(Verdict::Deleted, 1);
-        counts.written -= 1;
-    }
-    Ok(removed)
 }
 
 fn remove_stale_shards(out: &Path, keep: &[ShardRecord]) -> Result<()> {

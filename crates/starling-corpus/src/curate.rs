@@ -1,6 +1,6 @@
 //! Curation: each post gets its entities, training text, language and a verdict.
 
-use crate::dedup::{shingle_text, ExactDedup, NearDupConfig, NearDupIndex};
+use crate::dedup::{shingle_text, shingles, ExactDedup, MinHasher, NearDupConfig, NearDupIndex};
 use crate::hash::fx64;
 use crate::post::{Post, Verdict};
 use serde::{Deserialize, Serialize};
@@ -83,16 +83,112 @@ pub struct CurateStats {
     pub lang_detected: u64,
 }
 
-/// Decides each post's training text and verdict, in input order.
+/// The part of curation that depends on one post alone (entities, training text, language,
+/// stateless filters, dedup signature), so it can run on another thread than [`Curator`].
+#[derive(Debug, Clone)]
+pub struct Preparer {
+    config: CurateConfig,
+    normalizer: Normalizer,
+    hasher: Option<MinHasher>,
+}
+
+/// What [`Preparer::prepare`] found out about a post, for [`Curator::decide`].
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// A stateless filter's verdict, if one applies.
+    verdict: Option<Verdict>,
+    /// Hash of the training text (exact dedup).
+    text_hash: u64,
+    /// MinHash signature of the shingle text (near dedup).
+    signature: Vec<u32>,
+    pii: PiiCounts,
+    urls: usize,
+    mentions: usize,
+    lang_detected: bool,
+}
+
+impl Preparer {
+    /// A preparer with the given settings.
+    pub fn new(config: CurateConfig) -> Self {
+        Self {
+            normalizer: Normalizer::new(config.normalize),
+            hasher: config.near_dup.map(|n| MinHasher::new(n.num_perm, n.seed)),
+            config,
+        }
+    }
+
+    /// Fills entities, training text and language; applies the filters that need no state.
+    pub fn prepare(&self, post: &mut Post) -> Prepared {
+        let mut prep = Prepared::default();
+        if post.verdict == Verdict::Repost {
+            return prep;
+        }
+        post.entities = extract_entities(&post.text);
+        let n = self.normalizer.normalize_display(&post.text, &post.entities);
+        (prep.pii, prep.urls, prep.mentions) = (n.pii, n.urls, n.mentions);
+        post.train_text = n.text;
+        if post.lang.is_empty() || post.lang == "und" {
+            if self.config.detect_language {
+                let bare = strip_placeholders(&post.train_text);
+                post.lang = crate::lang::detect(&bare).unwrap_or("und").to_string();
+                post.lang_detected = true;
+                prep.lang_detected = true;
+            } else if post.lang.is_empty() {
+                post.lang = "und".into();
+            }
+        }
+        if post.verdict == Verdict::Kept {
+            prep.verdict = self.stateless_verdict(post);
+        }
+        if prep.verdict.is_none() && matches!(post.verdict, Verdict::Kept | Verdict::HeldOut) {
+            prep.text_hash = fx64(post.train_text.as_bytes());
+            if let (Some(h), Some(nd)) = (&self.hasher, &self.config.near_dup) {
+                let mut sh = Vec::new();
+                shingles(&shingle_text(&post.train_text), nd.shingle, &mut sh);
+                h.signature(&sh, &mut prep.signature);
+            }
+        }
+        prep
+    }
+
+    fn stateless_verdict(&self, post: &Post) -> Option<Verdict> {
+        let c = &self.config;
+        let bare = strip_placeholders(&post.train_text);
+        let chars = bare.chars().filter(|c| !c.is_whitespace()).count();
+        let words = bare.split_whitespace().count();
+        if chars < c.min_chars || words < c.min_words {
+            return Some(Verdict::TooShort);
+        }
+        if post.train_text.chars().count() > c.max_chars {
+            return Some(Verdict::TooLong);
+        }
+        if !c.languages.is_empty() && !c.languages.iter().any(|l| l == &post.lang) {
+            return Some(Verdict::Language);
+        }
+        let e = &post.entities;
+        if e.hashtags.len() > c.max_hashtags
+            || e.mentions.len() > c.max_mentions
+            || e.urls.len() > c.max_urls
+            || longest_run(&post.text) >= c.max_char_run
+        {
+            return Some(Verdict::Spam);
+        }
+        if post.source.as_ref().is_some_and(|s| c.bot_sources.iter().any(|b| b == s)) {
+            return Some(Verdict::Bot);
+        }
+        None
+    }
+}
+
+/// Decides each post's verdict in input order: the stateful filters (bursts, exact and near dedup).
 #[derive(Debug)]
 pub struct Curator {
     config: CurateConfig,
-    normalizer: Normalizer,
+    preparer: Preparer,
     exact: ExactDedup,
     near: Option<NearDupIndex>,
     recent: HashMap<u64, VecDeque<i64>>,
     next_key: u32,
-    keys: Vec<String>,
     /// Totals so far.
     pub stats: CurateStats,
 }
@@ -101,15 +197,19 @@ impl Curator {
     /// A curator with the given settings.
     pub fn new(config: CurateConfig) -> Self {
         Self {
-            normalizer: Normalizer::new(config.normalize),
+            preparer: Preparer::new(config.clone()),
             near: config.near_dup.map(NearDupIndex::new),
             exact: ExactDedup::default(),
             recent: HashMap::new(),
             next_key: 0,
-            keys: Vec::new(),
             config,
             stats: CurateStats::default(),
         }
+    }
+
+    /// A [`Preparer`] with the same settings, for another thread.
+    pub fn preparer(&self) -> Preparer {
+        self.preparer.clone()
     }
 
     /// The near-duplicate index, when enabled.
@@ -117,99 +217,59 @@ impl Curator {
         self.near.as_ref()
     }
 
-    /// Fills entities, training text and language, and sets the verdict of a post whose
-    /// reader verdict is `Kept` or `HeldOut` (reposts are left as they are).
+    /// Prepares and decides one post (both steps on this thread).
     pub fn curate(&mut self, post: &mut Post) {
+        let prep = self.preparer.prepare(post);
+        self.decide(post, prep);
+    }
+
+    /// Sets the verdict of a prepared post whose reader verdict is `Kept` or `HeldOut`
+    /// (reposts are left as they are).
+    pub fn decide(&mut self, post: &mut Post, prep: Prepared) {
         if post.verdict == Verdict::Repost {
             return;
         }
-        post.entities = extract_entities(&post.text);
-        let n = self.normalizer.normalize_display(&post.text, &post.entities);
-        self.count(&n.pii, n.urls, n.mentions);
-        post.train_text = n.text;
-        if post.lang.is_empty() || post.lang == "und" {
-            if self.config.detect_language {
-                let bare = strip_placeholders(&post.train_text);
-                post.lang = crate::lang::detect(&bare).unwrap_or("und").to_string();
-                post.lang_detected = true;
-                self.stats.lang_detected += 1;
-            } else if post.lang.is_empty() {
-                post.lang = "und".into();
-            }
-        }
-        if post.verdict != Verdict::Kept {
+        self.stats.urls_replaced += prep.urls as u64;
+        self.stats.mentions_replaced += prep.mentions as u64;
+        self.stats.emails_scrubbed += prep.pii.emails as u64;
+        self.stats.phones_scrubbed += prep.pii.phones as u64;
+        self.stats.lang_detected += u64::from(prep.lang_detected);
+        if post.verdict == Verdict::HeldOut {
             // Held-out posts still enter the dedup index, so training copies of test posts are caught.
-            if post.verdict == Verdict::HeldOut {
-                self.dedup(post);
-            }
+            self.dedup(&prep);
             return;
         }
-        post.verdict = self.verdict(post);
+        if post.verdict != Verdict::Kept {
+            return;
+        }
+        post.verdict = match prep.verdict {
+            Some(v) => v,
+            None if self.burst(post) => Verdict::Bot,
+            None => self.dedup(&prep),
+        };
     }
 
-    fn count(&mut self, pii: &PiiCounts, urls: usize, mentions: usize) {
-        self.stats.urls_replaced += urls as u64;
-        self.stats.mentions_replaced += mentions as u64;
-        self.stats.emails_scrubbed += pii.emails as u64;
-        self.stats.phones_scrubbed += pii.phones as u64;
+    fn burst(&mut self, post: &Post) -> bool {
+        let (Some(author), Some(t)) = (&post.author_id, post.created_at) else { return false };
+        let q = self.recent.entry(fx64(author.as_bytes())).or_default();
+        let now = t.timestamp();
+        while q.front().is_some_and(|&f| now - f > self.config.burst_window_secs) {
+            q.pop_front();
+        }
+        q.push_back(now);
+        q.len() > self.config.burst_posts
     }
 
-    fn verdict(&mut self, post: &Post) -> Verdict {
-        let c = &self.config;
-        let bare = strip_placeholders(&post.train_text);
-        let chars = bare.chars().filter(|c| !c.is_whitespace()).count();
-        let words = bare.split_whitespace().count();
-        if chars < c.min_chars || words < c.min_words {
-            return Verdict::TooShort;
-        }
-        if post.train_text.chars().count() > c.max_chars {
-            return Verdict::TooLong;
-        }
-        if !c.languages.is_empty() && !c.languages.iter().any(|l| l == &post.lang) {
-            return Verdict::Language;
-        }
-        let e = &post.entities;
-        if e.hashtags.len() > c.max_hashtags
-            || e.mentions.len() > c.max_mentions
-            || e.urls.len() > c.max_urls
-            || longest_run(&post.text) >= c.max_char_run
-        {
-            return Verdict::Spam;
-        }
-        if post
-            .source
-            .as_ref()
-            .is_some_and(|s| c.bot_sources.iter().any(|b| b == s))
-        {
-            return Verdict::Bot;
-        }
-        if let (Some(author), Some(t)) = (&post.author_id, post.created_at) {
-            let window = c.burst_window_secs;
-            let limit = c.burst_posts;
-            let q = self.recent.entry(fx64(author.as_bytes())).or_default();
-            let now = t.timestamp();
-            while q.front().is_some_and(|&f| now - f > window) {
-                q.pop_front();
-            }
-            q.push_back(now);
-            if q.len() > limit {
-                return Verdict::Bot;
-            }
-        }
-        self.dedup(post)
-    }
-
-    fn dedup(&mut self, post: &Post) -> Verdict {
-        if self.config.exact_dedup && self.exact.check_and_insert(&post.train_text) {
+    fn dedup(&mut self, prep: &Prepared) -> Verdict {
+        if self.config.exact_dedup && self.exact.check_and_insert_hash(prep.text_hash) {
             return Verdict::ExactDuplicate;
         }
         if let Some(near) = self.near.as_mut() {
             let key = self.next_key;
-            if near.check_and_insert(&shingle_text(&post.train_text), key).is_some() {
+            if near.check_and_insert_signature(&prep.signature, key, false).is_some() {
                 return Verdict::NearDuplicate;
             }
             self.next_key += 1;
-            let _ = &self.keys;
         }
         Verdict::Kept
     }

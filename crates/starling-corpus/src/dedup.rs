@@ -113,12 +113,13 @@ impl MinHasher {
     pub fn signature(&self, shingles: &[u64], sig: &mut Vec<u32>) {
         sig.clear();
         sig.resize(self.mul.len(), u32::MAX);
+        // Multiply-add-shift hashing of a 32-bit key (Dietzfelbinger): a 32x32→64 multiply per
+        // permutation, which the compiler vectorises (pmuludq) even for baseline x86-64.
         for &h in shingles {
+            let key = u64::from((h ^ (h >> 32)) as u32);
             for ((s, &m), &x) in sig.iter_mut().zip(&self.mul).zip(&self.xor) {
-                let v = ((h ^ x).wrapping_mul(m) >> 32) as u32;
-                if v < *s {
-                    *s = v;
-                }
+                let v = ((m & 0xffff_ffff) * key).wrapping_add(x) >> 32;
+                *s = (*s).min(v as u32);
             }
         }
     }
@@ -227,6 +228,23 @@ impl NearDupIndex {
         let mut sig = std::mem::take(&mut self.scratch_sig);
         shingles(text, self.config.shingle, &mut sh);
         self.hasher.signature(&sh, &mut sig);
+        let found = self.check_and_insert_signature(&sig, key, always_insert);
+        self.scratch_shingles = sh;
+        self.scratch_sig = sig;
+        found
+    }
+
+    /// The MinHash family this index uses (signatures from elsewhere must come from an equal one).
+    pub fn hasher(&self) -> &MinHasher {
+        &self.hasher
+    }
+
+    /// Like [`NearDupIndex::check_and_insert`] for a signature computed by an equal [`MinHasher`];
+    /// `always_insert` inserts even a duplicate.
+    pub fn check_and_insert_signature(&mut self, sig: &[u32], key: u32, always_insert: bool) -> Option<u32> {
+        if sig.len() != self.config.num_perm {
+            return None;
+        }
         let band_keys: Vec<u64> = (0..self.bands)
             .map(|b| {
                 let rows = &sig[b * self.rows..(b + 1) * self.rows];
@@ -264,8 +282,6 @@ impl NearDupIndex {
                 self.tables[b].entry(k).or_insert(slot);
             }
         }
-        self.scratch_shingles = sh;
-        self.scratch_sig = sig;
         found
     }
 }
@@ -279,7 +295,12 @@ pub struct ExactDedup {
 impl ExactDedup {
     /// True when `text` was seen before; records it otherwise.
     pub fn check_and_insert(&mut self, text: &str) -> bool {
-        !self.seen.insert(fx64(text.as_bytes()))
+        self.check_and_insert_hash(fx64(text.as_bytes()))
+    }
+
+    /// Like [`ExactDedup::check_and_insert`] for a text hashed with the same hash.
+    pub fn check_and_insert_hash(&mut self, hash: u64) -> bool {
+        !self.seen.insert(hash)
     }
 
     /// Texts recorded.

@@ -321,3 +321,19 @@ pub(crate) fn read_bounded(reader: &mut dyn Read, limit: u64) -> std::io::Result
     reader.take(limit + 1).read_to_end(&mut out)?;
     Ok(if out.len() as u64 > limit { None } else { Some(out) })
 }
+
+/// Finds the deletion requests of one file (stream `delete` notices, compliance records) without
+/// reading its posts: only lines that mention `delete` are parsed. Line-oriented JSON only; other
+/// formats carry no deletions.
+pub fn scan_deletions(path: &Path, opts: &ReadOptions, sink: &mut dyn FnMut(Deletion)) -> Result<()> {
+    let (mut reader, _) = open_decompressed(path)?;
+    let head = reader.fill_buf().map_err(|e| Error::io(path, e))?.to_vec();
+    let format = opts.format.unwrap_or_else(|| sniff(path, &head));
+    let first = head.iter().find(|b| !b.is_ascii_whitespace());
+    if format != Format::TwitterJson || first != Some(&b'{') || head.contains(&0) {
+        return Ok(());
+    }
+    let label = path.display().to_string();
+    let ctx = FileCtx { path, label: &label, opts };
+    twitter::scan_deletions(&ctx, reader, sink)
+}

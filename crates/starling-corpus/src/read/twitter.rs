@@ -637,3 +637,27 @@ mod tests {
         assert_eq!(c, Some(1424806552));
     }
 }
+
+/// Deletion requests of a line-oriented JSON file; lines without `delete` are skipped unparsed.
+pub(crate) fn scan_deletions(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut dyn FnMut(Deletion)) -> Result<()> {
+    let finder = memchr::memmem::Finder::new(b"delete");
+    let mut em = Emitter { ctx, line: 0, users: HashMap::new() };
+    let mut lines = LineReader::new(reader, ctx.opts.max_record_bytes);
+    while let Some((n, line)) = lines.next_line().map_err(|e| ctx.io(e))? {
+        let Line::Ok(bytes) = line else { continue };
+        if finder.find(bytes).is_none() {
+            continue;
+        }
+        if let Ok(rec) = serde_json::from_slice::<Record>(bytes) {
+            if rec.delete.is_some() || rec.action.is_some() {
+                em.line = n;
+                em.record(rec, bytes, &mut |item| {
+                    if let Item::Deletion(d) = item {
+                        sink(d);
+                    }
+                });
+            }
+        }
+    }
+    Ok(())
+}
