@@ -4,7 +4,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in starling_corpus::corpus::expand_inputs(&inputs)? {
         starling_corpus::read::read_file(&f, &Default::default(), &mut |item| {
             if let starling_corpus::read::Item::Post(p) = item {
-                println!("{}\t{}:{}\t{}", p.id, p.origin.file, p.origin.line, p.origin.nested);
+                println!(
+                    "{}\t{}:{}\t{}",
+                    p.id, p.origin.file, p.origin.line, p.origin.nested
+                );
             }
         })?;
     }

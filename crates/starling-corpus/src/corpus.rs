@@ -5,7 +5,7 @@ use crate::curate::{CurateConfig, CurateStats, Curator, Prepared};
 use crate::error::{Error, Result};
 use crate::hash::fx64;
 use crate::post::{Post, Verdict};
-use crate::read::{read_file, Deletion, Format, Item, ReadOptions, Compression};
+use crate::read::{read_file, Compression, Deletion, Format, Item, ReadOptions};
 use crate::write::{sha256_file, write_atomic, AtomicFile};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -48,14 +48,23 @@ impl CorpusConfig {
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return Err(Error::Config { field: "val_fraction", message: format!("{} is not in [0, 1)", self.val_fraction) });
+            return Err(Error::Config {
+                field: "val_fraction",
+                message: format!("{} is not in [0, 1)", self.val_fraction),
+            });
         }
         if self.shard_posts == 0 {
-            return Err(Error::Config { field: "shard_posts", message: "must be at least 1".into() });
+            return Err(Error::Config {
+                field: "shard_posts",
+                message: "must be at least 1".into(),
+            });
         }
         if let Some(n) = &self.curate.near_dup {
             if !(0.0..=1.0).contains(&n.threshold) || n.num_perm == 0 || n.shingle == 0 {
-                return Err(Error::Config { field: "curate.near_dup", message: "threshold in [0, 1], num_perm and shingle >= 1".into() });
+                return Err(Error::Config {
+                    field: "curate.near_dup",
+                    message: "threshold in [0, 1], num_perm and shingle >= 1".into(),
+                });
             }
         }
         Ok(())
@@ -109,7 +118,11 @@ impl Counts {
     }
 
     fn add(&mut self, v: Verdict, n: i64) {
-        let slot = if v == Verdict::Kept { &mut self.kept } else { self.filtered.entry(v.name().to_string()).or_default() };
+        let slot = if v == Verdict::Kept {
+            &mut self.kept
+        } else {
+            self.filtered.entry(v.name().to_string()).or_default()
+        };
         *slot = (*slot as i64 + n) as u64;
     }
 }
@@ -255,7 +268,9 @@ impl ShardSink {
 
     /// Appends the line in `self.line`; compressor input goes in 256 KiB blocks (small writes cost).
     fn write_line(&mut self) -> Result<()> {
-        let Some((_, n)) = self.current.as_mut() else { return Ok(()) };
+        let Some((_, n)) = self.current.as_mut() else {
+            return Ok(());
+        };
         self.pending.extend_from_slice(&self.line);
         *n += 1;
         let full = *n as usize >= self.per_shard;
@@ -270,7 +285,8 @@ impl ShardSink {
 
     fn flush_pending(&mut self) -> Result<()> {
         if let Some((enc, _)) = self.current.as_mut() {
-            enc.write_all(&self.pending).map_err(|e| Error::io(&self.dir, e))?;
+            enc.write_all(&self.pending)
+                .map_err(|e| Error::io(&self.dir, e))?;
         }
         self.pending.clear();
         Ok(())
@@ -280,9 +296,16 @@ impl ShardSink {
         self.flush_pending()?;
         if let Some((enc, n)) = self.current.take() {
             let file = Self::name(self.done.len());
-            let f = enc.finish().map_err(|e| Error::io(self.dir.join(&file), e))?;
+            let f = enc
+                .finish()
+                .map_err(|e| Error::io(self.dir.join(&file), e))?;
             let (sha256, bytes) = f.finish()?;
-            self.done.push(ShardRecord { file, posts: n, bytes, sha256 });
+            self.done.push(ShardRecord {
+                file,
+                posts: n,
+                bytes,
+                sha256,
+            });
         }
         Ok(())
     }
@@ -300,7 +323,11 @@ struct CardStats {
 impl CorpusBuilder {
     /// A builder over `inputs` (files, or directories read recursively in name order).
     pub fn new(config: CorpusConfig, inputs: Vec<PathBuf>) -> Self {
-        Self { config, inputs, deletion_lists: Vec::new() }
+        Self {
+            config,
+            inputs,
+            deletion_lists: Vec::new(),
+        }
     }
 
     /// Adds a file of post ids and/or `user:ID` lines whose posts must be removed everywhere.
@@ -324,8 +351,15 @@ impl CorpusBuilder {
             let (posts, users) = read_deletion_list(list)?;
             let (sha256, bytes) = sha256_file(list)?;
             deletion_records.push(InputRecord {
-                path: list.display().to_string(), bytes, sha256, format: Format::Text, compression: Compression::None,
-                posts: 0, quarantined: 0, notices: 0, deletions: (posts.len() + users.len()) as u64,
+                path: list.display().to_string(),
+                bytes,
+                sha256,
+                format: Format::Text,
+                compression: Compression::None,
+                posts: 0,
+                quarantined: 0,
+                notices: 0,
+                deletions: (posts.len() + users.len()) as u64,
             });
             deleted_posts.extend(posts);
             deleted_users.extend(users);
@@ -357,154 +391,201 @@ impl CorpusBuilder {
         let qpath = out.join("quarantine.jsonl");
         let mut quarantine = AtomicFile::create(&qpath)?;
         let mut inputs = Vec::new();
-        let mut prog = Progress { files_done: 0, files_total: files.len(), posts: 0 };
+        let mut prog = Progress {
+            files_done: 0,
+            files_total: files.len(),
+            posts: 0,
+        };
         let read_opts = &self.config.read;
         let shard_posts = self.config.shard_posts;
-        let (shard_records, (qsha, qbytes)) = std::thread::scope(|scope| -> Result<(Vec<ShardRecord>, (String, u64))> {
-            // reader → W preparers (batch k to preparer k % W) → this thread, reading the
-            // preparers' outputs round-robin, so order is restored exactly.
-            let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-            let (post_tx, post_rx) = std::sync::mpsc::sync_channel::<Vec<Box<Post>>>(8);
-            let mut to_workers = Vec::new();
-            let mut from_workers = Vec::new();
-            for _ in 0..workers {
-                let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<RawMsg>(4);
-                let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<ReadMsg>(4);
-                let preparer = st.curator.preparer();
-                scope.spawn(move || {
-                    for msg in in_rx {
-                        let out = match msg {
-                            RawMsg::Items(items) => ReadMsg::Items(
-                                items
-                                    .into_iter()
-                                    .map(|item| match item {
-                                        Item::Post(mut post) => {
-                                            let prep = preparer.prepare(&mut post);
-                                            Work::Post(post, prep)
-                                        }
-                                        other => Work::Other(other),
-                                    })
-                                    .collect(),
-                            ),
-                            RawMsg::FileDone(h, r) => ReadMsg::FileDone(h, r),
+        let (shard_records, (qsha, qbytes)) =
+            std::thread::scope(|scope| -> Result<(Vec<ShardRecord>, (String, u64))> {
+                // reader → W preparers (batch k to preparer k % W) → this thread, reading the
+                // preparers' outputs round-robin, so order is restored exactly.
+                let workers = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+                    .clamp(1, 8);
+                let (post_tx, post_rx) = std::sync::mpsc::sync_channel::<Vec<Box<Post>>>(8);
+                let mut to_workers = Vec::new();
+                let mut from_workers = Vec::new();
+                for _ in 0..workers {
+                    let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<RawMsg>(4);
+                    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<ReadMsg>(4);
+                    let preparer = st.curator.preparer();
+                    scope.spawn(move || {
+                        for msg in in_rx {
+                            let out = match msg {
+                                RawMsg::Items(items) => ReadMsg::Items(
+                                    items
+                                        .into_iter()
+                                        .map(|item| match item {
+                                            Item::Post(mut post) => {
+                                                let prep = preparer.prepare(&mut post);
+                                                Work::Post(post, prep)
+                                            }
+                                            other => Work::Other(other),
+                                        })
+                                        .collect(),
+                                ),
+                                RawMsg::FileDone(h, r) => ReadMsg::FileDone(h, r),
+                            };
+                            if out_tx.send(out).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    to_workers.push(in_tx);
+                    from_workers.push(out_rx);
+                }
+                let files_ref = &files;
+                let reader = scope.spawn(move || {
+                    let mut k = 0usize;
+                    let mut send = |msg: RawMsg| {
+                        let ok = to_workers[k % to_workers.len()].send(msg).is_ok();
+                        k += 1;
+                        ok
+                    };
+                    for file in files_ref {
+                        let hashed = sha256_file(file);
+                        let mut batch = Vec::with_capacity(BATCH);
+                        let mut alive = true;
+                        let mut sink = |item: Item| {
+                            batch.push(item);
+                            if batch.len() >= BATCH && alive {
+                                alive = send(RawMsg::Items(std::mem::replace(
+                                    &mut batch,
+                                    Vec::with_capacity(BATCH),
+                                )));
+                            }
                         };
-                        if out_tx.send(out).is_err() {
+                        let result = read_file(file, read_opts, &mut sink);
+                        if !send(RawMsg::Items(batch)) || !send(RawMsg::FileDone(hashed, result)) {
                             return;
                         }
                     }
                 });
-                to_workers.push(in_tx);
-                from_workers.push(out_rx);
-            }
-            let files_ref = &files;
-            let reader = scope.spawn(move || {
-                let mut k = 0usize;
-                let mut send = |msg: RawMsg| {
-                    let ok = to_workers[k % to_workers.len()].send(msg).is_ok();
-                    k += 1;
-                    ok
-                };
-                for file in files_ref {
-                    let hashed = sha256_file(file);
-                    let mut batch = Vec::with_capacity(BATCH);
-                    let mut alive = true;
-                    let mut sink = |item: Item| {
-                        batch.push(item);
-                        if batch.len() >= BATCH && alive {
-                            alive = send(RawMsg::Items(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))));
-                        }
+                let item_rx =
+                    (0..).map_while(|k: usize| from_workers[k % from_workers.len()].recv().ok());
+                let out_dir = out.to_path_buf();
+                let writer = scope.spawn(move || -> Result<Vec<ShardRecord>> {
+                    let mut shards = ShardSink {
+                        dir: out_dir,
+                        per_shard: shard_posts,
+                        current: None,
+                        done: Vec::new(),
+                        line: Vec::new(),
+                        pending: Vec::new(),
                     };
-                    let result = read_file(file, read_opts, &mut sink);
-                    if !send(RawMsg::Items(batch)) || !send(RawMsg::FileDone(hashed, result)) {
-                        return;
+                    for batch in post_rx {
+                        for post in batch {
+                            shards.write(&post)?;
+                        }
                     }
-                }
-            });
-            let item_rx = (0..).map_while(|k: usize| from_workers[k % from_workers.len()].recv().ok());
-            let out_dir = out.to_path_buf();
-            let writer = scope.spawn(move || -> Result<Vec<ShardRecord>> {
-                let mut shards = ShardSink { dir: out_dir, per_shard: shard_posts, current: None, done: Vec::new(), line: Vec::new(), pending: Vec::new() };
-                for batch in post_rx {
-                    for post in batch {
-                        shards.write(&post)?;
-                    }
-                }
-                shards.close()?;
-                Ok(shards.done)
-            });
-            let mut file_iter = files.iter();
-            let mut rec = new_input(file_iter.next());
-            let mut outcome: Result<()> = Ok(());
-            for msg in item_rx {
-                match msg {
-                    ReadMsg::Items(items) => {
-                        let mut written = Vec::with_capacity(items.len());
-                        for item in items {
-                            match item {
-                                Work::Post(mut post, prep) => {
-                                    rec.posts += 1;
-                                    prog.posts += 1;
-                                    if st.accept(&mut post, prep, &deleted_posts, &deleted_users) {
-                                        written.push(post);
+                    shards.close()?;
+                    Ok(shards.done)
+                });
+                let mut file_iter = files.iter();
+                let mut rec = new_input(file_iter.next());
+                let mut outcome: Result<()> = Ok(());
+                for msg in item_rx {
+                    match msg {
+                        ReadMsg::Items(items) => {
+                            let mut written = Vec::with_capacity(items.len());
+                            for item in items {
+                                match item {
+                                    Work::Post(mut post, prep) => {
+                                        rec.posts += 1;
+                                        prog.posts += 1;
+                                        if st.accept(
+                                            &mut post,
+                                            prep,
+                                            &deleted_posts,
+                                            &deleted_users,
+                                        ) {
+                                            written.push(post);
+                                        }
                                     }
-                                }
-                                Work::Other(Item::Post(_)) => {}
-                                Work::Other(Item::Deletion(_)) => rec.deletions += 1,
-                                Work::Other(Item::Notice(kind)) => {
-                                    rec.notices += 1;
-                                    *st.counts.notices.entry(kind.to_string()).or_default() += 1;
-                                }
-                                Work::Other(Item::Quarantined(q)) => {
-                                    rec.quarantined += 1;
-                                    st.counts.read += 1;
-                                    st.counts.quarantined += 1;
-                                    let line = serde_json::to_vec(&q).unwrap_or_default();
-                                    if let Err(e) = quarantine.write_all(&line).and_then(|_| quarantine.write_all(b"\n")) {
-                                        outcome = Err(Error::io(&qpath, e));
+                                    Work::Other(Item::Post(_)) => {}
+                                    Work::Other(Item::Deletion(_)) => rec.deletions += 1,
+                                    Work::Other(Item::Notice(kind)) => {
+                                        rec.notices += 1;
+                                        *st.counts.notices.entry(kind.to_string()).or_default() +=
+                                            1;
+                                    }
+                                    Work::Other(Item::Quarantined(q)) => {
+                                        rec.quarantined += 1;
+                                        st.counts.read += 1;
+                                        st.counts.quarantined += 1;
+                                        let line = serde_json::to_vec(&q).unwrap_or_default();
+                                        if let Err(e) = quarantine
+                                            .write_all(&line)
+                                            .and_then(|_| quarantine.write_all(b"\n"))
+                                        {
+                                            outcome = Err(Error::io(&qpath, e));
+                                        }
                                     }
                                 }
                             }
-                        }
-                        if !written.is_empty() && post_tx.send(written).is_err() {
-                            break;
-                        }
-                        progress(prog);
-                    }
-                    ReadMsg::FileDone(hashed, result) => {
-                        let step = hashed.and_then(|(sha256, bytes)| result.map(|sn| (sha256, bytes, sn)));
-                        match step {
-                            Ok((sha256, bytes, sniffed)) => {
-                                rec.sha256 = sha256;
-                                rec.bytes = bytes;
-                                rec.format = sniffed.format;
-                                rec.compression = sniffed.compression;
-                                if rec.posts + rec.quarantined + rec.notices + rec.deletions == 0 {
-                                    tracing::warn!(file = %rec.path, "no records in file");
-                                }
-                                inputs.push(std::mem::replace(&mut rec, new_input(file_iter.next())));
-                                prog.files_done += 1;
-                                progress(prog);
-                            }
-                            Err(e) => {
-                                outcome = Err(e);
+                            if !written.is_empty() && post_tx.send(written).is_err() {
                                 break;
                             }
+                            progress(prog);
+                        }
+                        ReadMsg::FileDone(hashed, result) => {
+                            let step = hashed
+                                .and_then(|(sha256, bytes)| result.map(|sn| (sha256, bytes, sn)));
+                            match step {
+                                Ok((sha256, bytes, sniffed)) => {
+                                    rec.sha256 = sha256;
+                                    rec.bytes = bytes;
+                                    rec.format = sniffed.format;
+                                    rec.compression = sniffed.compression;
+                                    if rec.posts + rec.quarantined + rec.notices + rec.deletions
+                                        == 0
+                                    {
+                                        tracing::warn!(file = %rec.path, "no records in file");
+                                    }
+                                    inputs.push(std::mem::replace(
+                                        &mut rec,
+                                        new_input(file_iter.next()),
+                                    ));
+                                    prog.files_done += 1;
+                                    progress(prog);
+                                }
+                                Err(e) => {
+                                    outcome = Err(e);
+                                    break;
+                                }
+                            }
                         }
                     }
+                    if outcome.is_err() {
+                        break;
+                    }
                 }
-                if outcome.is_err() {
-                    break;
-                }
-            }
-            drop(post_tx);
-            let shards = writer.join().map_err(|_| Error::Config { field: "writer", message: "shard writer thread panicked".into() })?;
-            let _ = reader.join();
-            outcome?;
-            let shards = shards?;
-            Ok((shards, quarantine.finish()?))
-        })?;
+                drop(post_tx);
+                let shards = writer.join().map_err(|_| Error::Config {
+                    field: "writer",
+                    message: "shard writer thread panicked".into(),
+                })?;
+                let _ = reader.join();
+                outcome?;
+                let shards = shards?;
+                Ok((shards, quarantine.finish()?))
+            })?;
         remove_stale_shards(out, &shard_records)?;
-        let BuildState { curator, counts, mut removed_posts, removed_users, mut kept_times, kept_untimed, card, synthetic, .. } = st;
+        let BuildState {
+            curator,
+            counts,
+            mut removed_posts,
+            removed_users,
+            mut kept_times,
+            kept_untimed,
+            card,
+            synthetic,
+            ..
+        } = st;
         let split = make_split(self.config.val_fraction, &mut kept_times, &kept_untimed);
         removed_posts.sort();
         removed_posts.dedup();
@@ -517,7 +598,12 @@ impl CorpusBuilder {
             inputs,
             deletion_lists: deletion_records,
             config: self.config.clone(),
-            quarantine: ShardRecord { file: "quarantine.jsonl".into(), posts: counts.quarantined, bytes: qbytes, sha256: qsha },
+            quarantine: ShardRecord {
+                file: "quarantine.jsonl".into(),
+                posts: counts.quarantined,
+                bytes: qbytes,
+                sha256: qsha,
+            },
             counts,
             stats: curator.stats.clone(),
             dedup: DedupSummary {
@@ -534,7 +620,10 @@ impl CorpusBuilder {
                 deleted_users: removed_users,
             },
         };
-        write_atomic(&out.join("data-card.md"), data_card(&manifest, &card).as_bytes())?;
+        write_atomic(
+            &out.join("data-card.md"),
+            data_card(&manifest, &card).as_bytes(),
+        )?;
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::io(out, e.into()))?;
         write_atomic(&out.join("manifest.json"), &json)?;
         Ok(manifest)
@@ -589,13 +678,22 @@ struct BuildState {
 
 impl BuildState {
     /// Counts and curates one post; true when it is to be written.
-    fn accept(&mut self, post: &mut Post, prep: Prepared, deleted_posts: &HashSet<String>, deleted_users: &HashSet<String>) -> bool {
+    fn accept(
+        &mut self,
+        post: &mut Post,
+        prep: Prepared,
+        deleted_posts: &HashSet<String>,
+        deleted_users: &HashSet<String>,
+    ) -> bool {
         self.counts.read += 1;
         if !self.seen_ids.insert(fx64(post.id.as_bytes())) {
             self.counts.add(Verdict::SameId, 1);
             return false;
         }
-        let deleted_user = post.author_id.as_ref().filter(|a| deleted_users.contains(*a));
+        let deleted_user = post
+            .author_id
+            .as_ref()
+            .filter(|a| deleted_users.contains(*a));
         if deleted_posts.contains(&post.id) || deleted_user.is_some() {
             self.counts.add(Verdict::Deleted, 1);
             if let Some(a) = deleted_user {
@@ -637,7 +735,14 @@ fn make_split(val_fraction: f64, times: &mut [i64], untimed: &[u64]) -> Split {
     let hash_cutoff = (val_fraction * 10_000.0).round() as u64;
     let untimed_val = untimed.iter().filter(|h| **h < hash_cutoff).count() as u64;
     if times.is_empty() {
-        return Split { method: "hash".into(), val_fraction, val_from: None, hash_cutoff, train: untimed.len() as u64 - untimed_val, val: untimed_val };
+        return Split {
+            method: "hash".into(),
+            val_fraction,
+            val_from: None,
+            hash_cutoff,
+            train: untimed.len() as u64 - untimed_val,
+            val: untimed_val,
+        };
     }
     times.sort_unstable();
     let n_val = ((times.len() as f64) * val_fraction).round() as usize;
@@ -668,7 +773,10 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::io(p, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect();
             entries.sort();
             let mut files = Vec::new();
@@ -689,7 +797,10 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// README/SOURCE/LICENSE files that sit beside data in a directory are not posts.
 fn is_documentation(p: &Path) -> bool {
-    let name = p.file_name().map(|n| n.to_string_lossy().to_uppercase()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_uppercase())
+        .unwrap_or_default();
     name.ends_with(".MD") || name.starts_with("LICENSE") || name.starts_with("README")
 }
 
@@ -706,10 +817,24 @@ pub fn read_deletion_list(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
             Some(("user", id)) => (&mut users, id.trim()),
             Some(("post", id)) => (&mut posts, id.trim()),
             None => (&mut posts, l),
-            Some(_) => return Err(Error::Format { path: path.into(), line: i as u64 + 1, message: format!("expected an id, `post:ID` or `user:ID`, got {l:?}") }),
+            Some(_) => {
+                return Err(Error::Format {
+                    path: path.into(),
+                    line: i as u64 + 1,
+                    message: format!("expected an id, `post:ID` or `user:ID`, got {l:?}"),
+                })
+            }
         };
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            return Err(Error::Format { path: path.into(), line: i as u64 + 1, message: format!("not an id: {id:?}") });
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            return Err(Error::Format {
+                path: path.into(),
+                line: i as u64 + 1,
+                message: format!("not an id: {id:?}"),
+            });
         }
         target.push(id.to_string());
     }
@@ -722,7 +847,11 @@ pub fn for_each_post(path: &Path, f: &mut dyn FnMut(Post)) -> Result<()> {
     let dec = zstd::Decoder::new(file).map_err(|e| Error::io(path, e))?;
     for (i, line) in std::io::BufReader::new(dec).lines().enumerate() {
         let line = line.map_err(|e| Error::io(path, e))?;
-        let post: Post = serde_json::from_str(&line).map_err(|e| Error::Format { path: path.into(), line: i as u64 + 1, message: e.to_string() })?;
+        let post: Post = serde_json::from_str(&line).map_err(|e| Error::Format {
+            path: path.into(),
+            line: i as u64 + 1,
+            message: e.to_string(),
+        })?;
         f(post);
     }
     Ok(())
@@ -730,9 +859,15 @@ pub fn for_each_post(path: &Path, f: &mut dyn FnMut(Post)) -> Result<()> {
 
 fn remove_stale_shards(out: &Path, keep: &[ShardRecord]) -> Result<()> {
     let names: HashSet<&str> = keep.iter().map(|s| s.file.as_str()).collect();
-    for e in std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.flatten() {
+    for e in std::fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("posts-") && name.ends_with(".jsonl.zst") && !names.contains(name.as_str()) {
+        if name.starts_with("posts-")
+            && name.ends_with(".jsonl.zst")
+            && !names.contains(name.as_str())
+        {
             std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
         }
     }
@@ -751,31 +886,64 @@ fn data_card(m: &Manifest, card: &CardStats) -> String {
     let mut s = String::new();
     s.push_str("# Data card\n\n");
     if m.synthetic {
-        s.push_str("> **SYNTHETIC DATA**: posts generated by `starling synth`, not real people.\n\n");
+        s.push_str(
+            "> **SYNTHETIC DATA**: posts generated by `starling synth`, not real people.\n\n",
+        );
     }
-    s.push_str(&format!("Inputs: {} files, {} bytes. Corpus format v{}.\n\n", m.inputs.len(), m.inputs.iter().map(|i| i.bytes).sum::<u64>(), m.format_version));
+    s.push_str(&format!(
+        "Inputs: {} files, {} bytes. Corpus format v{}.\n\n",
+        m.inputs.len(),
+        m.inputs.iter().map(|i| i.bytes).sum::<u64>(),
+        m.format_version
+    ));
     s.push_str("## Counts\n\n| outcome | posts |\n|---|---|\n");
     s.push_str(&format!("| read | {} |\n| kept | {} |\n", c.read, c.kept));
     for (k, v) in &c.filtered {
         s.push_str(&format!("| filtered: {k} | {v} |\n"));
     }
-    s.push_str(&format!("| quarantined | {} |\n| written to shards | {} |\n\n", c.quarantined, c.written));
-    s.push_str(&format!("read = kept + filtered + quarantined: {}\n\n", if c.balanced() { "holds" } else { "DOES NOT HOLD" }));
+    s.push_str(&format!(
+        "| quarantined | {} |\n| written to shards | {} |\n\n",
+        c.quarantined, c.written
+    ));
+    s.push_str(&format!(
+        "read = kept + filtered + quarantined: {}\n\n",
+        if c.balanced() {
+            "holds"
+        } else {
+            "DOES NOT HOLD"
+        }
+    ));
     if !c.notices.is_empty() {
         s.push_str("Non-post records: ");
-        s.push_str(&c.notices.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        s.push_str(
+            &c.notices
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         s.push_str("\n\n");
     }
     s.push_str(&format!(
         "Split: {} (val fraction {}), train {} / val {}{}.\n\n",
-        m.split.method, m.split.val_fraction, m.split.train, m.split.val,
-        m.split.val_from.map(|t| format!(", val from {}", t.to_rfc3339())).unwrap_or_default()
+        m.split.method,
+        m.split.val_fraction,
+        m.split.train,
+        m.split.val,
+        m.split
+            .val_from
+            .map(|t| format!(", val from {}", t.to_rfc3339()))
+            .unwrap_or_default()
     ));
     s.push_str(&format!(
         "Scrubbed: {} URLs → placeholder, {} mentions anonymised, {} emails, {} phone numbers. Languages detected for {} posts.\n\n",
         m.stats.urls_replaced, m.stats.mentions_replaced, m.stats.emails_scrubbed, m.stats.phones_scrubbed, m.stats.lang_detected
     ));
-    s.push_str(&format!("Deletions: {} posts removed, {} users' posts removed.\n\n", m.lineage.deleted_posts.len(), m.lineage.deleted_users.len()));
+    s.push_str(&format!(
+        "Deletions: {} posts removed, {} users' posts removed.\n\n",
+        m.lineage.deleted_posts.len(),
+        m.lineage.deleted_users.len()
+    ));
     s.push_str("## Languages (written posts)\n\n| lang | posts |\n|---|---|\n");
     for (k, v) in top(&card.langs, 15) {
         s.push_str(&format!("| {k} | {v} |\n"));
@@ -793,8 +961,16 @@ fn data_card(m: &Manifest, card: &CardStats) -> String {
     s.push_str("\n## Training-text length (kept posts, characters)\n\n```\n");
     let max = card.lengths.iter().copied().max().unwrap_or(0).max(1);
     for (i, n) in card.lengths.iter().enumerate() {
-        let label = if i == 15 { "300+   ".to_string() } else { format!("{:>3}-{:<3}", i * 20, i * 20 + 19) };
-        s.push_str(&format!("{label} {:>8} {}\n", n, "#".repeat((*n * 50 / max) as usize)));
+        let label = if i == 15 {
+            "300+   ".to_string()
+        } else {
+            format!("{:>3}-{:<3}", i * 20, i * 20 + 19)
+        };
+        s.push_str(&format!(
+            "{label} {:>8} {}\n",
+            n,
+            "#".repeat((*n * 50 / max) as usize)
+        ));
     }
     s.push_str("```\n");
     s
@@ -813,11 +989,25 @@ impl Corpus {
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("manifest.json");
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Format { path: path.clone(), line: e.line() as u64, message: e.to_string() })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Format {
+            path: path.clone(),
+            line: e.line() as u64,
+            message: e.to_string(),
+        })?;
         if manifest.format_version != FORMAT_VERSION {
-            return Err(Error::Format { path, line: 0, message: format!("corpus format v{} (this build reads v{FORMAT_VERSION})", manifest.format_version) });
+            return Err(Error::Format {
+                path,
+                line: 0,
+                message: format!(
+                    "corpus format v{} (this build reads v{FORMAT_VERSION})",
+                    manifest.format_version
+                ),
+            });
         }
-        Ok(Self { dir: dir.to_path_buf(), manifest })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
     }
 
     /// Calls `f` for every written post, in shard order.
@@ -834,7 +1024,11 @@ impl Corpus {
             let path = self.dir.join(&s.file);
             let (sha, _) = sha256_file(&path)?;
             if sha != s.sha256 {
-                return Err(Error::Format { path, line: 0, message: format!("sha256 {sha} does not match the manifest's {}", s.sha256) });
+                return Err(Error::Format {
+                    path,
+                    line: 0,
+                    message: format!("sha256 {sha} does not match the manifest's {}", s.sha256),
+                });
             }
         }
         Ok(())

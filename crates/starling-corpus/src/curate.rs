@@ -58,10 +58,16 @@ impl Default for CurateConfig {
             max_char_run: 12,
             burst_posts: 8,
             burst_window_secs: 60,
-            bot_sources: ["twittbot.net", "IFTTT", "dlvr.it", "Botize", "Cheap Bots, Done Quick!"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            bot_sources: [
+                "twittbot.net",
+                "IFTTT",
+                "dlvr.it",
+                "Botize",
+                "Cheap Bots, Done Quick!",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             exact_dedup: true,
             near_dup: Some(NearDupConfig::default()),
         }
@@ -124,7 +130,9 @@ impl Preparer {
             return prep;
         }
         post.entities = extract_entities(&post.text);
-        let n = self.normalizer.normalize_display(&post.text, &post.entities);
+        let n = self
+            .normalizer
+            .normalize_display(&post.text, &post.entities);
         (prep.pii, prep.urls, prep.mentions) = (n.pii, n.urls, n.mentions);
         post.train_text = n.text;
         if post.lang.is_empty() || post.lang == "und" {
@@ -173,7 +181,11 @@ impl Preparer {
         {
             return Some(Verdict::Spam);
         }
-        if post.source.as_ref().is_some_and(|s| c.bot_sources.iter().any(|b| b == s)) {
+        if post
+            .source
+            .as_ref()
+            .is_some_and(|s| c.bot_sources.iter().any(|b| b == s))
+        {
             return Some(Verdict::Bot);
         }
         None
@@ -250,10 +262,15 @@ impl Curator {
     }
 
     fn burst(&mut self, post: &Post) -> bool {
-        let (Some(author), Some(t)) = (&post.author_id, post.created_at) else { return false };
+        let (Some(author), Some(t)) = (&post.author_id, post.created_at) else {
+            return false;
+        };
         let q = self.recent.entry(fx64(author.as_bytes())).or_default();
         let now = t.timestamp();
-        while q.front().is_some_and(|&f| now - f > self.config.burst_window_secs) {
+        while q
+            .front()
+            .is_some_and(|&f| now - f > self.config.burst_window_secs)
+        {
             q.pop_front();
         }
         q.push_back(now);
@@ -266,7 +283,10 @@ impl Curator {
         }
         if let Some(near) = self.near.as_mut() {
             let key = self.next_key;
-            if near.check_and_insert_signature(&prep.signature, key, false).is_some() {
+            if near
+                .check_and_insert_signature(&prep.signature, key, false)
+                .is_some()
+            {
                 return Verdict::NearDuplicate;
             }
             self.next_key += 1;

@@ -37,7 +37,8 @@ pub fn shingle_text(train_text: &str) -> String {
     // Manual retweets: "RT @user: text" is the text.
     if let Some(rest) = t.strip_prefix("RT ").or_else(|| t.strip_prefix("rt ")) {
         if let Some(colon) = rest.find(':') {
-            if rest[..colon].trim_start().starts_with('@') || rest[..colon].starts_with("<|user|>") {
+            if rest[..colon].trim_start().starts_with('@') || rest[..colon].starts_with("<|user|>")
+            {
                 t = &rest[colon + 1..];
             }
         }
@@ -73,7 +74,11 @@ pub fn shingle_text(train_text: &str) -> String {
 /// Hashes of the character `k`-shingles of `text` (the whole text when shorter than `k`).
 pub fn shingles(text: &str, k: usize, out: &mut Vec<u64>) {
     out.clear();
-    let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).chain([text.len()]).collect();
+    let bounds: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([text.len()])
+        .collect();
     let n = bounds.len() - 1;
     if n == 0 {
         return;
@@ -221,8 +226,15 @@ impl NearDupIndex {
         }
         let table_entries: usize = self.tables.iter().map(|t| t.capacity()).sum();
         // hashbrown: key + value + 1 control byte per slot.
-        let overflow: usize = self.overflow.values().map(|v| 12 + 1 + 24 + v.capacity() * 4).sum();
-        let bytes = table_entries * (8 + 4 + 1) + overflow + self.compact.capacity() + self.ids.capacity() * 4;
+        let overflow: usize = self
+            .overflow
+            .values()
+            .map(|v| 12 + 1 + 24 + v.capacity() * 4)
+            .sum();
+        let bytes = table_entries * (8 + 4 + 1)
+            + overflow
+            + self.compact.capacity()
+            + self.ids.capacity() * 4;
         bytes as f64 / self.ids.len() as f64
     }
 
@@ -255,7 +267,12 @@ impl NearDupIndex {
 
     /// Like [`NearDupIndex::check_and_insert`] for a signature computed by an equal [`MinHasher`];
     /// `always_insert` inserts even a duplicate.
-    pub fn check_and_insert_signature(&mut self, sig: &[u32], key: u32, always_insert: bool) -> Option<u32> {
+    pub fn check_and_insert_signature(
+        &mut self,
+        sig: &[u32],
+        key: u32,
+        always_insert: bool,
+    ) -> Option<u32> {
         if sig.len() != self.config.num_perm {
             return None;
         }
@@ -273,7 +290,9 @@ impl NearDupIndex {
         let mut found = None;
         let mut tried: Vec<u32> = Vec::new();
         'bands: for (b, k) in band_keys.iter().enumerate() {
-            let Some(&first) = self.tables[b].get(k) else { continue };
+            let Some(&first) = self.tables[b].get(k) else {
+                continue;
+            };
             let more = self.overflow.get(&(b as u32, *k));
             for &slot in std::iter::once(&first).chain(more.into_iter().flatten()) {
                 if tried.contains(&slot) {
@@ -281,7 +300,11 @@ impl NearDupIndex {
                 }
                 tried.push(slot);
                 let other = &self.compact[slot as usize * n..(slot as usize + 1) * n];
-                let same = sig.iter().zip(other).filter(|(a, b)| (**a as u8) == **b).count();
+                let same = sig
+                    .iter()
+                    .zip(other)
+                    .filter(|(a, b)| (**a as u8) == **b)
+                    .count();
                 // b-bit MinHash (Li & König): 8-bit values also agree by chance 1 time in 256.
                 let m = same as f64 / n as f64;
                 let j = (m - 1.0 / 256.0) / (1.0 - 1.0 / 256.0);
@@ -367,7 +390,10 @@ mod tests {
 
     #[test]
     fn shingle_text_strips_rt_and_placeholders() {
-        assert_eq!(shingle_text("RT @bob: Hello   <|url|> World"), "hello world");
+        assert_eq!(
+            shingle_text("RT @bob: Hello   <|url|> World"),
+            "hello world"
+        );
     }
 
     #[test]

@@ -61,7 +61,13 @@ fn iso639_1(lang: whatlang::Lang) -> &'static str {
 mod tests {
     #[test]
     fn detects_clear_cases() {
-        assert_eq!(super::detect("This is clearly an English sentence about the weather today."), Some("en"));
-        assert_eq!(super::detect("Esta es claramente una frase en español sobre el tiempo de hoy."), Some("es"));
+        assert_eq!(
+            super::detect("This is clearly an English sentence about the weather today."),
+            Some("en")
+        );
+        assert_eq!(
+            super::detect("Esta es claramente una frase en español sobre el tiempo de hoy."),
+            Some("es")
+        );
     }
 }

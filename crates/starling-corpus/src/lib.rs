@@ -10,10 +10,10 @@ pub mod read;
 
 pub use error::{Error, Result};
 pub use post::{Engagement, Origin, Post, References, Verdict};
+pub mod corpus;
+pub mod curate;
 pub mod dedup;
 pub mod lang;
-pub mod curate;
 pub mod write;
-pub mod corpus;
 pub use corpus::{Corpus, CorpusBuilder, CorpusConfig, Counts, Manifest};
 pub mod synth;

@@ -40,7 +40,14 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        Self { posts: 10_000, seed: 42, flavor: SynthFlavor::V1, users: 5_000, near_dup: 0.05, malformed: 0.0 }
+        Self {
+            posts: 10_000,
+            seed: 42,
+            flavor: SynthFlavor::V1,
+            users: 5_000,
+            near_dup: 0.05,
+            malformed: 0.0,
+        }
     }
 }
 
@@ -57,16 +64,233 @@ pub struct SynthSummary {
     pub deletes: u64,
 }
 
-const EN: &[&str] = &["the", "a", "to", "and", "of", "is", "in", "it", "you", "that", "this", "for", "on", "my", "just", "so", "be", "with", "have", "are", "not", "was", "but", "what", "all", "we", "love", "like", "new", "time", "day", "today", "people", "think", "good", "great", "game", "night", "really", "know", "get", "make", "need", "want", "best", "right", "going", "still", "never", "always", "show", "music", "world", "team", "watch", "season", "coffee", "morning", "weekend", "city", "phone", "update", "launch", "release", "support", "thanks", "happy", "finally", "tonight", "week", "movie", "album", "vote", "news", "market", "price", "build", "code", "data", "model", "train", "flight", "delay", "service", "customer", "weather", "rain", "sun", "friends", "family", "school", "work", "home", "food", "pizza", "football", "match", "goal", "win", "lost", "fans", "crazy", "amazing", "terrible", "honestly", "literally", "maybe", "tomorrow", "yesterday"];
-const ES: &[&str] = &["el", "la", "de", "que", "y", "en", "un", "es", "no", "por", "con", "para", "una", "los", "mi", "pero", "más", "hoy", "todo", "muy", "día", "bien", "gracias", "amor", "vida", "partido", "equipo", "noche", "mañana", "gente", "ciudad", "música", "nuevo", "mejor", "siempre", "nunca", "tiempo", "casa", "trabajo", "fútbol", "gol", "feliz", "semana", "café", "lluvia"];
-const FR: &[&str] = &["le", "la", "de", "et", "un", "une", "est", "pas", "que", "pour", "dans", "sur", "avec", "mais", "très", "jour", "nuit", "match", "équipe", "merci", "vie", "amour", "ville", "musique", "nouveau", "toujours", "jamais", "temps", "maison", "travail", "semaine", "pluie", "demain", "hier", "gens", "film", "vraiment"];
-const DE: &[&str] = &["der", "die", "das", "und", "ist", "nicht", "ein", "eine", "ich", "mit", "auf", "für", "heute", "morgen", "Spiel", "Mannschaft", "Nacht", "danke", "Leben", "Liebe", "Stadt", "Musik", "neu", "immer", "nie", "Zeit", "Haus", "Arbeit", "Woche", "Regen", "wirklich", "Leute", "Kaffee"];
-const PT: &[&str] = &["o", "a", "de", "que", "e", "em", "um", "uma", "não", "para", "com", "mais", "hoje", "dia", "noite", "jogo", "time", "obrigado", "vida", "amor", "cidade", "música", "novo", "sempre", "nunca", "tempo", "casa", "trabalho", "semana", "chuva", "gente", "muito"];
-const JA: &[&str] = &["今日", "は", "が", "の", "に", "を", "とても", "楽しい", "ありがとう", "明日", "仕事", "音楽", "試合", "最高", "雨", "コーヒー", "友達", "映画", "新しい", "本当に"];
-const TAGS: &[&str] = &["news", "music", "football", "AI", "crypto", "weather", "travel", "food", "gaming", "movies", "tech", "election", "WorldCup", "NBA", "fashion", "startup", "coffee", "climate", "art", "books", "TBT", "MondayMotivation", "rust", "science", "health"];
+const EN: &[&str] = &[
+    "the",
+    "a",
+    "to",
+    "and",
+    "of",
+    "is",
+    "in",
+    "it",
+    "you",
+    "that",
+    "this",
+    "for",
+    "on",
+    "my",
+    "just",
+    "so",
+    "be",
+    "with",
+    "have",
+    "are",
+    "not",
+    "was",
+    "but",
+    "what",
+    "all",
+    "we",
+    "love",
+    "like",
+    "new",
+    "time",
+    "day",
+    "today",
+    "people",
+    "think",
+    "good",
+    "great",
+    "game",
+    "night",
+    "really",
+    "know",
+    "get",
+    "make",
+    "need",
+    "want",
+    "best",
+    "right",
+    "going",
+    "still",
+    "never",
+    "always",
+    "show",
+    "music",
+    "world",
+    "team",
+    "watch",
+    "season",
+    "coffee",
+    "morning",
+    "weekend",
+    "city",
+    "phone",
+    "update",
+    "launch",
+    "release",
+    "support",
+    "thanks",
+    "happy",
+    "finally",
+    "tonight",
+    "week",
+    "movie",
+    "album",
+    "vote",
+    "news",
+    "market",
+    "price",
+    "build",
+    "code",
+    "data",
+    "model",
+    "train",
+    "flight",
+    "delay",
+    "service",
+    "customer",
+    "weather",
+    "rain",
+    "sun",
+    "friends",
+    "family",
+    "school",
+    "work",
+    "home",
+    "food",
+    "pizza",
+    "football",
+    "match",
+    "goal",
+    "win",
+    "lost",
+    "fans",
+    "crazy",
+    "amazing",
+    "terrible",
+    "honestly",
+    "literally",
+    "maybe",
+    "tomorrow",
+    "yesterday",
+];
+const ES: &[&str] = &[
+    "el", "la", "de", "que", "y", "en", "un", "es", "no", "por", "con", "para", "una", "los", "mi",
+    "pero", "más", "hoy", "todo", "muy", "día", "bien", "gracias", "amor", "vida", "partido",
+    "equipo", "noche", "mañana", "gente", "ciudad", "música", "nuevo", "mejor", "siempre", "nunca",
+    "tiempo", "casa", "trabajo", "fútbol", "gol", "feliz", "semana", "café", "lluvia",
+];
+const FR: &[&str] = &[
+    "le", "la", "de", "et", "un", "une", "est", "pas", "que", "pour", "dans", "sur", "avec",
+    "mais", "très", "jour", "nuit", "match", "équipe", "merci", "vie", "amour", "ville", "musique",
+    "nouveau", "toujours", "jamais", "temps", "maison", "travail", "semaine", "pluie", "demain",
+    "hier", "gens", "film", "vraiment",
+];
+const DE: &[&str] = &[
+    "der",
+    "die",
+    "das",
+    "und",
+    "ist",
+    "nicht",
+    "ein",
+    "eine",
+    "ich",
+    "mit",
+    "auf",
+    "für",
+    "heute",
+    "morgen",
+    "Spiel",
+    "Mannschaft",
+    "Nacht",
+    "danke",
+    "Leben",
+    "Liebe",
+    "Stadt",
+    "Musik",
+    "neu",
+    "immer",
+    "nie",
+    "Zeit",
+    "Haus",
+    "Arbeit",
+    "Woche",
+    "Regen",
+    "wirklich",
+    "Leute",
+    "Kaffee",
+];
+const PT: &[&str] = &[
+    "o", "a", "de", "que", "e", "em", "um", "uma", "não", "para", "com", "mais", "hoje", "dia",
+    "noite", "jogo", "time", "obrigado", "vida", "amor", "cidade", "música", "novo", "sempre",
+    "nunca", "tempo", "casa", "trabalho", "semana", "chuva", "gente", "muito",
+];
+const JA: &[&str] = &[
+    "今日",
+    "は",
+    "が",
+    "の",
+    "に",
+    "を",
+    "とても",
+    "楽しい",
+    "ありがとう",
+    "明日",
+    "仕事",
+    "音楽",
+    "試合",
+    "最高",
+    "雨",
+    "コーヒー",
+    "友達",
+    "映画",
+    "新しい",
+    "本当に",
+];
+const TAGS: &[&str] = &[
+    "news",
+    "music",
+    "football",
+    "AI",
+    "crypto",
+    "weather",
+    "travel",
+    "food",
+    "gaming",
+    "movies",
+    "tech",
+    "election",
+    "WorldCup",
+    "NBA",
+    "fashion",
+    "startup",
+    "coffee",
+    "climate",
+    "art",
+    "books",
+    "TBT",
+    "MondayMotivation",
+    "rust",
+    "science",
+    "health",
+];
 const CASH: &[&str] = &["TSLA", "AAPL", "BTC", "ETH", "AMZN", "NVDA"];
-const DOMAINS: &[&str] = &["example.com", "news.example.org", "blog.example.net", "shop.example.io", "t.co"];
-const CLIENTS: &[&str] = &["Twitter for iPhone", "Twitter for Android", "Twitter Web App", "TweetDeck", "Buffer"];
+const DOMAINS: &[&str] = &[
+    "example.com",
+    "news.example.org",
+    "blog.example.net",
+    "shop.example.io",
+    "t.co",
+];
+const CLIENTS: &[&str] = &[
+    "Twitter for iPhone",
+    "Twitter for Android",
+    "Twitter Web App",
+    "TweetDeck",
+    "Buffer",
+];
 const EMOJI: &[&str] = &["😂", "❤️", "🔥", "🙏", "😍", "👍", "🎉", "😭", "✨", "⚽"];
 
 struct Zipf {
@@ -83,7 +307,9 @@ impl Zipf {
             })
             .collect::<Vec<_>>();
         let total = acc;
-        Self { cdf: cdf.into_iter().map(|c| c / total).collect() }
+        Self {
+            cdf: cdf.into_iter().map(|c| c / total).collect(),
+        }
     }
 }
 
@@ -158,7 +384,10 @@ impl Gen {
             t.push_str(&format!(" mail me at {}{n}@example.com", self.handle(u)));
         }
         if self.rng.gen_bool(0.005) {
-            t.push_str(&format!(" call +1 415-555-{:04}", self.rng.gen_range(0..10_000)));
+            t.push_str(&format!(
+                " call +1 415-555-{:04}",
+                self.rng.gen_range(0..10_000)
+            ));
         }
         t
     }
@@ -192,7 +421,10 @@ impl Gen {
     fn status(&mut self, id: u64, user: u64, text: &str, lang: &str, t: i64) -> Value {
         let created = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default();
         let client = CLIENTS[(user % CLIENTS.len() as u64) as usize];
-        let (likes, rts) = (self.rng.gen_range(0..50u64).pow(2) / 10, self.rng.gen_range(0..20u64).pow(2) / 10);
+        let (likes, rts) = (
+            self.rng.gen_range(0..50u64).pow(2) / 10,
+            self.rng.gen_range(0..20u64).pow(2) / 10,
+        );
         match self.cfg.flavor {
             SynthFlavor::V1 => json!({
                 "created_at": created.format("%a %b %d %H:%M:%S +0000 %Y").to_string(),
@@ -234,7 +466,10 @@ impl Gen {
                     full.as_bytes()[..full.len() / 2].to_vec()
                 }
                 1 => {
-                    let mut b = self.status(id, user, "bad bytes", lang, t).to_string().into_bytes();
+                    let mut b = self
+                        .status(id, user, "bad bytes", lang, t)
+                        .to_string()
+                        .into_bytes();
                     let at = b.len() / 3;
                     b.splice(at..at, [0xff, 0xfe]);
                     b
@@ -247,8 +482,12 @@ impl Gen {
             let (old, u, _, _) = self.history[self.rng.gen_range(0..self.history.len())].clone();
             self.summary.deletes += 1;
             let v = match self.cfg.flavor {
-                SynthFlavor::V1 => json!({"delete": {"status": {"id": old, "id_str": old.to_string(), "user_id": u + 1000, "user_id_str": (u + 1000).to_string()}, "timestamp_ms": t.to_string()}}),
-                SynthFlavor::V2 => json!({"id": old.to_string(), "action": "delete", "created_at": "2023-01-01T00:00:00.000Z", "reason": "deleted"}),
+                SynthFlavor::V1 => {
+                    json!({"delete": {"status": {"id": old, "id_str": old.to_string(), "user_id": u + 1000, "user_id_str": (u + 1000).to_string()}, "timestamp_ms": t.to_string()}})
+                }
+                SynthFlavor::V2 => {
+                    json!({"id": old.to_string(), "action": "delete", "created_at": "2023-01-01T00:00:00.000Z", "reason": "deleted"})
+                }
             };
             return v.to_string().into_bytes();
         }
@@ -257,14 +496,23 @@ impl Gen {
         // Spam burst: one account, hashtag stuffing, many posts within seconds.
         if roll < 0.004 {
             let spammer = 900_000 + self.rng.gen_range(0..5);
-            let tags: Vec<String> = (0..9).map(|_| format!("#{}", TAGS[self.rng.gen_range(0..TAGS.len())])).collect();
-            let text = format!("WIN FREE {} NOW click https://spam.example.com/{} {}", CASH[self.rng.gen_range(0..CASH.len())], self.rng.gen::<u16>(), tags.join(" "));
+            let tags: Vec<String> = (0..9)
+                .map(|_| format!("#{}", TAGS[self.rng.gen_range(0..TAGS.len())]))
+                .collect();
+            let text = format!(
+                "WIN FREE {} NOW click https://spam.example.com/{} {}",
+                CASH[self.rng.gen_range(0..CASH.len())],
+                self.rng.gen::<u16>(),
+                tags.join(" ")
+            );
             let v = self.status(id, spammer, &text, "en", t);
             return v.to_string().into_bytes();
         }
         let (text, mut v) = if roll < 0.004 + self.cfg.near_dup && !self.history.is_empty() {
             self.summary.planted += 1;
-            let src = self.history[self.rng.gen_range(0..self.history.len())].2.clone();
+            let src = self.history[self.rng.gen_range(0..self.history.len())]
+                .2
+                .clone();
             let text = self.mutate(&src);
             let v = self.status(id, user, &text, lang, t);
             (text, v)
@@ -275,7 +523,8 @@ impl Gen {
         };
         // Replies, quotes and retweets of earlier posts.
         if !self.history.is_empty() {
-            let (pid, puser, ptext, plang) = self.history[self.rng.gen_range(0..self.history.len())].clone();
+            let (pid, puser, ptext, plang) =
+                self.history[self.rng.gen_range(0..self.history.len())].clone();
             let r: f64 = self.rng.gen();
             if r < 0.15 {
                 let reply = format!("@{} {}", self.handle(puser), text);
@@ -288,7 +537,8 @@ impl Gen {
                         v["in_reply_to_screen_name"] = json!(self.handle(puser));
                     }
                     SynthFlavor::V2 => {
-                        v["referenced_tweets"] = json!([{"type": "replied_to", "id": pid.to_string()}]);
+                        v["referenced_tweets"] =
+                            json!([{"type": "replied_to", "id": pid.to_string()}]);
                         v["conversation_id"] = json!(pid.to_string());
                     }
                 }

@@ -8,7 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn shared(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(sub);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(sub);
     if dir.exists() {
         return Some(dir);
     }
@@ -20,7 +22,9 @@ fn shared(sub: &str) -> Option<PathBuf> {
 }
 
 fn build(inputs: Vec<PathBuf>, out: &Path) -> Manifest {
-    CorpusBuilder::new(CorpusConfig::default(), inputs).build(out, &mut |_| {}).expect("build")
+    CorpusBuilder::new(CorpusConfig::default(), inputs)
+        .build(out, &mut |_| {})
+        .expect("build")
 }
 
 fn posts_of(out: &Path) -> Vec<Post> {
@@ -53,7 +57,9 @@ fn read_dir_ids(dir: &Path) -> (HashSet<String>, HashSet<String>, Vec<(String, u
 
 #[test]
 fn real_v1_samples_give_660_distinct_posts() {
-    let Some(dir) = shared("twitter-api-v1.1-samples") else { return };
+    let Some(dir) = shared("twitter-api-v1.1-samples") else {
+        return;
+    };
     let (all, _, q) = read_dir_ids(&dir);
     // SOURCE.md counts statuses that carry a `user`: 660. Three quoted statuses nested in
     // get_search_raw.json come without one (the API left it out); they are posts all the same.
@@ -69,9 +75,16 @@ fn real_v1_samples_give_660_distinct_posts() {
         })
         .expect("read");
     }
-    assert_eq!(authored.len(), 660, "distinct v1.1 status ids with an author, nested included");
+    assert_eq!(
+        authored.len(),
+        660,
+        "distinct v1.1 status ids with an author, nested included"
+    );
     assert_eq!(all.len(), 663, "plus three authorless nested quotes");
-    assert!(q.is_empty(), "nothing quarantined in the v1.1 samples: {q:?}");
+    assert!(
+        q.is_empty(),
+        "nothing quarantined in the v1.1 samples: {q:?}"
+    );
     let out = tempfile::tempdir().expect("tmp");
     let m = build(vec![dir], out.path());
     assert!(m.counts.balanced());
@@ -79,7 +92,10 @@ fn real_v1_samples_give_660_distinct_posts() {
     let ids: HashSet<&str> = posts.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids.len() + m.lineage.deleted_posts.len(), 663);
     // Retweets reference their original, which is a post of its own, instead of copying its text.
-    let rt = posts.iter().find(|p| p.refs.repost_of.is_some()).expect("a retweet");
+    let rt = posts
+        .iter()
+        .find(|p| p.refs.repost_of.is_some())
+        .expect("a retweet");
     assert!(rt.text.is_empty() && rt.verdict == Verdict::Repost);
     assert!(ids.contains(rt.refs.repost_of.as_deref().unwrap_or_default()));
     // Extended tweets use their full text; HTML entities are unescaped.
@@ -89,45 +105,71 @@ fn real_v1_samples_give_660_distinct_posts() {
 
 #[test]
 fn real_v2_samples_give_1109_distinct_posts_and_quarantine_the_cut_line() {
-    let Some(dir) = shared("twitter-api-v2-samples") else { return };
+    let Some(dir) = shared("twitter-api-v2-samples") else {
+        return;
+    };
     let (all, top, q) = read_dir_ids(&dir);
     assert_eq!(top.len(), 1109, "distinct ids in `data`");
     assert!(all.len() > top.len(), "includes.tweets are posts too");
     assert!(
-        q.iter().any(|(f, l)| f.ends_with("streaming_output_with_error.jsonl") && *l == 8),
+        q.iter()
+            .any(|(f, l)| f.ends_with("streaming_output_with_error.jsonl") && *l == 8),
         "the truncated line 8 is quarantined: {q:?}"
     );
     let out = tempfile::tempdir().expect("tmp");
     let m = build(vec![dir], out.path());
     assert!(m.counts.balanced(), "{:?}", m.counts);
     assert!(m.counts.quarantined >= 1);
-    let quarantine = std::fs::read_to_string(out.path().join("quarantine.jsonl")).expect("quarantine");
-    assert!(quarantine.contains("streaming_output_with_error.jsonl") && quarantine.contains("\"line\":8"));
+    let quarantine =
+        std::fs::read_to_string(out.path().join("quarantine.jsonl")).expect("quarantine");
+    assert!(
+        quarantine.contains("streaming_output_with_error.jsonl")
+            && quarantine.contains("\"line\":8")
+    );
     // Compliance records delete posts and users; the deleted ids are listed in the lineage.
     assert!(m.lineage.requested_posts >= 2 && m.lineage.requested_users >= 1);
-    assert!(m.counts.notices.contains_key("count"), "count buckets are notices, not posts");
+    assert!(
+        m.counts.notices.contains_key("count"),
+        "count buckets are notices, not posts"
+    );
 }
 
 #[test]
 fn airline_csv_and_tweeteval_text_load() {
-    let Some(csv) = shared("airline-sentiment/Tweets.csv") else { return };
-    let Some(te) = shared("tweeteval/hate") else { return };
+    let Some(csv) = shared("airline-sentiment/Tweets.csv") else {
+        return;
+    };
+    let Some(te) = shared("tweeteval/hate") else {
+        return;
+    };
     let out = tempfile::tempdir().expect("tmp");
     let m = build(vec![csv.clone()], out.path());
     assert_eq!(m.counts.read, 14_640);
     assert_eq!(m.counts.quarantined, 0);
     let posts = posts_of(out.path());
-    assert!(posts.iter().all(|p| p.created_at.is_some() && p.author_handle.is_some()));
+    assert!(posts
+        .iter()
+        .all(|p| p.created_at.is_some() && p.author_handle.is_some()));
     assert_eq!(posts[0].id, "570306133677760513");
 
     let out2 = tempfile::tempdir().expect("tmp");
     let files = vec![te.join("train_text.txt"), te.join("test_text.txt")];
     let m = build(files, out2.path());
-    let lines = |f: &str| std::fs::read_to_string(te.join(f)).map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() as u64).unwrap_or(0);
-    assert_eq!(m.counts.read, lines("train_text.txt") + lines("test_text.txt"));
+    let lines = |f: &str| {
+        std::fs::read_to_string(te.join(f))
+            .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        m.counts.read,
+        lines("train_text.txt") + lines("test_text.txt")
+    );
     // Published test sets never enter training.
     let posts = posts_of(out2.path());
-    assert!(posts.iter().filter(|p| p.origin.file.ends_with("test_text.txt")).all(|p| p.verdict == Verdict::HeldOut));
+    assert!(posts
+        .iter()
+        .filter(|p| p.origin.file.ends_with("test_text.txt"))
+        .all(|p| p.verdict == Verdict::HeldOut));
     assert!(posts.iter().all(|p| p.id.starts_with("h:")));
 }
 
@@ -141,7 +183,12 @@ fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .expect("dir")
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).expect("read")))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -150,7 +197,11 @@ fn dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn synthetic_corpus_adds_up_and_is_deterministic() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = SynthConfig { posts: 3000, malformed: 0.01, ..SynthConfig::default() };
+    let cfg = SynthConfig {
+        posts: 3000,
+        malformed: 0.01,
+        ..SynthConfig::default()
+    };
     let input = synth(tmp.path(), "s.jsonl.gz", &cfg);
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let ma = build(vec![input.clone()], &a);
@@ -158,16 +209,38 @@ fn synthetic_corpus_adds_up_and_is_deterministic() {
     assert_eq!(ma.counts, mb.counts);
     assert!(ma.counts.balanced(), "{:?}", ma.counts);
     assert!(ma.synthetic && ma.counts.quarantined > 0);
-    assert!(ma.counts.filtered.get("near_duplicate").copied().unwrap_or(0) > 0);
+    assert!(
+        ma.counts
+            .filtered
+            .get("near_duplicate")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
     assert!(ma.counts.filtered.get("deleted").copied().unwrap_or(0) > 0);
-    assert_eq!(dir_bytes(&a), dir_bytes(&b), "same input and config give identical bytes");
+    assert_eq!(
+        dir_bytes(&a),
+        dir_bytes(&b),
+        "same input and config give identical bytes"
+    );
     let posts = posts_of(&a);
     assert!(posts.iter().all(|p| p.synthetic));
     assert_eq!(posts.len() as u64, ma.counts.written);
     let deleted: HashSet<&String> = ma.lineage.deleted_posts.iter().collect();
-    assert!(posts.iter().all(|p| !deleted.contains(&p.id)), "deleted posts are removed everywhere");
+    assert!(
+        posts.iter().all(|p| !deleted.contains(&p.id)),
+        "deleted posts are removed everywhere"
+    );
     // v2 flavour reads the same way.
-    let v2 = synth(tmp.path(), "s2.jsonl.zst", &SynthConfig { posts: 500, flavor: SynthFlavor::V2, ..SynthConfig::default() });
+    let v2 = synth(
+        tmp.path(),
+        "s2.jsonl.zst",
+        &SynthConfig {
+            posts: 500,
+            flavor: SynthFlavor::V2,
+            ..SynthConfig::default()
+        },
+    );
     let m2 = build(vec![v2], &tmp.path().join("c"));
     assert!(m2.counts.balanced() && m2.counts.kept > 300);
 }
@@ -175,16 +248,26 @@ fn synthetic_corpus_adds_up_and_is_deterministic() {
 #[test]
 fn compressed_inputs_read_like_plain_ones() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = SynthConfig { posts: 300, ..SynthConfig::default() };
+    let cfg = SynthConfig {
+        posts: 300,
+        ..SynthConfig::default()
+    };
     let plain = synth(tmp.path(), "p.jsonl", &cfg);
     let bytes = std::fs::read(&plain).expect("read");
     let bz = tmp.path().join("p.jsonl.bz2");
-    let mut enc = bzip2::write::BzEncoder::new(std::fs::File::create(&bz).expect("create"), bzip2::Compression::fast());
+    let mut enc = bzip2::write::BzEncoder::new(
+        std::fs::File::create(&bz).expect("create"),
+        bzip2::Compression::fast(),
+    );
     enc.write_all(&bytes).expect("write");
     enc.finish().expect("finish");
     let gz = synth(tmp.path(), "p.jsonl.gz", &cfg);
     let zst = synth(tmp.path(), "p.jsonl.zst", &cfg);
-    let counts: Vec<_> = [plain, bz, gz, zst].into_iter().enumerate().map(|(i, f)| build(vec![f], &tmp.path().join(format!("o{i}"))).counts).collect();
+    let counts: Vec<_> = [plain, bz, gz, zst]
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| build(vec![f], &tmp.path().join(format!("o{i}"))).counts)
+        .collect();
     assert!(counts.windows(2).all(|w| w[0] == w[1]));
 }
 
@@ -193,32 +276,56 @@ fn bad_input_is_quarantined_with_file_and_line() {
     let tmp = tempfile::tempdir().expect("tmp");
     let d = tmp.path();
     let good = r#"{"id_str":"1","id":1,"text":"a perfectly normal post about the weather","user":{"id_str":"9","screen_name":"bob"},"created_at":"Wed Aug 27 13:08:45 +0000 2008","lang":"en"}"#;
-    let mut bad_utf8 = good.replace("\"1\"", "\"2\"").replace(":1,", ":2,").into_bytes();
+    let mut bad_utf8 = good
+        .replace("\"1\"", "\"2\"")
+        .replace(":1,", ":2,")
+        .into_bytes();
     bad_utf8.splice(40..40, [0xff, 0xfe]);
     let truncated = &good.replace("\"1\"", "\"3\"")[..60];
     let mut f = std::fs::File::create(d.join("mixed.jsonl")).expect("create");
-    f.write_all(good.as_bytes()).and_then(|_| f.write_all(b"\n")).expect("w");
-    f.write_all(&bad_utf8).and_then(|_| f.write_all(b"\n")).expect("w");
-    f.write_all(truncated.as_bytes()).and_then(|_| f.write_all(b"\n")).expect("w");
+    f.write_all(good.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .expect("w");
+    f.write_all(&bad_utf8)
+        .and_then(|_| f.write_all(b"\n"))
+        .expect("w");
+    f.write_all(truncated.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .expect("w");
     let huge = format!("{{\"id_str\":\"4\",\"text\":\"{}\"}}", "x".repeat(10 << 20));
-    f.write_all(huge.as_bytes()).and_then(|_| f.write_all(b"\n")).expect("w");
-    f.write_all(br#"{"something":"else"}"#).and_then(|_| f.write_all(b"\n")).expect("w");
+    f.write_all(huge.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .expect("w");
+    f.write_all(br#"{"something":"else"}"#)
+        .and_then(|_| f.write_all(b"\n"))
+        .expect("w");
     drop(f);
     std::fs::write(d.join("empty.jsonl"), b"").expect("w");
     std::fs::write(d.join("image.json"), [0x89, b'P', b'N', b'G', 0, 0, 0, 13]).expect("w");
-    let inputs = vec![d.join("mixed.jsonl"), d.join("empty.jsonl"), d.join("image.json")];
+    let inputs = vec![
+        d.join("mixed.jsonl"),
+        d.join("empty.jsonl"),
+        d.join("image.json"),
+    ];
     let out = d.join("out");
     let m = build(inputs, &out);
     assert!(m.counts.balanced(), "{:?}", m.counts);
     assert_eq!(m.counts.kept, 1);
-    assert_eq!(m.counts.quarantined, 5, "bad UTF-8, truncated, 10 MB line, unknown shape, binary file");
+    assert_eq!(
+        m.counts.quarantined, 5,
+        "bad UTF-8, truncated, 10 MB line, unknown shape, binary file"
+    );
     let q: Vec<serde_json::Value> = std::fs::read_to_string(out.join("quarantine.jsonl"))
         .expect("q")
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
     let find = |line: u64, word: &str| {
-        q.iter().any(|x| x["line"] == line && x["reason"].as_str().is_some_and(|r| r.contains(word)) && x["file"].as_str().is_some_and(|f| f.contains(".json")))
+        q.iter().any(|x| {
+            x["line"] == line
+                && x["reason"].as_str().is_some_and(|r| r.contains(word))
+                && x["file"].as_str().is_some_and(|f| f.contains(".json"))
+        })
     };
     assert!(find(2, "UTF-8"), "{q:?}");
     assert!(find(3, "JSON"));
@@ -226,9 +333,14 @@ fn bad_input_is_quarantined_with_file_and_line() {
     assert!(find(5, "not a post"));
     assert!(find(0, "binary"));
     let big = q.iter().find(|x| x["line"] == 4).expect("big");
-    assert!(big["raw_bytes"].as_u64().unwrap_or(0) > 10 << 20, "the full size is recorded");
+    assert!(
+        big["raw_bytes"].as_u64().unwrap_or(0) > 10 << 20,
+        "the full size is recorded"
+    );
     // A missing file is an error that names it.
-    let err = CorpusBuilder::new(CorpusConfig::default(), vec![d.join("nope.jsonl")]).build(&d.join("o2"), &mut |_| {}).expect_err("missing");
+    let err = CorpusBuilder::new(CorpusConfig::default(), vec![d.join("nope.jsonl")])
+        .build(&d.join("o2"), &mut |_| {})
+        .expect_err("missing");
     assert!(err.to_string().contains("nope.jsonl"), "{err}");
 }
 
@@ -250,9 +362,15 @@ fn deletion_list_and_archive() {
     assert!(m.counts.balanced());
     assert_eq!(m.lineage.deleted_posts, vec!["101".to_string()]);
     let posts = posts_of(&d.join("out"));
-    assert_eq!(posts.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), vec!["100", "102"]);
+    assert_eq!(
+        posts.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        vec!["100", "102"]
+    );
     assert_eq!(posts[0].engagement.likes, 3);
-    assert_eq!(posts[1].train_text, "third one, mentions @friend and a link <|url|>");
+    assert_eq!(
+        posts[1].train_text,
+        "third one, mentions @friend and a link <|url|>"
+    );
     assert_eq!(posts[1].entities.mentions[0].text, "friend");
     // A malformed deletion list names its line.
     std::fs::write(d.join("bad.txt"), "101\nwho:7\n").expect("w");

@@ -2,7 +2,9 @@
 //! the raw JSON parse speed (sonic-rs) and Python datasketch on the same posts.
 
 use anyhow::{bail, Context, Result};
-use starling_corpus::dedup::{jaccard, optimal_bands, shingle_text, shingles, NearDupConfig, NearDupIndex};
+use starling_corpus::dedup::{
+    jaccard, optimal_bands, shingle_text, shingles, NearDupConfig, NearDupIndex,
+};
 use starling_corpus::synth::{SynthConfig, SynthFlavor};
 use starling_corpus::{CorpusBuilder, CorpusConfig, Post};
 use std::collections::HashMap;
@@ -80,8 +82,19 @@ pub fn corpus(a: &CorpusBenchArgs) -> Result<()> {
     let input = a.dir.join(format!("synth-v1-{}.jsonl", a.posts));
     if !input.exists() {
         let t = Instant::now();
-        starling_corpus::synth::write_file(&SynthConfig { posts: a.posts, flavor: SynthFlavor::V1, ..SynthConfig::default() }, &input)?;
-        eprintln!("generated {} in {:.1}s", input.display(), t.elapsed().as_secs_f64());
+        starling_corpus::synth::write_file(
+            &SynthConfig {
+                posts: a.posts,
+                flavor: SynthFlavor::V1,
+                ..SynthConfig::default()
+            },
+            &input,
+        )?;
+        eprintln!(
+            "generated {} in {:.1}s",
+            input.display(),
+            t.elapsed().as_secs_f64()
+        );
     }
     let bytes = std::fs::metadata(&input)?.len();
     let mut rows = Vec::new();
@@ -97,15 +110,32 @@ pub fn corpus(a: &CorpusBenchArgs) -> Result<()> {
         std::hint::black_box(&v);
         lines += 1;
     }
-    rows.push(Row { name: "raw parse (sonic-rs DOM, lines)".into(), posts: lines, secs: t.elapsed().as_secs_f64(), cpu: cpu_secs() - c0, bytes, rss: peak_rss_mib() });
+    rows.push(Row {
+        name: "raw parse (sonic-rs DOM, lines)".into(),
+        posts: lines,
+        secs: t.elapsed().as_secs_f64(),
+        cpu: cpu_secs() - c0,
+        bytes,
+        rss: peak_rss_mib(),
+    });
 
     // 2. Parse + normalise + exact dedup (near-dup off), and 3. the full pipeline.
     let mut dedup_bpp = 0.0;
     let mut bands_rows = (0, 0);
-    for (name, near) in [("parse+normalise+exact dedup", None), ("full pipeline with MinHash-LSH", Some(NearDupConfig::default()))] {
+    for (name, near) in [
+        ("parse+normalise+exact dedup", None),
+        (
+            "full pipeline with MinHash-LSH",
+            Some(NearDupConfig::default()),
+        ),
+    ] {
         let mut cfg = CorpusConfig::default();
         cfg.curate.near_dup = near;
-        let out = a.dir.join(if near.is_some() { "corpus-full" } else { "corpus-exact" });
+        let out = a.dir.join(if near.is_some() {
+            "corpus-full"
+        } else {
+            "corpus-exact"
+        });
         reset_peak_rss();
         let (t, c0) = (Instant::now(), cpu_secs());
         let m = CorpusBuilder::new(cfg, vec![input.clone()]).build(&out, &mut |_| {})?;
@@ -117,9 +147,18 @@ pub fn corpus(a: &CorpusBenchArgs) -> Result<()> {
             dedup_bpp = m.dedup.near_bytes_per_post;
             bands_rows = m.dedup.bands_rows;
         }
-        rows.push(Row { name: name.into(), posts: m.counts.read, secs, cpu: cpu_secs() - c0, bytes, rss: peak_rss_mib() });
+        rows.push(Row {
+            name: name.into(),
+            posts: m.counts.read,
+            secs,
+            cpu: cpu_secs() - c0,
+            bytes,
+            rss: peak_rss_mib(),
+        });
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("\n## corpus throughput ({} synthetic v1.1 posts, {:.1} MB, {cores} cores; raw parse is one thread)\n", a.posts, bytes as f64 / 1e6);
     println!("| stage | posts | wall s | CPU s | posts/s | posts/s per CPU-s | MB/s | peak RSS MiB | MB/s vs raw parse |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -128,7 +167,15 @@ pub fn corpus(a: &CorpusBenchArgs) -> Result<()> {
         let mbs = r.bytes as f64 / 1e6 / r.secs;
         println!(
             "| {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} |",
-            r.name, r.posts, r.secs, r.cpu, r.posts as f64 / r.secs, r.posts as f64 / r.cpu.max(1e-9), mbs, r.rss, mbs / raw_mbs
+            r.name,
+            r.posts,
+            r.secs,
+            r.cpu,
+            r.posts as f64 / r.secs,
+            r.posts as f64 / r.cpu.max(1e-9),
+            mbs,
+            r.rss,
+            mbs / raw_mbs
         );
     }
     println!("\nnear-dup index: {dedup_bpp:.0} bytes/post (LSH {} bands x {} rows + 128 8-bit signature values)", bands_rows.0, bands_rows.1);
@@ -154,9 +201,15 @@ pub fn corpus(a: &CorpusBenchArgs) -> Result<()> {
     let py = python(a);
     let ds = run_datasketch(&py, &texts_path, db, dr, false)?;
     let theirs = ds["posts_per_s"].as_f64().unwrap_or(f64::NAN);
-    println!("\n## near-duplicate step alone ({} texts, threshold 0.8, 128 perms, 5-char shingles)\n", texts.len());
+    println!(
+        "\n## near-duplicate step alone ({} texts, threshold 0.8, 128 perms, 5-char shingles)\n",
+        texts.len()
+    );
     println!("| engine | LSH bands x rows | posts/s | ratio |\n|---|---|---|---|");
-    println!("| starling NearDupIndex | {b}x{r} + 8-bit verify | {ours:.0} | {:.1}x |", ours / theirs);
+    println!(
+        "| starling NearDupIndex | {b}x{r} + 8-bit verify | {ours:.0} | {:.1}x |",
+        ours / theirs
+    );
     println!("| datasketch 1.6.5 MinHashLSH | {db}x{dr} | {theirs:.0} | 1.0x |");
     println!("\nstarling flagged {dups} near-duplicates");
 
@@ -188,23 +241,44 @@ fn write_texts(texts: &[String], out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_datasketch(py: &Path, texts: &Path, bands: usize, rows: usize, eval: bool) -> Result<serde_json::Value> {
+fn run_datasketch(
+    py: &Path,
+    texts: &Path,
+    bands: usize,
+    rows: usize,
+    eval: bool,
+) -> Result<serde_json::Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_datasketch.py");
     let mut cmd = Command::new(py);
-    cmd.arg(&script).arg(texts).args(["--bands", &bands.to_string(), "--rows", &rows.to_string()]);
+    cmd.arg(&script)
+        .arg(texts)
+        .args(["--bands", &bands.to_string(), "--rows", &rows.to_string()]);
     if eval {
         cmd.arg("--eval");
     }
-    let out = cmd.output().with_context(|| format!("running {} (set up with scripts/setup.sh)", py.display()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {} (set up with scripts/setup.sh)", py.display()))?;
     if !out.status.success() {
-        bail!("datasketch run failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "datasketch run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn quality(a: &CorpusBenchArgs, py: &Path) -> Result<()> {
     let input = a.dir.join(format!("synth-quality-{}.jsonl", a.sample));
-    starling_corpus::synth::write_file(&SynthConfig { posts: a.sample, seed: 7, near_dup: 0.15, ..SynthConfig::default() }, &input)?;
+    starling_corpus::synth::write_file(
+        &SynthConfig {
+            posts: a.sample,
+            seed: 7,
+            near_dup: 0.15,
+            ..SynthConfig::default()
+        },
+        &input,
+    )?;
     let out = a.dir.join("corpus-quality");
     let mut cfg = CorpusConfig::default();
     cfg.curate.near_dup = None;
@@ -219,18 +293,35 @@ fn quality(a: &CorpusBenchArgs, py: &Path) -> Result<()> {
     let truth_secs = t.elapsed().as_secs_f64();
     // starling: query before insert, insert every post.
     let mut idx = NearDupIndex::new(NearDupConfig::default());
-    let ours: Vec<bool> = texts.iter().enumerate().map(|(i, s)| idx.query_then_insert(s, i as u32)).collect();
+    let ours: Vec<bool> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| idx.query_then_insert(s, i as u32))
+        .collect();
     let (b, r) = optimal_bands(threshold, 128, 0.5);
     let ds = run_datasketch(py, &texts_path, b, r, true)?;
-    let theirs: Vec<bool> = ds["flags"].as_array().map(|v| v.iter().map(|x| x.as_bool().unwrap_or(false)).collect()).unwrap_or_default();
+    let theirs: Vec<bool> = ds["flags"]
+        .as_array()
+        .map(|v| v.iter().map(|x| x.as_bool().unwrap_or(false)).collect())
+        .unwrap_or_default();
     println!("\n## near-duplicate quality ({} posts, exact Jaccard by brute force in {truth_secs:.1}s, threshold {threshold})\n", texts.len());
-    println!("best-match Jaccard of posts with a planted/real earlier match: {}", hist.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "best-match Jaccard of posts with a planted/real earlier match: {}",
+        hist.iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("\n| engine | true dups | flagged | precision | recall |\n|---|---|---|---|---|");
     for (name, pred) in [("starling", &ours), ("datasketch", &theirs)] {
         let tp = pred.iter().zip(&truth).filter(|(p, t)| **p && **t).count() as f64;
         let flagged = pred.iter().filter(|p| **p).count() as f64;
         let positives = truth.iter().filter(|t| **t).count() as f64;
-        println!("| {name} | {positives} | {flagged} | {:.3} | {:.3} |", tp / flagged.max(1.0), tp / positives.max(1.0));
+        println!(
+            "| {name} | {positives} | {flagged} | {:.3} | {:.3} |",
+            tp / flagged.max(1.0),
+            tp / positives.max(1.0)
+        );
     }
     Ok(())
 }
@@ -268,7 +359,10 @@ fn exact_truth(texts: &[String], t: f64) -> (Vec<bool>, Vec<(String, u64)>) {
         }
         cands.sort_unstable();
         cands.dedup();
-        let best = cands.iter().map(|&j| jaccard_sets(s, &sets[j as usize])).fold(0.0f64, f64::max);
+        let best = cands
+            .iter()
+            .map(|&j| jaccard_sets(s, &sets[j as usize]))
+            .fold(0.0f64, f64::max);
         truth[i] = best >= t;
         if best >= 0.5 {
             buckets[(((best - 0.5) / 0.1) as usize).min(4)] += 1;
@@ -279,7 +373,14 @@ fn exact_truth(texts: &[String], t: f64) -> (Vec<bool>, Vec<(String, u64)>) {
     }
     let _ = jaccard;
     let labels = ["0.5-0.6", "0.6-0.7", "0.7-0.8", "0.8-0.9", "0.9-1.0"];
-    (truth, labels.iter().zip(buckets).map(|(l, n)| (l.to_string(), n)).collect())
+    (
+        truth,
+        labels
+            .iter()
+            .zip(buckets)
+            .map(|(l, n)| (l.to_string(), n))
+            .collect(),
+    )
 }
 
 fn jaccard_sets(x: &[u64], y: &[u64]) -> f64 {

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "starling", version, about = "Turn a platform's posts into its own language model")]
+#[command(
+    name = "starling",
+    version,
+    about = "Turn a platform's posts into its own language model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -116,7 +120,10 @@ enum FormatArg {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STARLING_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STARLING_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()) {
@@ -130,8 +137,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Synth(a) => {
             let cfg = synth_config(&a);
             let t = Instant::now();
-            let n = starling_corpus::synth::write_file(&cfg, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
-            println!("synth: {} posts (seed {}, {}) → {} in {:.1}s [SYNTHETIC]", n.posts, cfg.seed, flavor_name(cfg.flavor), a.out.display(), t.elapsed().as_secs_f64());
+            let n = starling_corpus::synth::write_file(&cfg, &a.out)
+                .with_context(|| format!("writing {}", a.out.display()))?;
+            println!(
+                "synth: {} posts (seed {}, {}) → {} in {:.1}s [SYNTHETIC]",
+                n.posts,
+                cfg.seed,
+                flavor_name(cfg.flavor),
+                a.out.display(),
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Corpus(a) => {
@@ -147,17 +162,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { out, posts } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let stream = out.join("synth-v1.jsonl.zst");
-            let cfg = SynthConfig { posts, malformed: 0.002, ..SynthConfig::default() };
+            let cfg = SynthConfig {
+                posts,
+                malformed: 0.002,
+                ..SynthConfig::default()
+            };
             let t = Instant::now();
             let n = starling_corpus::synth::write_file(&cfg, &stream)?;
-            println!("synth: {} posts (seed {}) → {} in {:.1}s [SYNTHETIC]", n.posts, cfg.seed, stream.display(), t.elapsed().as_secs_f64());
+            println!(
+                "synth: {} posts (seed {}) → {} in {:.1}s [SYNTHETIC]",
+                n.posts,
+                cfg.seed,
+                stream.display(),
+                t.elapsed().as_secs_f64()
+            );
             let corpus_dir = out.join("corpus");
             let builder = CorpusBuilder::new(CorpusConfig::default(), vec![stream]);
             let m = build_with_progress(&builder, &corpus_dir)?;
             print_summary(&m, &corpus_dir);
             Ok(())
         }
-        Command::Bench { which: BenchCommand::Corpus(a) } => bench::corpus(&a),
+        Command::Bench {
+            which: BenchCommand::Corpus(a),
+        } => bench::corpus(&a),
     }
 }
 
@@ -183,8 +210,10 @@ fn synth_config(a: &SynthArgs) -> SynthConfig {
 
 fn corpus_config(a: &CorpusArgs) -> Result<CorpusConfig> {
     let mut c: CorpusConfig = match &a.config {
-        Some(p) => serde_json::from_slice(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("parsing {}", p.display()))?,
+        Some(p) => serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing {}", p.display()))?,
         None => CorpusConfig::default(),
     };
     c.read.format = a.format.map(|f| match f {
@@ -196,7 +225,10 @@ fn corpus_config(a: &CorpusArgs) -> Result<CorpusConfig> {
     if !a.lang.is_empty() {
         c.curate.languages = a.lang.clone();
     }
-    c.curate.near_dup = (a.near_dup > 0.0).then(|| NearDupConfig { threshold: a.near_dup, ..NearDupConfig::default() });
+    c.curate.near_dup = (a.near_dup > 0.0).then(|| NearDupConfig {
+        threshold: a.near_dup,
+        ..NearDupConfig::default()
+    });
     c.curate.normalize.anonymize_mentions |= a.anonymize_mentions;
     if let Some(col) = &a.csv_text {
         c.read.csv.text.insert(0, col.clone());
@@ -207,33 +239,69 @@ fn corpus_config(a: &CorpusArgs) -> Result<CorpusConfig> {
 
 fn build_with_progress(builder: &CorpusBuilder, out: &std::path::Path) -> Result<Manifest> {
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} corpus {msg} [{elapsed_precise}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} corpus {msg} [{elapsed_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     let t = Instant::now();
     let m = builder
         .build(out, &mut |p| {
             let rate = p.posts as f64 / t.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("file {}/{} · {} posts · {:.0} posts/s", p.files_done, p.files_total, p.posts, rate));
+            bar.set_message(format!(
+                "file {}/{} · {} posts · {:.0} posts/s",
+                p.files_done, p.files_total, p.posts, rate
+            ));
             bar.tick();
         })
         .with_context(|| format!("building corpus in {}", out.display()))?;
     bar.finish_and_clear();
-    println!("corpus: {} posts in {:.1}s", m.counts.read, t.elapsed().as_secs_f64());
+    println!(
+        "corpus: {} posts in {:.1}s",
+        m.counts.read,
+        t.elapsed().as_secs_f64()
+    );
     Ok(m)
 }
 
 fn print_summary(m: &Manifest, out: &std::path::Path) {
     let c = &m.counts;
-    println!("  read        {:>10}{}", c.read, if m.synthetic { "  [SYNTHETIC]" } else { "" });
+    println!(
+        "  read        {:>10}{}",
+        c.read,
+        if m.synthetic { "  [SYNTHETIC]" } else { "" }
+    );
     println!("  kept        {:>10}", c.kept);
     for (k, v) in &c.filtered {
         println!("  filtered    {:>10}  {k}", v);
     }
     println!("  quarantined {:>10}", c.quarantined);
-    println!("  read = kept + filtered + quarantined: {}", if c.balanced() { "yes" } else { "NO" });
+    println!(
+        "  read = kept + filtered + quarantined: {}",
+        if c.balanced() { "yes" } else { "NO" }
+    );
     if !c.notices.is_empty() {
-        println!("  non-post records: {}", c.notices.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        println!(
+            "  non-post records: {}",
+            c.notices
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
-    println!("  split: {} train {} / val {}", m.split.method, m.split.train, m.split.val);
-    println!("  pii scrubbed: {} emails, {} phones; {} posts deleted", m.stats.emails_scrubbed, m.stats.phones_scrubbed, m.lineage.deleted_posts.len());
-    println!("  → {} ({} shards, manifest.json, quarantine.jsonl, data-card.md)", out.display(), m.shards.len());
+    println!(
+        "  split: {} train {} / val {}",
+        m.split.method, m.split.train, m.split.val
+    );
+    println!(
+        "  pii scrubbed: {} emails, {} phones; {} posts deleted",
+        m.stats.emails_scrubbed,
+        m.stats.phones_scrubbed,
+        m.lineage.deleted_posts.len()
+    );
+    println!(
+        "  → {} ({} shards, manifest.json, quarantine.jsonl, data-card.md)",
+        out.display(),
+        m.shards.len()
+    );
 }

@@ -43,7 +43,11 @@ impl Default for CsvColumns {
     }
 }
 
-pub(crate) fn read_csv(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut dyn FnMut(Item)) -> Result<()> {
+pub(crate) fn read_csv(
+    ctx: &FileCtx<'_>,
+    reader: Box<dyn BufRead>,
+    sink: &mut dyn FnMut(Item),
+) -> Result<()> {
     let tsv = ctx.label.ends_with(".tsv") || ctx.label.contains(".tsv.");
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(if tsv { b'\t' } else { b',' })
@@ -72,7 +76,10 @@ pub(crate) fn read_csv(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut d
             message: format!(
                 "no text column among {:?} in header {:?}; map one with the csv text column option",
                 cols.text,
-                headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect::<Vec<_>>()
+                headers
+                    .iter()
+                    .map(|h| String::from_utf8_lossy(h).into_owned())
+                    .collect::<Vec<_>>()
             ),
         });
     };
@@ -84,7 +91,11 @@ pub(crate) fn read_csv(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut d
         find(&cols.reposts),
         find(&cols.likes),
     );
-    let name = ctx.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = ctx
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut rec = csv::ByteRecord::new();
     loop {
         let line = rdr.position().line();
@@ -102,11 +113,20 @@ pub(crate) fn read_csv(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut d
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(line);
         let raw = || rec.iter().collect::<Vec<_>>().join(&b',');
-        let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).and_then(|b| std::str::from_utf8(b).ok()).map(str::trim).filter(|s| !s.is_empty());
+        let field = |c: Option<usize>| {
+            c.and_then(|c| rec.get(c))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
         let text = match rec.get(text_col).map(std::str::from_utf8) {
             Some(Ok(t)) => t,
             Some(Err(e)) => {
-                sink(ctx.quarantine(line, format!("invalid UTF-8 in text column at byte {}", e.valid_up_to()), &raw()));
+                sink(ctx.quarantine(
+                    line,
+                    format!("invalid UTF-8 in text column at byte {}", e.valid_up_to()),
+                    &raw(),
+                ));
                 continue;
             }
             None => {
@@ -115,12 +135,18 @@ pub(crate) fn read_csv(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut d
             }
         };
         if rec.as_slice().len() > ctx.opts.max_record_bytes {
-            sink(ctx.quarantine(line, format!("row exceeds the {} byte limit", ctx.opts.max_record_bytes), &raw()));
+            sink(ctx.quarantine(
+                line,
+                format!("row exceeds the {} byte limit", ctx.opts.max_record_bytes),
+                &raw(),
+            ));
             continue;
         }
         let num = |c| field(c).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         sink(Item::Post(Box::new(Post {
-            id: field(id_col).map(String::from).unwrap_or_else(|| derived_id(&name, line)),
+            id: field(id_col)
+                .map(String::from)
+                .unwrap_or_else(|| derived_id(&name, line)),
             created_at: field(time_col).and_then(parse_time),
             author_id: None,
             author_handle: field(author_col).map(|s| s.trim_start_matches('@').to_string()),

@@ -150,11 +150,7 @@ pub fn open_decompressed(path: &Path) -> Result<(Box<dyn BufRead>, Compression)>
 /// Reads every item of one file, calling `sink` for each; returns what the file was.
 ///
 /// Records that fail alone are passed on as [`Item::Quarantined`]; only an unreadable file is an error.
-pub fn read_file(
-    path: &Path,
-    opts: &ReadOptions,
-    sink: &mut dyn FnMut(Item),
-) -> Result<Sniffed> {
+pub fn read_file(path: &Path, opts: &ReadOptions, sink: &mut dyn FnMut(Item)) -> Result<Sniffed> {
     let label = path.display().to_string();
     let (mut reader, compression) = open_decompressed(path)?;
     let head = reader.fill_buf().map_err(|e| Error::io(path, e))?.to_vec();
@@ -319,13 +315,21 @@ impl<R: BufRead> LineReader<R> {
 pub(crate) fn read_bounded(reader: &mut dyn Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
     reader.take(limit + 1).read_to_end(&mut out)?;
-    Ok(if out.len() as u64 > limit { None } else { Some(out) })
+    Ok(if out.len() as u64 > limit {
+        None
+    } else {
+        Some(out)
+    })
 }
 
 /// Finds the deletion requests of one file (stream `delete` notices, compliance records) without
 /// reading its posts: only lines that mention `delete` are parsed. Line-oriented JSON only; other
 /// formats carry no deletions.
-pub fn scan_deletions(path: &Path, opts: &ReadOptions, sink: &mut dyn FnMut(Deletion)) -> Result<()> {
+pub fn scan_deletions(
+    path: &Path,
+    opts: &ReadOptions,
+    sink: &mut dyn FnMut(Deletion),
+) -> Result<()> {
     let (mut reader, _) = open_decompressed(path)?;
     let head = reader.fill_buf().map_err(|e| Error::io(path, e))?.to_vec();
     let format = opts.format.unwrap_or_else(|| sniff(path, &head));
@@ -334,6 +338,10 @@ pub fn scan_deletions(path: &Path, opts: &ReadOptions, sink: &mut dyn FnMut(Dele
         return Ok(());
     }
     let label = path.display().to_string();
-    let ctx = FileCtx { path, label: &label, opts };
+    let ctx = FileCtx {
+        path,
+        label: &label,
+        opts,
+    };
     twitter::scan_deletions(&ctx, reader, sink)
 }

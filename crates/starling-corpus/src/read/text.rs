@@ -8,7 +8,11 @@ use std::io::BufRead;
 
 /// Reads one post per non-empty line. Files named `test_*` (published test sets such as
 /// TweetEval's) are marked held out, so they never enter training.
-pub(crate) fn read_text(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut dyn FnMut(Item)) -> Result<()> {
+pub(crate) fn read_text(
+    ctx: &FileCtx<'_>,
+    reader: Box<dyn BufRead>,
+    sink: &mut dyn FnMut(Item),
+) -> Result<()> {
     let name = ctx
         .path
         .file_name()
@@ -19,7 +23,14 @@ pub(crate) fn read_text(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut 
     while let Some((n, line)) = lines.next_line().map_err(|e| ctx.io(e))? {
         let bytes = match line {
             Line::TooLong(prefix, len) => {
-                let mut item = ctx.quarantine(n, format!("line of {len} bytes exceeds the {} byte limit", ctx.opts.max_record_bytes), prefix);
+                let mut item = ctx.quarantine(
+                    n,
+                    format!(
+                        "line of {len} bytes exceeds the {} byte limit",
+                        ctx.opts.max_record_bytes
+                    ),
+                    prefix,
+                );
                 if let Item::Quarantined(q) = &mut item {
                     q.raw_bytes = len;
                 }
@@ -31,7 +42,11 @@ pub(crate) fn read_text(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut 
         let text = match std::str::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => {
-                sink(ctx.quarantine(n, format!("invalid UTF-8 at byte {}", e.valid_up_to()), bytes));
+                sink(ctx.quarantine(
+                    n,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                    bytes,
+                ));
                 continue;
             }
         };
@@ -59,7 +74,11 @@ pub(crate) fn read_text(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut 
                 line: n,
                 nested: false,
             },
-            verdict: if held_out { Verdict::HeldOut } else { Verdict::Kept },
+            verdict: if held_out {
+                Verdict::HeldOut
+            } else {
+                Verdict::Kept
+            },
         })));
     }
     Ok(())

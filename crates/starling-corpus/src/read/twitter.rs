@@ -230,7 +230,11 @@ impl Emitter<'_, '_> {
             let st = d.status.unwrap_or_default();
             match st.id_str.or(st.id.map(|i| i.0)) {
                 Some(id) => sink(Item::Deletion(Deletion::Post(id))),
-                None => sink(self.ctx.quarantine(self.line, "delete notice without a status id", raw)),
+                None => sink(self.ctx.quarantine(
+                    self.line,
+                    "delete notice without a status id",
+                    raw,
+                )),
             }
             return;
         }
@@ -279,14 +283,20 @@ impl Emitter<'_, '_> {
         match notice {
             Some(kind) => sink(Item::Notice(kind)),
             None => {
-                sink(self.ctx.quarantine(self.line, "JSON record is not a post, page, notice or compliance record", raw));
+                sink(self.ctx.quarantine(
+                    self.line,
+                    "JSON record is not a post, page, notice or compliance record",
+                    raw,
+                ));
             }
         }
     }
 
     /// `statuses/lookup` with map=true: `{"id": {"<id>": status or null}}`; false when `raw` is not that.
     fn lookup_map(&mut self, raw: &[u8], sink: &mut dyn FnMut(Item)) -> bool {
-        let Ok(map) = serde_json::from_slice::<std::collections::BTreeMap<String, std::collections::BTreeMap<String, Option<Record>>>>(raw) else {
+        let Ok(map) = serde_json::from_slice::<
+            std::collections::BTreeMap<String, std::collections::BTreeMap<String, Option<Record>>>,
+        >(raw) else {
             return false;
         };
         if map.is_empty() {
@@ -330,7 +340,11 @@ impl Emitter<'_, '_> {
             } else if d.id.is_some() {
                 sink(Item::Notice("other_object"));
             } else {
-                sink(self.ctx.quarantine(self.line, "v2 data item is not an object with an id", raw));
+                sink(self.ctx.quarantine(
+                    self.line,
+                    "v2 data item is not an object with an id",
+                    raw,
+                ));
             }
         }
         for t in includes.tweets {
@@ -391,16 +405,12 @@ impl Emitter<'_, '_> {
             .screen_name
             .or(user.username)
             .or_else(|| author_id.as_ref().and_then(|a| self.users.get(a).cloned()));
-        let created_at = s
-            .created_at
-            .as_deref()
-            .and_then(parse_time)
-            .or_else(|| {
-                s.timestamp_ms
-                    .as_ref()
-                    .and_then(|t| t.0.parse::<i64>().ok())
-                    .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-            });
+        let created_at = s.created_at.as_deref().and_then(parse_time).or_else(|| {
+            s.timestamp_ms
+                .as_ref()
+                .and_then(|t| t.0.parse::<i64>().ok())
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        });
         let m = s.public_metrics.take().unwrap_or_default();
         let engagement = Engagement {
             likes: m.like_count.or(s.favorite_count).unwrap_or(0),
@@ -412,7 +422,9 @@ impl Emitter<'_, '_> {
             || ext.extended_entities.is_some()
             || s.entities.as_ref().is_some_and(|e| e.media.is_some())
             || ext.entities.as_ref().is_some_and(|e| e.media.is_some())
-            || s.attachments.as_ref().is_some_and(|a| !a.media_keys.is_empty());
+            || s.attachments
+                .as_ref()
+                .is_some_and(|a| !a.media_keys.is_empty());
         let is_repost = refs.repost_of.is_some();
         let text = if is_repost {
             String::new()
@@ -440,7 +452,11 @@ impl Emitter<'_, '_> {
                 line: self.line,
                 nested,
             },
-            verdict: if is_repost { Verdict::Repost } else { Verdict::Kept },
+            verdict: if is_repost {
+                Verdict::Repost
+            } else {
+                Verdict::Kept
+            },
         };
         sink(Item::Post(Box::new(post)));
         if let Some(r) = retweeted {
@@ -469,7 +485,11 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    for fmt in ["%a %b %d %H:%M:%S %z %Y", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+    for fmt in [
+        "%a %b %d %H:%M:%S %z %Y",
+        "%Y-%m-%d %H:%M:%S %z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(s, fmt) {
             return Some(t.with_timezone(&Utc));
         }
@@ -483,7 +503,11 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Reads a Twitter JSON file: one record per line, one document, or a top-level array.
-pub(crate) fn read_json(ctx: &FileCtx<'_>, mut reader: Box<dyn BufRead>, sink: &mut dyn FnMut(Item)) -> Result<()> {
+pub(crate) fn read_json(
+    ctx: &FileCtx<'_>,
+    mut reader: Box<dyn BufRead>,
+    sink: &mut dyn FnMut(Item),
+) -> Result<()> {
     let head = reader.fill_buf().map_err(|e| ctx.io(e))?;
     let first = head.iter().position(|b| !b.is_ascii_whitespace());
     let mut em = Emitter {
@@ -500,7 +524,12 @@ pub(crate) fn read_json(ctx: &FileCtx<'_>, mut reader: Box<dyn BufRead>, sink: &
             let first_line = &head[..first_line_end];
             let is_lines = first_line_end < head.len()
                 && serde_json::from_slice::<IgnoredAny>(first_line).is_ok();
-            if is_lines || first_line_end == head.len() && head.len() < (1 << 16) && serde_json::from_slice::<IgnoredAny>(head).is_ok() && !head[..].contains(&b'\n') {
+            if is_lines
+                || first_line_end == head.len()
+                    && head.len() < (1 << 16)
+                    && serde_json::from_slice::<IgnoredAny>(head).is_ok()
+                    && !head[..].contains(&b'\n')
+            {
                 read_lines(ctx, reader, &mut em, sink)
             } else {
                 match read_bounded(&mut reader, MAX_DOCUMENT_BYTES).map_err(|e| ctx.io(e))? {
@@ -513,7 +542,12 @@ pub(crate) fn read_json(ctx: &FileCtx<'_>, mut reader: Box<dyn BufRead>, sink: &
                             Err(_) if em.lookup_map(&doc, sink) => {}
                             Err(_) => {
                                 // Not one document: fall back to lines so good lines survive.
-                                read_lines(ctx, Box::new(std::io::Cursor::new(doc)), &mut em, sink)?;
+                                read_lines(
+                                    ctx,
+                                    Box::new(std::io::Cursor::new(doc)),
+                                    &mut em,
+                                    sink,
+                                )?;
                             }
                         }
                         Ok(())
@@ -528,12 +562,24 @@ pub(crate) fn read_json(ctx: &FileCtx<'_>, mut reader: Box<dyn BufRead>, sink: &
     }
 }
 
-fn read_lines(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, em: &mut Emitter<'_, '_>, sink: &mut dyn FnMut(Item)) -> Result<()> {
+fn read_lines(
+    ctx: &FileCtx<'_>,
+    reader: Box<dyn BufRead>,
+    em: &mut Emitter<'_, '_>,
+    sink: &mut dyn FnMut(Item),
+) -> Result<()> {
     let mut lines = LineReader::new(reader, ctx.opts.max_record_bytes);
     while let Some((n, line)) = lines.next_line().map_err(|e| ctx.io(e))? {
         match line {
             Line::TooLong(prefix, len) => {
-                let mut item = ctx.quarantine(n, format!("record of {len} bytes exceeds the {} byte limit", ctx.opts.max_record_bytes), prefix);
+                let mut item = ctx.quarantine(
+                    n,
+                    format!(
+                        "record of {len} bytes exceeds the {} byte limit",
+                        ctx.opts.max_record_bytes
+                    ),
+                    prefix,
+                );
                 if let Item::Quarantined(q) = &mut item {
                     q.raw_bytes = len;
                 }
@@ -544,7 +590,11 @@ fn read_lines(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, em: &mut Emitter<'_, 
                     continue;
                 }
                 if let Err(e) = std::str::from_utf8(bytes) {
-                    sink(ctx.quarantine(n, format!("invalid UTF-8 at byte {}", e.valid_up_to()), bytes));
+                    sink(ctx.quarantine(
+                        n,
+                        format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                        bytes,
+                    ));
                     continue;
                 }
                 match serde_json::from_slice::<Record>(bytes) {
@@ -552,10 +602,11 @@ fn read_lines(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, em: &mut Emitter<'_, 
                         em.line = n;
                         em.record(rec, bytes, sink);
                     }
-                    Err(_) if {
-                        em.line = n;
-                        em.lookup_map(bytes, sink)
-                    } => {}
+                    Err(_)
+                        if {
+                            em.line = n;
+                            em.lookup_map(bytes, sink)
+                        } => {}
                     Err(e) => sink(ctx.quarantine(n, format!("invalid JSON: {e}"), bytes)),
                 }
             }
@@ -565,7 +616,13 @@ fn read_lines(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, em: &mut Emitter<'_, 
 }
 
 /// Streams the elements of a top-level JSON array without holding the array.
-fn stream_array(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, em: &mut Emitter<'_, '_>, sink: &mut dyn FnMut(Item), skip: usize) -> Result<()> {
+fn stream_array(
+    ctx: &FileCtx<'_>,
+    reader: Box<dyn BufRead>,
+    em: &mut Emitter<'_, '_>,
+    sink: &mut dyn FnMut(Item),
+    skip: usize,
+) -> Result<()> {
     struct Elements<'x, 'c, 'a> {
         em: &'x mut Emitter<'c, 'a>,
         sink: &'x mut dyn FnMut(Item),
@@ -584,7 +641,11 @@ fn stream_array(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, em: &mut Emitter<'_
                 let raw = serde_json::to_vec(&v).unwrap_or_default();
                 match serde_json::from_value::<Record>(v) {
                     Ok(rec) => self.em.record(rec, &raw, self.sink),
-                    Err(e) => (self.sink)(self.em.ctx.quarantine(n, format!("array element {n}: {e}"), &raw)),
+                    Err(e) => (self.sink)(self.em.ctx.quarantine(
+                        n,
+                        format!("array element {n}: {e}"),
+                        &raw,
+                    )),
                 }
             }
             Ok(n)
@@ -599,13 +660,25 @@ fn stream_array(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, em: &mut Emitter<'_
     let v = Elements { em, sink, n: 0 };
     if let Err(e) = de.deserialize_seq(v) {
         // The array is cut or malformed: what was read is kept, the rest is quarantined as one record.
-        sink(ctx.quarantine(e.line() as u64, format!("JSON array unreadable from line {} column {}: {e}", e.line(), e.column()), &[]));
+        sink(ctx.quarantine(
+            e.line() as u64,
+            format!(
+                "JSON array unreadable from line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+            &[],
+        ));
     }
     Ok(())
 }
 
 /// Reads a Twitter archive's `tweets.js`: `window.YTD.tweets.part0 = [ {"tweet": {...}}, ... ]`.
-pub(crate) fn read_archive(ctx: &FileCtx<'_>, mut reader: Box<dyn BufRead>, sink: &mut dyn FnMut(Item)) -> Result<()> {
+pub(crate) fn read_archive(
+    ctx: &FileCtx<'_>,
+    mut reader: Box<dyn BufRead>,
+    sink: &mut dyn FnMut(Item),
+) -> Result<()> {
     let head = reader.fill_buf().map_err(|e| ctx.io(e))?;
     match memchr::memchr(b'[', head) {
         Some(at) if head[..at].contains(&b'=') => {
@@ -617,31 +690,28 @@ pub(crate) fn read_archive(ctx: &FileCtx<'_>, mut reader: Box<dyn BufRead>, sink
             stream_array(ctx, reader, &mut em, sink, at)
         }
         _ => {
-            sink(ctx.quarantine(0, "archive file without `window.YTD.<name>.partN = [`", head));
+            sink(ctx.quarantine(
+                0,
+                "archive file without `window.YTD.<name>.partN = [`",
+                head,
+            ));
             Ok(())
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times() {
-        let a = parse_time("Wed Aug 27 13:08:45 +0000 2008").map(|t| t.timestamp());
-        assert_eq!(a, Some(1219842525));
-        let b = parse_time("2022-01-05T12:00:00.000Z").map(|t| t.timestamp());
-        assert_eq!(b, Some(1641384000));
-        let c = parse_time("2015-02-24 11:35:52 -0800").map(|t| t.timestamp());
-        assert_eq!(c, Some(1424806552));
-    }
-}
-
 /// Deletion requests of a line-oriented JSON file; lines without `delete` are skipped unparsed.
-pub(crate) fn scan_deletions(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: &mut dyn FnMut(Deletion)) -> Result<()> {
+pub(crate) fn scan_deletions(
+    ctx: &FileCtx<'_>,
+    reader: Box<dyn BufRead>,
+    sink: &mut dyn FnMut(Deletion),
+) -> Result<()> {
     let finder = memchr::memmem::Finder::new(b"delete");
-    let mut em = Emitter { ctx, line: 0, users: HashMap::new() };
+    let mut em = Emitter {
+        ctx,
+        line: 0,
+        users: HashMap::new(),
+    };
     let mut lines = LineReader::new(reader, ctx.opts.max_record_bytes);
     while let Some((n, line)) = lines.next_line().map_err(|e| ctx.io(e))? {
         let Line::Ok(bytes) = line else { continue };
@@ -660,4 +730,19 @@ pub(crate) fn scan_deletions(ctx: &FileCtx<'_>, reader: Box<dyn BufRead>, sink: 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        let a = parse_time("Wed Aug 27 13:08:45 +0000 2008").map(|t| t.timestamp());
+        assert_eq!(a, Some(1219842525));
+        let b = parse_time("2022-01-05T12:00:00.000Z").map(|t| t.timestamp());
+        assert_eq!(b, Some(1641384000));
+        let c = parse_time("2015-02-24 11:35:52 -0800").map(|t| t.timestamp());
+        assert_eq!(c, Some(1424806552));
+    }
 }

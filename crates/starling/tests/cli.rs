@@ -1,0 +1,81 @@
+//! The `starling` binary end to end: demo, synth → corpus, and clear errors.
+
+use std::process::Command;
+
+fn starling() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_starling"))
+}
+
+#[test]
+fn demo_runs_synth_then_corpus_and_reports() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = starling()
+        .args(["demo", "--posts", "2000", "--out"])
+        .arg(tmp.path())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[SYNTHETIC]"));
+    assert!(
+        stdout.contains("read = kept + filtered + quarantined: yes"),
+        "{stdout}"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("corpus/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["synthetic"], true);
+    assert!(manifest["counts"]["kept"].as_u64().unwrap_or(0) > 1000);
+    let card = std::fs::read_to_string(tmp.path().join("corpus/data-card.md")).expect("card");
+    assert!(card.contains("SYNTHETIC DATA"));
+}
+
+#[test]
+fn corpus_names_a_missing_input() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = starling()
+        .args(["corpus", "does-not-exist.jsonl", "--out"])
+        .arg(tmp.path().join("c"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does-not-exist.jsonl"), "{err}");
+}
+
+#[test]
+fn csv_without_text_column_says_how_to_map_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let csv = tmp.path().join("posts.csv");
+    std::fs::write(&csv, "id,message\n1,hello there friends\n").expect("write");
+    let out = starling()
+        .arg("corpus")
+        .arg(&csv)
+        .arg("--out")
+        .arg(tmp.path().join("c"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("posts.csv:1") && err.contains("text column"),
+        "{err}"
+    );
+    let ok = starling()
+        .arg("corpus")
+        .arg(&csv)
+        .args(["--csv-text", "message", "--out"])
+        .arg(tmp.path().join("c2"))
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
