@@ -1,6 +1,7 @@
 //! The `starling` command: parses arguments, wires the stage crates together and reports.
 
 mod bench;
+mod plan_cmd;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -38,6 +39,8 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         posts: u64,
     },
+    /// Size a training run: FLOPs, days, cost, memory, layout, failures, data supply.
+    Plan(plan_cmd::PlanArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             print_summary(&m, &corpus_dir);
             Ok(())
         }
+        Command::Plan(a) => plan_cmd::run(&a),
         Command::Bench {
             which: BenchCommand::Corpus(a),
         } => bench::corpus(&a),

@@ -79,3 +79,63 @@ fn csv_without_text_column_says_how_to_map_one() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+#[test]
+fn plan_validates_and_rejects_bad_input() {
+    let out = starling()
+        .args(["plan", "--validate", "--json"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 9);
+    let pass = rows.iter().filter(|r| r["pass"] == true).count();
+    assert!(pass >= 6, "{pass} of 9 within 20%");
+
+    for (args, needle) in [
+        (
+            vec!["plan", "--params", "7e9", "--gpu", "tpu9"],
+            "unknown GPU",
+        ),
+        (vec!["plan", "--params", "7e9", "--gpus", "0"], "gpus"),
+        (vec!["plan", "--params=-7e9"], "params"),
+        (
+            vec!["plan", "--params", "7e9", "--tokens", "lots"],
+            "--tokens",
+        ),
+        (
+            vec!["plan", "--params", "7e9", "--gpu", "a100-80gb", "--fp8"],
+            "fp8",
+        ),
+        (
+            vec!["plan", "--params", "7e9", "--experts", "8"],
+            "--experts",
+        ),
+        (vec!["plan"], "--params"),
+    ] {
+        let out = starling().args(&args).output().expect("run");
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = starling()
+        .args([
+            "plan", "--params", "20e12", "--gpus", "8", "--tokens", "1e12",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("DOES NOT FIT") && !text.contains("NaN"),
+        "{text}"
+    );
+}
