@@ -366,9 +366,11 @@ pub fn jaccard(a: &str, b: &str, k: usize) -> f64 {
     let (mut x, mut y) = (Vec::new(), Vec::new());
     shingles(a, k, &mut x);
     shingles(b, k, &mut y);
-    if x.is_empty() && y.is_empty() {
-        return 1.0;
-    }
+    jaccard_sorted(&x, &y)
+}
+
+/// Exact Jaccard similarity of two sorted, deduplicated hash sets (1 when both are empty).
+pub fn jaccard_sorted(x: &[u64], y: &[u64]) -> f64 {
     let (mut i, mut j, mut inter) = (0, 0, 0usize);
     while i < x.len() && j < y.len() {
         match x[i].cmp(&y[j]) {
@@ -381,7 +383,12 @@ pub fn jaccard(a: &str, b: &str, k: usize) -> f64 {
             }
         }
     }
-    inter as f64 / (x.len() + y.len() - inter) as f64
+    let union = x.len() + y.len() - inter;
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
 }
 
 #[cfg(test)]

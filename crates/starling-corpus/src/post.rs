@@ -53,6 +53,31 @@ pub struct Post {
     pub verdict: Verdict,
 }
 
+impl Post {
+    /// A post with only an id, text and origin; every other field empty, verdict `Kept`.
+    pub fn new(id: String, text: String, origin: Origin) -> Self {
+        Post {
+            id,
+            created_at: None,
+            author_id: None,
+            author_handle: None,
+            lang: String::new(),
+            lang_detected: false,
+            text,
+            entities: Entities::default(),
+            train_text: String::new(),
+            refs: References::default(),
+            engagement: Engagement::default(),
+            source: None,
+            sensitive: false,
+            has_media: false,
+            synthetic: false,
+            origin,
+            verdict: Verdict::Kept,
+        }
+    }
+}
+
 /// Reply, quote, repost and conversation references (ids as strings).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct References {

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use starling_corpus::dedup::{
-    jaccard, optimal_bands, shingle_text, shingles, NearDupConfig, NearDupIndex,
+    jaccard_sorted, optimal_bands, shingle_text, shingles, NearDupConfig, NearDupIndex,
 };
 use starling_corpus::synth::{SynthConfig, SynthFlavor};
 use starling_corpus::{CorpusBuilder, CorpusConfig, Post};
@@ -361,7 +361,7 @@ fn exact_truth(texts: &[String], t: f64) -> (Vec<bool>, Vec<(String, u64)>) {
         cands.dedup();
         let best = cands
             .iter()
-            .map(|&j| jaccard_sets(s, &sets[j as usize]))
+            .map(|&j| jaccard_sorted(s, &sets[j as usize]))
             .fold(0.0f64, f64::max);
         truth[i] = best >= t;
         if best >= 0.5 {
@@ -371,7 +371,6 @@ fn exact_truth(texts: &[String], t: f64) -> (Vec<bool>, Vec<(String, u64)>) {
             index.entry(*h).or_default().push(i as u32);
         }
     }
-    let _ = jaccard;
     let labels = ["0.5-0.6", "0.6-0.7", "0.7-0.8", "0.8-0.9", "0.9-1.0"];
     (
         truth,
@@ -381,25 +380,4 @@ fn exact_truth(texts: &[String], t: f64) -> (Vec<bool>, Vec<(String, u64)>) {
             .map(|(l, n)| (l.to_string(), n))
             .collect(),
     )
-}
-
-fn jaccard_sets(x: &[u64], y: &[u64]) -> f64 {
-    let (mut i, mut j, mut inter) = (0, 0, 0usize);
-    while i < x.len() && j < y.len() {
-        match x[i].cmp(&y[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                inter += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    let union = x.len() + y.len() - inter;
-    if union == 0 {
-        1.0
-    } else {
-        inter as f64 / union as f64
-    }
 }

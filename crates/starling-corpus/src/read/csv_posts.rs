@@ -3,9 +3,8 @@
 use super::twitter::parse_time;
 use super::{FileCtx, Item};
 use crate::error::{Error, Result};
-use crate::post::{derived_id, Engagement, Origin, Post, References, Verdict};
+use crate::post::{derived_id, Origin, Post};
 use serde::{Deserialize, Serialize};
-use starling_text::Entities;
 use std::io::BufRead;
 
 /// Which CSV columns hold which post fields. Each field lists candidate names; the first present wins.
@@ -143,35 +142,21 @@ pub(crate) fn read_csv(
             continue;
         }
         let num = |c| field(c).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        sink(Item::Post(Box::new(Post {
-            id: field(id_col)
-                .map(String::from)
-                .unwrap_or_else(|| derived_id(&name, line)),
-            created_at: field(time_col).and_then(parse_time),
-            author_id: None,
-            author_handle: field(author_col).map(|s| s.trim_start_matches('@').to_string()),
-            lang: field(lang_col).unwrap_or_default().to_string(),
-            lang_detected: false,
-            text: starling_text::html_unescape(text),
-            entities: Entities::default(),
-            train_text: String::new(),
-            refs: References::default(),
-            engagement: Engagement {
-                reposts: num(rt_col),
-                likes: num(like_col),
-                ..Engagement::default()
-            },
-            source: None,
-            sensitive: false,
-            has_media: false,
-            synthetic: false,
-            origin: Origin {
-                file: ctx.label.to_string(),
-                line,
-                nested: false,
-            },
-            verdict: Verdict::Kept,
-        })));
+        let id = field(id_col)
+            .map(String::from)
+            .unwrap_or_else(|| derived_id(&name, line));
+        let origin = Origin {
+            file: ctx.label.to_string(),
+            line,
+            nested: false,
+        };
+        let mut post = Post::new(id, starling_text::html_unescape(text), origin);
+        post.created_at = field(time_col).and_then(parse_time);
+        post.author_handle = field(author_col).map(|s| s.trim_start_matches('@').to_string());
+        post.lang = field(lang_col).unwrap_or_default().to_string();
+        post.engagement.reposts = num(rt_col);
+        post.engagement.likes = num(like_col);
+        sink(Item::Post(Box::new(post)));
     }
     Ok(())
 }

@@ -235,6 +235,22 @@ impl FileCtx<'_> {
         })
     }
 
+    /// The quarantine record of a line longer than the limit: its first bytes and full length.
+    pub(crate) fn too_long(&self, line: u64, prefix: &[u8], len: u64) -> Item {
+        let mut item = self.quarantine(
+            line,
+            format!(
+                "record of {len} bytes exceeds the {} byte limit",
+                self.opts.max_record_bytes
+            ),
+            prefix,
+        );
+        if let Item::Quarantined(q) = &mut item {
+            q.raw_bytes = len;
+        }
+        item
+    }
+
     pub(crate) fn io(&self, e: std::io::Error) -> Error {
         Error::io(self.path, e)
     }

@@ -2,8 +2,7 @@
 
 use super::{FileCtx, Item, Line, LineReader};
 use crate::error::Result;
-use crate::post::{derived_id, Engagement, Origin, Post, References, Verdict};
-use starling_text::Entities;
+use crate::post::{derived_id, Origin, Post, Verdict};
 use std::io::BufRead;
 
 /// Reads one post per non-empty line. Files named `test_*` (published test sets such as
@@ -23,18 +22,7 @@ pub(crate) fn read_text(
     while let Some((n, line)) = lines.next_line().map_err(|e| ctx.io(e))? {
         let bytes = match line {
             Line::TooLong(prefix, len) => {
-                let mut item = ctx.quarantine(
-                    n,
-                    format!(
-                        "line of {len} bytes exceeds the {} byte limit",
-                        ctx.opts.max_record_bytes
-                    ),
-                    prefix,
-                );
-                if let Item::Quarantined(q) = &mut item {
-                    q.raw_bytes = len;
-                }
-                sink(item);
+                sink(ctx.too_long(n, prefix, len));
                 continue;
             }
             Line::Ok(b) => b,
@@ -53,33 +41,20 @@ pub(crate) fn read_text(
         if text.trim().is_empty() {
             continue;
         }
-        sink(Item::Post(Box::new(Post {
-            id: derived_id(&name, n),
-            created_at: None,
-            author_id: None,
-            author_handle: None,
-            lang: String::new(),
-            lang_detected: false,
-            text: starling_text::html_unescape(text.trim_end()),
-            entities: Entities::default(),
-            train_text: String::new(),
-            refs: References::default(),
-            engagement: Engagement::default(),
-            source: None,
-            sensitive: false,
-            has_media: false,
-            synthetic: false,
-            origin: Origin {
-                file: ctx.label.to_string(),
-                line: n,
-                nested: false,
-            },
-            verdict: if held_out {
-                Verdict::HeldOut
-            } else {
-                Verdict::Kept
-            },
-        })));
+        let origin = Origin {
+            file: ctx.label.to_string(),
+            line: n,
+            nested: false,
+        };
+        let mut post = Post::new(
+            derived_id(&name, n),
+            starling_text::html_unescape(text.trim_end()),
+            origin,
+        );
+        if held_out {
+            post.verdict = Verdict::HeldOut;
+        }
+        sink(Item::Post(Box::new(post)));
     }
     Ok(())
 }

@@ -572,18 +572,7 @@ fn read_lines(
     while let Some((n, line)) = lines.next_line().map_err(|e| ctx.io(e))? {
         match line {
             Line::TooLong(prefix, len) => {
-                let mut item = ctx.quarantine(
-                    n,
-                    format!(
-                        "record of {len} bytes exceeds the {} byte limit",
-                        ctx.opts.max_record_bytes
-                    ),
-                    prefix,
-                );
-                if let Item::Quarantined(q) = &mut item {
-                    q.raw_bytes = len;
-                }
-                sink(item);
+                sink(ctx.too_long(n, prefix, len));
             }
             Line::Ok(bytes) => {
                 if bytes.iter().all(u8::is_ascii_whitespace) {
