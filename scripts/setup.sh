@@ -13,10 +13,10 @@ fi
 # Project-local Python environment: datasketch for `starling bench corpus` (the reference it is
 # measured against). Later stages add the pinned torch wheel here.
 venv="$root/.venv"
-stamp="$venv/.starling-setup-1"
+stamp="$venv/.starling-setup-2"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating $venv (python packages for benchmarks)"
-  python3 -m venv "$venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"
   touch "$stamp"
 fi

@@ -30,7 +30,14 @@ enum Command {
     Synth(SynthArgs),
     /// Read post dumps, curate them and write a corpus directory.
     Corpus(CorpusArgs),
-    /// The built-in default job: synth, then corpus, with a summary.
+    /// Train a byte-level BPE tokenizer on a corpus's kept training posts.
+    Tokenizer {
+        #[command(subcommand)]
+        which: TokenizerCommand,
+    },
+    /// Encode a corpus's kept posts into train/val token shards with a manifest.
+    Tokens(TokensArgs),
+    /// The built-in default job: synth, corpus, tokenizer and tokens, with a summary.
     Demo {
         /// Output directory.
         #[arg(long, default_value = "out/demo")]
@@ -46,6 +53,35 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a tokenizer.
+    Train {
+        /// Corpus directory.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Vocabulary size, special tokens included.
+        #[arg(long, default_value_t = 8192)]
+        vocab: usize,
+        /// Output: a tokenizer.json path, or a directory to write it into.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TokensArgs {
+    /// Corpus directory.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// tokenizer.json (or a directory holding one).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Output token directory.
+    #[arg(long, short)]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -183,13 +219,69 @@ fn run(cli: Cli) -> Result<()> {
             let builder = CorpusBuilder::new(CorpusConfig::default(), vec![stream]);
             let m = build_with_progress(&builder, &corpus_dir)?;
             print_summary(&m, &corpus_dir);
-            Ok(())
+            let tok = out.join("tokenizer.json");
+            train_tokenizer(&corpus_dir, 4096, &tok)?;
+            encode_tokens(&corpus_dir, &tok, &out.join("tokens"))
+        }
+        Command::Tokenizer {
+            which: TokenizerCommand::Train { corpus, vocab, out },
+        } => {
+            let path = if out.is_dir() || out.extension().is_none() {
+                out.join("tokenizer.json")
+            } else {
+                out
+            };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            train_tokenizer(&corpus, vocab, &path)
+        }
+        Command::Tokens(a) => {
+            let tok = if a.tokenizer.is_dir() {
+                a.tokenizer.join("tokenizer.json")
+            } else {
+                a.tokenizer.clone()
+            };
+            encode_tokens(&a.corpus, &tok, &a.out)
         }
         Command::Plan(a) => plan_cmd::run(&a),
         Command::Bench {
             which: BenchCommand::Corpus(a),
         } => bench::corpus(&a),
     }
+}
+
+fn train_tokenizer(corpus: &std::path::Path, vocab: usize, path: &std::path::Path) -> Result<()> {
+    let t = Instant::now();
+    let tok = starling_tokens::train_tokenizer(corpus, vocab, path)
+        .with_context(|| format!("training a tokenizer on {}", corpus.display()))?;
+    println!(
+        "tokenizer: {} tokens (byte-level BPE) → {} in {:.1}s",
+        tok.get_vocab_size(true),
+        path.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn encode_tokens(
+    corpus: &std::path::Path,
+    tokenizer: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<()> {
+    let m = starling_tokens::encode_corpus(
+        corpus,
+        tokenizer,
+        out,
+        &starling_tokens::EncodeConfig::default(),
+    )
+    .with_context(|| format!("encoding {} into {}", corpus.display(), out.display()))?;
+    println!(
+        "tokens: train {} tokens in {} documents ({} posts), val {} tokens in {} documents; {:.0} tokens/s; {} shards ({:?}) → {}",
+        m.tokens["train"], m.documents["train"], m.posts["train"], m.tokens["val"], m.documents["val"], m.tokens_per_s, m.shards.len(), m.dtype, out.display()
+    );
+    Ok(())
 }
 
 fn flavor_name(f: SynthFlavor) -> &'static str {

@@ -33,6 +33,17 @@ fn demo_runs_synth_then_corpus_and_reports() {
     assert!(manifest["counts"]["kept"].as_u64().unwrap_or(0) > 1000);
     let card = std::fs::read_to_string(tmp.path().join("corpus/data-card.md")).expect("card");
     assert!(card.contains("SYNTHETIC DATA"));
+    // The path goes on: tokenizer and token shards.
+    assert!(
+        stdout.contains("tokenizer:") && stdout.contains("tokens: train"),
+        "{stdout}"
+    );
+    let tokens: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("tokens/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert!(tokens["tokens"]["train"].as_u64().unwrap_or(0) > 10_000);
+    assert!(tmp.path().join("tokens/tokenizer.json").exists());
 }
 
 #[test]
