@@ -10,14 +10,18 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Project-local Python environment: datasketch for `starling bench corpus` (the reference it is
-# measured against). Later stages add the pinned torch wheel here.
+# Project-local Python environment (pinned in scripts/requirements.txt): torch 2.11.0, whose libtorch
+# the model crate links through tch; transformers for interop tests; datasketch for `bench corpus`.
 venv="$root/.venv"
-stamp="$venv/.starling-setup-2"
+stamp="$venv/.starling-setup-3"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating $venv (python packages for benchmarks)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"
   touch "$stamp"
+fi
+# .cargo/config.toml points LIBTORCH at this link to the wheel's torch folder.
+if [ ! -e "$venv/libtorch/lib/libtorch_cpu.so" ]; then
+  ln -sfn "$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')" "$venv/libtorch"
 fi
 export STARLING_PYTHON="$venv/bin/python"

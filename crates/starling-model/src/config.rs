@@ -1,0 +1,202 @@
+//! The model's shape as a plain struct, read and written as Hugging Face's Llama `config.json`.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Llama hyper-parameters with Hugging Face's field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// SwiGLU inner width.
+    pub intermediate_size: usize,
+    /// Transformer blocks.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than query heads).
+    pub num_key_value_heads: usize,
+    /// Longest context.
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// Output head shares the input embedding.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Id that starts a sequence (HF field).
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// Id that ends a sequence (HF field).
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    /// Always "llama".
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// Always ["LlamaForCausalLM"].
+    #[serde(default = "default_architectures")]
+    pub architectures: Vec<String>,
+    /// Always "silu".
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Stored weight dtype.
+    #[serde(default = "default_dtype")]
+    pub torch_dtype: String,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_model_type() -> String {
+    "llama".into()
+}
+fn default_architectures() -> Vec<String> {
+    vec!["LlamaForCausalLM".into()]
+}
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_dtype() -> String {
+    "float32".into()
+}
+
+impl LlamaConfig {
+    /// A shape from (hidden, ffn, layers, heads, kv heads, context).
+    fn shape(vocab: usize, [d, ff, layers, heads, kv, ctx]: [usize; 6], tied: bool) -> Self {
+        Self {
+            vocab_size: vocab,
+            hidden_size: d,
+            intermediate_size: ff,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv,
+            max_position_embeddings: ctx,
+            rms_norm_eps: default_eps(),
+            rope_theta: default_theta(),
+            tie_word_embeddings: tied,
+            bos_token_id: None,
+            eos_token_id: Some(0),
+            model_type: default_model_type(),
+            architectures: default_architectures(),
+            hidden_act: default_act(),
+            torch_dtype: default_dtype(),
+        }
+    }
+
+    /// A named preset for a vocabulary: `tiny` (< 1M params, tests), `small` (~10M, ctx 512, the CPU
+    /// default), `gpt2-124m` (GPT-2 small sized), `llama-1b` (GPU).
+    pub fn preset(name: &str, vocab: usize) -> Result<Self> {
+        Ok(match name {
+            "tiny" => Self::shape(vocab, [64, 176, 2, 4, 2, 128], true),
+            "small" => Self::shape(vocab, [288, 768, 8, 8, 4, 512], true),
+            "gpt2-124m" => Self::shape(vocab, [768, 2048, 12, 12, 12, 1024], true),
+            "llama-1b" => Self::shape(vocab, [2048, 5632, 22, 32, 4, 2048], false),
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown preset `{other}`; known: tiny, small, gpt2-124m, llama-1b"
+                )))
+            }
+        })
+    }
+
+    /// Head dimension.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Checks divisibility and positivity.
+    pub fn validate(&self) -> Result<()> {
+        let c = self;
+        if [
+            c.vocab_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.max_position_embeddings,
+        ]
+        .contains(&0)
+        {
+            return Err(Error::Config("every size must be at least 1".into()));
+        }
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) || !c.head_dim().is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "hidden_size {} must split into an even head dimension over {} heads",
+                c.hidden_size, c.num_attention_heads
+            )));
+        }
+        if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
+            return Err(Error::Config(format!(
+                "{} query heads do not group over {} key/value heads",
+                c.num_attention_heads, c.num_key_value_heads
+            )));
+        }
+        Ok(())
+    }
+
+    /// Parameters, counting a tied head once.
+    pub fn num_params(&self) -> usize {
+        let (d, v, l, ff) = (
+            self.hidden_size,
+            self.vocab_size,
+            self.num_hidden_layers,
+            self.intermediate_size,
+        );
+        let kv = self.num_key_value_heads * self.head_dim();
+        let attn = d * d * 2 + d * kv * 2;
+        let mlp = 3 * d * ff;
+        let norms = 2 * d;
+        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        v * d + l * (attn + mlp + norms) + d + head
+    }
+
+    /// Reads `config.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let c: Self = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Writes `config.json` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Format(e.to_string()))?;
+        crate::write_atomic(path, &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_have_the_sizes_they_promise() {
+        let tiny = LlamaConfig::preset("tiny", 2048).expect("tiny");
+        assert!(tiny.num_params() < 1_000_000);
+        let small = LlamaConfig::preset("small", 8192).expect("small");
+        assert!(
+            (8_000_000..12_000_000).contains(&small.num_params()),
+            "{}",
+            small.num_params()
+        );
+        assert!(small.max_position_embeddings >= 512);
+        let g = LlamaConfig::preset("gpt2-124m", 50257).expect("gpt2");
+        assert!(
+            (110_000_000..140_000_000).contains(&g.num_params()),
+            "{}",
+            g.num_params()
+        );
+        assert!(LlamaConfig::preset("huge", 10).is_err());
+    }
+}

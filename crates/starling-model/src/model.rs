@@ -1,0 +1,319 @@
+//! The Llama architecture on libtorch, readable top to bottom: RMSNorm, rotary positions,
+//! grouped-query attention, SwiGLU, optional tied head. Tensor names are Hugging Face's.
+
+use crate::config::LlamaConfig;
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// Root-mean-square layer norm (computed in fp32, as HF does).
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: nn::Path, d: i64, eps: f64) -> Self {
+        Self {
+            weight: p.var("weight", &[d], nn::Init::Const(1.0)),
+            eps,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let var = xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        (xf * (var + self.eps).rsqrt()).to_kind(kind) * &self.weight
+    }
+}
+
+/// Rotary position tables (HF layout: the two halves of each head are rotated together).
+#[derive(Debug)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(c: &LlamaConfig, device: tch::Device) -> Self {
+        let hd = c.head_dim() as i64;
+        let inv: Vec<f32> = (0..hd / 2)
+            .map(|i| 1.0 / (c.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
+            .collect();
+        let inv = Tensor::from_slice(&inv).to_device(device);
+        let pos = Tensor::arange(c.max_position_embeddings as i64, (Kind::Float, device));
+        let freqs = pos.outer(&inv);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        Self {
+            cos: emb.cos(),
+            sin: emb.sin(),
+        }
+    }
+
+    /// Rotates `x` of shape [batch, heads, time, head_dim] for positions `start..start + time`.
+    fn apply(&self, x: &Tensor, start: i64) -> Tensor {
+        let t = x.size()[2];
+        let cos = self.cos.narrow(0, start, t).to_kind(x.kind());
+        let sin = self.sin.narrow(0, start, t).to_kind(x.kind());
+        let half = x.size()[3] / 2;
+        let rotated = Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
+        x * cos + rotated * sin
+    }
+}
+
+/// Keys and values of earlier positions, per layer, for generation.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Positions already cached.
+    pub fn len(&self) -> i64 {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.size()[2])
+            .unwrap_or(0)
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    o: nn::Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(p: nn::Path, c: &LlamaConfig) -> Self {
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
+        let (d, hd) = (c.hidden_size as i64, c.head_dim() as i64);
+        let kv = c.num_key_value_heads as i64 * hd;
+        Self {
+            q: nn::linear(&p / "q_proj", d, d, no_bias),
+            k: nn::linear(&p / "k_proj", d, kv, no_bias),
+            v: nn::linear(&p / "v_proj", d, kv, no_bias),
+            o: nn::linear(&p / "o_proj", d, d, no_bias),
+            heads: c.num_attention_heads as i64,
+            kv_heads: c.num_key_value_heads as i64,
+            head_dim: hd,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Tensor {
+        let (b, t, _) = x.size3().unwrap_or((1, 1, 1));
+        let split = |y: Tensor, h: i64| y.view([b, t, h, self.head_dim]).transpose(1, 2);
+        let start = cache
+            .as_ref()
+            .and_then(|c| c.as_ref())
+            .map(|(k, _)| k.size()[2])
+            .unwrap_or(0);
+        let q = rope.apply(&split(self.q.forward(x), self.heads), start);
+        let mut k = rope.apply(&split(self.k.forward(x), self.kv_heads), start);
+        let mut v = split(self.v.forward(x), self.kv_heads);
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2);
+                v = Tensor::cat(&[pv, &v], 2);
+            }
+            *slot = Some((k.shallow_clone(), v.shallow_clone()));
+        }
+        let rep = self.heads / self.kv_heads;
+        if rep > 1 {
+            k = k.repeat_interleave_self_int(rep, Some(1), None);
+            v = v.repeat_interleave_self_int(rep, Some(1), None);
+        }
+        // Causal within this chunk; a single new token attends to every cached position.
+        let causal = t > 1;
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            causal,
+            None,
+            false,
+        );
+        self.o.forward(
+            &y.transpose(1, 2)
+                .contiguous()
+                .view([b, t, self.heads * self.head_dim]),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    gate: nn::Linear,
+    up: nn::Linear,
+    down: nn::Linear,
+}
+
+impl Mlp {
+    fn new(p: nn::Path, c: &LlamaConfig) -> Self {
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
+        let (d, ff) = (c.hidden_size as i64, c.intermediate_size as i64);
+        Self {
+            gate: nn::linear(&p / "gate_proj", d, ff, no_bias),
+            up: nn::linear(&p / "up_proj", d, ff, no_bias),
+            down: nn::linear(&p / "down_proj", ff, d, no_bias),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down
+            .forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: nn::Path, c: &LlamaConfig) -> Self {
+        let d = c.hidden_size as i64;
+        Self {
+            input_norm: RmsNorm::new(&p / "input_layernorm", d, c.rms_norm_eps),
+            attn: Attention::new(&p / "self_attn", c),
+            post_norm: RmsNorm::new(&p / "post_attention_layernorm", d, c.rms_norm_eps),
+            mlp: Mlp::new(&p / "mlp", c),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Tensor {
+        let h = x + self.attn.forward(&self.input_norm.forward(x), rope, cache);
+        &h + self.mlp.forward(&self.post_norm.forward(&h))
+    }
+}
+
+/// A Llama causal language model whose variables live in a `VarStore` under HF names.
+#[derive(Debug)]
+pub struct Llama {
+    /// The shape.
+    pub config: LlamaConfig,
+    embed: nn::Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<nn::Linear>,
+    rope: Rope,
+}
+
+impl Llama {
+    /// Creates the model's variables under `root` (initialised as HF does: normal(0, 0.02)).
+    pub fn new(root: &nn::Path, config: &LlamaConfig) -> Self {
+        let c = config;
+        let m = root / "model";
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        let embed = nn::embedding(
+            &m / "embed_tokens",
+            c.vocab_size as i64,
+            c.hidden_size as i64,
+            nn::EmbeddingConfig {
+                ws_init: init,
+                ..Default::default()
+            },
+        );
+        let blocks = (0..c.num_hidden_layers)
+            .map(|i| Block::new(&m / "layers" / i, c))
+            .collect();
+        let norm = RmsNorm::new(&m / "norm", c.hidden_size as i64, c.rms_norm_eps);
+        let lm_head = (!c.tie_word_embeddings).then(|| {
+            nn::linear(
+                root / "lm_head",
+                c.hidden_size as i64,
+                c.vocab_size as i64,
+                nn::LinearConfig {
+                    bias: false,
+                    ws_init: init,
+                    ..Default::default()
+                },
+            )
+        });
+        Self {
+            config: config.clone(),
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            rope: Rope::new(c, root.device()),
+        }
+    }
+
+    fn head(&self, h: &Tensor) -> Tensor {
+        match &self.lm_head {
+            Some(l) => l.forward(h),
+            None => h.matmul(&self.embed.ws.tr()),
+        }
+    }
+
+    /// Final hidden states [batch, time, hidden] of token ids [batch, time].
+    pub fn hidden(&self, ids: &Tensor) -> Tensor {
+        let mut x = self.embed.forward(ids);
+        for b in &self.blocks {
+            x = b.forward(&x, &self.rope, None);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits [batch, time, vocab] of token ids [batch, time].
+    pub fn forward(&self, ids: &Tensor) -> Tensor {
+        self.head(&self.hidden(ids))
+    }
+
+    /// Logits of new tokens given (and extending) a KV cache.
+    pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
+        if cache.layers.len() != self.blocks.len() {
+            cache.layers = (0..self.blocks.len()).map(|_| None).collect();
+        }
+        let mut x = self.embed.forward(ids);
+        for (b, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            x = b.forward(&x, &self.rope, Some(slot));
+        }
+        self.head(&self.norm.forward(&x))
+    }
+
+    /// Mean cross-entropy of next-token prediction: logits of `ids` against `targets` [batch, time].
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Tensor {
+        let logits = self.forward(ids);
+        let v = self.config.vocab_size as i64;
+        logits
+            .view([-1, v])
+            .cross_entropy_for_logits(&targets.view([-1]))
+    }
+}

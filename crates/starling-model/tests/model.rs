@@ -1,0 +1,127 @@
+//! The model on libtorch: shapes, KV-cache equivalence, learning, and logits parity with HF transformers.
+
+use starling_model::{KvCache, Llama, LlamaConfig};
+use std::path::{Path, PathBuf};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+fn tiny() -> (nn::VarStore, Llama) {
+    tch::manual_seed(0);
+    let mut c = LlamaConfig::preset("tiny", 300).expect("preset");
+    c.tie_word_embeddings = false;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = Llama::new(&vs.root(), &c);
+    (vs, m)
+}
+
+fn batch() -> Tensor {
+    Tensor::from_slice(&[
+        1i64, 5, 9, 200, 17, 3, 3, 250, 42, 7, 0, 299, 11, 12, 13, 14,
+    ])
+    .view([2, 8])
+}
+
+#[test]
+fn kv_cache_gives_the_same_logits_as_a_full_pass() {
+    let (_vs, m) = tiny();
+    let ids = batch();
+    let full = m.forward(&ids);
+    assert_eq!(full.size(), vec![2, 8, 300]);
+    let mut cache = KvCache::default();
+    let prefix = m.forward_cached(&ids.narrow(1, 0, 5), &mut cache);
+    let mut steps = vec![prefix];
+    for t in 5..8 {
+        steps.push(m.forward_cached(&ids.narrow(1, t, 1), &mut cache));
+    }
+    assert_eq!(cache.len(), 8);
+    let cached = Tensor::cat(&steps, 1);
+    let diff = (full - cached).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "max |full - cached| = {diff}");
+}
+
+#[test]
+fn learns_a_repeating_sequence() {
+    let (vs, m) = tiny();
+    let mut opt = nn::AdamW::default().build(&vs, 3e-3).expect("adamw");
+    let seq: Vec<i64> = (0..33).map(|i| (i % 7) as i64 + 10).collect();
+    let data = Tensor::from_slice(&seq).view([1, 33]);
+    let (x, y) = (data.narrow(1, 0, 32), data.narrow(1, 1, 32));
+    let first = m.loss(&x, &y).double_value(&[]);
+    for _ in 0..60 {
+        let loss = m.loss(&x, &y);
+        opt.backward_step(&loss);
+    }
+    let last = m.loss(&x, &y).double_value(&[]);
+    assert!(first > 5.0 && last < 0.5, "loss {first} -> {last}");
+}
+
+fn python() -> Option<PathBuf> {
+    let p = std::env::var_os("STARLING_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+    let ok = std::process::Command::new(&p)
+        .args(["-c", "import torch, transformers"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok() {
+        panic!(
+            "{} with torch and transformers is required in CI (scripts/setup.sh installs them)",
+            p.display()
+        );
+    }
+    eprintln!(
+        "skipping: no python with torch and transformers at {}",
+        p.display()
+    );
+    None
+}
+
+#[test]
+fn transformers_loads_it_and_gives_the_same_logits() {
+    let Some(py) = python() else { return };
+    for tied in [false, true] {
+        tch::manual_seed(1);
+        let mut c = LlamaConfig::preset("tiny", 300).expect("preset");
+        c.tie_word_embeddings = tied;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Llama::new(&vs.root(), &c);
+        let dir = tempfile::tempdir().expect("tmp");
+        c.save(&dir.path().join("config.json")).expect("config");
+        vs.save(dir.path().join("model.safetensors"))
+            .expect("weights");
+        let ids = batch();
+        let ours = m.forward(&ids).to_kind(Kind::Float);
+        let script = r#"
+import sys, json, torch
+from transformers import LlamaForCausalLM
+m = LlamaForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32).eval()
+ids = torch.tensor(json.loads(sys.argv[2]))
+with torch.no_grad():
+    out = m(ids).logits
+print(json.dumps(out.flatten().tolist()))
+"#;
+        let ids_json = "[[1,5,9,200,17,3,3,250],[42,7,0,299,11,12,13,14]]";
+        let out = std::process::Command::new(&py)
+            .args(["-c", script])
+            .arg(dir.path())
+            .arg(ids_json)
+            .env("TRANSFORMERS_VERBOSITY", "error")
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs: Vec<f32> = serde_json::from_slice(&out.stdout).expect("logits");
+        let theirs = Tensor::from_slice(&theirs).view([2, 8, 300]);
+        let diff = (ours - theirs).abs().max().double_value(&[]);
+        assert!(
+            diff < 1e-4,
+            "tied={tied}: max |starling - transformers| = {diff}"
+        );
+    }
+}
