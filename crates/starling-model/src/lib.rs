@@ -3,11 +3,14 @@
 //!
 //! - [`LlamaConfig`]: the shape, as HF's `config.json`; presets `tiny`, `small`, `gpt2-124m`, `llama-1b`.
 //! - [`Llama`]: RMSNorm, rotary positions, grouped-query attention, SwiGLU, optional tied head.
+//! - [`generate`]: KV-cache decoding with temperature, top-k, top-p, repetition penalty, stop strings.
 
 mod config;
+mod generate;
 mod model;
 
 pub use config::LlamaConfig;
+pub use generate::{generate, sample, FinishReason, Generation, SamplingConfig};
 pub use model::{KvCache, Llama};
 
 use std::path::{Path, PathBuf};
@@ -46,6 +49,35 @@ impl Error {
             source,
         }
     }
+}
+
+/// Loads an HF-layout model directory (`config.json` + `model.safetensors`) onto `device`.
+pub fn load_dir(dir: &Path, device: tch::Device) -> Result<(tch::nn::VarStore, Llama)> {
+    let config = LlamaConfig::load(&dir.join("config.json"))?;
+    let mut vs = tch::nn::VarStore::new(device);
+    let model = Llama::new(&vs.root(), &config);
+    let weights = dir.join("model.safetensors");
+    vs.load(&weights)
+        .map_err(|e| Error::Format(format!("{}: {e}", weights.display())))?;
+    Ok((vs, model))
+}
+
+/// Writes an HF-layout model directory: `config.json`, `model.safetensors`, `generation_config.json`.
+pub fn save_dir(vs: &tch::nn::VarStore, config: &LlamaConfig, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    config.save(&dir.join("config.json"))?;
+    // tch picks the format from the extension: the temp name must end in .safetensors too.
+    let tmp = dir.join("model.tmp.safetensors");
+    vs.save(&tmp)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, dir.join("model.safetensors")).map_err(|e| Error::io(dir, e))?;
+    let gen = serde_json::json!({ "eos_token_id": config.eos_token_id, "do_sample": true, "temperature": 0.8, "top_k": 50, "top_p": 0.95 });
+    write_atomic(
+        &dir.join("generation_config.json"),
+        gen.to_string().as_bytes(),
+    )
 }
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename.

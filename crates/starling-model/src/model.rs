@@ -275,6 +275,11 @@ impl Llama {
         }
     }
 
+    /// The device the weights live on.
+    pub fn device(&self) -> tch::Device {
+        self.embed.ws.device()
+    }
+
     fn head(&self, h: &Tensor) -> Tensor {
         match &self.lm_head {
             Some(l) => l.forward(h),

@@ -1,6 +1,6 @@
 //! The model on libtorch: shapes, KV-cache equivalence, learning, and logits parity with HF transformers.
 
-use starling_model::{KvCache, Llama, LlamaConfig};
+use starling_model::{generate, FinishReason, KvCache, Llama, LlamaConfig, SamplingConfig};
 use std::path::{Path, PathBuf};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
@@ -52,6 +52,42 @@ fn learns_a_repeating_sequence() {
     }
     let last = m.loss(&x, &y).double_value(&[]);
     assert!(first > 5.0 && last < 0.5, "loss {first} -> {last}");
+    // Greedy generation continues the pattern; stop strings and limits end it.
+    let decode = |ids: &[i64]| {
+        ids.iter()
+            .map(|&i| char::from(b'a' + (i - 10) as u8))
+            .collect::<String>()
+    };
+    let greedy = SamplingConfig {
+        temperature: 0.0,
+        repetition_penalty: 1.0,
+        max_tokens: 10,
+        ..Default::default()
+    };
+    let mut streamed = String::new();
+    let g = generate(&m, &seq[..12], &greedy, &decode, &mut |t| {
+        streamed.push_str(t)
+    });
+    assert_eq!(g.text, "fgabcdefga");
+    assert_eq!(
+        (g.finish, streamed.as_str()),
+        (FinishReason::Length, "fgabcdefga")
+    );
+    let stop = SamplingConfig {
+        stop: vec!["cd".into()],
+        ..greedy
+    };
+    let g = generate(&m, &seq[..12], &stop, &decode, &mut |_| {});
+    assert_eq!((g.text.as_str(), g.finish), ("fgab", FinishReason::Stop));
+    // Save and load an HF directory: the same logits.
+    let dir = tempfile::tempdir().expect("tmp");
+    starling_model::save_dir(&vs, &m.config, dir.path()).expect("save");
+    let (_vs2, m2) = starling_model::load_dir(dir.path(), Device::Cpu).expect("load");
+    let diff = (m.forward(&x) - m2.forward(&x))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff == 0.0, "{diff}");
 }
 
 fn python() -> Option<PathBuf> {
