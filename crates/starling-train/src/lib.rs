@@ -424,7 +424,7 @@ pub fn train(
         };
         if let Some(val) = val_data
             .as_ref()
-            .filter(|_| opt.step % cfg.eval_every == 0 || opt.step == cfg.steps)
+            .filter(|_| opt.step.is_multiple_of(cfg.eval_every) || opt.step == cfg.steps)
         {
             let _g = tch::no_grad_guard();
             let mut total = 0.0;
@@ -443,7 +443,7 @@ pub fn train(
         writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
         on_step(&last);
         let stopping = stop.load(Ordering::Relaxed);
-        if opt.step % cfg.ckpt_every == 0 || opt.step == cfg.steps || stopping {
+        if opt.step.is_multiple_of(cfg.ckpt_every) || opt.step == cfg.steps || stopping {
             metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
             last_ckpt = save_checkpoint(run, &vs, &opt, tokens_seen, cfg.keep)?;
         }

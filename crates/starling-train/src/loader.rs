@@ -35,7 +35,11 @@ impl TokenLoader {
                 dir.display()
             )));
         }
-        let salt = if split == "train" { 0 } else { 0x5eed_0f_7a1 };
+        let salt = if split == "train" {
+            0
+        } else {
+            0x0005_eed0_f7a1
+        };
         Ok((Self { shards, seed, salt }, manifest))
     }
 
