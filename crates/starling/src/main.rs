@@ -1,6 +1,7 @@
 //! The `starling` command: parses arguments, wires the stage crates together and reports.
 
 mod bench;
+mod model_cmd;
 mod plan_cmd;
 
 use anyhow::{Context, Result};
@@ -45,6 +46,22 @@ enum Command {
         /// Posts to generate.
         #[arg(long, default_value_t = 20_000)]
         posts: u64,
+        /// Training steps of the small model.
+        #[arg(long, default_value_t = 150)]
+        train_steps: u64,
+    },
+    /// Train (or resume) a model on token shards.
+    Train(model_cmd::TrainArgs),
+    /// Continue a post with a trained model, streaming, and report tokens/s.
+    Generate(model_cmd::GenerateArgs),
+    /// Write a run's latest good checkpoint as an HF model directory.
+    Export {
+        /// Run directory.
+        #[arg(long)]
+        run: PathBuf,
+        /// Output directory.
+        #[arg(long, short)]
+        out: PathBuf,
     },
     /// Size a training run: FLOPs, days, cost, memory, layout, failures, data supply.
     Plan(plan_cmd::PlanArgs),
@@ -198,7 +215,11 @@ fn run(cli: Cli) -> Result<()> {
             print_summary(&m, &a.out);
             Ok(())
         }
-        Command::Demo { out, posts } => {
+        Command::Demo {
+            out,
+            posts,
+            train_steps,
+        } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let stream = out.join("synth-v1.jsonl.zst");
             let cfg = SynthConfig {
@@ -221,7 +242,39 @@ fn run(cli: Cli) -> Result<()> {
             print_summary(&m, &corpus_dir);
             let tok = out.join("tokenizer.json");
             train_tokenizer(&corpus_dir, 4096, &tok)?;
-            encode_tokens(&corpus_dir, &tok, &out.join("tokens"))
+            encode_tokens(&corpus_dir, &tok, &out.join("tokens"))?;
+            let run = out.join("run");
+            let _ = std::fs::remove_dir_all(&run);
+            model_cmd::train(&model_cmd::TrainArgs {
+                tokens: out.join("tokens"),
+                out: run.clone(),
+                preset: "small".into(),
+                steps: train_steps,
+                batch: 8,
+                accum: 1,
+                ctx: Some(256),
+                lr: 2e-3,
+                warmup: 20,
+                eval_every: 50,
+                ckpt_every: 100,
+                device: "cpu".into(),
+                threads: None,
+                seed: 1,
+            })?;
+            for prompt in ["the weather today", "just watched the game and"] {
+                model_cmd::generate_cmd(&model_cmd::GenerateArgs {
+                    model: run.clone(),
+                    prompt: prompt.into(),
+                    max_tokens: 40,
+                    temperature: 0.8,
+                    top_k: 50,
+                    top_p: 0.95,
+                    repetition_penalty: 1.1,
+                    stop: Vec::new(),
+                    seed: 0,
+                })?;
+            }
+            Ok(())
         }
         Command::Tokenizer {
             which: TokenizerCommand::Train { corpus, vocab, out },
@@ -246,6 +299,9 @@ fn run(cli: Cli) -> Result<()> {
             encode_tokens(&a.corpus, &tok, &a.out)
         }
         Command::Plan(a) => plan_cmd::run(&a),
+        Command::Train(a) => model_cmd::train(&a),
+        Command::Generate(a) => model_cmd::generate_cmd(&a),
+        Command::Export { run, out } => model_cmd::export(&run, &out),
         Command::Bench {
             which: BenchCommand::Corpus(a),
         } => bench::corpus(&a),

@@ -10,7 +10,7 @@ fn starling() -> Command {
 fn demo_runs_synth_then_corpus_and_reports() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = starling()
-        .args(["demo", "--posts", "2000", "--out"])
+        .args(["demo", "--posts", "2000", "--train-steps", "6", "--out"])
         .arg(tmp.path())
         .output()
         .expect("run");
@@ -44,6 +44,56 @@ fn demo_runs_synth_then_corpus_and_reports() {
     .expect("json");
     assert!(tokens["tokens"]["train"].as_u64().unwrap_or(0) > 10_000);
     assert!(tmp.path().join("tokens/tokenizer.json").exists());
+    // ... training, with a checkpoint, and generation from it.
+    assert!(
+        stdout.contains("train: ") && stdout.contains("6 steps"),
+        "{stdout}"
+    );
+    assert!(
+        tmp.path().join("run/latest").exists() && tmp.path().join("run/metrics.jsonl").exists()
+    );
+    // Export writes an HF directory that `generate --model` reads back.
+    let out = starling()
+        .arg("export")
+        .arg("--run")
+        .arg(tmp.path().join("run"))
+        .arg("--out")
+        .arg(tmp.path().join("hf"))
+        .output()
+        .expect("export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+    ] {
+        assert!(tmp.path().join("hf").join(f).exists(), "{f}");
+    }
+    let out = starling()
+        .args([
+            "generate",
+            "--prompt",
+            "hello",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--model",
+        ])
+        .arg(tmp.path().join("hf"))
+        .output()
+        .expect("generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens/s"));
 }
 
 #[test]

@@ -1,0 +1,229 @@
+//! `starling train`, `starling generate`, `starling export`: arguments → starling-train/-model.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use starling_model::{generate, SamplingConfig};
+use starling_train::{latest_good, TrainConfig};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Options of `starling train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Token directory (from `starling tokens`).
+    #[arg(long)]
+    pub tokens: PathBuf,
+    /// Run directory (resumed when it holds a checkpoint).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Model preset: tiny, small, gpt2-124m, llama-1b.
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Micro-batches per step.
+    #[arg(long, default_value_t = 1)]
+    pub accum: usize,
+    /// Context length (default: the preset's).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// Evaluate every N steps.
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: u64,
+    /// Checkpoint every N steps.
+    #[arg(long, default_value_t = 200)]
+    pub ckpt_every: u64,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Runs `starling train`; SIGINT/SIGTERM checkpoint and stop.
+pub fn train(a: &TrainArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let mut cfg = TrainConfig {
+        preset: a.preset.clone(),
+        steps: a.steps,
+        batch: a.batch,
+        accum: a.accum,
+        ctx: a.ctx,
+        eval_every: a.eval_every,
+        ckpt_every: a.ckpt_every,
+        device: a.device.clone(),
+        seed: a.seed,
+        ..Default::default()
+    };
+    cfg.optim.lr = a.lr;
+    cfg.optim.min_lr = a.lr / 10.0;
+    cfg.optim.warmup = a.warmup.min(a.steps / 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let bar = ProgressBar::new(a.steps);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "train {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t = std::time::Instant::now();
+    let s = starling_train::train(&a.tokens, &a.out, &cfg, &stop, &mut |m| {
+        bar.set_position(m.step);
+        let val = m
+            .val_loss
+            .map(|v| format!(" val {v:.3} (ppl {:.1})", v.exp()))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "loss {:.3}{val} · {:.0} tok/s · MFU {:.1}%",
+            m.loss,
+            m.tokens_per_s,
+            m.mfu * 100.0
+        ));
+    })
+    .with_context(|| format!("training into {}", a.out.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "train: {} params, {} steps, {} tokens in {:.0}s; loss {:.3}{} → {} (checkpoint {})",
+        s.params,
+        s.steps,
+        s.tokens,
+        t.elapsed().as_secs_f64(),
+        s.loss,
+        s.val_loss
+            .map(|v| format!(", val {v:.3} (ppl {:.1})", v.exp()))
+            .unwrap_or_default(),
+        a.out.display(),
+        s.checkpoint.display()
+    );
+    Ok(())
+}
+
+/// A model directory: exported (weights beside config.json) or a run (latest good checkpoint).
+fn resolve(model: &Path) -> Result<(PathBuf, PathBuf)> {
+    if model.join("model.safetensors").exists() {
+        return Ok((model.to_path_buf(), model.join("model.safetensors")));
+    }
+    match latest_good(model) {
+        Some(ckpt) => Ok((model.to_path_buf(), ckpt.join("model.safetensors"))),
+        None => bail!(
+            "{}: neither an exported model (model.safetensors) nor a run with a good checkpoint",
+            model.display()
+        ),
+    }
+}
+
+/// Options of `starling generate`.
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// Model directory: a run or an exported HF directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Start of the post.
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// Most new tokens.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    /// Top-p.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// Repetition penalty.
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f64,
+    /// Extra stop strings.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs `starling generate`: streams the post's continuation and reports tokens/s.
+pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
+    let (dir, weights) = resolve(&a.model)?;
+    let config = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let model = starling_model::Llama::new(&vs.root(), &config);
+    vs.load(&weights)
+        .with_context(|| format!("loading {}", weights.display()))?;
+    let tok = starling_tokens::tokenizer::load(&dir.join("tokenizer.json"))?;
+    let prefix = format!("<|user|>: {}", a.prompt);
+    let ids: Vec<i64> = starling_tokens::tokenizer::encode(&tok, &prefix)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let mut stop = a.stop.clone();
+    stop.push(starling_tokens::template::END_OF_POST.to_string());
+    let cfg = SamplingConfig {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty,
+        max_tokens: a.max_tokens,
+        stop,
+        seed: a.seed,
+    };
+    let decode = |ids: &[i64]| {
+        let u: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        tok.decode(&u, false).unwrap_or_default()
+    };
+    use std::io::Write;
+    print!("{}", a.prompt);
+    let g = generate(&model, &ids, &cfg, &decode, &mut |t| {
+        print!("{t}");
+        let _ = std::io::stdout().flush();
+    });
+    println!();
+    eprintln!(
+        "generate: {} tokens at {:.1} tokens/s ({:?})",
+        g.ids.len(),
+        g.tokens_per_s,
+        g.finish
+    );
+    Ok(())
+}
+
+/// Runs `starling export`: the run's latest good checkpoint as an HF model directory.
+pub fn export(run: &Path, out: &Path) -> Result<()> {
+    let (dir, weights) = resolve(run)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let config = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _model = starling_model::Llama::new(&vs.root(), &config);
+    vs.load(&weights)
+        .with_context(|| format!("loading {}", weights.display()))?;
+    starling_model::save_dir(&vs, &config, out)?;
+    std::fs::copy(dir.join("tokenizer.json"), out.join("tokenizer.json"))
+        .with_context(|| "copying tokenizer.json")?;
+    println!(
+        "export: {} → {} (config.json, model.safetensors, tokenizer.json, generation_config.json)",
+        weights.display(),
+        out.display()
+    );
+    Ok(())
+}
