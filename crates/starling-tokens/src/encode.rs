@@ -181,6 +181,24 @@ pub struct TokensManifest {
     pub config: EncodeConfig,
 }
 
+/// Closes an open shard (if any) and records it in the manifest's list.
+fn finish_shard(
+    writer: Option<(ShardWriter, String)>,
+    split: &str,
+    shards: &mut Vec<ShardEntry>,
+) -> Result<()> {
+    if let Some((w, file)) = writer {
+        let (tokens, sha256) = w.finish()?;
+        shards.push(ShardEntry {
+            file,
+            split: split.into(),
+            tokens,
+            sha256,
+        });
+    }
+    Ok(())
+}
+
 /// Encodes a corpus's documents with `tokenizer_json` into `out`: shards, a copy of the tokenizer and `manifest.json`.
 pub fn encode_corpus(
     corpus_dir: &Path,
@@ -208,15 +226,7 @@ pub fn encode_corpus(
                 if writer.as_ref().is_some_and(|(w, _)| {
                     w.len() + ids.len() as u64 > config.shard_tokens && !w.is_empty()
                 }) {
-                    if let Some((w, file)) = writer.take() {
-                        let (count, sha256) = w.finish()?;
-                        shards.push(ShardEntry {
-                            file,
-                            split: split.into(),
-                            tokens: count,
-                            sha256,
-                        });
-                    }
+                    finish_shard(writer.take(), split, &mut shards)?;
                 }
                 if writer.is_none() {
                     let file = format!(
@@ -231,15 +241,7 @@ pub fn encode_corpus(
                 n += ids.len() as u64;
             }
         }
-        if let Some((w, file)) = writer.take() {
-            let (count, sha256) = w.finish()?;
-            shards.push(ShardEntry {
-                file,
-                split: split.into(),
-                tokens: count,
-                sha256,
-            });
-        }
+        finish_shard(writer.take(), split, &mut shards)?;
         tokens.insert(split.to_string(), n);
     }
     let secs = start.elapsed().as_secs_f64();
