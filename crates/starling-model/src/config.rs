@@ -48,6 +48,18 @@ pub struct LlamaConfig {
     /// Stored weight dtype.
     #[serde(default = "default_dtype")]
     pub torch_dtype: String,
+    /// Explicit head dimension (HF field); must equal hidden_size / heads here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Biases in attention projections (HF field); starling's Llama has none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention_bias: bool,
+    /// Biases in the MLP (HF field); starling's Llama has none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mlp_bias: bool,
+    /// RoPE scaling (HF field); only plain RoPE (null) is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<serde_json::Value>,
 }
 
 fn default_eps() -> f64 {
@@ -89,6 +101,10 @@ impl LlamaConfig {
             architectures: default_architectures(),
             hidden_act: default_act(),
             torch_dtype: default_dtype(),
+            head_dim: None,
+            attention_bias: false,
+            mlp_bias: false,
+            rope_scaling: None,
         }
     }
 
@@ -135,6 +151,33 @@ impl LlamaConfig {
                 c.hidden_size, c.num_attention_heads
             )));
         }
+        if c.head_dim.is_some_and(|h| h != c.head_dim()) {
+            return Err(Error::Config(format!(
+                "head_dim {:?} differs from hidden_size / heads = {}; not supported",
+                c.head_dim,
+                c.head_dim()
+            )));
+        }
+        if c.attention_bias || c.mlp_bias {
+            return Err(Error::Config(
+                "attention_bias / mlp_bias: starling's Llama has no biases".into(),
+            ));
+        }
+        if c.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(Error::Config(format!(
+                "rope_scaling {} is not supported (plain RoPE only)",
+                c.rope_scaling
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            )));
+        }
+        if c.model_type != "llama" || c.hidden_act != "silu" {
+            return Err(Error::Config(format!(
+                "model_type `{}` with hidden_act `{}`: only Llama (silu) is supported",
+                c.model_type, c.hidden_act
+            )));
+        }
         if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
             return Err(Error::Config(format!(
                 "{} query heads do not group over {} key/value heads",
@@ -165,7 +208,8 @@ impl LlamaConfig {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let c: Self = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
-        c.validate()?;
+        c.validate()
+            .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
         Ok(c)
     }
 

@@ -56,10 +56,20 @@ pub fn load_dir(dir: &Path, device: tch::Device) -> Result<(tch::nn::VarStore, L
     let config = LlamaConfig::load(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(device);
     let model = Llama::new(&vs.root(), &config);
-    let weights = dir.join("model.safetensors");
-    vs.load(&weights)
-        .map_err(|e| Error::Format(format!("{}: {e}", weights.display())))?;
+    load_weights(&mut vs, &dir.join("model.safetensors"))?;
     Ok((vs, model))
+}
+
+/// Loads weights by HF name into `vs` and keeps them fp32 (bf16/fp16 files are widened).
+pub fn load_weights(vs: &mut tch::nn::VarStore, path: &Path) -> Result<()> {
+    vs.load(path).map_err(|e| {
+        Error::Format(format!(
+            "{}: not this Llama's weights (names or shapes differ): {e}",
+            path.display()
+        ))
+    })?;
+    vs.float();
+    Ok(())
 }
 
 /// Writes an HF-layout model directory: `config.json`, `model.safetensors`, `generation_config.json`.

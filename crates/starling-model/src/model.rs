@@ -62,6 +62,15 @@ impl Rope {
     }
 }
 
+/// `l(x)` with the matrix product in `kind` (weights stay fp32 masters; bf16 is mixed precision).
+fn linear(l: &nn::Linear, x: &Tensor, kind: Kind) -> Tensor {
+    if kind == Kind::Float && x.kind() == Kind::Float {
+        l.forward(x)
+    } else {
+        x.to_kind(kind).matmul(&l.ws.to_kind(kind).tr())
+    }
+}
+
 /// Keys and values of earlier positions, per layer, for generation.
 #[derive(Debug, Default)]
 pub struct KvCache {
@@ -93,6 +102,7 @@ struct Attention {
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
+    kind: Kind,
 }
 
 impl Attention {
@@ -111,6 +121,7 @@ impl Attention {
             heads: c.num_attention_heads as i64,
             kv_heads: c.num_key_value_heads as i64,
             head_dim: hd,
+            kind: Kind::Float,
         }
     }
 
@@ -127,9 +138,10 @@ impl Attention {
             .and_then(|c| c.as_ref())
             .map(|(k, _)| k.size()[2])
             .unwrap_or(0);
-        let q = rope.apply(&split(self.q.forward(x), self.heads), start);
-        let mut k = rope.apply(&split(self.k.forward(x), self.kv_heads), start);
-        let mut v = split(self.v.forward(x), self.kv_heads);
+        let kind = self.kind;
+        let q = rope.apply(&split(linear(&self.q, x, kind), self.heads), start);
+        let mut k = rope.apply(&split(linear(&self.k, x, kind), self.kv_heads), start);
+        let mut v = split(linear(&self.v, x, kind), self.kv_heads);
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2);
@@ -154,10 +166,12 @@ impl Attention {
             None,
             false,
         );
-        self.o.forward(
+        linear(
+            &self.o,
             &y.transpose(1, 2)
                 .contiguous()
                 .view([b, t, self.heads * self.head_dim]),
+            kind,
         )
     }
 }
@@ -167,6 +181,7 @@ struct Mlp {
     gate: nn::Linear,
     up: nn::Linear,
     down: nn::Linear,
+    kind: Kind,
 }
 
 impl Mlp {
@@ -180,12 +195,14 @@ impl Mlp {
             gate: nn::linear(&p / "gate_proj", d, ff, no_bias),
             up: nn::linear(&p / "up_proj", d, ff, no_bias),
             down: nn::linear(&p / "down_proj", ff, d, no_bias),
+            kind: Kind::Float,
         }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.down
-            .forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
+        let k = self.kind;
+        let h = linear(&self.gate, x, k).silu() * linear(&self.up, x, k);
+        linear(&self.down, &h, k)
     }
 }
 
@@ -229,6 +246,7 @@ pub struct Llama {
     norm: RmsNorm,
     lm_head: Option<nn::Linear>,
     rope: Rope,
+    kind: Kind,
 }
 
 impl Llama {
@@ -272,6 +290,17 @@ impl Llama {
             norm,
             lm_head,
             rope: Rope::new(c, root.device()),
+            kind: Kind::Float,
+        }
+    }
+
+    /// Runs matrix products in `kind` (`Kind::BFloat16` for mixed precision on GPUs); weights,
+    /// norms, the residual stream and the loss stay fp32.
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.kind = kind;
+        for b in &mut self.blocks {
+            b.attn.kind = kind;
+            b.mlp.kind = kind;
         }
     }
 
@@ -281,9 +310,10 @@ impl Llama {
     }
 
     fn head(&self, h: &Tensor) -> Tensor {
+        let k = self.kind;
         match &self.lm_head {
-            Some(l) => l.forward(h),
-            None => h.matmul(&self.embed.ws.tr()),
+            Some(l) => linear(l, h, k),
+            None => h.to_kind(k).matmul(&self.embed.ws.to_kind(k).tr()),
         }
     }
 
@@ -315,10 +345,10 @@ impl Llama {
 
     /// Mean cross-entropy of next-token prediction: logits of `ids` against `targets` [batch, time].
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Tensor {
-        let logits = self.forward(ids);
+        let logits = self.forward(ids).to_kind(Kind::Float);
         let v = self.config.vocab_size as i64;
         logits
             .view([-1, v])
-            .cross_entropy_for_logits(&targets.view([-1]))
+            .cross_entropy_for_logits(&targets.reshape([-1]))
     }
 }

@@ -161,3 +161,62 @@ print(json.dumps(out.flatten().tolist()))
         );
     }
 }
+
+#[test]
+fn mixed_precision_keeps_fp32_weights_and_loss_close_to_fp32() {
+    let (vs, mut m) = tiny();
+    let ids = batch();
+    let (x, y) = (ids.narrow(1, 0, 7), ids.narrow(1, 1, 7));
+    let fp32 = m.loss(&x, &y).double_value(&[]);
+    m.set_compute_kind(Kind::BFloat16);
+    let loss = m.loss(&x, &y);
+    assert_eq!(loss.kind(), Kind::Float, "the loss is computed in fp32");
+    let bf16 = loss.double_value(&[]);
+    assert!((fp32 - bf16).abs() < 0.02, "fp32 {fp32} vs bf16 {bf16}");
+    loss.backward();
+    for (name, t) in vs.variables() {
+        assert_eq!(t.kind(), Kind::Float, "{name} stays an fp32 master");
+        assert!(t.grad().defined(), "{name} gets a gradient");
+    }
+}
+
+#[test]
+fn loads_another_llama_saved_by_transformers_in_bf16() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    // A Llama from transformers itself: untied head, grouped-query attention, bf16 weights.
+    let script = r#"
+import sys, json, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.manual_seed(0)
+c = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                tie_word_embeddings=False)
+m = LlamaForCausalLM(c).to(torch.bfloat16)
+m.save_pretrained(sys.argv[1])
+ids = torch.tensor(json.loads(sys.argv[2]))
+with torch.no_grad():
+    out = m.float().eval()(ids).logits
+print(json.dumps(out.flatten().tolist()))
+"#;
+    let out = std::process::Command::new(&py)
+        .args(["-c", script])
+        .arg(dir.path())
+        .arg("[[1,5,9,200,17,3,3,250],[42,7,0,299,11,12,13,14]]")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<f32> = serde_json::from_slice(&out.stdout).expect("logits");
+    let theirs = Tensor::from_slice(&theirs).view([2, 8, 300]);
+    let (_vs, m) = starling_model::load_dir(dir.path(), Device::Cpu).expect("load HF Llama");
+    assert!(!m.config.tie_word_embeddings);
+    let ours = m.forward(&batch());
+    let diff = (ours - theirs).abs().max().double_value(&[]);
+    assert!(diff < 1e-4, "max |starling - transformers| = {diff}");
+}

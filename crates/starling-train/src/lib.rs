@@ -6,6 +6,7 @@
 
 pub mod loader;
 pub mod optim;
+pub mod plot;
 
 use loader::TokenLoader;
 use optim::{lr_at, AdamW, OptimConfig};
@@ -47,9 +48,20 @@ pub enum Error {
         /// Last good checkpoint directory.
         last_good: String,
     },
+    /// The disk (or the file-size limit) is full; nothing half-written is left behind.
+    #[error("{path}: disk full ({source}); the last good checkpoint is intact: free space and run the same command to resume")]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The model does not fit the device's memory.
+    #[error("{0}")]
+    Memory(String),
     /// The model stage failed.
     #[error(transparent)]
-    Model(#[from] starling_model::Error),
+    Model(starling_model::Error),
     /// libtorch failed.
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
@@ -60,9 +72,25 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        // ENOSPC, EDQUOT and EFBIG (a file-size limit) all mean "no room to write".
+        if matches!(source.raw_os_error(), Some(28 | 122 | 27)) {
+            return Error::DiskFull {
+                path: path.into(),
+                source,
+            };
+        }
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+impl From<starling_model::Error> for Error {
+    fn from(e: starling_model::Error) -> Self {
+        match e {
+            starling_model::Error::Io { path, source } => Error::io(path, source),
+            other => Error::Model(other),
         }
     }
 }
@@ -99,6 +127,13 @@ pub struct TrainConfig {
     /// Device peak FLOP/s for MFU; by default 300e9 on CPU (DESIGN.md's measured fp32 ceiling here) and
     /// 989e12 (H100 bf16) on CUDA.
     pub peak_flops: Option<f64>,
+    /// Matrix-product precision: "auto" (bf16 on CUDA, fp32 on CPU, where bf16 is slower), "fp32"
+    /// or "bf16". Weights, optimizer state, norms and the loss stay fp32 either way.
+    pub dtype: String,
+    /// Start from this HF Llama directory's weights (its `config.json` replaces the preset).
+    pub init: Option<PathBuf>,
+    /// Draw `loss.png` at every evaluation and at the end. By default true.
+    pub plot: bool,
     /// Optimizer and schedule.
     pub optim: OptimConfig,
 }
@@ -118,6 +153,9 @@ impl Default for TrainConfig {
             seed: 1,
             device: "cpu".into(),
             peak_flops: None,
+            dtype: "auto".into(),
+            init: None,
+            plot: true,
             optim: OptimConfig::default(),
         }
     }
@@ -169,6 +207,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes `ckpt-STEP/` through a temp directory, then `latest`; removes all but the last `keep`.
+/// On failure the temp directory is removed: the previous checkpoints stay as they were.
 fn save_checkpoint(
     run: &Path,
     vs: &VarStore,
@@ -178,11 +217,41 @@ fn save_checkpoint(
 ) -> Result<PathBuf> {
     let name = format!("ckpt-{:08}", opt.step);
     let tmp = run.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    vs.save(tmp.join("model.safetensors"))?;
-    opt.m.save(tmp.join("adam-m.safetensors"))?;
-    opt.v.save(tmp.join("adam-v.safetensors"))?;
+    let r = write_checkpoint(&tmp, vs, opt, tokens);
+    if r.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    r?;
+    let dir = run.join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    write_atomic(&run.join("latest"), name.as_bytes())?;
+    let mut all = checkpoints(run);
+    while all.len() > keep.max(1) {
+        let old = all.remove(0);
+        let _ = std::fs::remove_dir_all(run.join(old));
+    }
+    Ok(dir)
+}
+
+/// Writes a checkpoint's files into `tmp`.
+fn write_checkpoint(tmp: &Path, vs: &VarStore, opt: &AdamW, tokens: u64) -> Result<()> {
+    let _ = std::fs::remove_dir_all(tmp);
+    std::fs::create_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
+    for (file, store) in [
+        ("model.safetensors", vs),
+        ("adam-m.safetensors", &opt.m),
+        ("adam-v.safetensors", &opt.v),
+    ] {
+        let p = tmp.join(file);
+        store.save(&p).map_err(|e| {
+            // libtorch reports a full disk in its own words; name the file and the likely cause.
+            Error::Format(format!(
+                "{}: writing the checkpoint failed ({e}); is the disk full? The last good checkpoint is intact",
+                p.display()
+            ))
+        })?;
+    }
     let mut sums = Vec::new();
     for f in [
         "model.safetensors",
@@ -204,17 +273,7 @@ fn save_checkpoint(
     write_atomic(
         &tmp.join("state.json"),
         &serde_json::to_vec_pretty(&state).map_err(|e| Error::Format(e.to_string()))?,
-    )?;
-    let dir = run.join(&name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-    write_atomic(&run.join("latest"), name.as_bytes())?;
-    let mut all = checkpoints(run);
-    while all.len() > keep.max(1) {
-        let old = all.remove(0);
-        let _ = std::fs::remove_dir_all(run.join(old));
-    }
-    Ok(dir)
+    )
 }
 
 /// Checkpoint directory names of a run, oldest first.
@@ -314,11 +373,48 @@ pub fn train(
             )))
         }
     };
+    let kind = match (cfg.dtype.as_str(), device) {
+        ("auto", Device::Cpu) | ("fp32", _) => Kind::Float,
+        ("auto", _) | ("bf16", _) => Kind::BFloat16,
+        (other, _) => {
+            return Err(Error::Format(format!(
+                "unknown dtype `{other}` (auto, fp32 or bf16)"
+            )))
+        }
+    };
     let (train_data, manifest) = TokenLoader::open(tokens, "train", cfg.seed)?;
+    check_tokenizer(tokens, &manifest)?;
     let val_data = TokenLoader::open(tokens, "val", cfg.seed)
         .ok()
         .map(|(l, _)| l);
-    let mut mc = LlamaConfig::preset(&cfg.preset, manifest.vocab_size).map_err(Error::from)?;
+    let resume = latest_good(run);
+    let (mut mc, origin) = if resume.is_some() {
+        let p = run.join("config.json");
+        (
+            starling_model::LlamaConfig::load(&p)?,
+            p.display().to_string(),
+        )
+    } else if let Some(init) = &cfg.init {
+        let p = init.join("config.json");
+        (
+            starling_model::LlamaConfig::load(&p)?,
+            p.display().to_string(),
+        )
+    } else {
+        (
+            LlamaConfig::preset(&cfg.preset, manifest.vocab_size)?,
+            format!("preset {}", cfg.preset),
+        )
+    };
+    if mc.vocab_size != manifest.vocab_size {
+        return Err(Error::Format(format!(
+            "vocabulary mismatch: {origin} has vocab_size {} but the tokens in {} were encoded with {} ids; \
+             train a model for this tokenizer or re-encode the corpus with the model's tokenizer",
+            mc.vocab_size,
+            tokens.display(),
+            manifest.vocab_size
+        )));
+    }
     let ctx = cfg.ctx.unwrap_or(mc.max_position_embeddings);
     if ctx == 0 || ctx > mc.max_position_embeddings {
         return Err(Error::Format(format!(
@@ -331,11 +427,13 @@ pub fn train(
             "batch, accum and steps must be at least 1".into(),
         ));
     }
+    check_memory(&mc, cfg, ctx, device)?;
     mc.max_position_embeddings = mc.max_position_embeddings.max(ctx);
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
     mc.save(&run.join("config.json"))?;
     let tok_src = tokens.join("tokenizer.json");
-    std::fs::copy(&tok_src, run.join("tokenizer.json")).map_err(|e| Error::io(&tok_src, e))?;
+    let tok_bytes = std::fs::read(&tok_src).map_err(|e| Error::io(&tok_src, e))?;
+    write_atomic(&run.join("tokenizer.json"), &tok_bytes)?;
     write_atomic(
         &run.join("train.json"),
         &serde_json::to_vec_pretty(cfg).map_err(|e| Error::Format(e.to_string()))?,
@@ -343,17 +441,32 @@ pub fn train(
 
     tch::manual_seed(cfg.seed as i64);
     let mut vs = VarStore::new(device);
-    let model = Llama::new(&vs.root(), &mc);
+    let mut model = Llama::new(&vs.root(), &mc);
+    model.set_compute_kind(kind);
     let mut opt = AdamW::new(&vs, cfg.optim.clone());
     let mut tokens_seen = 0u64;
-    if let Some(dir) = latest_good(run) {
-        let state = verify(&dir)?;
-        vs.load(dir.join("model.safetensors"))?;
-        opt.m.load(dir.join("adam-m.safetensors"))?;
-        opt.v.load(dir.join("adam-v.safetensors"))?;
+    let mut history = Vec::new();
+    if let Some(dir) = &resume {
+        let state = verify(dir)?;
+        let load = |vs: &mut VarStore, f: &str| {
+            let p = dir.join(f);
+            vs.load(&p)
+                .map_err(|e| Error::Format(format!("{}: {e}", p.display())))
+        };
+        load(&mut vs, "model.safetensors")?;
+        load(&mut opt.m, "adam-m.safetensors")?;
+        load(&mut opt.v, "adam-v.safetensors")?;
         opt.step = state.step;
         tokens_seen = state.tokens;
+        history = rewind_metrics(&run.join("metrics.jsonl"), state.step)?;
         tracing::info!("resumed from {} at step {}", dir.display(), state.step);
+    } else if let Some(init) = &cfg.init {
+        starling_model::load_weights(&mut vs, &init.join("model.safetensors"))?;
+        // A fresh run: nothing of an earlier run's metrics applies.
+        let _ = std::fs::remove_file(run.join("metrics.jsonl"));
+        tracing::info!("initialised from {}", init.display());
+    } else {
+        let _ = std::fs::remove_file(run.join("metrics.jsonl"));
     }
     let params = mc.num_params();
     let matmul = (params - mc.vocab_size * mc.hidden_size
@@ -384,7 +497,24 @@ pub fn train(
         val_loss: None,
         val_ppl: None,
     };
-    let mut last_ckpt = latest_good(run).unwrap_or_default();
+    let mut last_ckpt = resume.unwrap_or_default();
+    let title = format!(
+        "{} · {:.1}M params · batch {}x{}x{} tokens",
+        run.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        params as f64 / 1e6,
+        cfg.batch,
+        cfg.accum,
+        ctx
+    );
+    let draw = |history: &[StepMetrics]| {
+        if cfg.plot {
+            if let Err(e) = plot::loss_png(history, &title, &run.join("loss.png")) {
+                tracing::warn!("loss.png not drawn: {e}");
+            }
+        }
+    };
     let per_step = (cfg.batch * cfg.accum * ctx) as u64;
     while opt.step < cfg.steps {
         let t = Instant::now();
@@ -441,6 +571,10 @@ pub fn train(
         }
         let line = serde_json::to_string(&last).map_err(|e| Error::Format(e.to_string()))?;
         writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
+        history.push(last.clone());
+        if last.val_loss.is_some() {
+            draw(&history);
+        }
         on_step(&last);
         let stopping = stop.load(Ordering::Relaxed);
         if opt.step.is_multiple_of(cfg.ckpt_every) || opt.step == cfg.steps || stopping {
@@ -454,6 +588,7 @@ pub fn train(
     if last_ckpt.as_os_str().is_empty() {
         last_ckpt = save_checkpoint(run, &vs, &opt, tokens_seen, cfg.keep)?;
     }
+    draw(&history);
     Ok(TrainSummary {
         steps: opt.step,
         tokens: tokens_seen,
@@ -462,4 +597,90 @@ pub fn train(
         params,
         checkpoint: last_ckpt,
     })
+}
+
+/// Checks that the token directory's tokenizer is the one its shards were encoded with.
+fn check_tokenizer(tokens: &Path, manifest: &starling_tokens::TokensManifest) -> Result<()> {
+    let p = tokens.join("tokenizer.json");
+    if !p.exists() {
+        return Err(Error::Format(format!(
+            "{}: missing; a token directory from `starling tokens` carries the tokenizer its shards were encoded with",
+            p.display()
+        )));
+    }
+    let got = sha256(&p)?;
+    if got != manifest.tokenizer_sha256 {
+        return Err(Error::Format(format!(
+            "{}: sha256 {got} is not the {} the manifest records: the shards were encoded with another tokenizer",
+            p.display(),
+            manifest.tokenizer_sha256
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes a training step needs: fp32 weights, gradients and two AdamW moments, plus activations
+/// kept for backward (per layer ≈ 34·b·t·d + 5·b·heads·t² values, Korthikanti et al. 2022, in
+/// fp32) and the logits with their gradient.
+pub fn step_memory_bytes(mc: &LlamaConfig, batch: usize, ctx: usize) -> f64 {
+    let (b, t) = (batch as f64, ctx as f64);
+    let d = mc.hidden_size as f64;
+    let states = 16.0 * mc.num_params() as f64;
+    let per_layer = 34.0 * b * t * d + 5.0 * b * mc.num_attention_heads as f64 * t * t;
+    let acts = 4.0 * per_layer * mc.num_hidden_layers as f64;
+    let logits = 3.0 * 4.0 * b * t * mc.vocab_size as f64;
+    states + acts + logits
+}
+
+/// Refuses a configuration whose step would not fit the CPU's available memory.
+fn check_memory(mc: &LlamaConfig, cfg: &TrainConfig, ctx: usize, device: Device) -> Result<()> {
+    if device != Device::Cpu {
+        return Ok(());
+    }
+    let need = step_memory_bytes(mc, cfg.batch, ctx);
+    let Some(avail) = available_memory() else {
+        return Ok(());
+    };
+    if need > avail {
+        let gib = |x: f64| x / (1u64 << 30) as f64;
+        return Err(Error::Memory(format!(
+            "preset {} ({:.0}M params) with batch {} x context {ctx} needs about {:.1} GiB \
+             ({:.1} GiB weights, gradients and AdamW state + activations), but {:.1} GiB is available: \
+             use a smaller preset, --batch or --ctx (and --accum to keep the tokens per step)",
+            cfg.preset,
+            mc.num_params() as f64 / 1e6,
+            cfg.batch,
+            gib(need),
+            gib(16.0 * mc.num_params() as f64),
+            gib(avail)
+        )));
+    }
+    Ok(())
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn available_memory() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+/// Keeps the metrics of steps up to `step` (a resumed run re-does the later ones) and returns them.
+fn rewind_metrics(path: &Path, step: u64) -> Result<Vec<StepMetrics>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let kept: Vec<StepMetrics> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<StepMetrics>(l).ok())
+        .filter(|m| m.step <= step)
+        .collect();
+    let mut out = String::new();
+    for m in &kept {
+        out.push_str(&serde_json::to_string(m).map_err(|e| Error::Format(e.to_string()))?);
+        out.push('\n');
+    }
+    write_atomic(path, out.as_bytes())?;
+    Ok(kept)
 }

@@ -12,6 +12,8 @@ use tch::Tensor;
 #[derive(Debug)]
 pub struct TokenLoader {
     shards: Vec<TokenShard>,
+    names: Vec<String>,
+    vocab: u32,
     seed: u64,
     salt: u64,
 }
@@ -24,10 +26,29 @@ impl TokenLoader {
         let manifest: TokensManifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
         let mut shards = Vec::new();
+        let mut names = Vec::new();
         for s in manifest.shards.iter().filter(|s| s.split == split) {
-            shards.push(
-                TokenShard::open(&dir.join(&s.file)).map_err(|e| Error::Format(e.to_string()))?,
-            );
+            let p = dir.join(&s.file);
+            let shard = TokenShard::open(&p).map_err(|e| Error::Format(e.to_string()))?;
+            if shard.dtype() != manifest.dtype {
+                return Err(Error::Format(format!(
+                    "{}: stores {:?} ids but {} says {:?}",
+                    p.display(),
+                    shard.dtype(),
+                    path.display(),
+                    manifest.dtype
+                )));
+            }
+            shards.push(shard);
+            names.push(p.display().to_string());
+        }
+        if manifest.dtype.bytes() < 4 && manifest.vocab_size > 1 << 16 {
+            return Err(Error::Format(format!(
+                "{}: {:?} ids cannot hold a vocabulary of {}",
+                path.display(),
+                manifest.dtype,
+                manifest.vocab_size
+            )));
         }
         if shards.is_empty() {
             return Err(Error::Format(format!(
@@ -40,7 +61,17 @@ impl TokenLoader {
         } else {
             0x0005_eed0_f7a1
         };
-        Ok((Self { shards, seed, salt }, manifest))
+        let vocab = u32::try_from(manifest.vocab_size).unwrap_or(u32::MAX);
+        Ok((
+            Self {
+                shards,
+                names,
+                vocab,
+                seed,
+                salt,
+            },
+            manifest,
+        ))
     }
 
     /// Tokens in the split.
@@ -53,7 +84,9 @@ impl TokenLoader {
         let mut rng = ChaCha8Rng::seed_from_u64(
             self.seed ^ self.salt ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
-        let eligible: Vec<&TokenShard> = self.shards.iter().filter(|s| s.len() > ctx + 1).collect();
+        let eligible: Vec<usize> = (0..self.shards.len())
+            .filter(|&i| self.shards[i].len() > ctx + 1)
+            .collect();
         if eligible.is_empty() {
             return Err(Error::Format(format!(
                 "no shard holds more than {} tokens (the context + 1)",
@@ -64,9 +97,19 @@ impl TokenLoader {
         let mut xs = Vec::with_capacity(batch * ctx);
         let mut ys = Vec::with_capacity(batch * ctx);
         for _ in 0..batch {
-            let s = eligible[rng.gen_range(0..eligible.len())];
+            let i = eligible[rng.gen_range(0..eligible.len())];
+            let s = &self.shards[i];
             let start = rng.gen_range(0..s.len() - ctx - 1);
             s.read_into(start, &mut buf);
+            if let Some(at) = buf.iter().position(|&t| t >= self.vocab) {
+                return Err(Error::Format(format!(
+                    "{}: token {} at position {} is outside the vocabulary of {}",
+                    self.names[i],
+                    buf[at],
+                    start + at,
+                    self.vocab
+                )));
+            }
             xs.extend(buf[..ctx].iter().map(|&t| i64::from(t)));
             ys.extend(buf[1..].iter().map(|&t| i64::from(t)));
         }

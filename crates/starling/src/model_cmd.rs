@@ -169,8 +169,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     let config = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let model = starling_model::Llama::new(&vs.root(), &config);
-    vs.load(&weights)
-        .with_context(|| format!("loading {}", weights.display()))?;
+    starling_model::load_weights(&mut vs, &weights)?;
     let tok = starling_tokens::tokenizer::load(&dir.join("tokenizer.json"))?;
     let prefix = format!("<|user|>: {}", a.prompt);
     let ids: Vec<i64> = starling_tokens::tokenizer::encode(&tok, &prefix)?
@@ -215,8 +214,7 @@ pub fn export(run: &Path, out: &Path) -> Result<()> {
     let config = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _model = starling_model::Llama::new(&vs.root(), &config);
-    vs.load(&weights)
-        .with_context(|| format!("loading {}", weights.display()))?;
+    starling_model::load_weights(&mut vs, &weights)?;
     starling_model::save_dir(&vs, &config, out)?;
     std::fs::copy(dir.join("tokenizer.json"), out.join("tokenizer.json"))
         .with_context(|| "copying tokenizer.json")?;
