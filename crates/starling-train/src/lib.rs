@@ -134,6 +134,8 @@ pub struct TrainConfig {
     pub init: Option<PathBuf>,
     /// Draw `loss.png` at every evaluation and at the end. By default true.
     pub plot: bool,
+    /// Wall-clock budget of this invocation in seconds: past it, checkpoint and stop (resumable).
+    pub max_seconds: Option<f64>,
     /// Optimizer and schedule.
     pub optim: OptimConfig,
 }
@@ -156,8 +158,19 @@ impl Default for TrainConfig {
             dtype: "auto".into(),
             init: None,
             plot: true,
+            max_seconds: None,
             optim: OptimConfig::default(),
         }
+    }
+}
+
+/// The peak FLOP/s MFU is measured against: 300e9 on CPU (DESIGN.md's measured fp32 matrix ceiling
+/// of this 2-core class), 989e12 (H100 dense bf16) on CUDA.
+pub fn default_peak_flops(device: &str) -> f64 {
+    if device == "cpu" {
+        300e9
+    } else {
+        989e12
     }
 }
 
@@ -430,6 +443,16 @@ pub fn train(
     check_memory(&mc, cfg, ctx, device)?;
     mc.max_position_embeddings = mc.max_position_embeddings.max(ctx);
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+    // Temp directories of checkpoints interrupted by a kill are never valid: remove them.
+    for e in std::fs::read_dir(run)
+        .map_err(|e| Error::io(run, e))?
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(".ckpt-") && n.ends_with(".tmp") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     mc.save(&run.join("config.json"))?;
     let tok_src = tokens.join("tokenizer.json");
     let tok_bytes = std::fs::read(&tok_src).map_err(|e| Error::io(&tok_src, e))?;
@@ -479,7 +502,7 @@ pub fn train(
         6.0 * matmul + 12.0 * (mc.num_hidden_layers * mc.hidden_size * ctx) as f64;
     let peak = cfg
         .peak_flops
-        .unwrap_or(if device == Device::Cpu { 300e9 } else { 989e12 });
+        .unwrap_or_else(|| default_peak_flops(&cfg.device));
     let metrics_path = run.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -516,6 +539,7 @@ pub fn train(
         }
     };
     let per_step = (cfg.batch * cfg.accum * ctx) as u64;
+    let started = Instant::now();
     while opt.step < cfg.steps {
         let t = Instant::now();
         let step = opt.step;
@@ -576,7 +600,10 @@ pub fn train(
             draw(&history);
         }
         on_step(&last);
-        let stopping = stop.load(Ordering::Relaxed);
+        let stopping = stop.load(Ordering::Relaxed)
+            || cfg
+                .max_seconds
+                .is_some_and(|m| started.elapsed().as_secs_f64() >= m);
         if opt.step.is_multiple_of(cfg.ckpt_every) || opt.step == cfg.steps || stopping {
             metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
             last_ckpt = save_checkpoint(run, &vs, &opt, tokens_seen, cfg.keep)?;

@@ -69,6 +69,11 @@ fn trains_resumes_exactly_and_skips_a_corrupt_checkpoint() {
     assert!(full[8].1 < full[0].1, "loss falls: {full:?}");
     assert!(s.val_loss.is_some_and(f64::is_finite));
     assert_eq!(checkpoints(&straight).len(), 2, "keeps the last 2");
+    let png = std::fs::read(straight.join("loss.png")).expect("loss.png");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a drawn plot"
+    );
 
     // Stopped after step 5 (as SIGTERM would), resumed to 9: the same loss at every later step.
     let resumed = tmp.path().join("resumed");
@@ -104,4 +109,139 @@ fn trains_resumes_exactly_and_skips_a_corrupt_checkpoint() {
     let s = train(&tokens, &stopped, &cfg(9), &stop, &mut |_| {}).expect("stop");
     assert_eq!(s.steps, 1);
     assert!(latest_good(&stopped).is_some());
+}
+
+fn err(r: starling_train::Result<starling_train::TrainSummary>) -> String {
+    match r {
+        Ok(s) => panic!("expected an error, trained {} steps", s.steps),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn init_continues_a_model_and_bad_inputs_get_clear_errors() {
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = tokens_dir(tmp.path());
+    let never = AtomicBool::new(false);
+
+    // Train, export as an HF directory, continue from it: it starts where the first run ended.
+    let a = tmp.path().join("a");
+    train(&tokens, &a, &cfg(12), &never, &mut |_| {}).expect("a");
+    let la = losses(&a);
+    let hf = tmp.path().join("hf");
+    let (mut vs, _m) = {
+        let c = starling_model::LlamaConfig::load(&a.join("config.json")).expect("config");
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let m = starling_model::Llama::new(&vs.root(), &c);
+        (vs, m)
+    };
+    let ckpt = latest_good(&a).expect("ckpt");
+    starling_model::load_weights(&mut vs, &ckpt.join("model.safetensors")).expect("weights");
+    let c = starling_model::LlamaConfig::load(&a.join("config.json")).expect("config");
+    starling_model::save_dir(&vs, &c, &hf).expect("export");
+    let mut icfg = cfg(2);
+    icfg.init = Some(hf.clone());
+    let b = tmp.path().join("b");
+    train(&tokens, &b, &icfg, &never, &mut |_| {}).expect("b");
+    let lb = losses(&b);
+    assert!(
+        lb[0].1 < la[0].1 - 0.3,
+        "initialised run starts near the end of the first ({:?} vs {:?})",
+        lb[0],
+        la
+    );
+
+    // A model with another vocabulary.
+    let mut other = c.clone();
+    other.vocab_size += 8;
+    let bad = tmp.path().join("bad-init");
+    std::fs::create_dir_all(&bad).expect("dir");
+    other.save(&bad.join("config.json")).expect("save");
+    let mut bcfg = cfg(2);
+    bcfg.init = Some(bad);
+    let e = err(train(
+        &tokens,
+        &tmp.path().join("c"),
+        &bcfg,
+        &never,
+        &mut |_| {},
+    ));
+    assert!(
+        e.contains("vocabulary mismatch") && e.contains("vocab_size"),
+        "{e}"
+    );
+
+    // Tokens whose tokenizer.json is not the one they were encoded with.
+    let swapped = tmp.path().join("swapped");
+    std::fs::create_dir_all(&swapped).expect("dir");
+    for f in std::fs::read_dir(&tokens).expect("ls").flatten() {
+        std::fs::copy(f.path(), swapped.join(f.file_name())).expect("copy");
+    }
+    let tj = swapped.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tj).expect("read");
+    std::fs::write(&tj, text.replacen("<|url|>", "<|link|>", 1)).expect("write");
+    let e = err(train(
+        &swapped,
+        &tmp.path().join("d"),
+        &cfg(2),
+        &never,
+        &mut |_| {},
+    ));
+    assert!(e.contains("tokenizer.json") && e.contains("sha256"), "{e}");
+
+    // A shard whose header says another dtype than the manifest.
+    let manifest = swapped.join("manifest.json");
+    std::fs::copy(tokens.join("tokenizer.json"), &tj).expect("restore");
+    let m = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(
+        &manifest,
+        m.replace("\"dtype\": \"u16\"", "\"dtype\": \"u32\""),
+    )
+    .expect("write");
+    let e = err(train(
+        &swapped,
+        &tmp.path().join("e"),
+        &cfg(2),
+        &never,
+        &mut |_| {},
+    ));
+    assert!(
+        e.contains(".bin: stores U16 ids") && e.contains("U32"),
+        "{e}"
+    );
+
+    // A preset that cannot fit: refused before any allocation, with the numbers.
+    let mut huge = cfg(2);
+    huge.preset = "llama-1b".into();
+    huge.ctx = None;
+    huge.batch = 512;
+    let e = err(train(
+        &tokens,
+        &tmp.path().join("f"),
+        &huge,
+        &never,
+        &mut |_| {},
+    ));
+    assert!(
+        e.contains("needs about") && e.contains("GiB is available"),
+        "{e}"
+    );
+
+    // A loss that blows up: stopped with the step, batch and the last good checkpoint named.
+    let mut nan = cfg(6);
+    nan.optim.lr = 1e30;
+    nan.optim.warmup = 0;
+    nan.ckpt_every = 1;
+    let e = err(train(
+        &tokens,
+        &tmp.path().join("g"),
+        &nan,
+        &never,
+        &mut |_| {},
+    ));
+    assert!(
+        e.contains("non-finite loss") && e.contains("batch") && e.contains("ckpt-0000000"),
+        "{e}"
+    );
 }

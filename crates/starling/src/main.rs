@@ -183,9 +183,22 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once (library errors often repeat their source's text).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -258,6 +271,12 @@ fn run(cli: Cli) -> Result<()> {
                 eval_every: 50,
                 ckpt_every: 100,
                 device: "cpu".into(),
+                dtype: "auto".into(),
+                init: None,
+                keep: 2,
+                eval_batches: 8,
+                peak_flops: None,
+                max_minutes: None,
                 threads: None,
                 seed: 1,
             })?;

@@ -47,6 +47,24 @@ pub struct TrainArgs {
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matrix-product precision: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Start from an HF Llama directory (an exported starling model or another Llama).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Checkpoints kept.
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Validation batches per evaluation.
+    #[arg(long, default_value_t = 8)]
+    pub eval_batches: usize,
+    /// Device peak FLOP/s for MFU (default: 300e9 on this CPU class, 989e12 on CUDA).
+    #[arg(long)]
+    pub peak_flops: Option<f64>,
+    /// Stop (with a checkpoint) after this many minutes; the run resumes from there.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
     /// libtorch threads (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
@@ -70,6 +88,12 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         ckpt_every: a.ckpt_every,
         device: a.device.clone(),
         seed: a.seed,
+        dtype: a.dtype.clone(),
+        init: a.init.clone(),
+        keep: a.keep,
+        eval_batches: a.eval_batches,
+        peak_flops: a.peak_flops,
+        max_seconds: a.max_minutes.map(|m| m * 60.0),
         ..Default::default()
     };
     cfg.optim.lr = a.lr;
@@ -84,6 +108,19 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             "train {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta}]",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let peak = cfg
+        .peak_flops
+        .unwrap_or_else(|| starling_train::default_peak_flops(&a.device));
+    eprintln!(
+        "train: {} on {} ({} threads), MFU against a peak of {:.3e} FLOP/s",
+        a.init
+            .as_ref()
+            .map(|p| format!("from {}", p.display()))
+            .unwrap_or_else(|| format!("preset {}", a.preset)),
+        a.device,
+        tch::get_num_threads(),
+        peak
     );
     let t = std::time::Instant::now();
     let s = starling_train::train(&a.tokens, &a.out, &cfg, &stop, &mut |m| {

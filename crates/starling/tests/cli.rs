@@ -1,5 +1,6 @@
 //! The `starling` binary end to end: demo, synth → corpus, and clear errors.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn starling() -> Command {
@@ -198,5 +199,193 @@ fn plan_validates_and_rejects_bad_input() {
     assert!(
         text.contains("DOES NOT FIT") && !text.contains("NaN"),
         "{text}"
+    );
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// synth → corpus → tokenizer → tokens through the binary; returns the token directory.
+fn small_tokens(dir: &Path) -> PathBuf {
+    let posts = dir.join("posts.jsonl");
+    run_ok(
+        starling()
+            .args(["synth", "--posts", "1500", "--out"])
+            .arg(&posts),
+    );
+    run_ok(
+        starling()
+            .arg("corpus")
+            .arg(&posts)
+            .arg("--out")
+            .arg(dir.join("corpus")),
+    );
+    run_ok(
+        starling()
+            .args(["tokenizer", "train", "--vocab", "600", "--corpus"])
+            .arg(dir.join("corpus"))
+            .arg("--out")
+            .arg(dir.join("tok")),
+    );
+    run_ok(
+        starling()
+            .arg("tokens")
+            .arg("--corpus")
+            .arg(dir.join("corpus"))
+            .arg("--tokenizer")
+            .arg(dir.join("tok"))
+            .arg("--out")
+            .arg(dir.join("tokens")),
+    );
+    dir.join("tokens")
+}
+
+fn train_cmd(tokens: &Path, run: &Path, steps: u64) -> Command {
+    let mut c = starling();
+    c.arg("train")
+        .arg("--tokens")
+        .arg(tokens)
+        .arg("--out")
+        .arg(run)
+        .args([
+            "--preset", "tiny", "--batch", "8", "--ctx", "64", "--lr", "3e-3",
+        ])
+        .args(["--warmup", "5", "--eval-every", "10", "--eval-batches", "2"])
+        .args(["--ckpt-every", "7", "--keep", "2", "--threads", "1"])
+        .args(["--steps", &steps.to_string()]);
+    c
+}
+
+fn step_losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap_or(0),
+                v["loss"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sigkilled_training_resumes_with_the_same_losses() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = small_tokens(tmp.path());
+    let steps = 150;
+    let straight = tmp.path().join("straight");
+    run_ok(&mut train_cmd(&tokens, &straight, steps));
+    let want = step_losses(&straight);
+    assert_eq!(want.len(), steps as usize);
+    assert!(straight.join("loss.png").exists());
+
+    // Kill -9 somewhere past the first checkpoints, then run the same command again.
+    let killed = tmp.path().join("killed");
+    let mut child = train_cmd(&tokens, &killed, steps)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let t = std::time::Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(killed.join("metrics.jsonl"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if lines >= 40 || t.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the run was killed before it finished");
+    let at_kill = step_losses(&killed).len();
+    assert!(at_kill < steps as usize, "killed at step {at_kill}");
+    let out = run_ok(&mut train_cmd(&tokens, &killed, steps));
+    assert!(out.contains(&format!("{steps} steps")), "{out}");
+    let got = step_losses(&killed);
+    assert_eq!(got.len(), want.len(), "one line per step after the rewind");
+    for (a, b) in want.iter().zip(&got) {
+        assert_eq!(a.0, b.0);
+        assert!(
+            a.1 == b.1,
+            "step {}: {} uninterrupted vs {} resumed (killed near step {at_kill})",
+            a.0,
+            a.1,
+            b.1
+        );
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(&killed)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") || n.contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_full_disk_is_reported_and_leaves_nothing_half_written() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = small_tokens(tmp.path());
+    let run = tmp.path().join("run");
+    // A 200 KiB file-size limit stands in for a full disk (writes fail with EFBIG);
+    // SIGXFSZ is ignored so the write fails instead of killing the process.
+    let cmd = format!("{:?}", train_cmd(&tokens, &run, 10));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f 200; exec {cmd}"))
+        .output()
+        .expect("bash");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        (err.contains("disk full") || err.contains("is the disk full"))
+            && !err.contains("panicked"),
+        "{err}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&run)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("tmp") || n.starts_with("ckpt-")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn the_binary_links_libtorch_cuda() {
+    let lib =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/libtorch/lib/libtorch_cuda.so");
+    if !lib.exists() {
+        eprintln!(
+            "skipping: this torch has no libtorch_cuda.so ({})",
+            lib.display()
+        );
+        return;
+    }
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(env!("CARGO_BIN_EXE_starling"))
+        .output()
+        .expect("readelf (binutils) is needed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[libtorch_cuda.so]"),
+        "NEEDED lacks libtorch_cuda.so: --as-needed dropped it, CUDA would be unavailable\n{text}"
     );
 }
