@@ -1,6 +1,7 @@
 //! The `starling` command: parses arguments, wires the stage crates together and reports.
 
 mod bench;
+mod bench_train;
 mod model_cmd;
 mod plan_cmd;
 
@@ -105,6 +106,8 @@ struct TokensArgs {
 enum BenchCommand {
     /// Corpus throughput, memory and near-dup quality against datasketch.
     Corpus(bench::CorpusBenchArgs),
+    /// Training step and generation speed against PyTorch eager, torch.compile and HF generate.
+    Train(bench_train::TrainBenchArgs),
 }
 
 #[derive(Args)]
@@ -324,6 +327,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             which: BenchCommand::Corpus(a),
         } => bench::corpus(&a),
+        Command::Bench {
+            which: BenchCommand::Train(a),
+        } => bench_train::train(&a),
     }
 }
 

@@ -1,0 +1,452 @@
+//! `starling bench train`: starling's training step against a PyTorch reference of the same
+//! architecture and config (`scripts/bench_train.py`), eager and under `torch.compile`, on the
+//! same token batches and threads; plus generation tokens/s against HF transformers `generate`.
+
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use starling_model::{generate, Llama, LlamaConfig, SamplingConfig};
+use starling_train::optim::{AdamW, OptimConfig};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// Options of `starling bench train`.
+#[derive(clap::Args)]
+pub struct TrainBenchArgs {
+    /// Rows: small (the CPU default preset), llama-7m (DESIGN.md's Llama), gpt2-fixed (DESIGN.md's
+    /// fixed comparison model).
+    #[arg(long, value_delimiter = ',', default_value = "small,llama-7m,gpt2-fixed")]
+    rows: Vec<String>,
+    /// Timed steps (after warm-up).
+    #[arg(long, default_value_t = 12)]
+    steps: usize,
+    /// Warm-up steps (torch.compile compiles during these).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Threads for both sides.
+    #[arg(long, default_value_t = 2)]
+    threads: i32,
+    /// Skip the torch.compile column (it compiles for a minute or more per row).
+    #[arg(long)]
+    no_compile: bool,
+    /// Skip the generation table.
+    #[arg(long)]
+    no_generate: bool,
+    /// Work directory for the token batches.
+    #[arg(long, default_value = "out/bench-train")]
+    dir: PathBuf,
+    /// Python with torch and transformers (default: $STARLING_PYTHON, then .venv/bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
+}
+
+/// DESIGN.md's fixed comparison model: GPT-2 style (LayerNorm, GELU MLP, learned positions, tied head).
+struct Gpt2 {
+    wte: nn::Embedding,
+    wpe: nn::Embedding,
+    blocks: Vec<Gpt2Block>,
+    ln_f: nn::LayerNorm,
+    heads: i64,
+}
+
+struct Gpt2Block {
+    ln_1: nn::LayerNorm,
+    c_attn: nn::Linear,
+    attn_proj: nn::Linear,
+    ln_2: nn::LayerNorm,
+    c_fc: nn::Linear,
+    mlp_proj: nn::Linear,
+}
+
+impl Gpt2 {
+    fn new(p: &nn::Path, vocab: i64, ctx: i64, d: i64, layers: i64, heads: i64, ff: i64) -> Self {
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        let lin = |p: nn::Path, i, o| {
+            nn::linear(
+                p,
+                i,
+                o,
+                nn::LinearConfig {
+                    ws_init: init,
+                    ..Default::default()
+                },
+            )
+        };
+        let emb = |p: nn::Path, n| {
+            nn::embedding(
+                p,
+                n,
+                d,
+                nn::EmbeddingConfig {
+                    ws_init: init,
+                    ..Default::default()
+                },
+            )
+        };
+        let blocks = (0..layers)
+            .map(|i| {
+                let b = p / "h" / i;
+                Gpt2Block {
+                    ln_1: nn::layer_norm(&b / "ln_1", vec![d], Default::default()),
+                    c_attn: lin(&b / "c_attn", d, 3 * d),
+                    attn_proj: lin(&b / "attn_proj", d, d),
+                    ln_2: nn::layer_norm(&b / "ln_2", vec![d], Default::default()),
+                    c_fc: lin(&b / "c_fc", d, ff),
+                    mlp_proj: lin(&b / "mlp_proj", ff, d),
+                }
+            })
+            .collect();
+        Self {
+            wte: emb(p / "wte", vocab),
+            wpe: emb(p / "wpe", ctx),
+            blocks,
+            ln_f: nn::layer_norm(p / "ln_f", vec![d], Default::default()),
+            heads,
+        }
+    }
+
+    fn loss(&self, ids: &Tensor, targets: &Tensor) -> Tensor {
+        let (b, t) = ids.size2().unwrap_or((1, 1));
+        let pos = Tensor::arange(t, (Kind::Int64, ids.device()));
+        let mut x = self.wte.forward(ids) + self.wpe.forward(&pos);
+        let d = x.size()[2];
+        for blk in &self.blocks {
+            let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x)).split(d, 2);
+            let heads = |z: &Tensor| z.view([b, t, self.heads, d / self.heads]).transpose(1, 2);
+            let y = Tensor::scaled_dot_product_attention(
+                &heads(&qkv[0]),
+                &heads(&qkv[1]),
+                &heads(&qkv[2]),
+                None::<Tensor>,
+                0.0,
+                true,
+                None,
+                false,
+            );
+            x = &x + blk.attn_proj.forward(&y.transpose(1, 2).reshape([b, t, d]));
+            x = &x + blk
+                .mlp_proj
+                .forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)).gelu("none"));
+        }
+        let logits = self.ln_f.forward(&x).matmul(&self.wte.ws.tr());
+        logits
+            .view([-1, logits.size()[2]])
+            .cross_entropy_for_logits(&targets.reshape([-1]))
+    }
+}
+
+/// One benchmark row: a model shape and its batch.
+struct Row {
+    name: &'static str,
+    arch: &'static str,
+    batch: usize,
+    ctx: usize,
+    vocab: usize,
+    llama: Option<LlamaConfig>,
+    /// GPT-2: (d, layers, heads, ff).
+    gpt2: Option<(i64, i64, i64, i64)>,
+}
+
+fn row(name: &str) -> Result<Row> {
+    Ok(match name {
+        "small" => Row {
+            name: "small (CPU default)",
+            arch: "llama",
+            batch: 8,
+            ctx: 512,
+            vocab: 8192,
+            llama: Some(LlamaConfig::preset("small", 8192)?),
+            gpt2: None,
+        },
+        "llama-7m" => {
+            let mut c = LlamaConfig::preset("small", 8192)?;
+            c.hidden_size = 256;
+            c.intermediate_size = 688;
+            c.num_hidden_layers = 4;
+            c.num_attention_heads = 4;
+            c.num_key_value_heads = 4;
+            c.max_position_embeddings = 128;
+            c.tie_word_embeddings = false;
+            Row {
+                name: "llama-7m (DESIGN.md)",
+                arch: "llama",
+                batch: 16,
+                ctx: 128,
+                vocab: 8192,
+                llama: Some(c),
+                gpt2: None,
+            }
+        }
+        "gpt2-fixed" => Row {
+            name: "gpt2-fixed (DESIGN.md)",
+            arch: "gpt2",
+            batch: 16,
+            ctx: 128,
+            vocab: 8192,
+            llama: None,
+            gpt2: Some((256, 4, 4, 1024)),
+        },
+        other => bail!("unknown row `{other}` (small, llama-7m, gpt2-fixed)"),
+    })
+}
+
+/// Median of a sample.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Train and forward tokens/s of starling on `data` (tokens, batch x (ctx+1) per step).
+fn starling_side(r: &Row, data: &[u32], steps: usize, warmup: usize) -> Result<(f64, f64, f64)> {
+    tch::manual_seed(1);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let loss_fn: Box<dyn Fn(&Tensor, &Tensor) -> Tensor> = match (&r.llama, r.gpt2) {
+        (Some(c), _) => {
+            let m = Llama::new(&vs.root(), c);
+            Box::new(move |x, y| m.loss(x, y))
+        }
+        (None, Some((d, l, h, ff))) => {
+            let m = Gpt2::new(&vs.root(), r.vocab as i64, r.ctx as i64, d, l, h, ff);
+            Box::new(move |x, y| m.loss(x, y))
+        }
+        _ => bail!("row {} has no model", r.name),
+    };
+    let mut opt = AdamW::new(
+        &vs,
+        OptimConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
+    );
+    let per = r.batch * (r.ctx + 1);
+    let batch = |k: usize| {
+        let w: Vec<i64> = data[k * per..(k + 1) * per]
+            .iter()
+            .map(|&t| i64::from(t))
+            .collect();
+        let w = Tensor::from_slice(&w).view([r.batch as i64, r.ctx as i64 + 1]);
+        (
+            w.narrow(1, 0, r.ctx as i64).contiguous(),
+            w.narrow(1, 1, r.ctx as i64).contiguous(),
+        )
+    };
+    let mut times = Vec::new();
+    let mut last = f64::NAN;
+    for k in 0..warmup + steps {
+        let (x, y) = batch(k);
+        let t = Instant::now();
+        let loss = loss_fn(&x, &y);
+        loss.backward();
+        opt.clip(&vs);
+        opt.update(&vs, 1e-3);
+        last = loss.double_value(&[]);
+        if k >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let mut fwd = Vec::new();
+    {
+        let _g = tch::no_grad_guard();
+        for k in 0..warmup + steps {
+            let (x, y) = batch(k);
+            let t = Instant::now();
+            loss_fn(&x, &y).double_value(&[]);
+            if k >= warmup {
+                fwd.push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let tokens = (r.batch * r.ctx) as f64;
+    Ok((tokens / median(times), tokens / median(fwd), last))
+}
+
+/// The PyTorch reference's JSON line for one row and mode.
+fn torch_side(
+    py: &Path,
+    r: &Row,
+    data: &Path,
+    a: &TrainBenchArgs,
+    mode: &str,
+) -> Result<serde_json::Value> {
+    let config = match (&r.llama, r.gpt2) {
+        (Some(c), _) => serde_json::to_string(c)?,
+        (None, Some((d, l, h, ff))) => serde_json::json!({
+            "vocab": r.vocab, "ctx": r.ctx, "d": d, "layers": l, "heads": h, "ff": ff
+        })
+        .to_string(),
+        _ => bail!("row {} has no model", r.name),
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_train.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args(["--arch", r.arch, "--config", &config, "--mode", mode])
+        .arg("--data")
+        .arg(data)
+        .args(["--batch", &r.batch.to_string(), "--ctx", &r.ctx.to_string()])
+        .args(["--steps", &a.steps.to_string()])
+        .args(["--warmup", &a.warmup.to_string()])
+        .args(["--threads", &a.threads.to_string()])
+        .env("OMP_NUM_THREADS", a.threads.to_string())
+        .output()
+        .with_context(|| format!("running {} {}", py.display(), script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} ({mode}) failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line).with_context(|| format!("reading the reference's output: {text}"))
+}
+
+/// Runs the training benchmark and prints its tables.
+pub fn train(a: &TrainBenchArgs) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: debug build; run `cargo run --release -p starling -- bench train` for real figures"
+        );
+    }
+    tch::set_num_threads(a.threads);
+    let py = a
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("STARLING_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let rows = a.rows.iter().map(|n| row(n)).collect::<Result<Vec<_>>>()?;
+    println!(
+        "train step = forward + backward + clip + AdamW; median of {} steps after {} warm-up; {} threads; fp32; CPU",
+        a.steps, a.warmup, a.threads
+    );
+    println!(
+        "| model | params | batch x ctx | starling train tok/s | PyTorch eager | torch.compile | starling / eager | starling / compile | starling fwd tok/s | eager fwd | compile fwd | fwd / eager |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let total = (a.warmup + a.steps) * r.batch * (r.ctx + 1);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let data: Vec<u32> = (0..total).map(|_| rng.gen_range(0..r.vocab as u32)).collect();
+        let path = a.dir.join(format!("{}.u32", r.arch));
+        let mut f = std::fs::File::create(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        for t in &data {
+            f.write_all(&t.to_le_bytes())?;
+        }
+        drop(f);
+        let (st, sf, _) = starling_side(r, &data, a.steps, a.warmup)?;
+        let eager = torch_side(&py, r, &path, a, "eager")?;
+        let compiled = if a.no_compile {
+            None
+        } else {
+            Some(torch_side(&py, r, &path, a, "compile")?)
+        };
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let (et, ef) = (f(&eager, "train_tok_s"), f(&eager, "forward_tok_s"));
+        let (ct, cf) = compiled
+            .as_ref()
+            .map(|c| (f(c, "train_tok_s"), f(c, "forward_tok_s")))
+            .unwrap_or((f64::NAN, f64::NAN));
+        println!(
+            "| {} | {:.2}M | {}x{} | {st:.0} | {et:.0} | {ct:.0} | {:.2}x | {:.2}x | {sf:.0} | {ef:.0} | {cf:.0} | {:.2}x |",
+            r.name,
+            f(&eager, "params") / 1e6,
+            r.batch,
+            r.ctx,
+            st / et,
+            st / ct,
+            sf / ef
+        );
+    }
+    if !a.no_generate {
+        generation(&py, a)?;
+    }
+    Ok(())
+}
+
+/// Greedy generation of the `small` preset: starling's KV cache against HF `generate`.
+fn generation(py: &Path, a: &TrainBenchArgs) -> Result<()> {
+    let (prompt_len, new) = (32usize, 128usize);
+    tch::manual_seed(3);
+    let mut c = LlamaConfig::preset("small", 8192)?;
+    c.eos_token_id = None;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = Llama::new(&vs.root(), &c);
+    let dir = a.dir.join("gen-model");
+    starling_model::save_dir(&vs, &c, &dir)?;
+    let prompt: Vec<i64> = (0..prompt_len as i64).map(|i| (i * 37 + 11) % 8192).collect();
+    let cfg = SamplingConfig {
+        temperature: 0.0,
+        repetition_penalty: 1.0,
+        max_tokens: new,
+        stop: Vec::new(),
+        ..Default::default()
+    };
+    let none = |_: &[i64]| String::new();
+    let mut best = 0.0f64;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        // Wall time of the whole call, prefill included, as for HF below.
+        let t = Instant::now();
+        let g = generate(&m, &prompt, &cfg, &none, &mut |_| {});
+        best = best.max(g.ids.len() as f64 / t.elapsed().as_secs_f64());
+        ids = g.ids;
+    }
+    let script = r#"
+import sys, json, time, torch
+from transformers import LlamaForCausalLM
+torch.set_num_threads(int(sys.argv[3]))
+m = LlamaForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32).eval()
+ids = torch.tensor([json.loads(sys.argv[2])])
+n = int(sys.argv[4])
+best, out = 0.0, None
+for _ in range(3):
+    t = time.perf_counter()
+    with torch.no_grad():
+        out = m.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    best = max(best, n / (time.perf_counter() - t))
+print(json.dumps({"tok_s": best, "ids": out[0, ids.shape[1]:].tolist()}))
+"#;
+    let out = Command::new(py)
+        .args(["-c", script])
+        .arg(&dir)
+        .arg(serde_json::to_string(&prompt)?)
+        .arg(a.threads.to_string())
+        .arg(new.to_string())
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .context("running transformers generate")?;
+    if !out.status.success() {
+        bail!(
+            "transformers generate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let hf = v["tok_s"].as_f64().unwrap_or(f64::NAN);
+    let theirs: Vec<i64> = v["ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_i64()).collect())
+        .unwrap_or_default();
+    let same = theirs.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+    println!();
+    println!(
+        "generation: `small` ({:.1}M params, random weights), greedy, prompt {prompt_len} tokens, {new} new, batch 1, {} threads, best of 3",
+        c.num_params() as f64 / 1e6,
+        a.threads
+    );
+    println!("| engine | tokens/s | x HF |");
+    println!("|---|---|---|");
+    println!("| starling (KV cache) | {best:.1} | {:.2}x |", best / hf);
+    println!("| HF transformers generate | {hf:.1} | 1.00x |");
+    println!("greedy tokens identical to HF for the first {same} of {new}");
+    Ok(())
+}
