@@ -90,11 +90,7 @@ pub(crate) fn read_csv(
         find(&cols.reposts),
         find(&cols.likes),
     );
-    let name = ctx
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let scope = super::id_scope(ctx.path);
     let mut rec = csv::ByteRecord::new();
     loop {
         let line = rdr.position().line();
@@ -144,7 +140,7 @@ pub(crate) fn read_csv(
         let num = |c| field(c).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         let id = field(id_col)
             .map(String::from)
-            .unwrap_or_else(|| derived_id(&name, line));
+            .unwrap_or_else(|| derived_id(&scope, line));
         let origin = Origin {
             file: ctx.label.to_string(),
             line,

@@ -361,3 +361,17 @@ pub fn scan_deletions(
     };
     twitter::scan_deletions(&ctx, reader, sink)
 }
+
+/// The part of a path that scopes derived ids: its last three components (`tweeteval/emoji/train_text.txt`),
+/// so files that share a name in different folders get different ids, and the same file read through
+/// an absolute or a relative path gets the same ones.
+pub(crate) fn id_scope(path: &std::path::Path) -> String {
+    let parts: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    parts[parts.len().saturating_sub(3)..].join("/")
+}

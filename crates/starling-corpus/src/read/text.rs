@@ -1,4 +1,4 @@
-//! Plain text: one post per line; ids derived from file name and line.
+//! Plain text: one post per line; ids derived from the file's path (last three parts) and line.
 
 use super::{FileCtx, Item, Line, LineReader};
 use crate::error::Result;
@@ -47,7 +47,7 @@ pub(crate) fn read_text(
             nested: false,
         };
         let mut post = Post::new(
-            derived_id(&name, n),
+            derived_id(&super::id_scope(ctx.path), n),
             starling_text::html_unescape(text.trim_end()),
             origin,
         );
