@@ -364,6 +364,7 @@ pub struct TrainSummary {
 }
 
 /// Trains (or resumes, when `run` has a good checkpoint) on the token directory `tokens`.
+/// Weights are initialised from torch's process-global seed: one training per process at a time.
 /// `stop` is polled every step (set it from SIGINT/SIGTERM): the run checkpoints and returns.
 pub fn train(
     tokens: &Path,

@@ -6,6 +6,9 @@ use starling_train::{checkpoints, latest_good, train, StepMetrics, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+/// torch's seed is process-global: tests that train take turns, so each run's weights are its own seed's.
+static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn tokens_dir(dir: &Path) -> PathBuf {
     let input = dir.join("s.jsonl");
     starling_corpus::synth::write_file(
@@ -55,6 +58,7 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 
 #[test]
 fn trains_resumes_exactly_and_skips_a_corrupt_checkpoint() {
+    let _turn = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let tmp = tempfile::tempdir().expect("tmp");
     let tokens = tokens_dir(tmp.path());
@@ -120,6 +124,7 @@ fn err(r: starling_train::Result<starling_train::TrainSummary>) -> String {
 
 #[test]
 fn init_continues_a_model_and_bad_inputs_get_clear_errors() {
+    let _turn = TORCH.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let tmp = tempfile::tempdir().expect("tmp");
     let tokens = tokens_dir(tmp.path());

@@ -18,7 +18,11 @@ use tch::{Device, Kind, Tensor};
 pub struct TrainBenchArgs {
     /// Rows: small (the CPU default preset), llama-7m (DESIGN.md's Llama), gpt2-fixed (DESIGN.md's
     /// fixed comparison model).
-    #[arg(long, value_delimiter = ',', default_value = "small,llama-7m,gpt2-fixed")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "small,llama-7m,gpt2-fixed"
+    )]
     rows: Vec<String>,
     /// Timed steps (after warm-up).
     #[arg(long, default_value_t = 12)]
@@ -130,9 +134,10 @@ impl Gpt2 {
                 false,
             );
             x = &x + blk.attn_proj.forward(&y.transpose(1, 2).reshape([b, t, d]));
-            x = &x + blk
-                .mlp_proj
-                .forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)).gelu("none"));
+            x = &x
+                + blk
+                    .mlp_proj
+                    .forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)).gelu("none"));
         }
         let logits = self.ln_f.forward(&x).matmul(&self.wte.ws.tr());
         logits
@@ -327,21 +332,23 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         a.steps, a.warmup, a.threads
     );
     println!(
-        "| model | params | batch x ctx | starling train tok/s | PyTorch eager | torch.compile | starling / eager | starling / compile | starling fwd tok/s | eager fwd | compile fwd | fwd / eager |"
+        "| model | params | batch x ctx | starling train tok/s | PyTorch eager | torch.compile | starling / eager | starling / compile | starling fwd tok/s | eager fwd | compile fwd | fwd / eager | last loss starling / eager |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let total = (a.warmup + a.steps) * r.batch * (r.ctx + 1);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let data: Vec<u32> = (0..total).map(|_| rng.gen_range(0..r.vocab as u32)).collect();
+        let data: Vec<u32> = (0..total)
+            .map(|_| rng.gen_range(0..r.vocab as u32))
+            .collect();
         let path = a.dir.join(format!("{}.u32", r.arch));
-        let mut f = std::fs::File::create(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        let mut f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         for t in &data {
             f.write_all(&t.to_le_bytes())?;
         }
         drop(f);
-        let (st, sf, _) = starling_side(r, &data, a.steps, a.warmup)?;
+        let (st, sf, sl) = starling_side(r, &data, a.steps, a.warmup)?;
         let eager = torch_side(&py, r, &path, a, "eager")?;
         let compiled = if a.no_compile {
             None
@@ -355,14 +362,15 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
             .map(|c| (f(c, "train_tok_s"), f(c, "forward_tok_s")))
             .unwrap_or((f64::NAN, f64::NAN));
         println!(
-            "| {} | {:.2}M | {}x{} | {st:.0} | {et:.0} | {ct:.0} | {:.2}x | {:.2}x | {sf:.0} | {ef:.0} | {cf:.0} | {:.2}x |",
+            "| {} | {:.2}M | {}x{} | {st:.0} | {et:.0} | {ct:.0} | {:.2}x | {:.2}x | {sf:.0} | {ef:.0} | {cf:.0} | {:.2}x | {sl:.3} / {:.3} |",
             r.name,
             f(&eager, "params") / 1e6,
             r.batch,
             r.ctx,
             st / et,
             st / ct,
-            sf / ef
+            sf / ef,
+            f(&eager, "last_loss")
         );
     }
     if !a.no_generate {
@@ -381,7 +389,9 @@ fn generation(py: &Path, a: &TrainBenchArgs) -> Result<()> {
     let m = Llama::new(&vs.root(), &c);
     let dir = a.dir.join("gen-model");
     starling_model::save_dir(&vs, &c, &dir)?;
-    let prompt: Vec<i64> = (0..prompt_len as i64).map(|i| (i * 37 + 11) % 8192).collect();
+    let prompt: Vec<i64> = (0..prompt_len as i64)
+        .map(|i| (i * 37 + 11) % 8192)
+        .collect();
     let cfg = SamplingConfig {
         temperature: 0.0,
         repetition_penalty: 1.0,
