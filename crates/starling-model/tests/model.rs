@@ -114,6 +114,25 @@ fn python() -> Option<PathBuf> {
     None
 }
 
+/// Runs `script` (argv: model dir, the JSON of `batch()`) and reads its flat logits as [2, 8, 300].
+fn transformers_logits(py: &Path, script: &str, dir: &Path) -> Tensor {
+    let out = std::process::Command::new(py)
+        .args(["-c", script])
+        .arg(dir)
+        .arg("[[1,5,9,200,17,3,3,250],[42,7,0,299,11,12,13,14]]")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<f32> = serde_json::from_slice(&out.stdout).expect("logits");
+    Tensor::from_slice(&theirs).view([2, 8, 300])
+}
+
 #[test]
 fn transformers_loads_it_and_gives_the_same_logits() {
     let Some(py) = python() else { return };
@@ -138,22 +157,7 @@ with torch.no_grad():
     out = m(ids).logits
 print(json.dumps(out.flatten().tolist()))
 "#;
-        let ids_json = "[[1,5,9,200,17,3,3,250],[42,7,0,299,11,12,13,14]]";
-        let out = std::process::Command::new(&py)
-            .args(["-c", script])
-            .arg(dir.path())
-            .arg(ids_json)
-            .env("TRANSFORMERS_VERBOSITY", "error")
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .expect("python");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let theirs: Vec<f32> = serde_json::from_slice(&out.stdout).expect("logits");
-        let theirs = Tensor::from_slice(&theirs).view([2, 8, 300]);
+        let theirs = transformers_logits(&py, script, dir.path());
         let diff = (ours - theirs).abs().max().double_value(&[]);
         assert!(
             diff < 1e-4,
@@ -199,21 +203,7 @@ with torch.no_grad():
     out = m.float().eval()(ids).logits
 print(json.dumps(out.flatten().tolist()))
 "#;
-    let out = std::process::Command::new(&py)
-        .args(["-c", script])
-        .arg(dir.path())
-        .arg("[[1,5,9,200,17,3,3,250],[42,7,0,299,11,12,13,14]]")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: Vec<f32> = serde_json::from_slice(&out.stdout).expect("logits");
-    let theirs = Tensor::from_slice(&theirs).view([2, 8, 300]);
+    let theirs = transformers_logits(&py, script, dir.path());
     let (_vs, m) = starling_model::load_dir(dir.path(), Device::Cpu).expect("load HF Llama");
     assert!(!m.config.tie_word_embeddings);
     let ours = m.forward(&batch());

@@ -441,7 +441,7 @@ pub fn train(
             "batch, accum and steps must be at least 1".into(),
         ));
     }
-    check_memory(&mc, cfg, ctx, device)?;
+    check_memory(&mc, &origin, cfg, ctx, device)?;
     mc.max_position_embeddings = mc.max_position_embeddings.max(ctx);
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
     // Temp directories of checkpoints interrupted by a kill are never valid: remove them.
@@ -661,7 +661,13 @@ pub fn step_memory_bytes(mc: &LlamaConfig, batch: usize, ctx: usize) -> f64 {
 }
 
 /// Refuses a configuration whose step would not fit the CPU's available memory.
-fn check_memory(mc: &LlamaConfig, cfg: &TrainConfig, ctx: usize, device: Device) -> Result<()> {
+fn check_memory(
+    mc: &LlamaConfig,
+    origin: &str,
+    cfg: &TrainConfig,
+    ctx: usize,
+    device: Device,
+) -> Result<()> {
     if device != Device::Cpu {
         return Ok(());
     }
@@ -672,10 +678,9 @@ fn check_memory(mc: &LlamaConfig, cfg: &TrainConfig, ctx: usize, device: Device)
     if need > avail {
         let gib = |x: f64| x / (1u64 << 30) as f64;
         return Err(Error::Memory(format!(
-            "preset {} ({:.0}M params) with batch {} x context {ctx} needs about {:.1} GiB \
+            "{origin} ({:.0}M params) with batch {} x context {ctx} needs about {:.1} GiB \
              ({:.1} GiB weights, gradients and AdamW state + activations), but {:.1} GiB is available: \
              use a smaller preset, --batch or --ctx (and --accum to keep the tokens per step)",
-            cfg.preset,
             mc.num_params() as f64 / 1e6,
             cfg.batch,
             gib(need),

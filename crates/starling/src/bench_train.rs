@@ -201,6 +201,9 @@ fn row(name: &str) -> Result<Row> {
     })
 }
 
+/// A model's loss of (inputs, targets).
+type LossFn = Box<dyn Fn(&Tensor, &Tensor) -> Tensor>;
+
 /// Median of a sample.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -211,7 +214,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn starling_side(r: &Row, data: &[u32], steps: usize, warmup: usize) -> Result<(f64, f64, f64)> {
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
-    let loss_fn: Box<dyn Fn(&Tensor, &Tensor) -> Tensor> = match (&r.llama, r.gpt2) {
+    let loss_fn: LossFn = match (&r.llama, r.gpt2) {
         (Some(c), _) => {
             let m = Llama::new(&vs.root(), c);
             Box::new(move |x, y| m.loss(x, y))

@@ -39,7 +39,7 @@ enum Command {
     },
     /// Encode a corpus's kept posts into train/val token shards with a manifest.
     Tokens(TokensArgs),
-    /// The built-in default job: synth, corpus, tokenizer and tokens, with a summary.
+    /// The built-in default job: synth → corpus → tokenizer → tokens → train small → generate.
     Demo {
         /// Output directory.
         #[arg(long, default_value = "out/demo")]
@@ -236,6 +236,7 @@ fn run(cli: Cli) -> Result<()> {
             posts,
             train_steps,
         } => {
+            let started = Instant::now();
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let stream = out.join("synth-v1.jsonl.zst");
             let cfg = SynthConfig {
@@ -296,6 +297,13 @@ fn run(cli: Cli) -> Result<()> {
                     seed: 0,
                 })?;
             }
+            println!(
+                "demo: done in {:.0}s [SYNTHETIC]: corpus {}, tokens {}, run {} (loss.png, metrics.jsonl, checkpoints)",
+                started.elapsed().as_secs_f64(),
+                corpus_dir.display(),
+                out.join("tokens").display(),
+                run.display()
+            );
             Ok(())
         }
         Command::Tokenizer {
