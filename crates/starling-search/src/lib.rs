@@ -1,0 +1,16 @@
+//! The search stage: posts found by Twitter's advanced-search language.
+//!
+//! - [`query`]: the query language (implicit AND, `OR`, `-`, phrases, `#` `$` `@`, `from:` `to:`
+//!   `since:` `until:` `since_id:` `max_id:` `lang:` `min_*:` `filter:` `url:` `conversation_id:`,
+//!   parentheses) parsed into a [`Query`] tree, with errors that point at the column.
+//!
+//! ```
+//! use starling_search::query::{parse, Query};
+//! let q = parse("#rust from:jack -filter:replies").unwrap();
+//! assert!(matches!(q, Query::And(ref parts) if parts.len() == 3));
+//! assert_eq!(parse("since:2024-13-01").unwrap_err().column, 6);
+//! ```
+
+pub mod query;
+
+pub use query::{parse, Filter, Query, QueryError};
