@@ -84,9 +84,12 @@ pub struct References {
     /// The post this replies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
-    /// The author this replies to.
+    /// The author this replies to (user id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to_user: Option<String>,
+    /// The handle of the author this replies to, without `@`, when the source names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_handle: Option<String>,
     /// The post this quotes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quote_of: Option<String>,

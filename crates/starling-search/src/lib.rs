@@ -1,5 +1,7 @@
 //! The search stage: posts found by Twitter's advanced-search language.
 //!
+//! - [`index`]: the tantivy index of a corpus (post-aware analyzer, entity and engagement fields),
+//!   BM25 search ranked `top` or `latest`.
 //! - [`query`]: the query language (implicit AND, `OR`, `-`, phrases, `#` `$` `@`, `from:` `to:`
 //!   `since:` `until:` `since_id:` `max_id:` `lang:` `min_*:` `filter:` `url:` `conversation_id:`,
 //!   parentheses) parsed into a [`Query`] tree, with errors that point at the column.
@@ -11,6 +13,8 @@
 //! assert_eq!(parse("since:2024-13-01").unwrap_err().column, 6);
 //! ```
 
+pub mod index;
 pub mod query;
 
+pub use index::{build, Hit, IndexMeta, PostIndex, SearchOrder};
 pub use query::{parse, Filter, Query, QueryError};

@@ -64,6 +64,13 @@ enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Build a search index of a corpus.
+    Index {
+        #[command(subcommand)]
+        which: IndexCommand,
+    },
+    /// Search an index with Twitter's advanced-search operators.
+    Search(SearchArgs),
     /// Size a training run: FLOPs, days, cost, memory, layout, failures, data supply.
     Plan(plan_cmd::PlanArgs),
     /// Benchmarks.
@@ -100,6 +107,38 @@ struct TokensArgs {
     /// Output token directory.
     #[arg(long, short)]
     out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Index every post of a corpus that is not deleted (BM25 over a post-aware analyzer).
+    Build {
+        /// Corpus directory.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Index directory to create.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// top (relevance x engagement x recency) or latest.
+    #[arg(long, default_value = "top")]
+    order: String,
+    /// Results.
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// Print JSON lines instead of a timeline.
+    #[arg(long)]
+    json: bool,
+    /// The query, e.g. `#rust from:jack -filter:replies since:2024-01-01` (quote it, or put it last).
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
+    query: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -328,6 +367,29 @@ fn run(cli: Cli) -> Result<()> {
             };
             encode_tokens(&a.corpus, &tok, &a.out)
         }
+        Command::Index {
+            which: IndexCommand::Build { corpus, out },
+        } => {
+            let t = Instant::now();
+            let bar = ProgressBar::new_spinner();
+            bar.set_message("indexing");
+            let meta = starling_search::build(&corpus, &out, &mut |n| {
+                bar.set_message(format!("indexed {n} posts"));
+                bar.tick();
+            })
+            .with_context(|| format!("indexing {} into {}", corpus.display(), out.display()))?;
+            bar.finish_and_clear();
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "index: {} posts in {:.1}s ({:.0} posts/s) → {}",
+                meta.posts,
+                secs,
+                meta.posts as f64 / secs.max(1e-9),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Search(a) => search(&a),
         Command::Plan(a) => plan_cmd::run(&a),
         Command::Train(a) => model_cmd::train(&a),
         Command::Generate(a) => model_cmd::generate_cmd(&a),
@@ -339,6 +401,41 @@ fn run(cli: Cli) -> Result<()> {
             which: BenchCommand::Train(a),
         } => bench_train::train(&a),
     }
+}
+
+fn search(a: &SearchArgs) -> Result<()> {
+    let order = match a.order.as_str() {
+        "top" => starling_search::SearchOrder::Top,
+        "latest" => starling_search::SearchOrder::Latest,
+        other => anyhow::bail!("--order {other}: use top or latest"),
+    };
+    let idx = starling_search::PostIndex::open(&a.index)?;
+    let q = a.query.join(" ");
+    let t = Instant::now();
+    let hits = idx.search(&q, order, a.limit)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    for h in &hits {
+        if a.json {
+            println!("{}", serde_json::to_string(h)?);
+        } else {
+            println!(
+                "@{} · {} · ♥{} ↻{} 💬{} · {}\n  {}",
+                h.author.as_deref().unwrap_or("?"),
+                h.created_at.as_deref().unwrap_or("undated"),
+                h.engagement[0],
+                h.engagement[1],
+                h.engagement[2],
+                h.id,
+                h.text.replace('\n', "\n  ")
+            );
+        }
+    }
+    eprintln!(
+        "search: {} results in {ms:.1} ms ({} posts indexed)",
+        hits.len(),
+        idx.len()
+    );
+    Ok(())
 }
 
 fn train_tokenizer(corpus: &std::path::Path, vocab: usize, path: &std::path::Path) -> Result<()> {

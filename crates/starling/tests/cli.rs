@@ -389,3 +389,61 @@ fn the_binary_links_libtorch_cuda() {
         "NEEDED lacks libtorch_cuda.so: --as-needed dropped it, CUDA would be unavailable\n{text}"
     );
 }
+
+#[test]
+fn index_and_search_through_the_binary() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let posts = tmp.path().join("posts.jsonl");
+    run_ok(
+        starling()
+            .args(["synth", "--posts", "3000", "--out"])
+            .arg(&posts),
+    );
+    run_ok(
+        starling()
+            .arg("corpus")
+            .arg(&posts)
+            .arg("--out")
+            .arg(tmp.path().join("corpus")),
+    );
+    let out = run_ok(
+        starling()
+            .args(["index", "build", "--corpus"])
+            .arg(tmp.path().join("corpus"))
+            .arg("--out")
+            .arg(tmp.path().join("idx")),
+    );
+    assert!(out.contains("index: ") && out.contains("posts/s"), "{out}");
+    let out = run_ok(
+        starling()
+            .args([
+                "search", "--json", "--order", "latest", "--limit", "5", "--index",
+            ])
+            .arg(tmp.path().join("idx"))
+            .args(["the", "-filter:retweets"]),
+    );
+    let hits: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json hit"))
+        .collect();
+    assert!(!hits.is_empty() && hits.len() <= 5, "{out}");
+    let times: Vec<&str> = hits
+        .iter()
+        .filter_map(|h| h["created_at"].as_str())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "latest first: {times:?}"
+    );
+    let bad = starling()
+        .args(["search", "--index"])
+        .arg(tmp.path().join("idx"))
+        .arg("min_faves:lots")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("column 10") && err.contains('^'),
+        "{err}"
+    );
+}

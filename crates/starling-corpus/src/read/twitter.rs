@@ -152,6 +152,7 @@ struct Record {
     in_reply_to_status_id: Option<Id>,
     in_reply_to_user_id_str: Option<String>,
     in_reply_to_user_id: Option<Id>,
+    in_reply_to_screen_name: Option<String>,
     quoted_status_id_str: Option<String>,
     retweeted_status: Option<Box<Record>>,
     quoted_status: Option<Box<Record>>,
@@ -368,10 +369,18 @@ impl Emitter<'_, '_> {
                 .in_reply_to_user_id_str
                 .take()
                 .or(s.in_reply_to_user_id.take().map(|i| i.0)),
+            reply_to_handle: s.in_reply_to_screen_name.take(),
             quote_of: s.quoted_status_id_str.take(),
             repost_of: retweeted.as_ref().and_then(|r| r.post_id()),
             conversation_id: s.conversation_id.take().map(|i| i.0),
         };
+        if refs.reply_to_handle.is_none() {
+            // v2 names the replied-to author only through `includes.users`.
+            refs.reply_to_handle = refs
+                .reply_to_user
+                .as_ref()
+                .and_then(|u| self.users.get(u).cloned());
+        }
         let mut v2_inline = Vec::new();
         for r in s.referenced_tweets.take().unwrap_or_default() {
             let slot = match r.kind.as_deref() {

@@ -1,0 +1,834 @@
+//! The post index on tantivy: schema, the post-aware analyzer, building from a corpus, and BM25
+//! search in Twitter's query language, ranked `top` (relevance × engagement × recency) or `latest`.
+
+use crate::query::{self, Filter, Query};
+use serde::{Deserialize, Serialize};
+use starling_corpus::{Corpus, Post};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, FAST,
+    INDEXED, STORED, STRING,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
+};
+use tantivy::{
+    DateTime, DocAddress, Index, IndexReader, Order as SortOrder, TantivyDocument, Term,
+};
+
+/// Version of the index directory layout and schema.
+pub const INDEX_VERSION: u32 = 1;
+/// File beside tantivy's own that says what built the index.
+pub const META_FILE: &str = "starling-index.json";
+/// Name under which the post analyzer is registered.
+pub const POST_ANALYZER: &str = "post";
+/// Name under which the URL analyzer is registered.
+pub const URL_ANALYZER: &str = "url";
+
+/// Errors of the search stage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The query does not parse.
+    #[error(transparent)]
+    Query(#[from] query::QueryError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The index (or its input) is not what this build can use.
+    #[error("{0}")]
+    Format(String),
+    /// The corpus could not be read.
+    #[error(transparent)]
+    Corpus(#[from] starling_corpus::Error),
+    /// tantivy failed.
+    #[error("tantivy: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+}
+
+/// Result alias of the search stage.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `starling-index.json`: what built the index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    /// Layout version ([`INDEX_VERSION`]).
+    pub version: u32,
+    /// The starling version that built it.
+    pub starling: String,
+    /// Posts indexed.
+    pub posts: u64,
+    /// Newest post time (Unix seconds): "now" for the recency decay of an archive.
+    pub newest: Option<i64>,
+    /// SHA-256 of the corpus manifest it was built from.
+    pub corpus_manifest_sha256: String,
+}
+
+/// How results are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchOrder {
+    /// Relevance × engagement × recency ([`top_score`]).
+    Top,
+    /// Newest first.
+    Latest,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Post id.
+    pub id: String,
+    /// Final score (`top`) or Unix seconds (`latest`).
+    pub score: f64,
+    /// Author handle.
+    pub author: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: Option<String>,
+    /// The post's text.
+    pub text: String,
+    /// Likes, reposts, replies, quotes.
+    pub engagement: [u64; 4],
+}
+
+/// The schema's fields.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    id: Field,
+    id_num: Field,
+    text: Field,
+    author: Field,
+    created_at: Field,
+    lang: Field,
+    likes: Field,
+    reposts: Field,
+    replies: Field,
+    quotes: Field,
+    flags: Field,
+    hashtags: Field,
+    mentions: Field,
+    cashtags: Field,
+    urls: Field,
+    domains: Field,
+    reply_to: Field,
+    reply_to_user: Field,
+    quote_of: Field,
+    repost_of: Field,
+    conversation: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text_opts = |analyzer: &str| {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(analyzer)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+    };
+    let num = || {
+        NumericOptions::default()
+            .set_indexed()
+            .set_fast()
+            .set_stored()
+    };
+    let f = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        id_num: b.add_u64_field("id_num", INDEXED | FAST),
+        text: b.add_text_field("text", text_opts(POST_ANALYZER).set_stored()),
+        author: b.add_text_field("author", STRING | STORED),
+        created_at: b.add_date_field("created_at", INDEXED | FAST | STORED),
+        lang: b.add_text_field("lang", STRING | STORED),
+        likes: b.add_u64_field("likes", num()),
+        reposts: b.add_u64_field("reposts", num()),
+        replies: b.add_u64_field("replies", num()),
+        quotes: b.add_u64_field("quotes", num()),
+        flags: b.add_text_field("flags", STRING),
+        hashtags: b.add_text_field("hashtags", STRING | STORED),
+        mentions: b.add_text_field("mentions", STRING | STORED),
+        cashtags: b.add_text_field("cashtags", STRING | STORED),
+        urls: b.add_text_field("urls", text_opts(URL_ANALYZER).set_stored()),
+        domains: b.add_text_field("domains", STRING | STORED),
+        reply_to: b.add_text_field("reply_to", STRING | STORED),
+        reply_to_user: b.add_text_field("reply_to_user", STRING | STORED),
+        quote_of: b.add_text_field("quote_of", STRING | STORED),
+        repost_of: b.add_text_field("repost_of", STRING | STORED),
+        conversation: b.add_text_field("conversation_id", STRING | STORED),
+    };
+    (b.build(), f)
+}
+
+/// Splits post text into words, keeping `#tags`, `@mentions`, `$CASH` and URLs whole.
+#[derive(Clone, Default)]
+pub struct PostTokenizer {
+    token: Token,
+    url_parts: bool,
+}
+
+impl PostTokenizer {
+    /// The URL variant: splits on every non-alphanumeric, so `url:example.com` matches its parts.
+    pub fn for_urls() -> Self {
+        Self {
+            token: Token::default(),
+            url_parts: true,
+        }
+    }
+}
+
+/// Byte spans of the tokens of `text`.
+fn spans(text: &str, url_parts: bool) -> Vec<(usize, usize)> {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let end_of = |i: usize| chars.get(i).map(|c| c.0).unwrap_or(text.len());
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        if url_parts {
+            if c.is_alphanumeric() {
+                let s = i;
+                while i < chars.len() && chars[i].1.is_alphanumeric() {
+                    i += 1;
+                }
+                out.push((chars[s].0, end_of(i)));
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        let rest = &text[at..];
+        let lower_start: String = rest.chars().take(8).collect::<String>().to_lowercase();
+        if lower_start.starts_with("http://") || lower_start.starts_with("https://") {
+            let s = i;
+            while i < chars.len() && !chars[i].1.is_whitespace() {
+                i += 1;
+            }
+            let mut e = i;
+            while e > s + 1
+                && matches!(
+                    chars[e - 1].1,
+                    '.' | ',' | '!' | '?' | ';' | ':' | ')' | '"' | '\''
+                )
+            {
+                e -= 1;
+            }
+            out.push((chars[s].0, end_of(e)));
+            continue;
+        }
+        let sigil = matches!(c, '#' | '@' | '$' | '＃' | '＠');
+        let next_ok = chars.get(i + 1).is_some_and(|n| {
+            if c == '$' {
+                n.1.is_ascii_alphabetic()
+            } else {
+                word(n.1)
+            }
+        });
+        if (sigil && next_ok) || word(c) {
+            let s = i;
+            i += 1;
+            while i < chars.len() {
+                let ch = chars[i].1;
+                // An apostrophe inside a word ("don't") stays in it.
+                let inner_apostrophe = matches!(ch, '\'' | '’')
+                    && !sigil
+                    && chars.get(i + 1).is_some_and(|n| n.1.is_alphabetic());
+                if word(ch) || inner_apostrophe {
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            out.push((chars[s].0, end_of(i)));
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The token stream of [`PostTokenizer`].
+pub struct PostTokenStream<'a> {
+    text: &'a str,
+    spans: Vec<(usize, usize)>,
+    next: usize,
+    token: &'a mut Token,
+}
+
+impl Tokenizer for PostTokenizer {
+    type TokenStream<'a> = PostTokenStream<'a>;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> PostTokenStream<'a> {
+        self.token.reset();
+        PostTokenStream {
+            text,
+            spans: spans(text, self.url_parts),
+            next: 0,
+            token: &mut self.token,
+        }
+    }
+}
+
+impl TokenStream for PostTokenStream<'_> {
+    fn advance(&mut self) -> bool {
+        let Some(&(from, to)) = self.spans.get(self.next) else {
+            return false;
+        };
+        self.next += 1;
+        self.token.text.clear();
+        // Fold the typographic apostrophe and full-width sigils to their ASCII forms.
+        for c in self.text[from..to].chars() {
+            self.token.text.push(match c {
+                '’' => '\'',
+                '＃' => '#',
+                '＠' => '@',
+                other => other,
+            });
+        }
+        self.token.offset_from = from;
+        self.token.offset_to = to;
+        self.token.position = self.next - 1;
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.token
+    }
+}
+
+/// The analyzer of post text: [`PostTokenizer`], lower-casing, ASCII folding, tokens ≤ 100 bytes.
+pub fn post_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(PostTokenizer::default())
+        .filter(RemoveLongFilter::limit(100))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+fn url_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(PostTokenizer::for_urls())
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+/// The analysed tokens of `text`.
+pub fn analyze(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut s = analyzer.token_stream(text);
+    let mut out = Vec::new();
+    while s.advance() {
+        out.push(s.token().text.clone());
+    }
+    out
+}
+
+fn register(index: &Index) {
+    index.tokenizers().register(POST_ANALYZER, post_analyzer());
+    index.tokenizers().register(URL_ANALYZER, url_analyzer());
+}
+
+/// The host of a URL as written (`https://www.Example.com/x` → `example.com`).
+fn domain(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|x| x.1).unwrap_or(url);
+    let host = rest.split(['/', '?', '#']).next()?.split('@').next_back()?;
+    let host = host.split(':').next()?.to_lowercase();
+    let host = host.strip_prefix("www.").unwrap_or(&host).to_string();
+    (!host.is_empty()).then_some(host)
+}
+
+fn document(f: &Fields, p: &Post) -> TantivyDocument {
+    let mut d = TantivyDocument::new();
+    d.add_text(f.id, &p.id);
+    if let Ok(n) = p.id.parse::<u64>() {
+        d.add_u64(f.id_num, n);
+    }
+    d.add_text(f.text, &p.text);
+    if let Some(h) = &p.author_handle {
+        d.add_text(f.author, h.to_lowercase());
+    }
+    if let Some(t) = p.created_at {
+        d.add_date(f.created_at, DateTime::from_timestamp_secs(t.timestamp()));
+    }
+    d.add_text(f.lang, p.lang.to_lowercase());
+    let e = p.engagement;
+    d.add_u64(f.likes, e.likes);
+    d.add_u64(f.reposts, e.reposts);
+    d.add_u64(f.replies, e.replies);
+    d.add_u64(f.quotes, e.quotes);
+    let ents = &p.entities;
+    let flags = [
+        (p.refs.reply_to.is_some(), Filter::Replies),
+        (p.refs.repost_of.is_some(), Filter::Retweets),
+        (p.refs.quote_of.is_some(), Filter::Quote),
+        (!ents.urls.is_empty(), Filter::Links),
+        (p.has_media, Filter::Media),
+        (!ents.mentions.is_empty(), Filter::Mentions),
+        (!ents.hashtags.is_empty(), Filter::Hashtags),
+    ];
+    for (on, k) in flags {
+        if on {
+            d.add_text(f.flags, k.name());
+        }
+    }
+    for h in &ents.hashtags {
+        d.add_text(f.hashtags, h.text.to_lowercase());
+    }
+    for m in &ents.mentions {
+        d.add_text(f.mentions, m.text.to_lowercase());
+    }
+    for c in &ents.cashtags {
+        d.add_text(f.cashtags, c.text.to_lowercase());
+    }
+    for u in &ents.urls {
+        d.add_text(f.urls, &u.text);
+        if let Some(dom) = domain(&u.text) {
+            d.add_text(f.domains, dom);
+        }
+    }
+    let r = &p.refs;
+    for (field, v) in [
+        (f.reply_to, &r.reply_to),
+        (f.quote_of, &r.quote_of),
+        (f.repost_of, &r.repost_of),
+        (f.conversation, &r.conversation_id),
+    ] {
+        if let Some(v) = v {
+            d.add_text(field, v);
+        }
+    }
+    if let Some(u) = &r.reply_to_handle {
+        d.add_text(f.reply_to_user, u.to_lowercase());
+    }
+    d
+}
+
+/// Builds the index of every written post of the corpus at `corpus` into `out`, through a
+/// temporary directory renamed at the end (a failed build leaves nothing at `out`).
+pub fn build(corpus: &Path, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<IndexMeta> {
+    let c = Corpus::open(corpus)?;
+    if out.exists() {
+        return Err(Error::Format(format!(
+            "{}: already exists; remove it or choose another --out",
+            out.display()
+        )));
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::Io {
+        path: parent.to_path_buf(),
+        source: e,
+    })?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "index".into());
+    let tmp = parent.join(format!(".{name}.building"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let r = build_into(&c, &corpus.join("manifest.json"), &tmp, progress);
+    match r {
+        Ok(meta) => {
+            std::fs::rename(&tmp, out).map_err(|e| Error::Io {
+                path: out.to_path_buf(),
+                source: e,
+            })?;
+            Ok(meta)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn build_into(
+    c: &Corpus,
+    manifest: &Path,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<IndexMeta> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let (schema, f) = schema();
+    let index = Index::create_in_dir(dir, schema)?;
+    register(&index);
+    let mut writer = index.writer::<TantivyDocument>(200_000_000)?;
+    let mut posts = 0u64;
+    let mut newest: Option<i64> = None;
+    let mut failed: Option<Error> = None;
+    c.for_each_post(&mut |p: Post| {
+        if failed.is_some() {
+            return;
+        }
+        if let Some(t) = p.created_at {
+            newest = Some(newest.map_or(t.timestamp(), |n| n.max(t.timestamp())));
+        }
+        if let Err(e) = writer.add_document(document(&f, &p)) {
+            failed = Some(e.into());
+            return;
+        }
+        posts += 1;
+        if posts.is_multiple_of(10_000) {
+            progress(posts);
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if posts == 0 {
+        return Err(Error::Format(
+            "the corpus has no posts to index".to_string(),
+        ));
+    }
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    progress(posts);
+    let manifest = std::fs::read(manifest).map_err(|e| Error::Io {
+        path: manifest.to_path_buf(),
+        source: e,
+    })?;
+    let meta = IndexMeta {
+        version: INDEX_VERSION,
+        starling: env!("CARGO_PKG_VERSION").to_string(),
+        posts,
+        newest,
+        corpus_manifest_sha256: sha256_hex(&manifest),
+    };
+    let path = dir.join(META_FILE);
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Format(e.to_string()))?;
+    std::fs::write(&path, json).map_err(|e| Error::Io { path, source: e })?;
+    Ok(meta)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An opened index.
+pub struct PostIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    /// What built it.
+    pub meta: IndexMeta,
+}
+
+impl PostIndex {
+    /// Opens an index directory, checking that this build can read it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join(META_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Format(format!(
+                    "{}: not a starling index (no {META_FILE}); build one with `starling index build`",
+                    dir.display()
+                ))
+            } else {
+                Error::Io {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        let meta: IndexMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
+        if meta.version != INDEX_VERSION {
+            return Err(Error::Format(format!(
+                "{}: index version {} (built by starling {}); this build reads version {INDEX_VERSION}: rebuild it",
+                dir.display(),
+                meta.version,
+                meta.starling
+            )));
+        }
+        let index = Index::open_in_dir(dir)?;
+        register(&index);
+        let (_, fields) = schema();
+        let reader = index.reader()?;
+        Ok(Self {
+            index,
+            reader,
+            fields,
+            meta,
+        })
+    }
+
+    /// Posts in the index.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// True when the index holds no posts.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tantivy query for a parsed query.
+    pub fn to_tantivy(&self, q: &Query) -> Box<dyn TQuery> {
+        let mut post = post_analyzer();
+        let mut url = url_analyzer();
+        translate(&self.fields, q, &mut post, &mut url).unwrap_or_else(|| Box::new(AllQuery))
+    }
+
+    /// Searches with a query in Twitter's language; `limit` results in `order`.
+    pub fn search(&self, text: &str, order: SearchOrder, limit: usize) -> Result<Vec<Hit>> {
+        let q = query::parse(text)?;
+        let tq = self.to_tantivy(&q);
+        let searcher = self.reader.searcher();
+        let limit = limit.max(1);
+        let addrs: Vec<(f64, DocAddress)> = match order {
+            SearchOrder::Latest => searcher
+                .search(
+                    &tq,
+                    &TopDocs::with_limit(limit)
+                        .order_by_fast_field::<DateTime>("created_at", SortOrder::Desc),
+                )?
+                .into_iter()
+                .map(|(t, a)| {
+                    (
+                        t.map(|t| t.into_timestamp_secs() as f64)
+                            .unwrap_or(f64::NAN),
+                        a,
+                    )
+                })
+                .collect(),
+            SearchOrder::Top => {
+                let now = self.meta.newest;
+                searcher.search(
+                    &tq,
+                    &TopDocs::with_limit(limit).tweak_score(move |seg: &tantivy::SegmentReader| {
+                        let ff = seg.fast_fields();
+                        let col = |name: &str| ff.u64(name).ok().map(|c| c.first_or_default_col(0));
+                        let (likes, reposts, replies, quotes) =
+                            (col("likes"), col("reposts"), col("replies"), col("quotes"));
+                        let created = ff
+                            .date("created_at")
+                            .ok()
+                            .map(|c| c.first_or_default_col(DateTime::from_timestamp_secs(0)));
+                        move |doc: tantivy::DocId, bm25: tantivy::Score| {
+                            let engagement = likes.as_ref().map_or(0, |c| c.get_val(doc))
+                                + 2 * reposts.as_ref().map_or(0, |c| c.get_val(doc))
+                                + 2 * quotes.as_ref().map_or(0, |c| c.get_val(doc))
+                                + replies.as_ref().map_or(0, |c| c.get_val(doc));
+                            let age_s = match (&created, now) {
+                                (Some(c), Some(now)) => {
+                                    (now - c.get_val(doc).into_timestamp_secs()).max(0) as f64
+                                }
+                                _ => 0.0,
+                            };
+                            top_score(bm25 as f64, engagement, age_s)
+                        }
+                    }),
+                )?
+            }
+        };
+        let mut hits = Vec::with_capacity(addrs.len());
+        for (score, addr) in addrs {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            hits.push(self.hit(&d, score));
+        }
+        Ok(hits)
+    }
+
+    fn hit(&self, d: &TantivyDocument, score: f64) -> Hit {
+        let f = &self.fields;
+        let text = |field: Field| {
+            d.get_first(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let num = |field: Field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
+        Hit {
+            id: text(f.id).unwrap_or_default(),
+            score,
+            author: text(f.author),
+            created_at: d
+                .get_first(f.created_at)
+                .and_then(|v| v.as_datetime())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.into_timestamp_secs(), 0))
+                .map(|t| t.to_rfc3339()),
+            text: text(f.text).unwrap_or_default(),
+            engagement: [num(f.likes), num(f.reposts), num(f.replies), num(f.quotes)],
+        }
+    }
+
+    /// The underlying tantivy index.
+    pub fn tantivy(&self) -> &Index {
+        &self.index
+    }
+}
+
+/// Half-life of the recency decay of `top` ranking: 7 days.
+pub const RECENCY_HALF_LIFE_S: f64 = 7.0 * 86_400.0;
+
+/// `top` ranking: `bm25 × (1 + 0.2·ln(1 + engagement)) × 2^(−age / 7 days)`, where engagement is
+/// likes + 2·reposts + 2·quotes + replies and age is counted from the index's newest post (so an
+/// archive ranks as it would have on its last day).
+pub fn top_score(bm25: f64, engagement: u64, age_s: f64) -> f64 {
+    bm25 * (1.0 + 0.2 * (1.0 + engagement as f64).ln()) * (-age_s / RECENCY_HALF_LIFE_S).exp2()
+}
+
+/// A tantivy query for `q`; `None` means "matches everything" (a term with no searchable characters).
+fn translate(
+    f: &Fields,
+    q: &Query,
+    post: &mut TextAnalyzer,
+    url: &mut TextAnalyzer,
+) -> Option<Box<dyn TQuery>> {
+    let term = |field: Field, s: &str| -> Box<dyn TQuery> {
+        Box::new(TermQuery::new(
+            Term::from_field_text(field, s),
+            IndexRecordOption::WithFreqs,
+        ))
+    };
+    let words = |field: Field, toks: Vec<String>| -> Option<Box<dyn TQuery>> {
+        match toks.len() {
+            0 => None,
+            1 => Some(term(field, &toks[0])),
+            _ => Some(Box::new(PhraseQuery::new(
+                toks.iter()
+                    .map(|t| Term::from_field_text(field, t))
+                    .collect(),
+            ))),
+        }
+    };
+    let at_least = |field: Field, n: u64| -> Box<dyn TQuery> {
+        Box::new(RangeQuery::new(
+            Bound::Included(Term::from_field_u64(field, n)),
+            Bound::Unbounded,
+        ))
+    };
+    let date = |d: &chrono::NaiveDate| {
+        let secs = d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp())
+            .unwrap_or(0);
+        Term::from_field_date_for_search(f.created_at, DateTime::from_timestamp_secs(secs))
+    };
+    Some(match q {
+        Query::And(parts) => {
+            let mut clauses: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
+            let mut positive = false;
+            for p in parts {
+                match p {
+                    Query::Not(inner) => match translate(f, inner, post, url) {
+                        Some(t) => clauses.push((Occur::MustNot, t)),
+                        None => return Some(Box::new(EmptyQuery)),
+                    },
+                    other => {
+                        if let Some(t) = translate(f, other, post, url) {
+                            clauses.push((Occur::Must, t));
+                            positive = true;
+                        }
+                    }
+                }
+            }
+            if clauses.is_empty() {
+                return None;
+            }
+            if !positive {
+                clauses.push((Occur::Must, Box::new(AllQuery)));
+            }
+            Box::new(BooleanQuery::new(clauses))
+        }
+        Query::Or(parts) => {
+            let mut clauses: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
+            for p in parts {
+                clauses.push((Occur::Should, translate(f, p, post, url)?));
+            }
+            Box::new(BooleanQuery::new(clauses))
+        }
+        Query::Not(inner) => match translate(f, inner, post, url) {
+            Some(t) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery) as Box<dyn TQuery>),
+                (Occur::MustNot, t),
+            ])),
+            None => Box::new(EmptyQuery),
+        },
+        Query::Term(w) => return words(f.text, analyze(post, w)),
+        Query::Phrase(ws) => return words(f.text, analyze(post, &ws.join(" "))),
+        Query::Hashtag(t) => term(f.hashtags, t),
+        Query::Cashtag(t) => term(f.cashtags, t),
+        Query::Mention(u) => term(f.mentions, u),
+        Query::From(u) => term(f.author, u),
+        Query::To(u) => term(f.reply_to_user, u),
+        Query::Since(d) => Box::new(RangeQuery::new(Bound::Included(date(d)), Bound::Unbounded)),
+        Query::Until(d) => Box::new(RangeQuery::new(Bound::Unbounded, Bound::Excluded(date(d)))),
+        Query::SinceId(n) => Box::new(RangeQuery::new(
+            Bound::Excluded(Term::from_field_u64(f.id_num, *n)),
+            Bound::Unbounded,
+        )),
+        Query::MaxId(n) => Box::new(RangeQuery::new(
+            Bound::Unbounded,
+            Bound::Included(Term::from_field_u64(f.id_num, *n)),
+        )),
+        Query::Lang(l) => term(f.lang, l),
+        Query::MinFaves(n) => at_least(f.likes, *n),
+        Query::MinRetweets(n) => at_least(f.reposts, *n),
+        Query::MinReplies(n) => at_least(f.replies, *n),
+        Query::Filter(k) => term(f.flags, k.name()),
+        Query::Url(u) => {
+            return words(f.urls, analyze(url, u)).or_else(|| Some(Box::new(EmptyQuery)))
+        }
+        Query::ConversationId(n) => term(f.conversation, &n.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_analyzer_keeps_entities_whole_and_folds() {
+        let mut a = post_analyzer();
+        assert_eq!(
+            analyze(
+                &mut a,
+                "Café time! #NBAFinals @Jack $TSLA don’t https://t.co/AbC?x=1. $5 ＃Tag"
+            ),
+            vec![
+                "cafe",
+                "time",
+                "#nbafinals",
+                "@jack",
+                "$tsla",
+                "don't",
+                "https://t.co/abc?x=1",
+                "5",
+                "#tag"
+            ]
+        );
+        let mut u = url_analyzer();
+        assert_eq!(
+            analyze(&mut u, "https://www.Example.com/a-b"),
+            vec!["https", "www", "example", "com", "a", "b"]
+        );
+        assert_eq!(
+            domain("https://www.Example.com:8080/x?y").as_deref(),
+            Some("example.com")
+        );
+    }
+
+    #[test]
+    fn top_score_rewards_engagement_and_decays_with_age() {
+        assert!(top_score(1.0, 100, 0.0) > top_score(1.0, 0, 0.0));
+        assert!((top_score(2.0, 0, RECENCY_HALF_LIFE_S) - 1.0).abs() < 1e-12);
+    }
+}
