@@ -213,21 +213,26 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// synth → corpus → tokenizer → tokens through the binary; returns the token directory.
-fn small_tokens(dir: &Path) -> PathBuf {
-    let posts = dir.join("posts.jsonl");
+/// synth → corpus through the binary, into `dir/corpus`.
+fn synth_corpus(dir: &Path, posts: u64) {
+    let input = dir.join("posts.jsonl");
     run_ok(
         starling()
-            .args(["synth", "--posts", "1500", "--out"])
-            .arg(&posts),
+            .args(["synth", "--posts", &posts.to_string(), "--out"])
+            .arg(&input),
     );
     run_ok(
         starling()
             .arg("corpus")
-            .arg(&posts)
+            .arg(&input)
             .arg("--out")
             .arg(dir.join("corpus")),
     );
+}
+
+/// synth → corpus → tokenizer → tokens through the binary; returns the token directory.
+fn small_tokens(dir: &Path) -> PathBuf {
+    synth_corpus(dir, 1500);
     run_ok(
         starling()
             .args(["tokenizer", "train", "--vocab", "600", "--corpus"])
@@ -393,19 +398,7 @@ fn the_binary_links_libtorch_cuda() {
 #[test]
 fn index_and_search_through_the_binary() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let posts = tmp.path().join("posts.jsonl");
-    run_ok(
-        starling()
-            .args(["synth", "--posts", "3000", "--out"])
-            .arg(&posts),
-    );
-    run_ok(
-        starling()
-            .arg("corpus")
-            .arg(&posts)
-            .arg("--out")
-            .arg(tmp.path().join("corpus")),
-    );
+    synth_corpus(tmp.path(), 3000);
     let out = run_ok(
         starling()
             .args(["index", "build", "--corpus"])
