@@ -497,29 +497,18 @@ fn build_into(
     writer.commit()?;
     writer.wait_merging_threads()?;
     progress(posts);
-    let manifest = std::fs::read(manifest).map_err(|e| Error::Io {
-        path: manifest.to_path_buf(),
-        source: e,
-    })?;
+    let (manifest_sha256, _) = starling_corpus::write::sha256_file(manifest)?;
     let meta = IndexMeta {
         version: INDEX_VERSION,
         starling: env!("CARGO_PKG_VERSION").to_string(),
         posts,
         newest,
-        corpus_manifest_sha256: sha256_hex(&manifest),
+        corpus_manifest_sha256: manifest_sha256,
     };
     let path = dir.join(META_FILE);
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Format(e.to_string()))?;
     std::fs::write(&path, json).map_err(|e| Error::Io { path, source: e })?;
     Ok(meta)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// An opened index.

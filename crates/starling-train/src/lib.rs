@@ -11,7 +11,6 @@ pub mod plot;
 use loader::TokenLoader;
 use optim::{lr_at, AdamW, OptimConfig};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use starling_model::{Llama, LlamaConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -209,10 +208,9 @@ struct CheckpointState {
 }
 
 fn sha256(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    starling_tokens::shard::sha256_file(path)
+        .map(|(sum, _)| sum)
+        .map_err(|e| Error::Format(e.to_string()))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -330,6 +328,11 @@ fn verify(dir: &Path) -> Result<CheckpointState> {
 
 /// The newest checkpoint that verifies, trying `latest` first; warns about each bad one.
 pub fn latest_good(run: &Path) -> Option<PathBuf> {
+    latest_verified(run).map(|(dir, _)| dir)
+}
+
+/// [`latest_good`] with the state it verified.
+fn latest_verified(run: &Path) -> Option<(PathBuf, CheckpointState)> {
     let mut order: Vec<String> = checkpoints(run);
     order.reverse();
     if let Ok(l) = std::fs::read_to_string(run.join("latest")) {
@@ -339,7 +342,7 @@ pub fn latest_good(run: &Path) -> Option<PathBuf> {
     for name in order {
         let dir = run.join(&name);
         match verify(&dir) {
-            Ok(_) => return Some(dir),
+            Ok(state) => return Some((dir, state)),
             Err(e) => tracing::warn!("skipping checkpoint {}: {e}", dir.display()),
         }
     }
@@ -401,7 +404,7 @@ pub fn train(
     let val_data = TokenLoader::open(tokens, "val", cfg.seed)
         .ok()
         .map(|(l, _)| l);
-    let resume = latest_good(run);
+    let resume = latest_verified(run);
     let (mut mc, origin) = if resume.is_some() {
         let p = run.join("config.json");
         (
@@ -470,8 +473,7 @@ pub fn train(
     let mut opt = AdamW::new(&vs, cfg.optim.clone());
     let mut tokens_seen = 0u64;
     let mut history = Vec::new();
-    if let Some(dir) = &resume {
-        let state = verify(dir)?;
+    if let Some((dir, state)) = &resume {
         let load = |vs: &mut VarStore, f: &str| {
             let p = dir.join(f);
             vs.load(&p)
@@ -521,7 +523,7 @@ pub fn train(
         val_loss: None,
         val_ppl: None,
     };
-    let mut last_ckpt = resume.unwrap_or_default();
+    let mut last_ckpt = resume.map(|(dir, _)| dir).unwrap_or_default();
     let title = format!(
         "{} · {:.1}M params · batch {}x{}x{} tokens",
         run.file_name()

@@ -57,9 +57,10 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn python(a: &CorpusBenchArgs) -> PathBuf {
-    a.python
-        .clone()
+/// The Python a benchmark runs: `--python`, else $STARLING_PYTHON, else the project's venv.
+pub(crate) fn python(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("STARLING_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
 }
@@ -198,7 +199,7 @@ pub fn corpus(a: &CorpusBenchArgs) -> Result<()> {
     let (b, r) = idx.params();
     // datasketch as its users run it: its own default band choice.
     let (db, dr) = optimal_bands(0.8, 128, 0.5);
-    let py = python(a);
+    let py = python(a.python.as_deref());
     let ds = run_datasketch(&py, &texts_path, db, dr, false)?;
     let theirs = ds["posts_per_s"].as_f64().unwrap_or(f64::NAN);
     println!(
