@@ -3,13 +3,16 @@
 //!
 //! - [`LlamaConfig`]: the shape, as HF's `config.json`; presets `tiny`, `small`, `gpt2-124m`, `llama-1b`.
 //! - [`Llama`]: RMSNorm, rotary positions, grouped-query attention, SwiGLU, optional tied head.
+//! - [`PostEmbedder`]: the model as search's and ads' `Embedder` (pooled final hidden states).
 //! - [`generate`]: KV-cache decoding with temperature, top-k, top-p, repetition penalty, stop strings.
 
 mod config;
+mod embed;
 mod generate;
 mod model;
 
 pub use config::LlamaConfig;
+pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, FinishReason, Generation, SamplingConfig};
 pub use model::{KvCache, Llama};
 

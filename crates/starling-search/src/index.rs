@@ -1,12 +1,19 @@
 //! The post index on tantivy: schema, the post-aware analyzer, building from a corpus, and BM25
 //! search in Twitter's query language, ranked `top` (relevance × engagement × recency) or `latest`.
 
+use crate::dense::{self, DenseIndex, DENSE_FILE};
 use crate::query::{self, Filter, Query};
 use serde::{Deserialize, Serialize};
 use starling_corpus::{Corpus, Post};
+use starling_embed::Embedder;
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
+use std::sync::{Mutex, RwLock};
+use tantivy::collector::DocSetCollector;
 use tantivy::collector::TopDocs;
+use tantivy::query::TermSetQuery;
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, TermQuery,
 };
@@ -18,11 +25,12 @@ use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 use tantivy::{
-    DateTime, DocAddress, Index, IndexReader, Order as SortOrder, TantivyDocument, Term,
+    DateTime, DocAddress, Index, IndexReader, IndexWriter, Order as SortOrder, TantivyDocument,
+    Term,
 };
 
 /// Version of the index directory layout and schema.
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 /// File beside tantivy's own that says what built the index.
 pub const META_FILE: &str = "starling-index.json";
 /// Name under which the post analyzer is registered.
@@ -54,6 +62,9 @@ pub enum Error {
     /// tantivy failed.
     #[error("tantivy: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
+    /// The embedder failed.
+    #[error(transparent)]
+    Embed(#[from] starling_embed::EmbedError),
 }
 
 /// Result alias of the search stage.
@@ -72,7 +83,73 @@ pub struct IndexMeta {
     pub newest: Option<i64>,
     /// SHA-256 of the corpus manifest it was built from.
     pub corpus_manifest_sha256: String,
+    /// The dense vectors, when the index was built with a model.
+    #[serde(default)]
+    pub dense: Option<DenseMeta>,
 }
+
+/// What made an index's dense vectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenseMeta {
+    /// [`Embedder::id`] of the embedder: queries must be embedded by the same one.
+    pub embedder: String,
+    /// Vector dimension.
+    pub dim: usize,
+    /// The model directory it was given as (for commands that load it again).
+    pub model: Option<String>,
+    /// The ANN structure and its parameters.
+    pub ann: String,
+}
+
+/// How an index is built.
+#[derive(Default)]
+pub struct BuildOptions<'a> {
+    /// Embeds every post into the dense index when given.
+    pub embedder: Option<&'a dyn Embedder>,
+    /// The model directory behind `embedder`, recorded in the index.
+    pub model: Option<String>,
+}
+
+/// Which retrieval answers a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    /// BM25 over the post-aware analyzer, with every operator.
+    Bm25,
+    /// Nearest neighbours of the query's embedding, filtered by its operators.
+    Dense,
+    /// BM25 and dense fused by reciprocal rank ([`crate::dense::rrf`]).
+    Hybrid,
+}
+
+impl SearchMode {
+    /// Parses `bm25`, `dense` or `hybrid`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bm25" => Some(Self::Bm25),
+            "dense" => Some(Self::Dense),
+            "hybrid" => Some(Self::Hybrid),
+            _ => None,
+        }
+    }
+}
+
+/// A search: query text, mode, order and how many results.
+#[derive(Clone, Copy)]
+pub struct SearchRequest<'a> {
+    /// Query in Twitter's advanced-search language.
+    pub query: &'a str,
+    /// Retrieval mode.
+    pub mode: SearchMode,
+    /// Result order.
+    pub order: SearchOrder,
+    /// Most results.
+    pub limit: usize,
+    /// Embeds the query (dense and hybrid modes); must be the index's embedder.
+    pub embedder: Option<&'a dyn Embedder>,
+}
+
+/// Candidates each ranked list contributes to hybrid fusion (and dense search with a filter).
+pub const FUSION_DEPTH: usize = 100;
 
 /// How results are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +182,7 @@ pub struct Hit {
 struct Fields {
     id: Field,
     id_num: Field,
+    key: Field,
     text: Field,
     author: Field,
     created_at: Field,
@@ -144,6 +222,7 @@ fn schema() -> (Schema, Fields) {
     let f = Fields {
         id: b.add_text_field("id", STRING | STORED),
         id_num: b.add_u64_field("id_num", INDEXED | FAST),
+        key: b.add_u64_field("key", INDEXED | FAST),
         text: b.add_text_field("text", text_opts(POST_ANALYZER).set_stored()),
         author: b.add_text_field("author", STRING | STORED),
         created_at: b.add_date_field("created_at", INDEXED | FAST | STORED),
@@ -350,6 +429,7 @@ fn domain(url: &str) -> Option<String> {
 fn document(f: &Fields, p: &Post) -> TantivyDocument {
     let mut d = TantivyDocument::new();
     d.add_text(f.id, &p.id);
+    d.add_u64(f.key, dense::key(&p.id));
     if let Ok(n) = p.id.parse::<u64>() {
         d.add_u64(f.id_num, n);
     }
@@ -415,8 +495,34 @@ fn document(f: &Fields, p: &Post) -> TantivyDocument {
 
 /// Builds the index of every written post of the corpus at `corpus` into `out`, through a
 /// temporary directory renamed at the end (a failed build leaves nothing at `out`).
-pub fn build(corpus: &Path, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<IndexMeta> {
+pub fn build(
+    corpus: &Path,
+    out: &Path,
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<IndexMeta> {
     let c = Corpus::open(corpus)?;
+    let (sha, _) = starling_corpus::write::sha256_file(&corpus.join("manifest.json"))?;
+    build_from(
+        &mut |sink: &mut dyn FnMut(Post)| Ok(c.for_each_post(sink)?),
+        &sha,
+        out,
+        opts,
+        progress,
+    )
+}
+
+/// A source of posts for [`build_from`]: calls the sink once per post.
+pub type PostSource<'a> = dyn FnMut(&mut dyn FnMut(Post)) -> Result<()> + 'a;
+
+/// Builds an index of the posts `source` yields (see [`build`]); `source_sha256` identifies them.
+pub fn build_from(
+    source: &mut PostSource,
+    source_sha256: &str,
+    out: &Path,
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<IndexMeta> {
     if out.exists() {
         return Err(Error::Format(format!(
             "{}: already exists; remove it or choose another --out",
@@ -437,7 +543,7 @@ pub fn build(corpus: &Path, out: &Path, progress: &mut dyn FnMut(u64)) -> Result
         .unwrap_or_else(|| "index".into());
     let tmp = parent.join(format!(".{name}.building"));
     let _ = std::fs::remove_dir_all(&tmp);
-    let r = build_into(&c, &corpus.join("manifest.json"), &tmp, progress);
+    let r = build_into(source, source_sha256, &tmp, opts, progress);
     match r {
         Ok(meta) => {
             std::fs::rename(&tmp, out).map_err(|e| Error::Io {
@@ -453,10 +559,14 @@ pub fn build(corpus: &Path, out: &Path, progress: &mut dyn FnMut(u64)) -> Result
     }
 }
 
+/// Posts embedded per call while building.
+const EMBED_CHUNK: usize = 256;
+
 fn build_into(
-    c: &Corpus,
-    manifest: &Path,
+    source: &mut PostSource,
+    source_sha256: &str,
     dir: &Path,
+    opts: &BuildOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<IndexMeta> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Io {
@@ -467,10 +577,30 @@ fn build_into(
     let index = Index::create_in_dir(dir, schema)?;
     register(&index);
     let mut writer = index.writer::<TantivyDocument>(200_000_000)?;
+    let mut dense = match opts.embedder {
+        Some(e) => Some(DenseIndex::new(e.dim())?),
+        None => None,
+    };
+    let mut pending: Vec<(String, String)> = Vec::new();
+    let embed_pending =
+        |pending: &mut Vec<(String, String)>, dense: &mut Option<DenseIndex>| -> Result<()> {
+            if let (Some(e), Some(d)) = (opts.embedder, dense.as_mut()) {
+                let texts: Vec<&str> = pending.iter().map(|(_, t)| t.as_str()).collect();
+                let vecs = e.embed(&texts)?;
+                let items: Vec<(u64, Vec<f32>)> = pending
+                    .iter()
+                    .zip(vecs)
+                    .map(|((id, _), v)| (dense::key(id), v))
+                    .collect();
+                d.add(&items)?;
+            }
+            pending.clear();
+            Ok(())
+        };
     let mut posts = 0u64;
     let mut newest: Option<i64> = None;
     let mut failed: Option<Error> = None;
-    c.for_each_post(&mut |p: Post| {
+    source(&mut |p: Post| {
         if failed.is_some() {
             return;
         }
@@ -481,14 +611,24 @@ fn build_into(
             failed = Some(e.into());
             return;
         }
+        if dense.is_some() {
+            pending.push((p.id.clone(), p.text.clone()));
+            if pending.len() >= EMBED_CHUNK {
+                if let Err(e) = embed_pending(&mut pending, &mut dense) {
+                    failed = Some(e);
+                    return;
+                }
+            }
+        }
         posts += 1;
-        if posts.is_multiple_of(10_000) {
+        if posts.is_multiple_of(if dense.is_some() { 1_000 } else { 10_000 }) {
             progress(posts);
         }
     })?;
     if let Some(e) = failed {
         return Err(e);
     }
+    embed_pending(&mut pending, &mut dense)?;
     if posts == 0 {
         return Err(Error::Format(
             "the corpus has no posts to index".to_string(),
@@ -497,27 +637,73 @@ fn build_into(
     writer.commit()?;
     writer.wait_merging_threads()?;
     progress(posts);
-    let (manifest_sha256, _) = starling_corpus::write::sha256_file(manifest)?;
+    let dense_meta = match (opts.embedder, &dense) {
+        (Some(e), Some(d)) => {
+            d.save(&dir.join(DENSE_FILE))?;
+            Some(DenseMeta {
+                embedder: e.id().to_string(),
+                dim: e.dim(),
+                model: opts.model.clone(),
+                ann: format!(
+                    "usearch {} HNSW, cosine, f32, M={}, efConstruction={}, ef={}",
+                    usearch::version(),
+                    dense::CONNECTIVITY,
+                    dense::EXPANSION_ADD,
+                    dense::EXPANSION_SEARCH
+                ),
+            })
+        }
+        _ => None,
+    };
     let meta = IndexMeta {
         version: INDEX_VERSION,
         starling: env!("CARGO_PKG_VERSION").to_string(),
         posts,
         newest,
-        corpus_manifest_sha256: manifest_sha256,
+        corpus_manifest_sha256: source_sha256.to_string(),
+        dense: dense_meta,
     };
-    let path = dir.join(META_FILE);
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Format(e.to_string()))?;
-    std::fs::write(&path, json).map_err(|e| Error::Io { path, source: e })?;
+    write_meta(dir, &meta)?;
     Ok(meta)
 }
 
-/// An opened index.
+fn write_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
+    let path = dir.join(META_FILE);
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(meta).map_err(|e| Error::Format(e.to_string()))?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::Io { path: p, source: e }
+    };
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&json).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// An opened index: searched by any number of threads while posts are added and deleted.
 pub struct PostIndex {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    dir: PathBuf,
+    dense: Option<RwLock<DenseIndex>>,
+    writer: Mutex<Option<IndexWriter>>,
+    newest: AtomicI64,
     /// What built it.
     pub meta: IndexMeta,
+}
+
+/// What [`PostIndex::add`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddReport {
+    /// Posts new to the index.
+    pub added: usize,
+    /// Posts that were already there and were replaced.
+    pub replaced: usize,
 }
 
 impl PostIndex {
@@ -551,10 +737,18 @@ impl PostIndex {
         register(&index);
         let (_, fields) = schema();
         let reader = index.reader()?;
+        let dense = match &meta.dense {
+            Some(d) => Some(RwLock::new(DenseIndex::load(&dir.join(DENSE_FILE), d.dim)?)),
+            None => None,
+        };
         Ok(Self {
             index,
             reader,
             fields,
+            dir: dir.to_path_buf(),
+            dense,
+            writer: Mutex::new(None),
+            newest: AtomicI64::new(meta.newest.unwrap_or(i64::MIN)),
             meta,
         })
     }
@@ -569,6 +763,11 @@ impl PostIndex {
         self.len() == 0
     }
 
+    /// True when the index has dense vectors (dense and hybrid modes work).
+    pub fn has_dense(&self) -> bool {
+        self.dense.is_some()
+    }
+
     /// The tantivy query for a parsed query.
     pub fn to_tantivy(&self, q: &Query) -> Box<dyn TQuery> {
         let mut post = post_analyzer();
@@ -576,12 +775,163 @@ impl PostIndex {
         translate(&self.fields, q, &mut post, &mut url).unwrap_or_else(|| Box::new(AllQuery))
     }
 
-    /// Searches with a query in Twitter's language; `limit` results in `order`.
+    /// Searches with a query in Twitter's language by BM25; `limit` results in `order`.
     pub fn search(&self, text: &str, order: SearchOrder, limit: usize) -> Result<Vec<Hit>> {
-        let q = query::parse(text)?;
-        let tq = self.to_tantivy(&q);
+        self.search_with(&SearchRequest {
+            query: text,
+            mode: SearchMode::Bm25,
+            order,
+            limit,
+            embedder: None,
+        })
+    }
+
+    /// Searches in any mode: BM25, dense (the query's words embedded, its operators filtering)
+    /// or hybrid (both fused by reciprocal rank). `latest` orders the mode's best `limit` by time.
+    pub fn search_with(&self, r: &SearchRequest) -> Result<Vec<Hit>> {
+        let q = query::parse(r.query)?;
+        let limit = r.limit.max(1);
+        if r.mode == SearchMode::Bm25 {
+            return self.bm25(&q, r.order, limit);
+        }
+        let depth = if r.mode == SearchMode::Hybrid {
+            limit.max(FUSION_DEPTH)
+        } else {
+            limit
+        };
+        let dense = self.dense_search(&q, r.embedder, depth)?;
+        let mut hits = match r.mode {
+            SearchMode::Dense => dense,
+            _ => {
+                let bm25 = self.bm25(&q, SearchOrder::Top, depth)?;
+                let lists = [
+                    bm25.iter().map(|h| dense::key(&h.id)).collect::<Vec<_>>(),
+                    dense.iter().map(|h| dense::key(&h.id)).collect(),
+                ];
+                let mut by_key: std::collections::HashMap<u64, Hit> = bm25
+                    .into_iter()
+                    .chain(dense)
+                    .map(|h| (dense::key(&h.id), h))
+                    .collect();
+                dense::rrf(&lists)
+                    .into_iter()
+                    .take(limit)
+                    .filter_map(|(k, score)| {
+                        by_key.remove(&k).map(|mut h| {
+                            h.score = score;
+                            h
+                        })
+                    })
+                    .collect()
+            }
+        };
+        hits.truncate(limit);
+        if r.order == SearchOrder::Latest {
+            hits.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        }
+        Ok(hits)
+    }
+
+    fn check_embedder<'e>(&self, e: Option<&'e dyn Embedder>) -> Result<Option<&'e dyn Embedder>> {
+        let Some(meta) = &self.meta.dense else {
+            return Ok(None);
+        };
+        let e = e.ok_or_else(|| {
+            Error::Format(format!(
+                "{}: the index has dense vectors from embedder {}; this needs that model to embed with",
+                self.dir.display(),
+                meta.embedder
+            ))
+        })?;
+        if e.id() != meta.embedder || e.dim() != meta.dim {
+            return Err(Error::Format(format!(
+                "{}: the index was built from another model (embedder {}, {} dimensions); the model given is {} ({} dimensions): use the model it was built with, or rebuild",
+                self.dir.display(),
+                meta.embedder,
+                meta.dim,
+                e.id(),
+                e.dim()
+            )));
+        }
+        Ok(Some(e))
+    }
+
+    fn dense_search(
+        &self,
+        q: &Query,
+        embedder: Option<&dyn Embedder>,
+        depth: usize,
+    ) -> Result<Vec<Hit>> {
+        let Some(dense) = &self.dense else {
+            return Err(Error::Format(format!(
+                "{}: the index has no dense vectors (built without --model): use --mode bm25 or rebuild with --model",
+                self.dir.display()
+            )));
+        };
+        let e = self
+            .check_embedder(embedder)?
+            .ok_or_else(|| Error::Format("dense search needs the index's model".to_string()))?;
+        let parts = q.dense_parts();
+        if parts.text.trim().is_empty() {
+            // Nothing to embed (only operators): BM25 answers exactly the same set.
+            return self.bm25(q, SearchOrder::Top, depth);
+        }
         let searcher = self.reader.searcher();
-        let limit = limit.max(1);
+        let allowed = match &parts.filter {
+            None => None,
+            Some(f) => {
+                let tq = self.to_tantivy(f);
+                let docs = searcher.search(&tq, &DocSetCollector)?;
+                let mut keys = HashSet::with_capacity(docs.len());
+                for a in docs {
+                    let col = searcher
+                        .segment_reader(a.segment_ord)
+                        .fast_fields()
+                        .u64("key")?
+                        .first_or_default_col(0);
+                    keys.insert(col.get_val(a.doc_id));
+                }
+                Some(keys)
+            }
+        };
+        let v = e
+            .embed(&[parts.text.as_str()])?
+            .pop()
+            .ok_or_else(|| Error::Format("the embedder returned no vector".into()))?;
+        let found = {
+            let d = dense
+                .read()
+                .map_err(|_| Error::Format("the dense index lock is poisoned".into()))?;
+            d.search(&v, depth, allowed.as_ref())?
+        };
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let terms: Vec<Term> = found
+            .iter()
+            .map(|(k, _)| Term::from_field_u64(self.fields.key, *k))
+            .collect();
+        let addrs = searcher.search(&TermSetQuery::new(terms), &DocSetCollector)?;
+        let mut by_key = std::collections::HashMap::with_capacity(addrs.len());
+        for a in addrs {
+            let d: TantivyDocument = searcher.doc(a)?;
+            let h = self.hit(&d, 0.0);
+            by_key.insert(dense::key(&h.id), h);
+        }
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, sim)| {
+                by_key.remove(&k).map(|mut h| {
+                    h.score = f64::from(sim);
+                    h
+                })
+            })
+            .collect())
+    }
+
+    fn bm25(&self, q: &Query, order: SearchOrder, limit: usize) -> Result<Vec<Hit>> {
+        let tq = self.to_tantivy(q);
+        let searcher = self.reader.searcher();
         let addrs: Vec<(f64, DocAddress)> = match order {
             SearchOrder::Latest => searcher
                 .search(
@@ -599,7 +949,8 @@ impl PostIndex {
                 })
                 .collect(),
             SearchOrder::Top => {
-                let now = self.meta.newest;
+                let now = self.newest.load(AtomicOrdering::Relaxed);
+                let now = (now != i64::MIN).then_some(now);
                 searcher.search(
                     &tq,
                     &TopDocs::with_limit(limit).tweak_score(move |seg: &tantivy::SegmentReader| {
@@ -634,6 +985,147 @@ impl PostIndex {
             hits.push(self.hit(&d, score));
         }
         Ok(hits)
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| Error::Format("the index writer lock is poisoned".into()))?;
+        if guard.is_none() {
+            let w = self
+                .index
+                .writer::<TantivyDocument>(50_000_000)
+                .map_err(|e| match e {
+                    tantivy::TantivyError::LockFailure(..) => Error::Format(format!(
+                        "{}: another process is writing to this index; try again when it is done",
+                        self.dir.display()
+                    )),
+                    e => e.into(),
+                })?;
+            *guard = Some(w);
+        }
+        match guard.as_mut() {
+            Some(w) => f(w),
+            None => Err(Error::Format("no index writer".into())),
+        }
+    }
+
+    fn contains_id(&self, id: &str) -> Result<bool> {
+        let searcher = self.reader.searcher();
+        Ok(searcher.doc_freq(&Term::from_field_text(self.fields.id, id))? > 0)
+    }
+
+    /// Makes posts searchable now (a post already there is replaced); `embedder` is required
+    /// when the index has dense vectors. Returns when a query would find them.
+    pub fn add(&self, posts: &[Post], embedder: Option<&dyn Embedder>) -> Result<AddReport> {
+        let embedder = self.check_embedder(embedder)?;
+        let vectors = match embedder {
+            Some(e) => {
+                let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
+                Some(e.embed(&texts)?)
+            }
+            None => None,
+        };
+        let mut report = AddReport::default();
+        for p in posts {
+            if self.contains_id(&p.id)? {
+                report.replaced += 1;
+            } else {
+                report.added += 1;
+            }
+        }
+        self.with_writer(|w| {
+            for p in posts {
+                w.delete_term(Term::from_field_text(self.fields.id, &p.id));
+                w.add_document(document(&self.fields, p))?;
+            }
+            w.commit()?;
+            Ok(())
+        })?;
+        if let (Some(dense), Some(vectors)) = (&self.dense, vectors) {
+            let items: Vec<(u64, Vec<f32>)> = posts
+                .iter()
+                .zip(vectors)
+                .map(|(p, v)| (dense::key(&p.id), v))
+                .collect();
+            dense
+                .write()
+                .map_err(|_| Error::Format("the dense index lock is poisoned".into()))?
+                .add(&items)?;
+        }
+        for t in posts.iter().filter_map(|p| p.created_at) {
+            self.newest
+                .fetch_max(t.timestamp(), AtomicOrdering::Relaxed);
+        }
+        self.reader.reload()?;
+        Ok(report)
+    }
+
+    /// Removes posts by id at once; returns how many were in the index.
+    pub fn delete(&self, ids: &[String]) -> Result<usize> {
+        let mut present = 0;
+        for id in ids {
+            if self.contains_id(id)? {
+                present += 1;
+            }
+        }
+        self.with_writer(|w| {
+            for id in ids {
+                w.delete_term(Term::from_field_text(self.fields.id, id));
+            }
+            w.commit()?;
+            Ok(())
+        })?;
+        if let Some(dense) = &self.dense {
+            let mut d = dense
+                .write()
+                .map_err(|_| Error::Format("the dense index lock is poisoned".into()))?;
+            for id in ids {
+                d.remove(dense::key(id))?;
+            }
+        }
+        self.reader.reload()?;
+        Ok(present)
+    }
+
+    /// Writes what lives only in memory (the ANN graph, the post count, the newest time) to the
+    /// index directory, atomically; the text index is already durable after each add and delete.
+    pub fn flush(&self) -> Result<IndexMeta> {
+        if let Some(dense) = &self.dense {
+            dense
+                .read()
+                .map_err(|_| Error::Format("the dense index lock is poisoned".into()))?
+                .save(&self.dir.join(DENSE_FILE))?;
+        }
+        let mut meta = self.meta.clone();
+        meta.posts = self.len();
+        let n = self.newest.load(AtomicOrdering::Relaxed);
+        meta.newest = (n != i64::MIN).then_some(n);
+        write_meta(&self.dir, &meta)?;
+        Ok(meta)
+    }
+
+    /// Recall@k of the ANN graph against exact search, over the given query vectors.
+    pub fn ann_recall(&self, queries: &[Vec<f32>], k: usize) -> Result<f64> {
+        let Some(dense) = &self.dense else {
+            return Err(Error::Format("the index has no dense vectors".into()));
+        };
+        let d = dense
+            .read()
+            .map_err(|_| Error::Format("the dense index lock is poisoned".into()))?;
+        let (mut hit, mut total) = (0usize, 0usize);
+        for q in queries {
+            let exact: HashSet<u64> = d.exact_search(q, k)?.into_iter().map(|x| x.0).collect();
+            let approx = d.search(q, k, None)?;
+            hit += approx.iter().filter(|x| exact.contains(&x.0)).count();
+            total += exact.len();
+        }
+        Ok(if total == 0 {
+            1.0
+        } else {
+            hit as f64 / total as f64
+        })
     }
 
     fn hit(&self, d: &TantivyDocument, score: f64) -> Hit {

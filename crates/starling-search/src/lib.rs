@@ -1,7 +1,8 @@
 //! The search stage: posts found by Twitter's advanced-search language.
 //!
 //! - [`index`]: the tantivy index of a corpus (post-aware analyzer, entity and engagement fields),
-//!   BM25 search ranked `top` or `latest`.
+//!   BM25 search ranked `top` or `latest`, dense and hybrid modes, near-real-time add and delete.
+//! - [`dense`]: post vectors in usearch's HNSW graph, reciprocal rank fusion.
 //! - [`query`]: the query language (implicit AND, `OR`, `-`, phrases, `#` `$` `@`, `from:` `to:`
 //!   `since:` `until:` `since_id:` `max_id:` `lang:` `min_*:` `filter:` `url:` `conversation_id:`,
 //!   parentheses) parsed into a [`Query`] tree, with errors that point at the column.
@@ -13,8 +14,14 @@
 //! assert_eq!(parse("since:2024-13-01").unwrap_err().column, 6);
 //! ```
 
+pub mod dense;
 pub mod index;
 pub mod query;
 
-pub use index::{build, Hit, IndexMeta, PostIndex, SearchOrder};
+pub use dense::DenseIndex;
+pub use index::{
+    build, build_from, AddReport, BuildOptions, DenseMeta, Hit, IndexMeta, PostIndex, SearchMode,
+    SearchOrder, SearchRequest,
+};
 pub use query::{parse, Filter, Query, QueryError};
+pub use starling_embed::Embedder;

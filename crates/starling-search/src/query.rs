@@ -434,6 +434,57 @@ pub fn parse(q: &str) -> Result<Query, QueryError> {
     Ok(query)
 }
 
+/// What dense (embedding) search makes of a query: the words to embed and the operators that
+/// still filter the results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenseParts {
+    /// Words, phrases, `#tags`, `$cash` and `@users` that the query asks for, joined by spaces.
+    pub text: String,
+    /// Everything else (operators, exclusions, ORs mixing operators); `None` when nothing is left.
+    pub filter: Option<Query>,
+}
+
+impl Query {
+    /// Splits the query for dense search: positive text parts are embedded, the rest filters.
+    pub fn dense_parts(&self) -> DenseParts {
+        fn text_of(q: &Query) -> Option<String> {
+            match q {
+                Query::Term(w) => Some(w.clone()),
+                Query::Phrase(ws) => Some(ws.join(" ")),
+                Query::Hashtag(t) => Some(format!("#{t}")),
+                Query::Cashtag(t) => Some(format!("${t}")),
+                Query::Mention(u) => Some(format!("@{u}")),
+                Query::Or(parts) => parts
+                    .iter()
+                    .map(text_of)
+                    .collect::<Option<Vec<_>>>()
+                    .map(|v| v.join(" ")),
+                _ => None,
+            }
+        }
+        let parts: Vec<&Query> = match self {
+            Query::And(parts) => parts.iter().collect(),
+            other => vec![other],
+        };
+        let (mut text, mut rest) = (Vec::new(), Vec::new());
+        for p in parts {
+            match text_of(p) {
+                Some(t) => text.push(t),
+                None => rest.push(p.clone()),
+            }
+        }
+        let filter = match rest.len() {
+            0 => None,
+            1 => rest.pop(),
+            _ => Some(Query::And(rest)),
+        };
+        DenseParts {
+            text: text.join(" "),
+            filter,
+        }
+    }
+}
+
 impl fmt::Display for Query {
     /// The canonical query text, which parses back to the same tree.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -481,6 +532,20 @@ impl fmt::Display for Query {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dense_parts_embed_the_words_and_filter_with_the_rest() {
+        let d = parse("delayed (flight OR plane) #united from:jack -lang:fr")
+            .unwrap()
+            .dense_parts();
+        assert_eq!(d.text, "delayed flight plane #united");
+        assert_eq!(d.filter.unwrap().to_string(), "from:jack -lang:fr");
+        let d = parse("cats").unwrap().dense_parts();
+        assert_eq!((d.text.as_str(), d.filter), ("cats", None));
+        let d = parse("cats OR from:jack").unwrap().dense_parts();
+        assert_eq!(d.text, "");
+        assert!(d.filter.is_some());
+    }
 
     fn p(q: &str) -> Query {
         parse(q).unwrap_or_else(|e| panic!("{q}: {e}"))

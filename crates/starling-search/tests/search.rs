@@ -1,8 +1,11 @@
 //! A small corpus indexed end to end, searched with every operator, and bad input.
 
 use serde_json::json;
+use starling_corpus::Post;
 use starling_corpus::{CorpusBuilder, CorpusConfig};
-use starling_search::{build, PostIndex, SearchOrder};
+use starling_search::{
+    build, build_from, BuildOptions, Embedder, PostIndex, SearchMode, SearchOrder, SearchRequest,
+};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -87,7 +90,7 @@ fn builds_and_answers_every_operator() {
     let tmp = tempfile::tempdir().expect("tmp");
     let c = corpus(tmp.path());
     let out = tmp.path().join("idx");
-    let meta = build(&c, &out, &mut |_| {}).expect("build");
+    let meta = build(&c, &out, &BuildOptions::default(), &mut |_| {}).expect("build");
     assert_eq!(meta.posts, 6, "every written post, the repost included");
     let idx = PostIndex::open(&out).expect("open");
     assert_eq!(idx.len(), 6);
@@ -154,6 +157,7 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     let e = build(
         &tmp.path().join("no-corpus"),
         &tmp.path().join("i1"),
+        &BuildOptions::default(),
         &mut |_| {},
     )
     .expect_err("missing corpus");
@@ -165,12 +169,12 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
 
     let c = corpus(tmp.path());
     let out = tmp.path().join("idx");
-    build(&c, &out, &mut |_| {}).expect("build");
-    let e = build(&c, &out, &mut |_| {}).expect_err("exists");
+    build(&c, &out, &BuildOptions::default(), &mut |_| {}).expect("build");
+    let e = build(&c, &out, &BuildOptions::default(), &mut |_| {}).expect_err("exists");
     assert!(e.to_string().contains("already exists"), "{e}");
     let meta = out.join(starling_search::index::META_FILE);
     let text = std::fs::read_to_string(&meta).expect("meta");
-    std::fs::write(&meta, text.replace("\"version\": 1", "\"version\": 99")).expect("write");
+    std::fs::write(&meta, text.replace("\"version\": 2", "\"version\": 99")).expect("write");
     let e = PostIndex::open(&out).err().expect("version");
     assert!(
         e.to_string().contains("version 99") && e.to_string().contains("rebuild"),
@@ -182,4 +186,234 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
         .filter(|e| e.file_name().to_string_lossy().contains("building"))
         .collect();
     assert!(leftovers.is_empty());
+}
+
+/// A bag of hashed words: a stand-in model, so that search's dense path is tested without tch.
+struct WordsEmbedder(&'static str);
+
+impl Embedder for WordsEmbedder {
+    fn id(&self) -> &str {
+        self.0
+    }
+    fn dim(&self) -> usize {
+        64
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, starling_embed::EmbedError> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0.01f32; 64];
+                for w in t
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                {
+                    let h = w
+                        .to_lowercase()
+                        .bytes()
+                        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+                    v[(h % 64) as usize] += 1.0;
+                }
+                starling_embed::normalize(&mut v);
+                v
+            })
+            .collect())
+    }
+}
+
+fn request<'a>(q: &'a str, mode: SearchMode, e: Option<&'a dyn Embedder>) -> SearchRequest<'a> {
+    SearchRequest {
+        query: q,
+        mode,
+        order: SearchOrder::Top,
+        limit: 10,
+        embedder: e,
+    }
+}
+
+#[test]
+fn dense_and_hybrid_search_with_filters_and_model_checks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let c = corpus(tmp.path());
+    let out = tmp.path().join("idx");
+    let words = WordsEmbedder("words-64");
+    let opts = BuildOptions {
+        embedder: Some(&words),
+        model: Some("test".into()),
+    };
+    let meta = build(&c, &out, &opts, &mut |_| {}).expect("build");
+    assert_eq!(meta.dense.as_ref().map(|d| d.dim), Some(64));
+    let idx = PostIndex::open(&out).expect("open");
+    assert!(idx.has_dense());
+    let e: &dyn Embedder = &words;
+
+    let dense = idx
+        .search_with(&request("good morning traders", SearchMode::Dense, Some(e)))
+        .expect("dense");
+    assert_eq!(dense[0].id, "102", "{dense:?}");
+    assert!(dense[0].score > dense[1].score);
+    // Operators filter the nearest neighbours.
+    let dense = idx
+        .search_with(&request(
+            "good morning from:alice",
+            SearchMode::Dense,
+            Some(e),
+        ))
+        .expect("dense filtered");
+    assert_eq!(dense[0].id, "105");
+    assert!(
+        dense.iter().all(|h| h.author.as_deref() == Some("alice")),
+        "{dense:?}"
+    );
+    // Only operators: the same set as BM25.
+    let only_ops = idx
+        .search_with(&request("from:bob", SearchMode::Dense, Some(e)))
+        .expect("operators only");
+    assert_eq!(
+        only_ops.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        vec!["101"]
+    );
+
+    let hybrid = idx
+        .search_with(&request("meetup tonight", SearchMode::Hybrid, Some(e)))
+        .expect("hybrid");
+    assert_eq!(
+        hybrid[0].id, "100",
+        "in both lists near the top: {hybrid:?}"
+    );
+    assert!(hybrid.windows(2).all(|w| w[0].score >= w[1].score));
+
+    // Another model's vectors are refused, and so is a dense query without a model.
+    let other = WordsEmbedder("other-model");
+    let err = idx
+        .search_with(&request("meetup", SearchMode::Dense, Some(&other)))
+        .expect_err("other model");
+    assert!(err.to_string().contains("another model"), "{err}");
+    let err = idx
+        .search_with(&request("meetup", SearchMode::Hybrid, None))
+        .expect_err("no model");
+    assert!(err.to_string().contains("words-64"), "{err}");
+
+    // An index without vectors says so.
+    let plain = tmp.path().join("plain");
+    build(&c, &plain, &BuildOptions::default(), &mut |_| {}).expect("build");
+    let err = PostIndex::open(&plain)
+        .expect("open")
+        .search_with(&request("meetup", SearchMode::Dense, Some(e)))
+        .expect_err("no vectors");
+    assert!(err.to_string().contains("no dense vectors"), "{err}");
+}
+
+fn new_post(id: &str, text: &str) -> Post {
+    let origin = starling_corpus::Origin {
+        file: "live".into(),
+        line: 1,
+        nested: false,
+    };
+    let mut p = Post::new(id.into(), text.into(), origin);
+    p.created_at = chrono::DateTime::from_timestamp(1_704_628_800, 0);
+    p.author_handle = Some("zed".into());
+    p.lang = "en".into();
+    p.entities = starling_text::extract_entities(&p.text);
+    p
+}
+
+#[test]
+fn near_real_time_add_and_delete_while_queries_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let c = corpus(tmp.path());
+    let out = tmp.path().join("idx");
+    let words = WordsEmbedder("words-64");
+    let opts = BuildOptions {
+        embedder: Some(&words),
+        model: None,
+    };
+    build(&c, &out, &opts, &mut |_| {}).expect("build");
+    let idx = PostIndex::open(&out).expect("open");
+    let e: &dyn Embedder = &words;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Readers keep querying the whole time.
+        let reader = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                idx.search("meetup OR zeppelin", SearchOrder::Latest, 10)
+                    .expect("query during writes");
+                n += 1;
+            }
+            n
+        });
+        let t = std::time::Instant::now();
+        let r = idx
+            .add(
+                &[new_post("900", "a #zeppelin over the harbour at dawn")],
+                Some(e),
+            )
+            .expect("add");
+        let visible = t.elapsed();
+        assert_eq!((r.added, r.replaced), (1, 0));
+        assert!(visible.as_secs_f64() < 1.0, "add-to-visible {visible:?}");
+        assert_eq!(ids(&idx, "#zeppelin"), [900].into());
+        let dense = idx
+            .search_with(&request("zeppelin harbour", SearchMode::Dense, Some(e)))
+            .expect("dense");
+        assert_eq!(dense[0].id, "900");
+        assert_eq!(idx.len(), 7);
+        // The same id again replaces the post.
+        let r = idx
+            .add(&[new_post("900", "a #zeppelin over the bay")], Some(e))
+            .expect("re-add");
+        assert_eq!((r.added, r.replaced), (0, 1));
+        assert_eq!(idx.len(), 7);
+        assert!(ids(&idx, "harbour").is_empty());
+
+        let t = std::time::Instant::now();
+        let gone = idx
+            .delete(&["900".to_string(), "100".to_string(), "nope".to_string()])
+            .expect("delete");
+        assert!(t.elapsed().as_secs_f64() < 1.0);
+        assert_eq!(gone, 2);
+        assert!(ids(&idx, "#zeppelin").is_empty());
+        assert_eq!(ids(&idx, "meetup"), [101, 105].into());
+        let dense = idx
+            .search_with(&request("zeppelin bay", SearchMode::Dense, Some(e)))
+            .expect("dense after delete");
+        assert!(
+            dense.iter().all(|h| h.id != "900" && h.id != "100"),
+            "{dense:?}"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().expect("reader") > 0);
+    });
+    // Adding without the model (the index has vectors) is refused before anything changes.
+    let err = idx
+        .add(&[new_post("901", "x")], None)
+        .expect_err("no model");
+    assert!(err.to_string().contains("needs that model"), "{err}");
+    let meta = idx.flush().expect("flush");
+    assert_eq!(meta.posts, 5);
+    drop(idx);
+    let again = PostIndex::open(&out).expect("reopen");
+    assert_eq!(again.len(), 5);
+    assert!(again
+        .search_with(&request("zeppelin", SearchMode::Dense, Some(e)))
+        .expect("dense")
+        .iter()
+        .all(|h| h.id != "900"));
+}
+
+#[test]
+fn an_empty_source_is_an_error_and_leaves_no_index() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("idx");
+    let err = build_from(
+        &mut |_sink: &mut dyn FnMut(Post)| Ok(()),
+        "none",
+        &out,
+        &BuildOptions::default(),
+        &mut |_| {},
+    )
+    .expect_err("empty");
+    assert!(err.to_string().contains("no posts"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(tmp.path()).expect("ls").count(), 0);
 }

@@ -1,0 +1,189 @@
+//! Post embeddings from the language model: the final hidden states (after the last RMSNorm) of a
+//! post laid out with the training template, pooled over the post's tokens and scaled to unit length.
+
+use crate::{Error, Llama, LlamaConfig, Result};
+use starling_embed::{EmbedError, Embedder};
+use starling_text::{extract_entities, NormalizeConfig, Normalizer};
+use std::path::Path;
+use std::sync::Mutex;
+use tch::{Kind, Tensor};
+use tokenizers::Tokenizer;
+
+/// How a post's hidden states become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Plain mean over the post's tokens.
+    Mean,
+    /// Mean weighted by position (1, 2, 3, ...), as SGPT does for causal models: later tokens
+    /// have read more of the post, so they say more about it.
+    WeightedMean,
+    /// The end-of-post token's state alone (it has read the whole post).
+    Last,
+}
+
+impl Pooling {
+    /// Parses `mean`, `weighted-mean` or `last`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mean" => Some(Self::Mean),
+            "weighted-mean" => Some(Self::WeightedMean),
+            "last" => Some(Self::Last),
+            _ => None,
+        }
+    }
+
+    /// The name [`Pooling::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::WeightedMean => "weighted-mean",
+            Self::Last => "last",
+        }
+    }
+}
+
+/// Longest post, in tokens, that is embedded whole (longer ones are cut).
+pub const MAX_EMBED_TOKENS: usize = 256;
+/// Posts per forward pass.
+const BATCH: usize = 64;
+
+struct Loaded {
+    model: Llama,
+    _vs: tch::nn::VarStore,
+}
+
+/// A model as an [`Embedder`]: `starling-model`'s implementation of the contract.
+pub struct PostEmbedder {
+    loaded: Mutex<Loaded>,
+    tokenizer: Tokenizer,
+    normalizer: Normalizer,
+    pooling: Pooling,
+    prefix_tokens: usize,
+    max_tokens: usize,
+    dim: usize,
+    id: String,
+}
+
+impl PostEmbedder {
+    /// Loads `config.json` and `tokenizer.json` from `dir` and the weights from `weights` (CPU).
+    pub fn load(dir: &Path, weights: &Path, pooling: Pooling) -> Result<Self> {
+        let config = LlamaConfig::load(&dir.join("config.json"))?;
+        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let model = Llama::new(&vs.root(), &config);
+        crate::load_weights(&mut vs, weights)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = starling_tokens::tokenizer::load(&tok_path)
+            .map_err(|e| Error::Format(format!("{}: {e}", tok_path.display())))?;
+        let (sha, _) = starling_tokens::shard::sha256_file(weights)
+            .map_err(|e| Error::Format(format!("{}: {e}", weights.display())))?;
+        let prefix = format!("{}:", starling_text::USER_PLACEHOLDER);
+        let prefix_tokens = starling_tokens::tokenizer::encode(&tokenizer, &prefix)
+            .map_err(|e| Error::Format(e.to_string()))?
+            .len();
+        Ok(Self {
+            loaded: Mutex::new(Loaded { model, _vs: vs }),
+            tokenizer,
+            normalizer: Normalizer::new(NormalizeConfig::default()),
+            pooling,
+            prefix_tokens,
+            max_tokens: MAX_EMBED_TOKENS.min(config.max_position_embeddings),
+            dim: config.hidden_size,
+            id: format!("{}/{}", &sha[..16], pooling.name()),
+        })
+    }
+
+    /// The pooling in use.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Token ids of a post as the template lays it out, cut to the embedding length.
+    fn ids(&self, text: &str) -> std::result::Result<Vec<i64>, EmbedError> {
+        let n = self
+            .normalizer
+            .normalize_display(text, &extract_entities(text));
+        let doc = starling_tokens::template::post(&n.text);
+        let mut ids: Vec<i64> = starling_tokens::tokenizer::encode(&self.tokenizer, &doc)
+            .map_err(|e| EmbedError(e.to_string()))?
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        if ids.len() > self.max_tokens {
+            // Keep the end-of-post token: it is where the model has read everything kept.
+            let last = ids[ids.len() - 1];
+            ids.truncate(self.max_tokens - 1);
+            ids.push(last);
+        }
+        Ok(ids)
+    }
+
+    /// Pooling weights over `len` tokens: zero on the template prefix.
+    fn weights(&self, len: usize, width: usize) -> Vec<f32> {
+        let mut w = vec![0f32; width];
+        let start = if len > self.prefix_tokens + 1 {
+            self.prefix_tokens
+        } else {
+            0
+        };
+        match self.pooling {
+            Pooling::Mean => w[start..len].iter_mut().for_each(|x| *x = 1.0),
+            Pooling::WeightedMean => w[start..len]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = (i + 1) as f32),
+            Pooling::Last => w[len - 1] = 1.0,
+        }
+        w
+    }
+}
+
+impl Embedder for PostEmbedder {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, EmbedError> {
+        let encoded = texts
+            .iter()
+            .map(|t| self.ids(t))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // Similar lengths share a batch, so little is spent on padding.
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| encoded[i].len());
+        let mut out = vec![Vec::new(); encoded.len()];
+        let loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| EmbedError("the model lock is poisoned".into()))?;
+        let _guard = tch::no_grad_guard();
+        for chunk in order.chunks(BATCH) {
+            let width = chunk.iter().map(|&i| encoded[i].len()).max().unwrap_or(1);
+            let mut ids = Vec::with_capacity(chunk.len() * width);
+            let mut w = Vec::with_capacity(chunk.len() * width);
+            for &i in chunk {
+                let e = &encoded[i];
+                ids.extend_from_slice(e);
+                // Right padding: a causal model's states at real tokens never see the pads.
+                ids.extend(std::iter::repeat_n(0i64, width - e.len()));
+                w.extend(self.weights(e.len(), width));
+            }
+            let b = chunk.len() as i64;
+            let ids = Tensor::from_slice(&ids).view([b, width as i64]);
+            let w = Tensor::from_slice(&w).view([b, width as i64, 1]);
+            let h = loaded.model.hidden(&ids).to_kind(Kind::Float);
+            let pooled = (h * &w).sum_dim_intlist(1, false, Kind::Float)
+                / w.sum_dim_intlist(1, false, Kind::Float);
+            let pooled = &pooled / pooled.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+            let flat: Vec<f32> = Vec::<f32>::try_from(pooled.reshape([-1]))
+                .map_err(|e| EmbedError(e.to_string()))?;
+            for (row, &i) in chunk.iter().enumerate() {
+                out[i] = flat[row * self.dim..(row + 1) * self.dim].to_vec();
+            }
+        }
+        Ok(out)
+    }
+}
