@@ -210,3 +210,56 @@ print(json.dumps(out.flatten().tolist()))
     let diff = (ours - theirs).abs().max().double_value(&[]);
     assert!(diff < 1e-4, "max |starling - transformers| = {diff}");
 }
+
+/// A tiny model directory with a tokenizer trained on a few posts.
+fn embedder_dir(dir: &Path) -> PathBuf {
+    let docs = [
+        "good morning everyone, coffee first",
+        "the match tonight was a great game",
+        "crypto markets are down again today",
+        "pizza and a movie at home tonight",
+    ];
+    let tok = starling_tokens::tokenizer::train(docs.iter().cycle().take(200), 400).unwrap();
+    starling_tokens::tokenizer::save(&tok, &dir.join("tokenizer.json")).unwrap();
+    let config = LlamaConfig::preset("tiny", tok.get_vocab_size(true)).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _model = Llama::new(&vs.root(), &config);
+    starling_model::save_dir(&vs, &config, dir).unwrap();
+    dir.join("model.safetensors")
+}
+
+#[test]
+fn embeddings_are_unit_length_and_independent_of_their_batch() {
+    use starling_embed::Embedder;
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = embedder_dir(tmp.path());
+    for pooling in [
+        starling_model::Pooling::Mean,
+        starling_model::Pooling::WeightedMean,
+        starling_model::Pooling::Last,
+    ] {
+        let e = starling_model::PostEmbedder::load(tmp.path(), &weights, pooling).unwrap();
+        assert_eq!(e.dim(), 64);
+        assert!(e.id().ends_with(pooling.name()));
+        let alone = e.embed(&["pizza tonight"]).unwrap().remove(0);
+        // Batched with a longer post, the short one is right-padded: its vector must not change.
+        let batched = e
+            .embed(&[
+                "the match tonight was a great game, really great",
+                "pizza tonight",
+            ])
+            .unwrap();
+        let norm: f32 = alone.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+        let diff = alone
+            .iter()
+            .zip(&batched[1])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 1e-4,
+            "{pooling:?}: padding changed the vector by {diff}"
+        );
+        assert!(starling_embed::dot(&batched[0], &batched[1]) < 0.9999);
+    }
+}

@@ -120,19 +120,46 @@ impl DenseIndex {
                 .reserve(need.max(2 * self.ann.capacity()).max(1024))
                 .map_err(|e| err("reserve", e))?;
         }
-        for (k, v) in items {
-            if v.len() != self.dim {
-                return Err(Error::Format(format!(
-                    "a vector of {} dimensions for an index of {}",
-                    v.len(),
-                    self.dim
-                )));
-            }
+        if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != self.dim) {
+            return Err(Error::Format(format!(
+                "a vector of {} dimensions for an index of {}",
+                v.len(),
+                self.dim
+            )));
+        }
+        for (k, _) in items {
             if self.ann.contains(*k) {
                 self.ann.remove(*k).map_err(|e| err("remove", e))?;
             }
-            self.ann.add(*k, v).map_err(|e| err("add", e))?;
         }
+        // usearch inserts concurrently from several threads; small batches are not worth it.
+        let threads = if items.len() < 1024 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        let ann = &self.ann;
+        let chunk = items.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = items
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || -> Result<()> {
+                        for (k, v) in part {
+                            ann.add(*k, v).map_err(|e| err("add", e))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(err("add", "a thread panicked")))
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
         Ok(())
     }
 

@@ -185,6 +185,7 @@ struct Fields {
     key: Field,
     text: Field,
     author: Field,
+    author_id: Field,
     created_at: Field,
     lang: Field,
     likes: Field,
@@ -225,6 +226,7 @@ fn schema() -> (Schema, Fields) {
         key: b.add_u64_field("key", INDEXED | FAST),
         text: b.add_text_field("text", text_opts(POST_ANALYZER).set_stored()),
         author: b.add_text_field("author", STRING | STORED),
+        author_id: b.add_text_field("author_id", STRING | STORED),
         created_at: b.add_date_field("created_at", INDEXED | FAST | STORED),
         lang: b.add_text_field("lang", STRING | STORED),
         likes: b.add_u64_field("likes", num()),
@@ -436,6 +438,9 @@ fn document(f: &Fields, p: &Post) -> TantivyDocument {
     d.add_text(f.text, &p.text);
     if let Some(h) = &p.author_handle {
         d.add_text(f.author, h.to_lowercase());
+    }
+    if let Some(a) = &p.author_id {
+        d.add_text(f.author_id, a);
     }
     if let Some(t) = p.created_at {
         d.add_date(f.created_at, DateTime::from_timestamp_secs(t.timestamp()));
@@ -1087,6 +1092,28 @@ impl PostIndex {
         }
         self.reader.reload()?;
         Ok(present)
+    }
+
+    /// Removes every post of these authors (by author id, as deletion lists' `user:ID` lines give
+    /// them); returns how many posts went.
+    pub fn delete_authors(&self, author_ids: &[String]) -> Result<usize> {
+        let searcher = self.reader.searcher();
+        let terms: Vec<Term> = author_ids
+            .iter()
+            .map(|a| Term::from_field_text(self.fields.author_id, a))
+            .collect();
+        let docs = searcher.search(&TermSetQuery::new(terms), &DocSetCollector)?;
+        let mut ids = Vec::with_capacity(docs.len());
+        for a in docs {
+            let d: TantivyDocument = searcher.doc(a)?;
+            if let Some(id) = d.get_first(self.fields.id).and_then(|v| v.as_str()) {
+                ids.push(id.to_string());
+            }
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.delete(&ids)
     }
 
     /// Writes what lives only in memory (the ANN graph, the post count, the newest time) to the

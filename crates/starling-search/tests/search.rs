@@ -384,16 +384,24 @@ fn near_real_time_add_and_delete_while_queries_run() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().expect("reader") > 0);
     });
+    // A deletion list's `user:ID` removes every post of that author.
+    // (alice and carol share author id 1005 in this corpus: 1000 + the handle's length.)
+    assert_eq!(
+        idx.delete_authors(&["1005".to_string()])
+            .expect("by author"),
+        2
+    );
+    assert!(ids(&idx, "from:alice OR from:carol").is_empty());
     // Adding without the model (the index has vectors) is refused before anything changes.
     let err = idx
         .add(&[new_post("901", "x")], None)
         .expect_err("no model");
     assert!(err.to_string().contains("needs that model"), "{err}");
     let meta = idx.flush().expect("flush");
-    assert_eq!(meta.posts, 5);
+    assert_eq!(meta.posts, 3);
     drop(idx);
     let again = PostIndex::open(&out).expect("reopen");
-    assert_eq!(again.len(), 5);
+    assert_eq!(again.len(), 3);
     assert!(again
         .search_with(&request("zeppelin", SearchMode::Dense, Some(e)))
         .expect("dense")

@@ -1,9 +1,12 @@
 //! The `starling` command: parses arguments, wires the stage crates together and reports.
 
 mod bench;
+mod bench_search;
 mod bench_train;
+mod eval_cmd;
 mod model_cmd;
 mod plan_cmd;
+mod search_cmd;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -39,7 +42,7 @@ enum Command {
     },
     /// Encode a corpus's kept posts into train/val token shards with a manifest.
     Tokens(TokensArgs),
-    /// The built-in default job: synth → corpus → tokenizer → tokens → train small → generate.
+    /// The built-in default job: synth → corpus → tokenizer → tokens → train small → generate → index → search.
     Demo {
         /// Output directory.
         #[arg(long, default_value = "out/demo")]
@@ -67,10 +70,15 @@ enum Command {
     /// Build a search index of a corpus.
     Index {
         #[command(subcommand)]
-        which: IndexCommand,
+        which: search_cmd::IndexCommand,
     },
-    /// Search an index with Twitter's advanced-search operators.
-    Search(SearchArgs),
+    /// Search an index with Twitter's advanced-search operators (bm25, dense or hybrid).
+    Search(search_cmd::SearchArgs),
+    /// Evaluations.
+    Eval {
+        #[command(subcommand)]
+        which: EvalCommand,
+    },
     /// Size a training run: FLOPs, days, cost, memory, layout, failures, data supply.
     Plan(plan_cmd::PlanArgs),
     /// Benchmarks.
@@ -110,35 +118,9 @@ struct TokensArgs {
 }
 
 #[derive(Subcommand)]
-enum IndexCommand {
-    /// Index every post of a corpus that is not deleted (BM25 over a post-aware analyzer).
-    Build {
-        /// Corpus directory.
-        #[arg(long)]
-        corpus: PathBuf,
-        /// Index directory to create.
-        #[arg(long, short)]
-        out: PathBuf,
-    },
-}
-
-#[derive(Args)]
-struct SearchArgs {
-    /// Index directory.
-    #[arg(long)]
-    index: PathBuf,
-    /// top (relevance x engagement x recency) or latest.
-    #[arg(long, default_value = "top")]
-    order: String,
-    /// Results.
-    #[arg(long, default_value_t = 10)]
-    limit: usize,
-    /// Print JSON lines instead of a timeline.
-    #[arg(long)]
-    json: bool,
-    /// The query, e.g. `#rust from:jack -filter:replies since:2024-01-01` (quote it, or put it last).
-    #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
-    query: Vec<String>,
+enum EvalCommand {
+    /// Hashtag recovery: nDCG@10 and recall@100 of bm25, dense and hybrid search.
+    Search(eval_cmd::EvalSearchArgs),
 }
 
 #[derive(Subcommand)]
@@ -147,6 +129,8 @@ enum BenchCommand {
     Corpus(bench::CorpusBenchArgs),
     /// Training step and generation speed against PyTorch eager, torch.compile and HF generate.
     Train(bench_train::TrainBenchArgs),
+    /// Index build speed and size, query latency of bm25, dense and hybrid, ANN recall.
+    Search(bench_search::SearchBenchArgs),
 }
 
 #[derive(Args)]
@@ -336,12 +320,30 @@ fn run(cli: Cli) -> Result<()> {
                     seed: 0,
                 })?;
             }
+            let index = out.join("index");
+            let _ = std::fs::remove_dir_all(&index);
+            search_cmd::index(&search_cmd::IndexCommand::Build {
+                corpus: corpus_dir.clone(),
+                out: index.clone(),
+                model: None,
+                pooling: search_cmd::DEFAULT_POOLING.into(),
+            })?;
+            search_cmd::search(&search_cmd::SearchArgs {
+                index: index.clone(),
+                mode: "bm25".into(),
+                order: "top".into(),
+                limit: 3,
+                model: None,
+                json: false,
+                query: vec!["#nba".into(), "-filter:replies".into()],
+            })?;
             println!(
-                "demo: done in {:.0}s [SYNTHETIC]: corpus {}, tokens {}, run {} (loss.png, metrics.jsonl, checkpoints)",
+                "demo: done in {:.0}s [SYNTHETIC]: corpus {}, tokens {}, run {} (loss.png, metrics.jsonl, checkpoints), index {}",
                 started.elapsed().as_secs_f64(),
                 corpus_dir.display(),
                 out.join("tokens").display(),
-                run.display()
+                run.display(),
+                index.display()
             );
             Ok(())
         }
@@ -367,29 +369,11 @@ fn run(cli: Cli) -> Result<()> {
             };
             encode_tokens(&a.corpus, &tok, &a.out)
         }
-        Command::Index {
-            which: IndexCommand::Build { corpus, out },
-        } => {
-            let t = Instant::now();
-            let bar = ProgressBar::new_spinner();
-            bar.set_message("indexing");
-            let meta = starling_search::build(&corpus, &out, &mut |n| {
-                bar.set_message(format!("indexed {n} posts"));
-                bar.tick();
-            })
-            .with_context(|| format!("indexing {} into {}", corpus.display(), out.display()))?;
-            bar.finish_and_clear();
-            let secs = t.elapsed().as_secs_f64();
-            println!(
-                "index: {} posts in {:.1}s ({:.0} posts/s) → {}",
-                meta.posts,
-                secs,
-                meta.posts as f64 / secs.max(1e-9),
-                out.display()
-            );
-            Ok(())
-        }
-        Command::Search(a) => search(&a),
+        Command::Index { which } => search_cmd::index(&which),
+        Command::Search(a) => search_cmd::search(&a),
+        Command::Eval {
+            which: EvalCommand::Search(a),
+        } => eval_cmd::search(&a),
         Command::Plan(a) => plan_cmd::run(&a),
         Command::Train(a) => model_cmd::train(&a),
         Command::Generate(a) => model_cmd::generate_cmd(&a),
@@ -400,42 +384,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             which: BenchCommand::Train(a),
         } => bench_train::train(&a),
+        Command::Bench {
+            which: BenchCommand::Search(a),
+        } => bench_search::search(&a),
     }
-}
-
-fn search(a: &SearchArgs) -> Result<()> {
-    let order = match a.order.as_str() {
-        "top" => starling_search::SearchOrder::Top,
-        "latest" => starling_search::SearchOrder::Latest,
-        other => anyhow::bail!("--order {other}: use top or latest"),
-    };
-    let idx = starling_search::PostIndex::open(&a.index)?;
-    let q = a.query.join(" ");
-    let t = Instant::now();
-    let hits = idx.search(&q, order, a.limit)?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    for h in &hits {
-        if a.json {
-            println!("{}", serde_json::to_string(h)?);
-        } else {
-            println!(
-                "@{} · {} · ♥{} ↻{} 💬{} · {}\n  {}",
-                h.author.as_deref().unwrap_or("?"),
-                h.created_at.as_deref().unwrap_or("undated"),
-                h.engagement[0],
-                h.engagement[1],
-                h.engagement[2],
-                h.id,
-                h.text.replace('\n', "\n  ")
-            );
-        }
-    }
-    eprintln!(
-        "search: {} results in {ms:.1} ms ({} posts indexed)",
-        hits.len(),
-        idx.len()
-    );
-    Ok(())
 }
 
 fn train_tokenizer(corpus: &std::path::Path, vocab: usize, path: &std::path::Path) -> Result<()> {

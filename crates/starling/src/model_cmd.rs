@@ -155,7 +155,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
 }
 
 /// A model directory: exported (weights beside config.json) or a run (latest good checkpoint).
-fn resolve(model: &Path) -> Result<(PathBuf, PathBuf)> {
+pub fn resolve(model: &Path) -> Result<(PathBuf, PathBuf)> {
     if model.join("model.safetensors").exists() {
         return Ok((model.to_path_buf(), model.join("model.safetensors")));
     }

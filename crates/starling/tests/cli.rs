@@ -53,6 +53,11 @@ fn demo_runs_synth_then_corpus_and_reports() {
     assert!(
         tmp.path().join("run/latest").exists() && tmp.path().join("run/metrics.jsonl").exists()
     );
+    // ... and a search index of the corpus, searched once.
+    assert!(
+        stdout.contains("index: ") && tmp.path().join("index/starling-index.json").exists(),
+        "{stdout}"
+    );
     // Export writes an HF directory that `generate --model` reads back.
     let out = starling()
         .arg("export")
@@ -437,6 +442,126 @@ fn index_and_search_through_the_binary() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
         !bad.status.success() && err.contains("column 10") && err.contains('^'),
+        "{err}"
+    );
+}
+
+#[test]
+fn dense_hybrid_and_live_updates_through_the_binary() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = small_tokens(tmp.path());
+    let run = tmp.path().join("run");
+    run_ok(&mut train_cmd(&tokens, &run, 8));
+    let idx = tmp.path().join("idx");
+    let out = run_ok(
+        starling()
+            .args(["index", "build", "--corpus"])
+            .arg(tmp.path().join("corpus"))
+            .arg("--model")
+            .arg(&run)
+            .arg("--out")
+            .arg(&idx),
+    );
+    assert!(out.contains("64-d vectors"), "{out}");
+    for mode in ["dense", "hybrid"] {
+        let out = run_ok(
+            starling()
+                .args([
+                    "search", "--json", "--limit", "5", "--mode", mode, "--index",
+                ])
+                .arg(&idx)
+                .args(["good", "morning", "lang:en"]),
+        );
+        assert_eq!(out.lines().count(), 5, "{mode}: {out}");
+    }
+
+    // A new post and a deletion notice in one v1.1 stream file.
+    let live = tmp.path().join("live.jsonl");
+    let post = serde_json::json!({
+        "id_str": "990000000000000001",
+        "created_at": "Mon Jan 01 10:00:00 +0000 2024",
+        "user": {"id_str": "7", "screen_name": "zed"},
+        "text": "a zeppelin over the harbour #skywatch",
+        "lang": "en"
+    });
+    let delete = serde_json::json!({"delete": {"status": {"id_str": "990000000000000001", "user_id_str": "7"}}});
+    std::fs::write(&live, format!("{post}\n")).expect("write");
+    let out = run_ok(
+        starling()
+            .args(["index", "add", "--index"])
+            .arg(&idx)
+            .arg(&live),
+    );
+    assert!(out.contains("1 new"), "{out}");
+    let found = run_ok(
+        starling()
+            .args(["search", "--json", "--index"])
+            .arg(&idx)
+            .arg("#skywatch"),
+    );
+    assert!(found.contains("990000000000000001"), "{found}");
+    let dense = run_ok(
+        starling()
+            .args([
+                "search", "--json", "--mode", "dense", "--limit", "3", "--index",
+            ])
+            .arg(&idx)
+            .args(["zeppelin", "from:zed"]),
+    );
+    assert!(dense.contains("990000000000000001"), "{dense}");
+    std::fs::write(&live, format!("{delete}\n")).expect("write");
+    let out = run_ok(
+        starling()
+            .args(["index", "add", "--index"])
+            .arg(&idx)
+            .arg(&live),
+    );
+    assert!(out.contains("(1 were indexed)"), "{out}");
+    let gone = run_ok(
+        starling()
+            .args(["search", "--json", "--index"])
+            .arg(&idx)
+            .arg("#skywatch"),
+    );
+    assert!(gone.trim().is_empty(), "{gone}");
+
+    // A deletion list, and an index queried with another model.
+    let first: serde_json::Value = serde_json::from_str(
+        run_ok(
+            starling()
+                .args(["search", "--json", "--limit", "1", "--index"])
+                .arg(&idx)
+                .arg("the"),
+        )
+        .lines()
+        .next()
+        .expect("a hit"),
+    )
+    .expect("json");
+    let id = first["id"].as_str().expect("id").to_string();
+    let list = tmp.path().join("deletions.txt");
+    std::fs::write(&list, format!("# removed on request\n{id}\n")).expect("write");
+    let out = run_ok(
+        starling()
+            .args(["index", "delete", "--index"])
+            .arg(&idx)
+            .arg("--list")
+            .arg(&list),
+    );
+    assert!(out.contains("1 of 1 ids"), "{out}");
+    let other = tmp.path().join("run2");
+    run_ok(&mut train_cmd(&tokens, &other, 9));
+    let bad = starling()
+        .args(["search", "--mode", "hybrid", "--index"])
+        .arg(&idx)
+        .arg("--model")
+        .arg(&other)
+        .arg("the")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("another model"),
         "{err}"
     );
 }
