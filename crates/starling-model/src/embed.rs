@@ -1,6 +1,7 @@
 //! Post embeddings from the language model: the final hidden states (after the last RMSNorm) of a
 //! post laid out with the training template, pooled over the post's tokens and scaled to unit length.
 
+use crate::head::EmbeddingHead;
 use crate::{Error, Llama, LlamaConfig, Result};
 use starling_embed::{EmbedError, Embedder};
 use starling_text::{extract_entities, NormalizeConfig, Normalizer};
@@ -49,12 +50,14 @@ const BATCH: usize = 64;
 
 struct Loaded {
     model: Llama,
+    head: Option<EmbeddingHead>,
     _vs: tch::nn::VarStore,
 }
 
 /// A model as an [`Embedder`]: `starling-model`'s implementation of the contract.
 pub struct PostEmbedder {
-    loaded: Mutex<Loaded>,
+    loaded: Vec<Mutex<Loaded>>,
+    next: std::sync::atomic::AtomicUsize,
     tokenizer: Tokenizer,
     normalizer: Normalizer,
     pooling: Pooling,
@@ -62,15 +65,25 @@ pub struct PostEmbedder {
     max_tokens: usize,
     dim: usize,
     id: String,
+    has_head: bool,
 }
 
 impl PostEmbedder {
-    /// Loads `config.json` and `tokenizer.json` from `dir` and the weights from `weights` (CPU).
+    /// Loads `config.json` and `tokenizer.json` from `dir` and the weights from `weights` (CPU),
+    /// and the embedding head of `dir` when there is one ([`crate::head::HEAD_FILE`]).
     pub fn load(dir: &Path, weights: &Path, pooling: Pooling) -> Result<Self> {
+        Self::load_replicated(dir, weights, pooling, 1)
+    }
+
+    /// [`PostEmbedder::load`] with `replicas` copies of the model, so that as many threads embed
+    /// at once (a model copy serves one call at a time).
+    pub fn load_replicated(
+        dir: &Path,
+        weights: &Path,
+        pooling: Pooling,
+        replicas: usize,
+    ) -> Result<Self> {
         let config = LlamaConfig::load(&dir.join("config.json"))?;
-        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        let model = Llama::new(&vs.root(), &config);
-        crate::load_weights(&mut vs, weights)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = starling_tokens::tokenizer::load(&tok_path)
             .map_err(|e| Error::Format(format!("{}: {e}", tok_path.display())))?;
@@ -80,15 +93,50 @@ impl PostEmbedder {
         let prefix_tokens = starling_tokens::tokenizer::encode(&tokenizer, &prefix)
             .map_err(|e| Error::Format(e.to_string()))?
             .len();
+        let (head, head_sha) = match EmbeddingHead::load(dir)? {
+            Some((h, sha)) => (Some(h), Some(sha)),
+            None => (None, None),
+        };
+        if let Some(h) = &head {
+            if h.in_dim() != config.hidden_size as i64 {
+                return Err(Error::Format(format!(
+                    "{}: the embedding head takes {}-d vectors, the model gives {}",
+                    dir.join(crate::head::HEAD_FILE).display(),
+                    h.in_dim(),
+                    config.hidden_size
+                )));
+            }
+        }
+        let id = match &head_sha {
+            Some(h) => format!("{}+head-{h}/{}", &sha[..16], pooling.name()),
+            None => format!("{}/{}", &sha[..16], pooling.name()),
+        };
+        let dim = head
+            .as_ref()
+            .map_or(config.hidden_size, |h| h.out_dim() as usize);
+        let mut loaded = Vec::new();
+        for _ in 0..replicas.max(1) {
+            let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let model = Llama::new(&vs.root(), &config);
+            crate::load_weights(&mut vs, weights)?;
+            let head = head.as_ref().map(EmbeddingHead::copy);
+            loaded.push(Mutex::new(Loaded {
+                model,
+                head,
+                _vs: vs,
+            }));
+        }
         Ok(Self {
-            loaded: Mutex::new(Loaded { model, _vs: vs }),
+            has_head: head.is_some(),
+            loaded,
+            next: std::sync::atomic::AtomicUsize::new(0),
             tokenizer,
             normalizer: Normalizer::new(NormalizeConfig::default()),
             pooling,
             prefix_tokens,
             max_tokens: MAX_EMBED_TOKENS.min(config.max_position_embeddings),
-            dim: config.hidden_size,
-            id: format!("{}/{}", &sha[..16], pooling.name()),
+            dim,
+            id,
         })
     }
 
@@ -135,31 +183,36 @@ impl PostEmbedder {
         }
         w
     }
-}
 
-impl Embedder for PostEmbedder {
-    fn id(&self) -> &str {
-        &self.id
+    /// A free model copy, or (all busy) the next one in turn.
+    fn replica(&self) -> std::result::Result<std::sync::MutexGuard<'_, Loaded>, EmbedError> {
+        for m in &self.loaded {
+            if let Ok(g) = m.try_lock() {
+                return Ok(g);
+            }
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.loaded.len();
+        self.loaded[i]
+            .lock()
+            .map_err(|_| EmbedError("the model lock is poisoned".into()))
     }
 
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    fn embed(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, EmbedError> {
+    /// The model's pooled unit vectors [n, hidden] of `texts`, in order, before any head.
+    pub fn pooled(&self, texts: &[&str]) -> std::result::Result<Tensor, EmbedError> {
         let encoded = texts
             .iter()
             .map(|t| self.ids(t))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let hidden = self.hidden_size();
+        if encoded.is_empty() {
+            return Ok(Tensor::zeros([0, hidden], (Kind::Float, tch::Device::Cpu)));
+        }
         // Similar lengths share a batch, so little is spent on padding.
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].len());
-        let mut out = vec![Vec::new(); encoded.len()];
-        let loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| EmbedError("the model lock is poisoned".into()))?;
+        let loaded = self.replica()?;
         let _guard = tch::no_grad_guard();
+        let mut parts = Vec::new();
         for chunk in order.chunks(BATCH) {
             let width = chunk.iter().map(|&i| encoded[i].len()).max().unwrap_or(1);
             let mut ids = Vec::with_capacity(chunk.len() * width);
@@ -177,13 +230,54 @@ impl Embedder for PostEmbedder {
             let h = loaded.model.hidden(&ids).to_kind(Kind::Float);
             let pooled = (h * &w).sum_dim_intlist(1, false, Kind::Float)
                 / w.sum_dim_intlist(1, false, Kind::Float);
-            let pooled = &pooled / pooled.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-            let flat: Vec<f32> = Vec::<f32>::try_from(pooled.reshape([-1]))
-                .map_err(|e| EmbedError(e.to_string()))?;
-            for (row, &i) in chunk.iter().enumerate() {
-                out[i] = flat[row * self.dim..(row + 1) * self.dim].to_vec();
-            }
+            parts.push(&pooled / pooled.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12));
         }
-        Ok(out)
+        // Back to the callers' order.
+        let sorted = Tensor::cat(&parts, 0);
+        let mut inverse = vec![0i64; order.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            inverse[i] = pos as i64;
+        }
+        Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
+    }
+
+    /// Width of the model's hidden states (the pooled vectors' dimension).
+    pub fn hidden_size(&self) -> i64 {
+        self.replica()
+            .map(|l| l.model.config.hidden_size as i64)
+            .unwrap_or(0)
+    }
+
+    /// True when an embedding head maps the pooled vectors.
+    pub fn has_head(&self) -> bool {
+        self.has_head
+    }
+}
+
+impl Embedder for PostEmbedder {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, EmbedError> {
+        let pooled = self.pooled(texts)?;
+        let out = {
+            let loaded = self.replica()?;
+            match &loaded.head {
+                Some(h) => {
+                    let _guard = tch::no_grad_guard();
+                    h.apply(&pooled)
+                }
+                None => pooled,
+            }
+        };
+        let dim = self.dim;
+        let flat: Vec<f32> =
+            Vec::<f32>::try_from(out.reshape([-1])).map_err(|e| EmbedError(e.to_string()))?;
+        Ok(flat.chunks(dim.max(1)).map(<[f32]>::to_vec).collect())
     }
 }

@@ -9,11 +9,13 @@
 mod config;
 mod embed;
 mod generate;
+pub mod head;
 mod model;
 
 pub use config::LlamaConfig;
 pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, FinishReason, Generation, SamplingConfig};
+pub use head::{train_head, EmbeddingHead, HeadConfig, HeadPair, HeadReport};
 pub use model::{KvCache, Llama};
 
 use std::path::{Path, PathBuf};

@@ -263,3 +263,82 @@ fn embeddings_are_unit_length_and_independent_of_their_batch() {
         assert!(starling_embed::dot(&batched[0], &batched[1]) < 0.9999);
     }
 }
+
+#[test]
+fn the_embedding_head_learns_to_ignore_noise_and_is_picked_up_from_the_model_dir() {
+    use starling_embed::Embedder;
+    use starling_model::{train_head, HeadConfig, HeadPair};
+    tch::manual_seed(3);
+    // Pairs share a signal in dims 0..8 under a common offset; dims 8..16 are loud noise.
+    let groups = 400i64;
+    let signal = Tensor::randn([groups, 8], (Kind::Float, Device::Cpu));
+    let side = |_: i64| {
+        let noise = Tensor::randn([groups, 8], (Kind::Float, Device::Cpu)) * 2.0;
+        let x = Tensor::cat(&[&signal * 0.5 + 3.0, noise], 1);
+        &x / x.norm_scalaropt_dim(2, [1], true)
+    };
+    let vectors = Tensor::cat(&[side(0), side(1)], 0);
+    let pairs: Vec<HeadPair> = (0..groups as usize)
+        .map(|g| HeadPair {
+            query: g,
+            doc: groups as usize + g,
+            group: g,
+        })
+        .collect();
+    let cfg = HeadConfig {
+        steps: 300,
+        batch: 64,
+        ..HeadConfig::default()
+    };
+    let (head, report) = train_head(&vectors, &pairs, &cfg).unwrap();
+    assert!(
+        report.val_top1_after > report.val_top1_before + 0.2 && report.val_top1_after > 0.7,
+        "{report:?}"
+    );
+    assert!(report.val_loss_after < report.val_loss_before);
+    assert_eq!(head.out_dim(), 16);
+
+    // Saved into a model directory, the embedder applies it and says so in its id.
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = embedder_dir(tmp.path());
+    let plain =
+        starling_model::PostEmbedder::load(tmp.path(), &weights, starling_model::Pooling::Mean)
+            .unwrap();
+    let base = plain.id().to_string();
+    let (h64, _) = train_head(
+        &Tensor::randn([64, 64], (Kind::Float, Device::Cpu)),
+        &(0..32)
+            .map(|g| HeadPair {
+                query: g,
+                doc: 32 + g,
+                group: g,
+            })
+            .collect::<Vec<_>>(),
+        &HeadConfig {
+            steps: 2,
+            batch: 8,
+            ..HeadConfig::default()
+        },
+    )
+    .unwrap();
+    starling_model::head::save_head(tmp.path(), &h64, &report).unwrap();
+    let with_head =
+        starling_model::PostEmbedder::load(tmp.path(), &weights, starling_model::Pooling::Mean)
+            .unwrap();
+    assert!(with_head.has_head());
+    assert_ne!(with_head.id(), base);
+    assert!(with_head.id().contains("+head-"));
+    let v = with_head.embed(&["pizza tonight"]).unwrap().remove(0);
+    assert_eq!(v.len(), 64);
+    assert!((starling_embed::dot(&v, &v) - 1.0).abs() < 1e-4);
+    // A head of the wrong width is refused with the file named.
+    starling_model::head::save_head(tmp.path(), &head, &report).unwrap();
+    let err =
+        starling_model::PostEmbedder::load(tmp.path(), &weights, starling_model::Pooling::Mean)
+            .err()
+            .unwrap();
+    assert!(
+        err.to_string().contains("embedding_head.safetensors"),
+        "{err}"
+    );
+}

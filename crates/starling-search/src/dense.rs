@@ -127,7 +127,24 @@ impl DenseIndex {
                 self.dim
             )));
         }
-        for (k, _) in items {
+        // A key given twice keeps its last vector, as two adds in a row would.
+        let mut last: HashMap<u64, usize> = HashMap::with_capacity(items.len());
+        for (i, (k, _)) in items.iter().enumerate() {
+            last.insert(*k, i);
+        }
+        let deduped: Vec<&(u64, Vec<f32>)>;
+        let items: Vec<&(u64, Vec<f32>)> = if last.len() == items.len() {
+            items.iter().collect()
+        } else {
+            deduped = items
+                .iter()
+                .enumerate()
+                .filter(|(i, (k, _))| last.get(k) == Some(i))
+                .map(|(_, x)| x)
+                .collect();
+            deduped
+        };
+        for (k, _) in &items {
             if self.ann.contains(*k) {
                 self.ann.remove(*k).map_err(|e| err("remove", e))?;
             }
@@ -145,7 +162,7 @@ impl DenseIndex {
                 .chunks(chunk)
                 .map(|part| {
                     s.spawn(move || -> Result<()> {
-                        for (k, v) in part {
+                        for (k, v) in part.iter().copied() {
                             ann.add(*k, v).map_err(|e| err("add", e))?;
                         }
                         Ok(())
@@ -267,6 +284,10 @@ mod tests {
         assert_eq!(back.len(), 2);
         assert!(DenseIndex::load(&p, 4).is_err());
         assert!(d.add(&[(9, vec![1.0; 4])]).is_err());
+        // A key twice in one batch keeps the last vector.
+        d.add(&[(7, unit(&[0.0, 1.0, 0.0])), (7, unit(&[0.0, 0.0, 1.0]))])
+            .unwrap();
+        assert_eq!(d.search(&unit(&[0.0, 0.0, 1.0]), 1, None).unwrap()[0].0, 7);
     }
 
     #[test]

@@ -888,12 +888,18 @@ impl PostIndex {
                 let tq = self.to_tantivy(f);
                 let docs = searcher.search(&tq, &DocSetCollector)?;
                 let mut keys = HashSet::with_capacity(docs.len());
+                let mut cols = std::collections::HashMap::new();
                 for a in docs {
-                    let col = searcher
-                        .segment_reader(a.segment_ord)
-                        .fast_fields()
-                        .u64("key")?
-                        .first_or_default_col(0);
+                    let col = match cols.entry(a.segment_ord) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                            searcher
+                                .segment_reader(a.segment_ord)
+                                .fast_fields()
+                                .u64("key")?
+                                .first_or_default_col(0),
+                        ),
+                    };
                     keys.insert(col.get_val(a.doc_id));
                 }
                 Some(keys)
@@ -937,52 +943,83 @@ impl PostIndex {
     fn bm25(&self, q: &Query, order: SearchOrder, limit: usize) -> Result<Vec<Hit>> {
         let tq = self.to_tantivy(q);
         let searcher = self.reader.searcher();
+        let now = self.newest.load(AtomicOrdering::Relaxed);
+        let now = (now != i64::MIN).then_some(now);
         let addrs: Vec<(f64, DocAddress)> = match order {
-            SearchOrder::Latest => searcher
-                .search(
-                    &tq,
-                    &TopDocs::with_limit(limit)
-                        .order_by_fast_field::<DateTime>("created_at", SortOrder::Desc),
-                )?
-                .into_iter()
-                .map(|(t, a)| {
-                    (
-                        t.map(|t| t.into_timestamp_secs() as f64)
-                            .unwrap_or(f64::NAN),
-                        a,
-                    )
-                })
-                .collect(),
-            SearchOrder::Top => {
-                let now = self.newest.load(AtomicOrdering::Relaxed);
-                let now = (now != i64::MIN).then_some(now);
-                searcher.search(
-                    &tq,
-                    &TopDocs::with_limit(limit).tweak_score(move |seg: &tantivy::SegmentReader| {
-                        let ff = seg.fast_fields();
-                        let col = |name: &str| ff.u64(name).ok().map(|c| c.first_or_default_col(0));
-                        let (likes, reposts, replies, quotes) =
-                            (col("likes"), col("reposts"), col("replies"), col("quotes"));
-                        let created = ff
-                            .date("created_at")
-                            .ok()
-                            .map(|c| c.first_or_default_col(DateTime::from_timestamp_secs(0)));
-                        move |doc: tantivy::DocId, bm25: tantivy::Score| {
-                            let engagement = likes.as_ref().map_or(0, |c| c.get_val(doc))
-                                + 2 * reposts.as_ref().map_or(0, |c| c.get_val(doc))
-                                + 2 * quotes.as_ref().map_or(0, |c| c.get_val(doc))
-                                + replies.as_ref().map_or(0, |c| c.get_val(doc));
-                            let age_s = match (&created, now) {
-                                (Some(c), Some(now)) => {
-                                    (now - c.get_val(doc).into_timestamp_secs()).max(0) as f64
-                                }
-                                _ => 0.0,
-                            };
-                            top_score(bm25 as f64, engagement, age_s)
+            SearchOrder::Latest => {
+                let by_time = |query: &dyn TQuery| -> Result<Vec<(f64, DocAddress)>> {
+                    Ok(searcher
+                        .search(
+                            query,
+                            &TopDocs::with_limit(limit)
+                                .order_by_fast_field::<DateTime>("created_at", SortOrder::Desc),
+                        )?
+                        .into_iter()
+                        .map(|(t, a)| {
+                            (
+                                t.map(|t| t.into_timestamp_secs() as f64)
+                                    .unwrap_or(f64::NAN),
+                                a,
+                            )
+                        })
+                        .collect())
+                };
+                // The newest matches are found in a recent window first (as Earlybird searches
+                // its newest segment first); when a window holds `limit` of them, nothing older
+                // can be among the newest `limit`.
+                let mut found = None;
+                if let Some(now) = now {
+                    for window in LATEST_WINDOWS_S {
+                        let since = Term::from_field_date_for_search(
+                            self.fields.created_at,
+                            DateTime::from_timestamp_secs(now - window),
+                        );
+                        let windowed = BooleanQuery::new(vec![
+                            (Occur::Must, tq.box_clone()),
+                            (
+                                Occur::Must,
+                                Box::new(RangeQuery::new(Bound::Included(since), Bound::Unbounded)),
+                            ),
+                        ]);
+                        let r = by_time(&windowed)?;
+                        if r.len() >= limit {
+                            found = Some(r);
+                            break;
                         }
-                    }),
-                )?
+                    }
+                }
+                match found {
+                    Some(r) => r,
+                    None => by_time(tq.as_ref())?,
+                }
             }
+            SearchOrder::Top if !q.dense_parts().text.trim().is_empty() => {
+                // Words to score: BM25's best TOP_RERANK_DEPTH (block-max WAND skips the rest)
+                // re-ranked by engagement and recency.
+                let cands = searcher.search(
+                    &tq,
+                    &TopDocs::with_limit(TOP_RERANK_DEPTH.max(limit)).order_by_score(),
+                )?;
+                let mut scorers: std::collections::HashMap<
+                    u32,
+                    Box<dyn Fn(tantivy::DocId, f32) -> f64>,
+                > = std::collections::HashMap::new();
+                let mut ranked: Vec<(f64, DocAddress)> = Vec::with_capacity(cands.len());
+                for (bm25, a) in cands {
+                    let f = scorers.entry(a.segment_ord).or_insert_with(|| {
+                        Box::new(top_scorer(searcher.segment_reader(a.segment_ord), now))
+                    });
+                    ranked.push((f(a.doc_id, bm25), a));
+                }
+                ranked.sort_by(|x, y| y.0.total_cmp(&x.0));
+                ranked.truncate(limit);
+                ranked
+            }
+            SearchOrder::Top => searcher.search(
+                &tq,
+                &TopDocs::with_limit(limit)
+                    .tweak_score(move |seg: &tantivy::SegmentReader| top_scorer(seg, now)),
+            )?,
         };
         let mut hits = Vec::with_capacity(addrs.len());
         for (score, addr) in addrs {
@@ -1182,6 +1219,37 @@ impl PostIndex {
         &self.index
     }
 }
+
+/// `top` ranking's score of a segment's documents from their BM25 score and fast fields.
+fn top_scorer(
+    seg: &tantivy::SegmentReader,
+    now: Option<i64>,
+) -> impl Fn(tantivy::DocId, f32) -> f64 {
+    let ff = seg.fast_fields();
+    let col = |name: &str| ff.u64(name).ok().map(|c| c.first_or_default_col(0));
+    let (likes, reposts, replies, quotes) =
+        (col("likes"), col("reposts"), col("replies"), col("quotes"));
+    let created = ff
+        .date("created_at")
+        .ok()
+        .map(|c| c.first_or_default_col(DateTime::from_timestamp_secs(0)));
+    move |doc: tantivy::DocId, bm25: tantivy::Score| {
+        let engagement = likes.as_ref().map_or(0, |c| c.get_val(doc))
+            + 2 * reposts.as_ref().map_or(0, |c| c.get_val(doc))
+            + 2 * quotes.as_ref().map_or(0, |c| c.get_val(doc))
+            + replies.as_ref().map_or(0, |c| c.get_val(doc));
+        let age_s = match (&created, now) {
+            (Some(c), Some(now)) => (now - c.get_val(doc).into_timestamp_secs()).max(0) as f64,
+            _ => 0.0,
+        };
+        top_score(bm25 as f64, engagement, age_s)
+    }
+}
+
+/// How many of BM25's best a `top` query with words re-ranks by engagement and recency.
+pub const TOP_RERANK_DEPTH: usize = 1000;
+/// Windows (seconds back from the newest post) that `latest` tries before the whole index.
+pub const LATEST_WINDOWS_S: [i64; 2] = [86_400, 16 * 86_400];
 
 /// Half-life of the recency decay of `top` ranking: 7 days.
 pub const RECENCY_HALF_LIFE_S: f64 = 7.0 * 86_400.0;

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_search;
 mod bench_train;
+mod embed_cmd;
 mod eval_cmd;
 mod model_cmd;
 mod plan_cmd;
@@ -74,6 +75,11 @@ enum Command {
     },
     /// Search an index with Twitter's advanced-search operators (bm25, dense or hybrid).
     Search(search_cmd::SearchArgs),
+    /// Embeddings: train the contrastive head the embedder applies.
+    Embed {
+        #[command(subcommand)]
+        which: embed_cmd::EmbedCommand,
+    },
     /// Evaluations.
     Eval {
         #[command(subcommand)]
@@ -371,6 +377,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Index { which } => search_cmd::index(&which),
         Command::Search(a) => search_cmd::search(&a),
+        Command::Embed { which } => embed_cmd::run(&which),
         Command::Eval {
             which: EvalCommand::Search(a),
         } => eval_cmd::search(&a),

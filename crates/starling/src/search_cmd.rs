@@ -82,10 +82,19 @@ pub struct SearchArgs {
 
 /// Loads a model directory (run or export) as an embedder.
 pub fn load_embedder(model: &Path, pooling: &str) -> Result<PostEmbedder> {
+    load_embedder_replicated(model, pooling, 1)
+}
+
+/// [`load_embedder`] with `replicas` model copies, for that many concurrent callers.
+pub fn load_embedder_replicated(
+    model: &Path,
+    pooling: &str,
+    replicas: usize,
+) -> Result<PostEmbedder> {
     let pooling = Pooling::parse(pooling)
         .with_context(|| format!("--pooling {pooling}: use mean, weighted-mean or last"))?;
     let (dir, weights) = crate::model_cmd::resolve(model)?;
-    PostEmbedder::load(&dir, &weights, pooling)
+    PostEmbedder::load_replicated(&dir, &weights, pooling, replicas)
         .with_context(|| format!("loading {} as an embedder", model.display()))
 }
 
