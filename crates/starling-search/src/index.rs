@@ -564,6 +564,26 @@ pub fn build_from(
     }
 }
 
+/// Builds an index of posts held in memory (see [`build_from`]).
+pub fn build_posts(
+    posts: &[Post],
+    source_sha256: &str,
+    out: &Path,
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<IndexMeta> {
+    build_from(
+        &mut |sink: &mut dyn FnMut(Post)| {
+            posts.iter().cloned().for_each(&mut *sink);
+            Ok(())
+        },
+        source_sha256,
+        out,
+        opts,
+        progress,
+    )
+}
+
 /// Posts embedded per call while building.
 const EMBED_CHUNK: usize = 256;
 

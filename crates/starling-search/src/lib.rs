@@ -22,8 +22,8 @@ pub mod query;
 
 pub use dense::DenseIndex;
 pub use index::{
-    build, build_from, AddReport, BuildOptions, DenseMeta, Hit, IndexMeta, PostIndex, SearchMode,
-    SearchOrder, SearchRequest,
+    build, build_from, build_posts, AddReport, BuildOptions, DenseMeta, Hit, IndexMeta, PostIndex,
+    SearchMode, SearchOrder, SearchRequest,
 };
 pub use query::{parse, Filter, Query, QueryError};
 pub use starling_embed::Embedder;

@@ -230,17 +230,27 @@ fn request<'a>(q: &'a str, mode: SearchMode, e: Option<&'a dyn Embedder>) -> Sea
     }
 }
 
-#[test]
-fn dense_and_hybrid_search_with_filters_and_model_checks() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let c = corpus(tmp.path());
-    let out = tmp.path().join("idx");
-    let words = WordsEmbedder("words-64");
+/// The test corpus indexed with [`WordsEmbedder`] vectors into `dir/idx`.
+fn dense_index(
+    dir: &Path,
+    words: &WordsEmbedder,
+) -> (std::path::PathBuf, starling_search::IndexMeta) {
+    let c = corpus(dir);
+    let out = dir.join("idx");
     let opts = BuildOptions {
-        embedder: Some(&words),
+        embedder: Some(words),
         model: Some("test".into()),
     };
     let meta = build(&c, &out, &opts, &mut |_| {}).expect("build");
+    (out, meta)
+}
+
+#[test]
+fn dense_and_hybrid_search_with_filters_and_model_checks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let words = WordsEmbedder("words-64");
+    let (out, meta) = dense_index(tmp.path(), &words);
+    let c = tmp.path().join("corpus");
     assert_eq!(meta.dense.as_ref().map(|d| d.dim), Some(64));
     let idx = PostIndex::open(&out).expect("open");
     assert!(idx.has_dense());
@@ -320,14 +330,8 @@ fn new_post(id: &str, text: &str) -> Post {
 #[test]
 fn near_real_time_add_and_delete_while_queries_run() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let c = corpus(tmp.path());
-    let out = tmp.path().join("idx");
     let words = WordsEmbedder("words-64");
-    let opts = BuildOptions {
-        embedder: Some(&words),
-        model: None,
-    };
-    build(&c, &out, &opts, &mut |_| {}).expect("build");
+    let (out, _) = dense_index(tmp.path(), &words);
     let idx = PostIndex::open(&out).expect("open");
     let e: &dyn Embedder = &words;
     let stop = std::sync::atomic::AtomicBool::new(false);

@@ -9,7 +9,7 @@ use starling_corpus::synth::SynthConfig;
 use starling_corpus::Post;
 use starling_embed::{EmbedError, Embedder};
 use starling_search::{
-    build_from, BuildOptions, DenseIndex, PostIndex, SearchMode, SearchOrder, SearchRequest,
+    build_posts, BuildOptions, DenseIndex, PostIndex, SearchMode, SearchOrder, SearchRequest,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -339,11 +339,8 @@ pub fn search(a: &SearchBenchArgs) -> Result<()> {
         std::fs::remove_dir_all(&bm25_dir)?;
     }
     let t = Instant::now();
-    build_from(
-        &mut |sink: &mut dyn FnMut(Post)| {
-            posts.iter().cloned().for_each(&mut *sink);
-            Ok(())
-        },
+    build_posts(
+        &posts,
         "bench",
         &bm25_dir,
         &BuildOptions::default(),
@@ -431,11 +428,8 @@ pub fn search(a: &SearchBenchArgs) -> Result<()> {
     if dense_dir.exists() {
         std::fs::remove_dir_all(&dense_dir)?;
     }
-    build_from(
-        &mut |sink: &mut dyn FnMut(Post)| {
-            subset.iter().cloned().for_each(&mut *sink);
-            Ok(())
-        },
+    build_posts(
+        &subset,
         "bench",
         &dense_dir,
         &BuildOptions {

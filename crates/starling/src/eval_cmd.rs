@@ -5,7 +5,7 @@ use crate::search_cmd::{load_embedder, spinner};
 use anyhow::{Context, Result};
 use starling_corpus::{Corpus, Post};
 use starling_search::eval::{evaluate, hashtag_queries, strip_hashtags, ModeScore};
-use starling_search::{build_from, BuildOptions, Embedder, PostIndex, SearchMode};
+use starling_search::{build_posts, BuildOptions, Embedder, PostIndex, SearchMode};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -78,23 +78,14 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
             embedder: Some(&e),
             model: Some(a.model.display().to_string()),
         };
-        build_from(
-            &mut |sink: &mut dyn FnMut(Post)| {
-                posts.iter().cloned().for_each(&mut *sink);
-                Ok(())
-            },
-            "eval",
-            &dir,
-            &opts,
-            &mut |n| {
-                bar.set_message(format!(
-                    "{n}/{} posts · {:.0} posts/s",
-                    posts.len(),
-                    n as f64 / t.elapsed().as_secs_f64().max(1e-9)
-                ));
-                bar.tick();
-            },
-        )?;
+        build_posts(&posts, "eval", &dir, &opts, &mut |n| {
+            bar.set_message(format!(
+                "{n}/{} posts · {:.0} posts/s",
+                posts.len(),
+                n as f64 / t.elapsed().as_secs_f64().max(1e-9)
+            ));
+            bar.tick();
+        })?;
         bar.finish_and_clear();
         let secs = t.elapsed().as_secs_f64();
         println!(
