@@ -64,6 +64,7 @@ pub struct PostEmbedder {
     prefix_tokens: usize,
     max_tokens: usize,
     dim: usize,
+    hidden: usize,
     id: String,
     has_head: bool,
 }
@@ -136,6 +137,7 @@ impl PostEmbedder {
             prefix_tokens,
             max_tokens: MAX_EMBED_TOKENS.min(config.max_position_embeddings),
             dim,
+            hidden: config.hidden_size,
             id,
         })
     }
@@ -199,13 +201,21 @@ impl PostEmbedder {
 
     /// The model's pooled unit vectors [n, hidden] of `texts`, in order, before any head.
     pub fn pooled(&self, texts: &[&str]) -> std::result::Result<Tensor, EmbedError> {
+        self.vectors(texts, false)
+    }
+
+    /// Pooled vectors of `texts` in order, through the head when `head` (one model copy held throughout).
+    fn vectors(&self, texts: &[&str], head: bool) -> std::result::Result<Tensor, EmbedError> {
         let encoded = texts
             .iter()
             .map(|t| self.ids(t))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let hidden = self.hidden_size();
         if encoded.is_empty() {
-            return Ok(Tensor::zeros([0, hidden], (Kind::Float, tch::Device::Cpu)));
+            let width = if head { self.dim } else { self.hidden };
+            return Ok(Tensor::zeros(
+                [0, width as i64],
+                (Kind::Float, tch::Device::Cpu),
+            ));
         }
         // Similar lengths share a batch, so little is spent on padding.
         let mut order: Vec<usize> = (0..encoded.len()).collect();
@@ -238,14 +248,16 @@ impl PostEmbedder {
         for (pos, &i) in order.iter().enumerate() {
             inverse[i] = pos as i64;
         }
-        Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
+        let pooled = sorted.index_select(0, &Tensor::from_slice(&inverse));
+        Ok(match (&loaded.head, head) {
+            (Some(h), true) => h.apply(&pooled),
+            _ => pooled,
+        })
     }
 
     /// Width of the model's hidden states (the pooled vectors' dimension).
     pub fn hidden_size(&self) -> i64 {
-        self.replica()
-            .map(|l| l.model.config.hidden_size as i64)
-            .unwrap_or(0)
+        self.hidden as i64
     }
 
     /// True when an embedding head maps the pooled vectors.
@@ -264,17 +276,7 @@ impl Embedder for PostEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, EmbedError> {
-        let pooled = self.pooled(texts)?;
-        let out = {
-            let loaded = self.replica()?;
-            match &loaded.head {
-                Some(h) => {
-                    let _guard = tch::no_grad_guard();
-                    h.apply(&pooled)
-                }
-                None => pooled,
-            }
-        };
+        let out = self.vectors(texts, true)?;
         let dim = self.dim;
         let flat: Vec<f32> =
             Vec::<f32>::try_from(out.reshape([-1])).map_err(|e| EmbedError(e.to_string()))?;

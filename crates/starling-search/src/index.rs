@@ -693,20 +693,11 @@ fn build_into(
 }
 
 fn write_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
-    let path = dir.join(META_FILE);
-    let tmp = dir.join(format!("{META_FILE}.tmp"));
     let json = serde_json::to_vec_pretty(meta).map_err(|e| Error::Format(e.to_string()))?;
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| Error::Io { path: p, source: e }
-    };
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&json).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    Ok(starling_corpus::write::write_atomic(
+        &dir.join(META_FILE),
+        &json,
+    )?)
 }
 
 /// An opened index: searched by any number of threads while posts are added and deleted.
