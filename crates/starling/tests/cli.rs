@@ -485,7 +485,8 @@ fn dense_hybrid_and_live_updates_through_the_binary() {
         "lang": "en"
     });
     let delete = serde_json::json!({"delete": {"status": {"id_str": "990000000000000001", "user_id_str": "7"}}});
-    std::fs::write(&live, format!("{post}\n")).expect("write");
+    // A truncated line beside it is quarantined and counted, not lost.
+    std::fs::write(&live, format!("{post}\n{{\"id_str\": \"9\", \"text\n")).expect("write");
     let out = run_ok(
         starling()
             .args(["index", "add", "--index"])
@@ -493,6 +494,10 @@ fn dense_hybrid_and_live_updates_through_the_binary() {
             .arg(&live),
     );
     assert!(out.contains("1 new"), "{out}");
+    assert!(
+        out.contains("2 records read = 1 posts") && out.contains("1 quarantined"),
+        "{out}"
+    );
     let found = run_ok(
         starling()
             .args(["search", "--json", "--index"])
