@@ -92,10 +92,13 @@ pub fn sample(logits: &[f32], history: &[i64], cfg: &SamplingConfig, rng: &mut i
         return argmax();
     }
     let mut idx: Vec<usize> = (0..l.len()).collect();
-    idx.sort_unstable_by(|&a, &b| l[b].total_cmp(&l[a]));
-    if cfg.top_k > 0 {
+    let by_logit = |a: &usize, b: &usize| l[*b].total_cmp(&l[*a]);
+    if cfg.top_k > 0 && cfg.top_k < idx.len() {
+        // Partition first: sorting the whole vocabulary for every token is the slow part.
+        idx.select_nth_unstable_by(cfg.top_k - 1, by_logit);
         idx.truncate(cfg.top_k);
     }
+    idx.sort_unstable_by(by_logit);
     let max = l[idx[0]];
     let mut probs: Vec<f64> = idx
         .iter()

@@ -16,7 +16,7 @@ pub use config::LlamaConfig;
 pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, FinishReason, Generation, SamplingConfig};
 pub use head::{train_head, EmbeddingHead, HeadConfig, HeadPair, HeadReport};
-pub use model::{KvCache, Llama};
+pub use model::{KvCache, Llama, SlotCache};
 
 use std::path::{Path, PathBuf};
 

@@ -60,6 +60,24 @@ impl Rope {
         let rotated = Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
         x * cos + rotated * sin
     }
+
+    /// Rotates `x` of shape [n, heads, 1, head_dim], row `i` at position `pos[i]`.
+    fn apply_at(&self, x: &Tensor, pos: &Tensor) -> Tensor {
+        let n = x.size()[0];
+        let cos = self
+            .cos
+            .index_select(0, pos)
+            .view([n, 1, 1, -1])
+            .to_kind(x.kind());
+        let sin = self
+            .sin
+            .index_select(0, pos)
+            .view([n, 1, 1, -1])
+            .to_kind(x.kind());
+        let half = x.size()[3] / 2;
+        let rotated = Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
+        x * cos + rotated * sin
+    }
 }
 
 /// `l(x)` with the matrix product in `kind` (weights stay fp32 masters; bf16 is mixed precision).
@@ -91,6 +109,49 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Keys and values of up to `slots` sequences, each at its own length, for continuous batching:
+/// sequence `i` of a [`Llama::decode`] batch lives in slot `i`.
+#[derive(Debug)]
+pub struct SlotCache {
+    /// Per layer, keys and values [slots, kv_heads, context, head_dim].
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl SlotCache {
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.layers
+            .first()
+            .map(|(k, _)| k.size()[0] as usize)
+            .unwrap_or(0)
+    }
+
+    /// Copies slot `from` into slot `to` (keeps a batch's sequences in the first slots).
+    pub fn move_slot(&mut self, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        for (k, v) in &mut self.layers {
+            let src = k.get(from as i64);
+            k.get(to as i64).copy_(&src);
+            let src = v.get(from as i64);
+            v.get(to as i64).copy_(&src);
+        }
+    }
+}
+
+/// Where each row of a decode batch reads and writes its cache.
+struct SlotsAt {
+    /// Position of each row's new token [n].
+    pos: Tensor,
+    /// Slots 0..n [n].
+    rows: Tensor,
+    /// Positions attended: 0..len.
+    len: i64,
+    /// [n, 1, 1, len], true where a row may attend.
+    mask: Tensor,
 }
 
 #[derive(Debug)]
@@ -176,6 +237,52 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// One new token per row, attending to the row's slot (written in place).
+    fn forward_slots(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        at: &SlotsAt,
+        kv: &mut (Tensor, Tensor),
+    ) -> Tensor {
+        let n = x.size()[0];
+        let split = |y: Tensor, h: i64| y.view([n, 1, h, self.head_dim]).transpose(1, 2);
+        let kind = self.kind;
+        let q = rope.apply_at(&split(linear(&self.q, x, kind), self.heads), &at.pos);
+        let k = rope.apply_at(&split(linear(&self.k, x, kind), self.kv_heads), &at.pos);
+        let v = split(linear(&self.v, x, kind), self.kv_heads);
+        let (kc, vc) = kv;
+        let idx = [Some(&at.rows), None, Some(&at.pos)];
+        let _ = kc.index_put_(&idx, &k.squeeze_dim(2).to_kind(kc.kind()), false);
+        let _ = vc.index_put_(&idx, &v.squeeze_dim(2).to_kind(vc.kind()), false);
+        let mut k = kc.narrow(0, 0, n).narrow(2, 0, at.len).to_kind(q.kind());
+        let mut v = vc.narrow(0, 0, n).narrow(2, 0, at.len).to_kind(q.kind());
+        let rep = self.heads / self.kv_heads;
+        if rep > 1 {
+            k = k.repeat_interleave_self_int(rep, Some(1), None);
+            v = v.repeat_interleave_self_int(rep, Some(1), None);
+        }
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(&at.mask),
+            0.0,
+            false,
+            None,
+            false,
+        );
+        linear(
+            &self.o,
+            &y.transpose(1, 2)
+                .contiguous()
+                .view([n, 1, self.heads * self.head_dim]),
+            kind,
+        )
+    }
+}
+
 #[derive(Debug)]
 struct Mlp {
     gate: nn::Linear,
@@ -232,6 +339,19 @@ impl Block {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Tensor {
         let h = x + self.attn.forward(&self.input_norm.forward(x), rope, cache);
+        &h + self.mlp.forward(&self.post_norm.forward(&h))
+    }
+
+    fn forward_slots(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        at: &SlotsAt,
+        kv: &mut (Tensor, Tensor),
+    ) -> Tensor {
+        let h = x + self
+            .attn
+            .forward_slots(&self.input_norm.forward(x), rope, at, kv);
         &h + self.mlp.forward(&self.post_norm.forward(&h))
     }
 }
@@ -341,6 +461,67 @@ impl Llama {
             x = b.forward(&x, &self.rope, Some(slot));
         }
         self.head(&self.norm.forward(&x))
+    }
+
+    /// An empty cache of `slots` sequences of up to the context length each.
+    pub fn slot_cache(&self, slots: usize) -> SlotCache {
+        let c = &self.config;
+        let shape = [
+            slots as i64,
+            c.num_key_value_heads as i64,
+            c.max_position_embeddings as i64,
+            c.head_dim() as i64,
+        ];
+        let opts = (self.kind, self.device());
+        SlotCache {
+            layers: (0..self.blocks.len())
+                .map(|_| (Tensor::zeros(shape, opts), Tensor::zeros(shape, opts)))
+                .collect(),
+        }
+    }
+
+    /// Reads a prompt into `slot` (replacing what it held) and returns the logits [vocab] of its
+    /// last position. The prompt must be shorter than the context.
+    pub fn prefill(&self, ids: &[i64], slot: usize, cache: &mut SlotCache) -> Tensor {
+        let mut kv = KvCache::default();
+        let input = Tensor::from_slice(ids)
+            .view([1, -1])
+            .to_device(self.device());
+        let logits = self.forward_cached(&input, &mut kv);
+        let t = ids.len() as i64;
+        for ((k, v), layer) in cache.layers.iter_mut().zip(&kv.layers) {
+            if let Some((pk, pv)) = layer {
+                k.get(slot as i64).narrow(1, 0, t).copy_(&pk.get(0));
+                v.get(slot as i64).narrow(1, 0, t).copy_(&pv.get(0));
+            }
+        }
+        logits.get(0).get(t - 1)
+    }
+
+    /// One decoding step of a batch: row `i` is slot `i`, its new token `tokens[i]` at position
+    /// `positions[i]` (its prompt and earlier tokens fill the positions before). Returns logits [n, vocab].
+    pub fn decode(&self, tokens: &[i64], positions: &[i64], cache: &mut SlotCache) -> Tensor {
+        let n = tokens.len() as i64;
+        let device = self.device();
+        let len = positions.iter().max().map(|&p| p + 1).unwrap_or(1);
+        let pos = Tensor::from_slice(positions).to_device(device);
+        let mask = Tensor::arange(len, (Kind::Int64, device))
+            .view([1, len])
+            .le_tensor(&pos.view([n, 1]))
+            .view([n, 1, 1, len]);
+        let at = SlotsAt {
+            rows: Tensor::arange(n, (Kind::Int64, device)),
+            pos,
+            len,
+            mask,
+        };
+        let mut x = self
+            .embed
+            .forward(&Tensor::from_slice(tokens).to_device(device).view([n, 1]));
+        for (b, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            x = b.forward_slots(&x, &self.rope, &at, kv);
+        }
+        self.head(&self.norm.forward(&x)).view([n, -1])
     }
 
     /// Mean cross-entropy of next-token prediction: logits of `ids` against `targets` [batch, time].

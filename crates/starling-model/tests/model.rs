@@ -342,3 +342,52 @@ fn the_embedding_head_learns_to_ignore_noise_and_is_picked_up_from_the_model_dir
         "{err}"
     );
 }
+
+#[test]
+fn slot_batches_give_the_same_logits_as_one_sequence_at_a_time() {
+    let (_vs, m) = tiny();
+    let _guard = tch::no_grad_guard();
+    let seqs: [Vec<i64>; 3] = [
+        vec![1, 5, 9, 200, 17, 3, 3],
+        vec![250, 42, 8],
+        vec![7, 0, 299, 11, 12],
+    ];
+    // Reference: each sequence alone, full pass.
+    let want: Vec<Tensor> = seqs
+        .iter()
+        .map(|s| m.forward(&Tensor::from_slice(s).view([1, -1])).get(0))
+        .collect();
+    // Prefill every sequence but its last 2 tokens, then decode 2 steps together.
+    let mut cache = m.slot_cache(4);
+    for (slot, s) in seqs.iter().enumerate() {
+        let p = m.prefill(&s[..s.len() - 2], slot, &mut cache);
+        let d = (p - want[slot].get(s.len() as i64 - 3))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(d < 1e-4, "prefill of {slot} differs by {d}");
+    }
+    for back in [2usize, 1] {
+        let tokens: Vec<i64> = seqs.iter().map(|s| s[s.len() - back]).collect();
+        let pos: Vec<i64> = seqs.iter().map(|s| (s.len() - back) as i64).collect();
+        let got = m.decode(&tokens, &pos, &mut cache);
+        for (i, s) in seqs.iter().enumerate() {
+            let d = (got.get(i as i64) - want[i].get((s.len() - back) as i64))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(d < 1e-4, "row {i} differs by {d}");
+        }
+    }
+    // A sequence leaves: the last slot moves into its place and decodes on unchanged.
+    cache.move_slot(2, 0);
+    let extra: Vec<i64> = seqs[2].iter().copied().chain([77]).collect();
+    let full = m.forward(&Tensor::from_slice(&extra).view([1, -1])).get(0);
+    let got = m.decode(&[77, 9], &[extra.len() as i64 - 1, 2], &mut cache);
+    let d = (got.get(0) - full.get(extra.len() as i64 - 1))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(d < 1e-4, "moved slot differs by {d}");
+    assert_eq!(cache.slots(), 4);
+}
