@@ -41,7 +41,7 @@ pub enum Error {
 }
 
 /// Bytes of decode-slot cache one sequence needs (keys and values of every layer, full context).
-pub fn slot_bytes(c: &starling_model::LlamaConfig, bytes_per_value: usize) -> usize {
+pub fn server_slot_bytes(c: &starling_model::LlamaConfig, bytes_per_value: usize) -> usize {
     2 * c.num_hidden_layers
         * c.num_key_value_heads
         * c.head_dim()

@@ -8,6 +8,7 @@ mod eval_cmd;
 mod model_cmd;
 mod plan_cmd;
 mod search_cmd;
+mod serve_cmd;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -54,7 +55,15 @@ enum Command {
         /// Training steps of the small model.
         #[arg(long, default_value_t = 150)]
         train_steps: u64,
+        /// Address the demo serves on at the end.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Answer one request from the server and exit instead of serving until Ctrl-C.
+        #[arg(long)]
+        smoke: bool,
     },
+    /// Serve the model and index: OpenAI-compatible API, search API, metrics and a web page.
+    Serve(serve_cmd::ServeArgs),
     /// Train (or resume) a model on token shards.
     Train(model_cmd::TrainArgs),
     /// Continue a post with a trained model, streaming, and report tokens/s.
@@ -264,6 +273,8 @@ fn run(cli: Cli) -> Result<()> {
             out,
             posts,
             train_steps,
+            addr,
+            smoke,
         } => {
             let started = Instant::now();
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -351,7 +362,20 @@ fn run(cli: Cli) -> Result<()> {
                 run.display(),
                 index.display()
             );
-            Ok(())
+            serve_cmd::serve(&serve_cmd::ServeArgs {
+                model: run.clone(),
+                index: Some(index),
+                addr,
+                api_keys: None,
+                device: "cpu".into(),
+                max_batch: None,
+                max_queue: 256,
+                timeout_s: 120.0,
+                grounding: 3,
+                name: Some("starling-demo".into()),
+                threads: None,
+                smoke,
+            })
         }
         Command::Tokenizer {
             which: TokenizerCommand::Train { corpus, vocab, out },
@@ -377,6 +401,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Index { which } => search_cmd::index(&which),
         Command::Search(a) => search_cmd::search(&a),
+        Command::Serve(a) => serve_cmd::serve(&a),
         Command::Embed { which } => embed_cmd::run(&which),
         Command::Eval {
             which: EvalCommand::Search(a),

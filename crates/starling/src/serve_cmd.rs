@@ -1,0 +1,166 @@
+//! `starling serve`: loads the model and index, starts the server, prints the page's URL; with
+//! `--smoke`, answers one chat request through the network and exits.
+
+use anyhow::{bail, Context, Result};
+use starling_serve::{ApiKeys, EngineConfig, ServeConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Options of `starling serve`.
+#[derive(clap::Args, Clone)]
+pub struct ServeArgs {
+    /// Model directory: a run or an exported HF directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Search index (from `starling index build`) to ground chat in and to search.
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// File of accepted API keys, one per line (bearer tokens); none = no authentication.
+    #[arg(long)]
+    pub api_keys: Option<PathBuf>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Most sequences decoding together (default: as many as 2 GiB of KV cache holds, at most 64).
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Most sequences waiting for a slot before requests get 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// A request's time limit in seconds, queueing included.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout_s: f64,
+    /// Posts each chat answer is grounded on (0 = off).
+    #[arg(long, default_value_t = 3)]
+    pub grounding: usize,
+    /// Name of the model in the API (default: the model directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// libtorch threads of the decode worker (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Answer one chat request through the network, print it and exit.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// Runs `starling serve`.
+pub fn serve(a: &ServeArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let (dir, weights) = crate::model_cmd::resolve(&a.model)?;
+    let device = match a.device.as_str() {
+        "cpu" => tch::Device::Cpu,
+        "cuda" if tch::Cuda::is_available() => tch::Device::Cuda(0),
+        "cuda" => bail!("--device cuda: libtorch sees no CUDA device here"),
+        other => bail!("--device {other}: use cpu or cuda"),
+    };
+    let lc = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
+    let per_slot = starling_serve::server_slot_bytes(&lc, if device.is_cuda() { 2 } else { 4 });
+    let max_batch = a
+        .max_batch
+        .unwrap_or_else(|| ((2usize << 30) / per_slot.max(1)).clamp(1, 64));
+    let name = a.name.clone().unwrap_or_else(|| {
+        a.model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "starling".into())
+    });
+    let api_keys = match &a.api_keys {
+        Some(p) => Some(ApiKeys::load(p).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let config = ServeConfig {
+        engine: EngineConfig {
+            max_batch,
+            max_queue: a.max_queue,
+            ..EngineConfig::default()
+        },
+        request_timeout: Duration::from_secs_f64(a.timeout_s.max(0.001)),
+        grounding_posts: a.grounding,
+        api_keys,
+        model_name: name.clone(),
+        ..ServeConfig::default()
+    };
+    let state = starling_serve::load(&dir, &weights, a.index.as_deref(), device, config)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.addr)
+            .await
+            .with_context(|| format!("listening on {}", a.addr))?;
+        let addr = listener.local_addr()?;
+        println!(
+            "serve: model {name} ({} slots of {:.1} MiB KV cache) on {}{}; index {}",
+            max_batch,
+            per_slot as f64 / (1u64 << 20) as f64,
+            a.device,
+            if a.api_keys.is_some() { ", API keys required" } else { "" },
+            a.index
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string()),
+        );
+        println!("serve: open http://{addr}/ (OpenAI API at http://{addr}/v1, metrics at /metrics); Ctrl-C stops");
+        if a.smoke {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(starling_serve::serve(listener, state, async move {
+                let _ = rx.await;
+            }));
+            let result = smoke(&format!("http://{addr}"), &name, a.api_keys.is_some()).await;
+            let _ = tx.send(());
+            let _ = server.await;
+            return result;
+        }
+        starling_serve::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("serve: stopping");
+        })
+        .await
+        .context("serving")
+    })
+}
+
+/// One grounded chat request through the network; fails unless it is answered.
+async fn smoke(base: &str, model: &str, needs_key: bool) -> Result<()> {
+    if needs_key {
+        bail!("--smoke with --api-keys: the smoke request carries no key");
+    }
+    let client = reqwest::Client::new();
+    let t = std::time::Instant::now();
+    let r = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "what are people saying about #nba tonight?"}],
+            "max_tokens": 40,
+            "temperature": 0.8,
+            "seed": 1,
+        }))
+        .send()
+        .await
+        .context("smoke request")?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.context("smoke response")?;
+    if !status.is_success() {
+        bail!("smoke request failed: {status} {body}");
+    }
+    let answer = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    let grounded = body["grounding"].as_array().map_or(0, Vec::len);
+    println!(
+        "serve --smoke: answered in {:.2}s, {} tokens, finish {}, grounded on {grounded} posts: {answer:?}",
+        t.elapsed().as_secs_f64(),
+        body["usage"]["completion_tokens"],
+        body["choices"][0]["finish_reason"],
+    );
+    Ok(())
+}
