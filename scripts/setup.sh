@@ -13,7 +13,7 @@ fi
 # Project-local Python environment (pinned in scripts/requirements.txt): torch 2.11.0, whose libtorch
 # the model crate links through tch; transformers for interop tests; datasketch for `bench corpus`.
 venv="$root/.venv"
-stamp="$venv/.starling-setup-3"
+stamp="$venv/.starling-setup-4"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating $venv (python packages for benchmarks)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -25,3 +25,17 @@ if [ ! -e "$venv/libtorch/lib/libtorch_cpu.so" ]; then
   ln -sfn "$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')" "$venv/libtorch"
 fi
 export STARLING_PYTHON="$venv/bin/python"
+
+# The page's browser test drives Debian's chromium through chromedriver (scripts/test asks for it).
+starling_setup_browser() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium and chromium-driver (Debian) for the browser test"
+    apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
+  else
+    echo "setup: chromium/chromedriver missing and apt-get unavailable; the browser test will skip (or fail in CI)" >&2
+  fi
+}

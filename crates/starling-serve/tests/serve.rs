@@ -1,0 +1,678 @@
+//! `starling serve` end to end on a tiny random model: OpenAI shapes, streaming, grounding,
+//! bad input, load (queue, cancellation, idle connections, timeouts), API keys, and real clients
+//! (the `openai` Python package, `curl -N`, headless Chromium).
+
+use serde_json::{json, Value};
+use starling_corpus::{Origin, Post};
+use starling_serve::{ApiKeys, AppState, EngineConfig, ServeConfig};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A tiny model directory and an index of posts about two topics.
+struct Fixture {
+    dir: PathBuf,
+    index: PathBuf,
+}
+
+const TOPICS: [&str; 4] = [
+    "the #nba finals tonight were wild, what a game",
+    "lakers and celtics in the #nba finals again",
+    "heavy rain and wind in the weather forecast today",
+    "sunny weather all week, perfect for the beach",
+];
+
+fn post(i: usize) -> Post {
+    let text = format!("{} ({i})", TOPICS[i % TOPICS.len()]);
+    let origin = Origin {
+        file: "fixture".into(),
+        line: i as u64 + 1,
+        nested: false,
+    };
+    let mut p = Post::new(format!("{}", 1000 + i), text, origin);
+    p.created_at = chrono::DateTime::from_timestamp(1_704_628_800 + i as i64 * 60, 0);
+    p.author_handle = Some(format!("user{}", i % 5));
+    p.lang = "en".into();
+    p.entities = starling_text::extract_entities(&p.text);
+    p
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let root = tempfile::tempdir().expect("tmp").keep();
+        let dir = root.join("model");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let posts: Vec<Post> = (0..40).map(post).collect();
+        let docs: Vec<String> = posts
+            .iter()
+            .map(|p| starling_tokens::template::document([p.text.as_str()]))
+            .collect();
+        let tok = starling_tokens::tokenizer::train(docs.iter(), 400).expect("tokenizer");
+        starling_tokens::tokenizer::save(&tok, &dir.join("tokenizer.json")).expect("save tok");
+        tch::manual_seed(0);
+        let mut c =
+            starling_model::LlamaConfig::preset("tiny", tok.get_vocab_size(true)).expect("preset");
+        c.max_position_embeddings = 512;
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _m = starling_model::Llama::new(&vs.root(), &c);
+        starling_model::save_dir(&vs, &c, &dir).expect("save model");
+        let embedder = starling_model::PostEmbedder::load(
+            &dir,
+            &dir.join("model.safetensors"),
+            starling_model::Pooling::Mean,
+        )
+        .expect("embedder");
+        let index = root.join("index");
+        starling_search::build_posts(
+            &posts,
+            "fixture",
+            &index,
+            &starling_search::BuildOptions {
+                embedder: Some(&embedder),
+                model: Some(dir.display().to_string()),
+            },
+            &mut |_| {},
+        )
+        .expect("index");
+        Fixture { dir, index }
+    })
+}
+
+/// A running server on an ephemeral port; stops when dropped.
+struct Server {
+    base: String,
+    state: Arc<AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start(config: ServeConfig) -> Server {
+    let f = fixture();
+    let state = starling_serve::load(
+        &f.dir,
+        &f.dir.join("model.safetensors"),
+        Some(&f.index),
+        tch::Device::Cpu,
+        ServeConfig {
+            model_name: "tiny".into(),
+            ..config
+        },
+    )
+    .expect("load");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(starling_serve::serve(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    Server {
+        base,
+        state,
+        stop: Some(tx),
+    }
+}
+
+async fn post_json(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Data payloads of an SSE body.
+fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|frame| {
+            frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_string()))
+        })
+        .collect()
+}
+
+async fn wait_idle(state: &AppState) {
+    let t = Instant::now();
+    while state.engine().active() + state.engine().queued() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "decode slots leaked: {} active, {} queued",
+            state.engine().active(),
+            state.engine().queued()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_shapes_streaming_grounding_and_search() {
+    let s = start(ServeConfig::default()).await;
+    let b = &s.base;
+    let models: Value = reqwest::get(format!("{b}/v1/models"))
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(models["data"][0]["id"], "tiny");
+
+    // Chat: shape, usage, grounding on the posts about the message's topic, seed determinism.
+    let ask = json!({"model": "tiny", "messages": [{"role": "user", "content": "who won the #nba finals?"}],
+        "max_tokens": 12, "temperature": 0.9, "seed": 42, "logprobs": true, "top_logprobs": 3, "some_unknown_field": [1]});
+    let (st, a) = post_json(b, "/v1/chat/completions", ask.clone()).await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["object"], "chat.completion");
+    assert_eq!(a["choices"][0]["message"]["role"], "assistant");
+    let used = a["usage"]["completion_tokens"].as_u64().expect("usage");
+    assert!(used >= 1 && used <= 12);
+    assert_eq!(
+        a["usage"]["total_tokens"].as_u64(),
+        Some(used + a["usage"]["prompt_tokens"].as_u64().unwrap_or(0))
+    );
+    let g = a["grounding"].as_array().expect("grounding");
+    assert_eq!(g.len(), 3, "{a}");
+    assert!(g
+        .iter()
+        .all(|h| h["text"].as_str().unwrap_or("").contains("#nba")));
+    let lp = a["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .expect("logprobs");
+    assert_eq!(lp.len() as u64, used);
+    assert!(lp
+        .iter()
+        .all(|t| t["logprob"].as_f64().unwrap_or(1.0) <= 0.0
+            && t["top_logprobs"].as_array().map(Vec::len) == Some(3)));
+    let (_, again) = post_json(b, "/v1/chat/completions", ask.clone()).await;
+    assert_eq!(a["choices"][0]["message"], again["choices"][0]["message"]);
+
+    // The same request streamed: role first, the same text, a finish reason, usage, [DONE].
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let body = reqwest::Client::new()
+        .post(format!("{b}/v1/chat/completions"))
+        .json(&streamed)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(
+        body.headers()["content-type"].to_str().unwrap_or(""),
+        "text/event-stream"
+    );
+    let data = sse_data(&body.text().await.expect("body"));
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("chunk json"))
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[0]["grounding"].as_array().map(Vec::len), Some(3));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        text,
+        a["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("?")
+    );
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"].is_string()));
+    assert_eq!(chunks.last().expect("usage")["usage"], a["usage"]);
+
+    // n = 2, no grounding: two choices, prompt counted once.
+    let (st, two) = post_json(b, "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "hello"}], "n": 2, "max_tokens": 5, "grounding": false})).await;
+    assert_eq!(st, 200);
+    assert_eq!(two["choices"].as_array().map(Vec::len), Some(2));
+    assert_eq!(two["grounding"].as_array().map(Vec::len), Some(0));
+
+    // Completions: echo, logprobs in the legacy shape, token-id prompts, ignore_eos runs to max_tokens.
+    let (st, c) = post_json(b, "/v1/completions",
+        json!({"prompt": "<|user|>: rain", "max_tokens": 7, "echo": true, "logprobs": 2, "seed": 1, "ignore_eos": true})).await;
+    assert_eq!(st, 200, "{c}");
+    assert_eq!(c["object"], "text_completion");
+    assert!(c["choices"][0]["text"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("<|user|>: rain"));
+    assert_eq!(c["usage"]["completion_tokens"], 7);
+    assert_eq!(c["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        c["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .map(Vec::len),
+        Some(7)
+    );
+    let (st, c) = post_json(
+        b,
+        "/v1/completions",
+        json!({"prompt": [[5, 6, 7], [8]], "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(c["choices"].as_array().map(Vec::len), Some(2));
+
+    // Embeddings: float and base64 carry the same unit vectors.
+    let (st, e) = post_json(
+        b,
+        "/v1/embeddings",
+        json!({"input": ["nba finals", "rain"], "model": "tiny"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{e}");
+    let v: Vec<f64> = e["data"][0]["embedding"]
+        .as_array()
+        .expect("vec")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!((v.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-3);
+    let (_, e64) = post_json(
+        b,
+        "/v1/embeddings",
+        json!({"input": "nba finals", "encoding_format": "base64"}),
+    )
+    .await;
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(e64["data"][0]["embedding"].as_str().expect("b64"))
+        .expect("decode");
+    let first = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    assert!((f64::from(first) - v[0]).abs() < 1e-6);
+
+    // Search with operators, both orders; a bad query names `q`.
+    let r: Value = reqwest::get(format!(
+        "{b}/v1/search?q=%23nba%20-lakers&order=latest&limit=5"
+    ))
+    .await
+    .expect("search")
+    .json()
+    .await
+    .expect("json");
+    let hits = r["data"].as_array().expect("hits");
+    assert_eq!(hits.len(), 5);
+    assert!(hits.iter().all(|h| {
+        let t = h["text"].as_str().unwrap_or("");
+        t.contains("#nba") && !t.contains("lakers")
+    }));
+    let bad = reqwest::get(format!("{b}/v1/search?q=%22unclosed"))
+        .await
+        .expect("bad");
+    assert_eq!(bad.status().as_u16(), 400);
+    let bad: Value = bad.json().await.expect("json");
+    assert_eq!(bad["error"]["param"], "q");
+    let r = reqwest::get(format!("{b}/v1/search?q=rain&mode=hybrid"))
+        .await
+        .expect("hybrid");
+    assert_eq!(r.status().as_u16(), 200);
+
+    // Metrics and health.
+    let m = reqwest::get(format!("{b}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        m.contains("starling_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"}"),
+        "{m}"
+    );
+    assert!(m.contains("starling_time_to_first_token_seconds_count"));
+    let h: Value = reqwest::get(format!("{b}/health"))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["index_posts"], 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
+    let s = start(ServeConfig::default()).await;
+    let b = &s.base;
+    let client = reqwest::Client::new();
+    let raw = |body: Vec<u8>, ct: &'static str| {
+        client
+            .post(format!("{b}/v1/chat/completions"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let r = raw(b"{\"messages\": [".to_vec(), "application/json")
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let e: Value = r.json().await.expect("json");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("malformed JSON"),
+        "{e}"
+    );
+    let r = raw(b"{}".to_vec(), "text/plain").await.expect("send");
+    assert_eq!(r.status().as_u16(), 415);
+    let r = raw(vec![b' '; 10 << 20], "application/json")
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 413);
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+
+    let user = |t: &str| json!([{"role": "user", "content": t}]);
+    let long = "word ".repeat(2000);
+    for (body, status, param) in [
+        (json!({"messages": user(&long)}), 400, "messages"),
+        (
+            json!({"messages": user("hi"), "max_tokens": 0}),
+            400,
+            "max_tokens",
+        ),
+        (
+            json!({"messages": user("hi"), "temperature": -1}),
+            400,
+            "temperature",
+        ),
+        (
+            json!({"messages": user("hi"), "stop": vec!["x"; 100]}),
+            400,
+            "stop",
+        ),
+        (
+            json!({"messages": user("hi"), "temperature": "warm"}),
+            400,
+            "temperature",
+        ),
+        (
+            json!({"messages": [{"role": "wizard", "content": "hi"}]}),
+            400,
+            "messages[0].role",
+        ),
+        (json!({"messages": []}), 400, "messages"),
+        (
+            json!({"messages": user("hi"), "model": "gpt-4o"}),
+            404,
+            "model",
+        ),
+        (
+            json!({"messages": user("hi"), "top_logprobs": 3}),
+            400,
+            "top_logprobs",
+        ),
+    ] {
+        let (st, e) = post_json(b, "/v1/chat/completions", body.clone()).await;
+        assert_eq!(st, status, "{body} → {e}");
+        assert_eq!(e["error"]["param"], param, "{body} → {e}");
+        assert!(!e["error"]["message"].as_str().unwrap_or("").is_empty());
+    }
+    let (st, e) = post_json(b, "/v1/chat/completions", json!({"messages": user(&long)})).await;
+    assert_eq!(st, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("context is 512 tokens"),
+        "{e}"
+    );
+    assert_eq!(e["error"]["code"], "context_length_exceeded");
+    let (st, e) = post_json(b, "/v1/completions", json!({"prompt": [1, 99999]})).await;
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("prompt")));
+    let (st, _) = post_json(b, "/v1/nothing", json!({})).await;
+    assert_eq!(st, 404);
+    // Still answering.
+    let (st, _) = post_json(
+        b,
+        "/v1/chat/completions",
+        json!({"messages": user("hi"), "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    wait_idle(&s.state).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_cancellation_timeouts_idle_connections_and_keys() {
+    // One slot, one waiting: the rest of a burst gets 429 with Retry-After.
+    let s = start(ServeConfig {
+        engine: EngineConfig {
+            max_batch: 1,
+            max_queue: 1,
+            ..EngineConfig::default()
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    let long = json!({"prompt": "<|user|>: rain", "max_tokens": 400, "ignore_eos": true});
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let c = reqwest::Client::new();
+            let url = format!("{}/v1/completions", s.base);
+            let body = long.clone();
+            tokio::spawn(async move { c.post(url).json(&body).send().await })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for h in burst {
+        let r = h.await.expect("join").expect("send");
+        if r.status().as_u16() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+        }
+        codes.push(r.status().as_u16());
+    }
+    codes.sort_unstable();
+    assert!(codes.iter().all(|&c| c == 200 || c == 429), "{codes:?}");
+    assert!(codes.contains(&429) && codes.contains(&200), "{codes:?}");
+    wait_idle(&s.state).await;
+
+    // A client that goes away mid-stream frees its slot.
+    let mut streamed = long.clone();
+    streamed["stream"] = json!(true);
+    let mut r = reqwest::Client::new()
+        .post(format!("{}/v1/completions", s.base))
+        .json(&streamed)
+        .send()
+        .await
+        .expect("stream");
+    let first = r.chunk().await.expect("chunk");
+    assert!(first.is_some());
+    drop(r);
+    wait_idle(&s.state).await;
+    assert!(s.state.metrics().cancelled.get() >= 1);
+
+    // 1,000 idle connections do not stop it answering.
+    let mut idle = Vec::new();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    for _ in 0..1000 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let (st, _) = post_json(
+        &s.base,
+        "/v1/completions",
+        json!({"prompt": "hi", "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    drop(idle);
+    drop(s);
+
+    // A request past its time limit gets 504 (not a hang), and the slot is freed.
+    let s = start(ServeConfig {
+        request_timeout: Duration::from_millis(30),
+        ..ServeConfig::default()
+    })
+    .await;
+    let (st, e) = post_json(&s.base, "/v1/completions", long.clone()).await;
+    assert_eq!(st, 504, "{e}");
+    wait_idle(&s.state).await;
+    drop(s);
+
+    // API keys: none or a wrong one is 401 (OpenAI's shape), the right one passes; /health is open.
+    let s = start(ServeConfig {
+        api_keys: Some(ApiKeys::new(["sk-test-1"])),
+        ..ServeConfig::default()
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let url = format!("{}/v1/models", s.base);
+    assert_eq!(
+        c.get(&url).send().await.expect("get").status().as_u16(),
+        401
+    );
+    let r = c
+        .get(&url)
+        .bearer_auth("sk-wrong")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 401);
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["code"], "invalid_api_key");
+    let r = c
+        .get(&url)
+        .bearer_auth("sk-test-1")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = c
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// Whether a missing client tool must fail the test (CI) rather than skip it.
+fn required() -> bool {
+    std::env::var("STARLING_REQUIRE_SHARED").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn python() -> Option<PathBuf> {
+    std::env::var_os("STARLING_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+            p.exists().then_some(p)
+        })
+}
+
+fn skip_or_fail(what: &str) {
+    if required() {
+        panic!("{what} (required in CI)");
+    }
+    eprintln!("SKIP: {what}");
+}
+
+async fn run_script(args: Vec<std::ffi::OsString>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .output()
+            .expect("run client")
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_openai_python_curl_and_chromium() {
+    let s = start(ServeConfig::default()).await;
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+
+    // curl -N: the raw SSE framing.
+    match run_script(vec![
+        "curl".into(),
+        "-sN".into(),
+        format!("{}/v1/chat/completions", s.base).into(),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "-d".into(),
+        r#"{"messages":[{"role":"user","content":"rain today?"}],"stream":true,"max_tokens":5}"#
+            .into(),
+    ])
+    .await
+    {
+        out if out.status.success() => {
+            let body = String::from_utf8_lossy(&out.stdout);
+            assert!(body.starts_with("data: {"), "{body}");
+            assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+            assert!(body
+                .split("\n\n")
+                .filter(|f| !f.is_empty())
+                .all(|f| f.starts_with("data: ")));
+        }
+        out => skip_or_fail(&format!(
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+
+    let Some(py) = python() else {
+        return skip_or_fail("no Python (run scripts/setup.sh or set STARLING_PYTHON)");
+    };
+    let out = run_script(vec![
+        py.clone().into(),
+        clients.join("openai_client.py").into(),
+        format!("{}/v1", s.base).into(),
+        "tiny".into(),
+    ])
+    .await;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(77) {
+        skip_or_fail(&format!("openai client: {log}"));
+    } else {
+        assert!(out.status.success(), "openai client failed:\n{log}");
+        assert!(log.contains("openai client: all checks passed"), "{log}");
+    }
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = run_script(vec![
+        py.into(),
+        clients.join("browser.py").into(),
+        format!("{}/", s.base).into(),
+        shot.clone().into(),
+    ])
+    .await;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(77) {
+        skip_or_fail(&format!("browser: {log}"));
+    } else {
+        assert!(out.status.success(), "browser test failed:\n{log}");
+        assert!(std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false));
+        eprintln!("browser: screenshot at {}", shot.display());
+    }
+}
