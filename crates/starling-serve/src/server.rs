@@ -118,6 +118,11 @@ impl AppState {
         })
     }
 
+    /// The model's name in the API.
+    pub fn model_name(&self) -> &str {
+        &self.config.model_name
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

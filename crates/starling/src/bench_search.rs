@@ -71,7 +71,7 @@ const DENSE_MIX: &[&str] = &[
     "football match lang:en",
 ];
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

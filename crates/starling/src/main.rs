@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_search;
+mod bench_serve;
 mod bench_train;
 mod embed_cmd;
 mod eval_cmd;
@@ -146,6 +147,8 @@ enum BenchCommand {
     Train(bench_train::TrainBenchArgs),
     /// Index build speed and size, query latency of bm25, dense and hybrid, ANN recall.
     Search(bench_search::SearchBenchArgs),
+    /// Streaming chat clients at 1..64 concurrency: aggregate tokens/s, time to first token, inter-token latency.
+    Serve(bench_serve::ServeBenchArgs),
 }
 
 #[derive(Args)]
@@ -419,6 +422,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             which: BenchCommand::Search(a),
         } => bench_search::search(&a),
+        Command::Bench {
+            which: BenchCommand::Serve(a),
+        } => bench_serve::serve(&a),
     }
 }
 

@@ -47,8 +47,11 @@ pub struct ServeArgs {
     pub smoke: bool,
 }
 
-/// Runs `starling serve`.
-pub fn serve(a: &ServeArgs) -> Result<()> {
+/// Loads the model and index of `a` and starts the engine; also returns the decode slots and
+/// the KV-cache bytes of one.
+pub fn load_state(
+    a: &ServeArgs,
+) -> Result<(std::sync::Arc<starling_serve::AppState>, usize, usize)> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
@@ -89,6 +92,13 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
     };
     let state = starling_serve::load(&dir, &weights, a.index.as_deref(), device, config)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    Ok((state, max_batch, per_slot))
+}
+
+/// Runs `starling serve`.
+pub fn serve(a: &ServeArgs) -> Result<()> {
+    let (state, max_batch, per_slot) = load_state(a)?;
+    let name = state.model_name().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
