@@ -177,7 +177,7 @@ async fn openai_shapes_streaming_grounding_and_search() {
     assert_eq!(a["object"], "chat.completion");
     assert_eq!(a["choices"][0]["message"]["role"], "assistant");
     let used = a["usage"]["completion_tokens"].as_u64().expect("usage");
-    assert!(used >= 1 && used <= 12);
+    assert!((1..=12).contains(&used));
     assert_eq!(
         a["usage"]["total_tokens"].as_u64(),
         Some(used + a["usage"]["prompt_tokens"].as_u64().unwrap_or(0))

@@ -11,7 +11,8 @@ fn starling() -> Command {
 fn demo_runs_synth_then_corpus_and_reports() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = starling()
-        .args(["demo", "--posts", "2000", "--train-steps", "6", "--out"])
+        .args(["demo", "--posts", "2000", "--train-steps", "6", "--smoke"])
+        .args(["--addr", "127.0.0.1:0", "--out"])
         .arg(tmp.path())
         .output()
         .expect("run");
@@ -56,6 +57,13 @@ fn demo_runs_synth_then_corpus_and_reports() {
     // ... and a search index of the corpus, searched once.
     assert!(
         stdout.contains("index: ") && tmp.path().join("index/starling-index.json").exists(),
+        "{stdout}"
+    );
+    // ... and a server of both, which answers one grounded chat request through the network.
+    assert!(
+        stdout.contains("serve: open http://127.0.0.1:")
+            && stdout.contains("serve --smoke: answered")
+            && stdout.contains("grounded on 3 posts"),
         "{stdout}"
     );
     // Export writes an HF directory that `generate --model` reads back.
