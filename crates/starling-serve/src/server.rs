@@ -267,6 +267,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/search", get(search))
+        .route("/v1/posts", post(add_posts))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(v1)
@@ -279,15 +280,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves.
+/// Serves `state` on `listener` until `shutdown` resolves, then saves the index (posts added
+/// live included).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+    if let Some(index) = state.index.clone() {
+        let flushed = tokio::task::spawn_blocking(move || index.flush()).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!("saving the index: {e}");
+        }
+    }
+    Ok(())
 }
 
 async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -445,6 +454,92 @@ async fn search(
         "took_ms": t0.elapsed().as_secs_f64() * 1e3,
         "data": hits,
     })))
+}
+
+/// `POST /v1/posts`: posts in any Twitter API shape (v1.1 or v2 JSON, one per line, or an array),
+/// searchable (and grounding chat) when it returns; delete notices in the body remove posts.
+async fn add_posts(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use starling_corpus::read::{read_file, Deletion, Item, ReadOptions};
+    let Some(index) = s.index.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "this server has no index (start it with --index)",
+        ));
+    };
+    let body =
+        body.map_err(|e| ApiError::new(e.status(), "invalid_request_error", e.body_text()))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("body", "the body holds no posts"));
+    }
+    let embedder = if index.has_dense() {
+        s.embedder.clone()
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    let done = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let path = std::env::temp_dir().join(format!(
+            "starling-posts-{:016x}.jsonl",
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, &body).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                e.to_string(),
+            )
+        })?;
+        let (mut posts, mut deletions, mut users) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut quarantined, mut other) = (Vec::new(), 0usize);
+        let read = read_file(&path, &ReadOptions::default(), &mut |item| match item {
+            Item::Post(p) => {
+                let mut p = *p;
+                p.entities = starling_text::extract_entities(&p.text);
+                posts.push(p);
+            }
+            Item::Deletion(Deletion::Post(id)) => deletions.push(id),
+            Item::Deletion(Deletion::User(u)) => users.push(u),
+            Item::Notice(_) => other += 1,
+            Item::Quarantined(q) => quarantined.push(json!({"line": q.line, "reason": q.reason})),
+        });
+        let _ = std::fs::remove_file(&path);
+        read.map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        let added = index
+            .add(&posts, embedder.as_deref())
+            .map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        let deleted = index
+            .delete(&deletions)
+            .map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        let by_author = index
+            .delete_authors(&users)
+            .map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        Ok(json!({
+            "read": posts.len() + deletions.len() + users.len() + quarantined.len() + other,
+            "posts": posts.len(),
+            "added": added.added,
+            "replaced": added.replaced,
+            "deletions": deletions.len() + users.len(),
+            "deleted": deleted + by_author,
+            "other": other,
+            "quarantined": quarantined,
+            "index_posts": index.len(),
+        }))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            e.to_string(),
+        )
+    })??;
+    let mut done = done;
+    done["took_ms"] = json!(t0.elapsed().as_secs_f64() * 1e3);
+    Ok(Json(done))
 }
 
 async fn embeddings(

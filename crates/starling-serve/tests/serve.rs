@@ -322,6 +322,60 @@ async fn openai_shapes_streaming_grounding_and_search() {
         .expect("hybrid");
     assert_eq!(r.status().as_u16(), 200);
 
+    // Live posts: a v1.1 line is searchable and grounds chat when the call returns; a malformed
+    // line beside it is quarantined with its line; a delete notice removes it.
+    let live = json!({"id_str": "990000000000000001", "created_at": "Mon Jan 01 10:00:00 +0000 2024",
+        "user": {"id_str": "7", "screen_name": "zed"}, "text": "a zeppelin over the harbour #skywatch", "lang": "en"});
+    let add = |body: String| {
+        reqwest::Client::new()
+            .post(format!("{b}/v1/posts"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+    };
+    let r: Value = add(format!("{live}\n{{\"id_str\": \"9\", \"text\n"))
+        .await
+        .expect("add")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (r["read"].as_u64(), r["added"].as_u64()),
+        (Some(2), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["quarantined"][0]["line"], 2, "{r}");
+    assert_eq!(r["index_posts"], 41);
+    let found: Value = reqwest::get(format!("{b}/v1/search?q=zeppelin"))
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(found["data"][0]["id"], "990000000000000001");
+    let (_, g) = post_json(
+        b,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "seen the zeppelin?"}], "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(g["grounding"][0]["id"], "990000000000000001", "{g}");
+    let gone = json!({"delete": {"status": {"id_str": "990000000000000001", "user_id_str": "7"}}});
+    let r: Value = add(gone.to_string())
+        .await
+        .expect("delete")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["deleted"], 1, "{r}");
+    let found: Value = reqwest::get(format!("{b}/v1/search?q=zeppelin"))
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(found["data"].as_array().map(Vec::len), Some(0));
+
     // Metrics and health.
     let m = reqwest::get(format!("{b}/metrics"))
         .await
@@ -342,6 +396,7 @@ async fn openai_shapes_streaming_grounding_and_search() {
         .expect("json");
     assert_eq!(h["status"], "ok");
     assert_eq!(h["index_posts"], 40);
+    assert!(m.contains("route=\"/v1/posts\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
