@@ -276,6 +276,10 @@ impl Worker {
         let mut cache = self.model.slot_cache(self.shared.config.max_batch);
         let mut seqs: Vec<Seq> = Vec::new();
         while let Some(admitted) = self.admit(seqs.len()) {
+            // Admitted jobs count as active from here: they left the queue.
+            self.shared
+                .active
+                .store(seqs.len() + admitted.len(), Ordering::Relaxed);
             for (job, queued_at) in admitted {
                 if job.events.is_closed() {
                     self.shared.metrics.cancelled.inc();

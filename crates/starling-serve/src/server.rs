@@ -276,6 +276,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_large))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -316,6 +317,28 @@ async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Resp
         .with_label_values(&[route.as_str()])
         .observe(t0.elapsed().as_secs_f64());
     resp
+}
+
+/// 413 from the declared length, before any of the body is read (no `100 Continue` for it);
+/// bodies without a length are cut at the same limit while read.
+async fn refuse_large(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.config.max_body_bytes as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "the request body is larger than this server accepts ({} bytes)",
+                s.config.max_body_bytes
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn require_key(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -662,17 +685,6 @@ async fn chat(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match chat_inner(s, headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn chat_inner(
-    s: Arc<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let v = parse_json(&headers, body)?;
     let req: ChatRequest = typed(&v)?;
@@ -786,17 +798,6 @@ async fn chat_inner(
 
 async fn completions(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match completions_inner(s, headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn completions_inner(
-    s: Arc<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
