@@ -19,6 +19,7 @@ pub mod dense;
 pub mod eval;
 pub mod index;
 pub mod query;
+pub mod updates;
 
 pub use dense::DenseIndex;
 pub use index::{
@@ -27,3 +28,4 @@ pub use index::{
 };
 pub use query::{parse, Filter, Query, QueryError};
 pub use starling_embed::Embedder;
+pub use updates::Updates;

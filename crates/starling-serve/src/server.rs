@@ -485,7 +485,6 @@ async fn add_posts(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    use starling_corpus::read::{read_file, Deletion, Item, ReadOptions};
     let Some(index) = s.index.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -516,38 +515,32 @@ async fn add_posts(
                 e.to_string(),
             )
         })?;
-        let (mut posts, mut deletions, mut users) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut quarantined, mut other) = (Vec::new(), 0usize);
-        let read = read_file(&path, &ReadOptions::default(), &mut |item| match item {
-            Item::Post(p) => {
-                let mut p = *p;
-                p.entities = starling_text::extract_entities(&p.text);
-                posts.push(p);
-            }
-            Item::Deletion(Deletion::Post(id)) => deletions.push(id),
-            Item::Deletion(Deletion::User(u)) => users.push(u),
-            Item::Notice(_) => other += 1,
-            Item::Quarantined(q) => quarantined.push(json!({"line": q.line, "reason": q.reason})),
-        });
+        let mut u = starling_search::Updates::default();
+        let read = u.read(&path);
         let _ = std::fs::remove_file(&path);
         read.map_err(|e| ApiError::invalid("body", e.to_string()))?;
         let added = index
-            .add(&posts, embedder.as_deref())
+            .add(&u.posts, embedder.as_deref())
             .map_err(|e| ApiError::invalid("body", e.to_string()))?;
         let deleted = index
-            .delete(&deletions)
+            .delete(&u.deletions)
             .map_err(|e| ApiError::invalid("body", e.to_string()))?;
         let by_author = index
-            .delete_authors(&users)
+            .delete_authors(&u.user_deletions)
             .map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        let quarantined: Vec<Value> = u
+            .quarantined
+            .iter()
+            .map(|q| json!({"line": q.line, "reason": q.reason}))
+            .collect();
         Ok(json!({
-            "read": posts.len() + deletions.len() + users.len() + quarantined.len() + other,
-            "posts": posts.len(),
+            "read": u.records(),
+            "posts": u.posts.len(),
             "added": added.added,
             "replaced": added.replaced,
-            "deletions": deletions.len() + users.len(),
+            "deletions": u.deletions.len() + u.user_deletions.len(),
             "deleted": deleted + by_author,
-            "other": other,
+            "other": u.other,
             "quarantined": quarantined,
             "index_posts": index.len(),
         }))

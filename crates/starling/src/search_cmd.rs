@@ -201,32 +201,22 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
 }
 
 fn add(index: &Path, model: Option<&Path>, inputs: &[PathBuf]) -> Result<()> {
-    use starling_corpus::read::{read_file, Deletion, Item, ReadOptions};
     let idx = PostIndex::open(index)?;
     let embedder = index_embedder(&idx, model)?;
-    let (mut posts, mut deletions, mut user_deletions) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut quarantined, mut other) = (0, 0);
+    let mut u = starling_search::Updates::default();
     for input in inputs {
-        read_file(input, &ReadOptions::default(), &mut |item| match item {
-            Item::Post(p) => {
-                let mut p = *p;
-                p.entities = starling_text::extract_entities(&p.text);
-                posts.push(p);
-            }
-            Item::Deletion(Deletion::Post(id)) => deletions.push(id),
-            Item::Deletion(Deletion::User(u)) => user_deletions.push(u),
-            Item::Notice(_) => other += 1,
-            Item::Quarantined(q) => {
-                eprintln!("  quarantined {}:{}: {}", q.file, q.line, q.reason);
-                quarantined += 1;
-            }
-        })
-        .with_context(|| format!("reading {}", input.display()))?;
+        u.read(input)
+            .with_context(|| format!("reading {}", input.display()))?;
     }
-    let read = posts.len() + deletions.len() + user_deletions.len() + quarantined + other;
+    for q in &u.quarantined {
+        eprintln!("  quarantined {}:{}: {}", q.file, q.line, q.reason);
+    }
+    let read = u.records();
+    let (posts, deletions, user_deletions) = (&u.posts, &u.deletions, &u.user_deletions);
+    let (quarantined, other) = (u.quarantined.len(), u.other);
     let t = Instant::now();
     let r = idx.add(
-        &posts,
+        posts,
         embedder
             .as_ref()
             .map(|e| e as &dyn starling_search::Embedder),
@@ -235,9 +225,9 @@ fn add(index: &Path, model: Option<&Path>, inputs: &[PathBuf]) -> Result<()> {
     let gone = if deletions.is_empty() {
         0
     } else {
-        idx.delete(&deletions)?
+        idx.delete(deletions)?
     };
-    let gone_by_author = idx.delete_authors(&user_deletions)?;
+    let gone_by_author = idx.delete_authors(user_deletions)?;
     idx.flush()?;
     println!(
         "index add: {read} records read = {} posts ({} new, {} replaced; searchable after {visible_ms:.0} ms) + {} deletions ({gone} were indexed) + {} user deletions ({gone_by_author} posts) + {quarantined} quarantined + {other} other; {} posts in the index",
