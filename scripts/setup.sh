@@ -13,7 +13,7 @@ fi
 # Project-local Python environment (pinned in scripts/requirements.txt): torch 2.11.0, whose libtorch
 # the model crate links through tch; transformers for interop tests; datasketch for `bench corpus`.
 venv="$root/.venv"
-stamp="$venv/.starling-setup-4"
+stamp="$venv/.starling-setup-5"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating $venv (python packages for benchmarks)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -25,6 +25,20 @@ if [ ! -e "$venv/libtorch/lib/libtorch_cpu.so" ]; then
   ln -sfn "$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')" "$venv/libtorch"
 fi
 export STARLING_PYTHON="$venv/bin/python"
+
+# crates/starling-dist compiles against gloo's headers (Debian's libgloo-dev; the gloo code itself
+# is inside libtorch_cpu). Headers only: nothing of it is linked.
+if [ ! -f /usr/include/gloo/config.h ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing libgloo-dev (Debian) for the c10d shim"
+    apt-get install -y --no-install-recommends libgloo-dev >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends libgloo-dev >/dev/null; } \
+      || { echo "setup: could not install libgloo-dev; starling-dist will not build" >&2; exit 1; }
+  else
+    echo "setup: /usr/include/gloo missing: install Debian's libgloo-dev (as root: apt-get install libgloo-dev)" >&2
+    exit 1
+  fi
+fi
 
 # The page's browser test drives Debian's chromium through chromedriver (scripts/test asks for it).
 starling_setup_browser() {

@@ -1,0 +1,294 @@
+//! The C ABI of `csrc/c10d_shim.cpp`, and the one place in starling that calls C.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_void, CString};
+
+extern "C" {
+    fn starling_c10d_has_nccl() -> c_int;
+    fn starling_c10d_new(
+        backend: *const c_char,
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        timeout_ms: c_int,
+        device: c_int,
+        err: *mut c_char,
+        len: usize,
+    ) -> *mut c_void;
+    fn starling_c10d_free(g: *mut c_void);
+    fn starling_c10d_allreduce(
+        g: *mut c_void,
+        data: *mut c_void,
+        n: i64,
+        dtype: c_int,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_c10d_broadcast(
+        g: *mut c_void,
+        data: *mut c_void,
+        n: i64,
+        dtype: c_int,
+        root: c_int,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_c10d_reduce_scatter(
+        g: *mut c_void,
+        output: *mut c_void,
+        input: *mut c_void,
+        n: i64,
+        dtype: c_int,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_c10d_all_gather(
+        g: *mut c_void,
+        output: *mut c_void,
+        input: *mut c_void,
+        n: i64,
+        dtype: c_int,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_c10d_barrier(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+    fn starling_c10d_store_set(
+        g: *mut c_void,
+        key: *const c_char,
+        value: *const u8,
+        n: usize,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_c10d_store_get(
+        g: *mut c_void,
+        key: *const c_char,
+        timeout_ms: c_int,
+        out: *mut u8,
+        cap: usize,
+        got: *mut i64,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+/// Room for a C++ exception's text.
+const ERR_LEN: usize = 4096;
+
+/// A C++ exception's text, or the message of a refused argument.
+pub(crate) type CResult<T> = std::result::Result<T, String>;
+
+fn cstring(s: &str) -> CResult<CString> {
+    CString::new(s).map_err(|_| format!("`{s}` contains a NUL byte"))
+}
+
+fn check(rc: c_int, err: &[u8]) -> CResult<()> {
+    if rc == 0 {
+        return Ok(());
+    }
+    let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+    Err(String::from_utf8_lossy(&err[..end]).into_owned())
+}
+
+/// Whether the shim was compiled with the NCCL backend.
+pub(crate) fn has_nccl() -> bool {
+    // SAFETY: takes no arguments and reads a compile-time constant.
+    unsafe { starling_c10d_has_nccl() == 1 }
+}
+
+/// An owned c10d store + backend; freed on drop.
+#[derive(Debug)]
+pub(crate) struct RawGroup(*mut c_void);
+
+// SAFETY: the C++ group is only used through &mut-free calls that c10d makes thread-safe (each
+// backend serialises its own work queue); starling calls it from one thread at a time.
+unsafe impl Send for RawGroup {}
+
+/// A buffer of `n` elements of dtype code `dtype` at `ptr`, which the caller keeps alive and does
+/// not otherwise touch for the length of the call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Buffer {
+    pub ptr: *mut c_void,
+    pub n: i64,
+    pub dtype: c_int,
+}
+
+impl RawGroup {
+    /// Joins (rank 0 hosts) the store at host:port and creates the backend.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        backend: &str,
+        host: &str,
+        port: u16,
+        rank: usize,
+        world: usize,
+        timeout_ms: u64,
+        device: i32,
+    ) -> CResult<Self> {
+        let (b, h) = (cstring(backend)?, cstring(host)?);
+        let mut err = vec![0u8; ERR_LEN];
+        let to_int =
+            |v: u64, what: &str| c_int::try_from(v).map_err(|_| format!("{what} {v} is too large"));
+        let (rank, world) = (
+            to_int(rank as u64, "rank")?,
+            to_int(world as u64, "world size")?,
+        );
+        let timeout = to_int(timeout_ms, "timeout (ms)")?;
+        // SAFETY: the strings are NUL-terminated and outlive the call; err has ERR_LEN bytes.
+        let g = unsafe {
+            starling_c10d_new(
+                b.as_ptr(),
+                h.as_ptr(),
+                c_int::from(port),
+                rank,
+                world,
+                timeout,
+                device,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if g.is_null() {
+            check(1, &err)?;
+        }
+        Ok(Self(g))
+    }
+
+    /// In-place sum over ranks.
+    pub fn allreduce(&mut self, buf: Buffer) -> CResult<()> {
+        let mut err = vec![0u8; ERR_LEN];
+        // SAFETY: self.0 is a live group; buf is valid for n elements (caller's contract).
+        let rc = unsafe {
+            starling_c10d_allreduce(
+                self.0,
+                buf.ptr,
+                buf.n,
+                buf.dtype,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        check(rc, &err)
+    }
+
+    /// In-place copy of root's buffer to every rank.
+    pub fn broadcast(&mut self, buf: Buffer, root: usize) -> CResult<()> {
+        let mut err = vec![0u8; ERR_LEN];
+        let root = c_int::try_from(root).map_err(|_| format!("root {root} is too large"))?;
+        // SAFETY: as in allreduce.
+        let rc = unsafe {
+            starling_c10d_broadcast(
+                self.0,
+                buf.ptr,
+                buf.n,
+                buf.dtype,
+                root,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        check(rc, &err)
+    }
+
+    /// Sum of `input` (world·n) over ranks, this rank's n-element share into `output`.
+    pub fn reduce_scatter(&mut self, output: Buffer, input: Buffer) -> CResult<()> {
+        let mut err = vec![0u8; ERR_LEN];
+        // SAFETY: output holds n and input world·n elements of the same dtype (checked by the caller).
+        let rc = unsafe {
+            starling_c10d_reduce_scatter(
+                self.0,
+                output.ptr,
+                input.ptr,
+                output.n,
+                output.dtype,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        check(rc, &err)
+    }
+
+    /// Every rank's n-element `input`, concatenated in rank order into `output` (world·n).
+    pub fn all_gather(&mut self, output: Buffer, input: Buffer) -> CResult<()> {
+        let mut err = vec![0u8; ERR_LEN];
+        // SAFETY: output holds world·n and input n elements of the same dtype (checked by the caller).
+        let rc = unsafe {
+            starling_c10d_all_gather(
+                self.0,
+                output.ptr,
+                input.ptr,
+                input.n,
+                input.dtype,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        check(rc, &err)
+    }
+
+    /// Waits for every rank.
+    pub fn barrier(&mut self) -> CResult<()> {
+        let mut err = vec![0u8; ERR_LEN];
+        // SAFETY: self.0 is a live group; err has ERR_LEN bytes.
+        let rc = unsafe { starling_c10d_barrier(self.0, err.as_mut_ptr().cast(), ERR_LEN) };
+        check(rc, &err)
+    }
+
+    /// Sets a store key.
+    pub fn store_set(&mut self, key: &str, value: &[u8]) -> CResult<()> {
+        let k = cstring(key)?;
+        let mut err = vec![0u8; ERR_LEN];
+        // SAFETY: k is NUL-terminated; value is valid for its length; both outlive the call.
+        let rc = unsafe {
+            starling_c10d_store_set(
+                self.0,
+                k.as_ptr(),
+                value.as_ptr(),
+                value.len(),
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        check(rc, &err)
+    }
+
+    /// Reads a store key, waiting up to `timeout_ms`; None when it never came.
+    pub fn store_get(
+        &mut self,
+        key: &str,
+        timeout_ms: u64,
+        cap: usize,
+    ) -> CResult<Option<Vec<u8>>> {
+        let k = cstring(key)?;
+        let mut err = vec![0u8; ERR_LEN];
+        let mut out = vec![0u8; cap];
+        let mut got: i64 = -1;
+        let timeout = c_int::try_from(timeout_ms).unwrap_or(c_int::MAX);
+        // SAFETY: k is NUL-terminated; out has cap bytes; got and err are valid for writes.
+        let rc = unsafe {
+            starling_c10d_store_get(
+                self.0,
+                k.as_ptr(),
+                timeout,
+                out.as_mut_ptr(),
+                cap,
+                &mut got,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        check(rc, &err)?;
+        Ok(usize::try_from(got).ok().map(|n| {
+            out.truncate(n.min(cap));
+            out
+        }))
+    }
+}
+
+impl Drop for RawGroup {
+    fn drop(&mut self) {
+        // SAFETY: self.0 came from starling_c10d_new and is freed once.
+        unsafe { starling_c10d_free(self.0) }
+    }
+}

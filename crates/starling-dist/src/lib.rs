@@ -1,0 +1,429 @@
+//! Data-parallel collectives on PyTorch's own distributed engine, c10d: a `TCPStore` rendezvous and
+//! the Gloo (CPU) or NCCL (CUDA) backend, driven through a thin C++ shim (`csrc/c10d_shim.cpp`).
+//!
+//! A process joins a group from the torchrun environment ([`DistEnv::from_env`]: `RANK`,
+//! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, or Slurm's `SLURM_PROCID` & co.), so
+//! torchrun-style launchers, `srun` and Kubernetes operators start starling unchanged.
+//! Collectives work in place on contiguous tch tensors; a collective that times out or loses a peer
+//! returns [`Error::Collective`] naming this rank, the operation, and each peer's last reported step.
+
+mod ffi;
+
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+
+/// Errors of the distributed stage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An environment variable is missing or malformed.
+    #[error("{var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Joining the group failed (store unreachable, backend refused).
+    #[error(
+        "rank {rank} of {world}: joining the {backend} group at {addr}:{port} failed: {message}"
+    )]
+    Join {
+        /// This rank.
+        rank: usize,
+        /// World size.
+        world: usize,
+        /// gloo or nccl.
+        backend: String,
+        /// Store host.
+        addr: String,
+        /// Store port.
+        port: u16,
+        /// The c10d error.
+        message: String,
+    },
+    /// A collective failed or timed out.
+    #[error("rank {rank}: {op} failed: {message}{peers}")]
+    Collective {
+        /// This rank.
+        rank: usize,
+        /// The operation and the step it belonged to.
+        op: String,
+        /// The c10d error.
+        message: String,
+        /// Each peer's last reported step, when the store could tell.
+        peers: String,
+    },
+    /// A tensor that cannot take part in a collective.
+    #[error("{0}")]
+    Tensor(String),
+}
+
+/// Result alias of the distributed stage.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where this process sits in the job, as torchrun (or Slurm) describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistEnv {
+    /// Global rank, 0-based.
+    pub rank: usize,
+    /// Number of processes in the job.
+    pub world: usize,
+    /// Rank on this node (selects the GPU).
+    pub local_rank: usize,
+    /// Host of the rendezvous store (rank 0's host).
+    pub master_addr: String,
+    /// Port of the rendezvous store.
+    pub master_port: u16,
+    /// How many times the launcher restarted the group (0 on the first attempt).
+    pub restart: u32,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T> {
+    v.trim().parse().map_err(|_| Error::Env {
+        var: name.into(),
+        message: format!("`{v}` is not a valid number"),
+    })
+}
+
+impl DistEnv {
+    /// The torchrun variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`),
+    /// else Slurm's (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, with `MASTER_ADDR`/`MASTER_PORT`
+    /// from the batch script); None when neither `RANK` nor `SLURM_PROCID` is set (a plain run).
+    pub fn from_env() -> Result<Option<Self>> {
+        let (rank_var, world_var, local_var) = if var("RANK").is_some() {
+            ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+        } else if var("SLURM_PROCID").is_some() && var("MASTER_ADDR").is_some() {
+            ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
+        } else {
+            return Ok(None);
+        };
+        let need = |name: &str| {
+            var(name).ok_or_else(|| Error::Env {
+                var: name.into(),
+                message: format!("must be set when {rank_var} is"),
+            })
+        };
+        let rank: usize = parse(rank_var, &need(rank_var)?)?;
+        let world: usize = parse(world_var, &need(world_var)?)?;
+        let local_rank: usize = match var(local_var) {
+            Some(v) => parse(local_var, &v)?,
+            None => 0,
+        };
+        let master_addr = need("MASTER_ADDR")?;
+        let master_port: u16 = parse("MASTER_PORT", &need("MASTER_PORT")?)?;
+        let restart = match var("TORCHELASTIC_RESTART_COUNT") {
+            Some(v) => parse("TORCHELASTIC_RESTART_COUNT", &v)?,
+            None => 0,
+        };
+        if world == 0 || rank >= world {
+            return Err(Error::Env {
+                var: rank_var.into(),
+                message: format!("rank {rank} is outside a world of {world}"),
+            });
+        }
+        Ok(Some(Self {
+            rank,
+            world,
+            local_rank,
+            master_addr,
+            master_port,
+            restart,
+        }))
+    }
+}
+
+/// The collective engine of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Gloo: CPU tensors.
+    Gloo,
+    /// NCCL: CUDA tensors on this rank's device.
+    Nccl,
+}
+
+impl Backend {
+    /// Gloo for CPU, NCCL for CUDA.
+    pub fn for_device(device: Device) -> Self {
+        if device.is_cuda() {
+            Backend::Nccl
+        } else {
+            Backend::Gloo
+        }
+    }
+
+    /// Name as c10d spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+}
+
+/// Whether this build carries the NCCL backend.
+pub fn has_nccl() -> bool {
+    ffi::has_nccl()
+}
+
+/// One process's membership of a data-parallel group.
+#[derive(Debug)]
+pub struct ProcessGroup {
+    raw: ffi::RawGroup,
+    rank: usize,
+    world: usize,
+    device: Device,
+    backend: Backend,
+    timeout: Duration,
+    step: u64,
+    comm: Duration,
+    calls: u64,
+}
+
+fn dtype_code(kind: Kind) -> Result<i32> {
+    Ok(match kind {
+        Kind::Float => 0,
+        Kind::Double => 1,
+        Kind::BFloat16 => 2,
+        Kind::Int64 => 3,
+        Kind::Half => 4,
+        other => {
+            return Err(Error::Tensor(format!(
+                "collectives take float, double, bf16, half or int64 tensors, not {other:?}"
+            )))
+        }
+    })
+}
+
+impl ProcessGroup {
+    /// Joins the group described by `env` (rank 0 hosts the store at `MASTER_ADDR:MASTER_PORT`);
+    /// every collective and store wait gives up after `timeout`.
+    pub fn join(env: &DistEnv, backend: Backend, timeout: Duration) -> Result<Self> {
+        let device = match backend {
+            Backend::Gloo => Device::Cpu,
+            Backend::Nccl => Device::Cuda(env.local_rank),
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as u64;
+        let raw = ffi::RawGroup::new(
+            backend.name(),
+            &env.master_addr,
+            env.master_port,
+            env.rank,
+            env.world,
+            ms,
+            match device {
+                Device::Cuda(i) => i32::try_from(i).unwrap_or(0),
+                _ => -1,
+            },
+        )
+        .map_err(|message| Error::Join {
+            rank: env.rank,
+            world: env.world,
+            backend: backend.name().into(),
+            addr: env.master_addr.clone(),
+            port: env.master_port,
+            message,
+        })?;
+        tracing::debug!(
+            rank = env.rank,
+            world = env.world,
+            backend = backend.name(),
+            "joined"
+        );
+        Ok(Self {
+            raw,
+            rank: env.rank,
+            world: env.world,
+            device,
+            backend,
+            timeout,
+            step: 0,
+            comm: Duration::ZERO,
+            calls: 0,
+        })
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    /// The device collectives run on (CPU for Gloo, this rank's GPU for NCCL).
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Wall time spent inside collectives so far, and how many were made.
+    pub fn comm_time(&self) -> (Duration, u64) {
+        (self.comm, self.calls)
+    }
+
+    /// Records that this rank has started `step` (read by peers to name a hung rank).
+    pub fn mark_step(&mut self, step: u64) -> Result<()> {
+        self.step = step;
+        let r = self.raw.store_set(
+            &format!("progress/{}", self.rank),
+            step.to_string().as_bytes(),
+        );
+        r.map_err(|message| self.error("reporting progress to the store", message, false))
+    }
+
+    fn buffer(&self, t: &Tensor) -> Result<ffi::Buffer> {
+        if !t.is_contiguous() {
+            return Err(Error::Tensor("collectives need contiguous tensors".into()));
+        }
+        if t.device() != self.device {
+            return Err(Error::Tensor(format!(
+                "a {:?} tensor given to the {} group on {:?}",
+                t.device(),
+                self.backend.name(),
+                self.device
+            )));
+        }
+        Ok(ffi::Buffer {
+            ptr: t.data_ptr(),
+            n: t.numel() as i64,
+            dtype: dtype_code(t.kind())?,
+        })
+    }
+
+    /// Each peer's last reported step, read from the store with a short wait.
+    fn peers(&mut self) -> String {
+        let mut parts = Vec::new();
+        let wait = 1000u64.min(self.timeout.as_millis() as u64);
+        for r in (0..self.world).filter(|&r| r != self.rank) {
+            match self.raw.store_get(&format!("progress/{r}"), wait, 32) {
+                Ok(Some(v)) => {
+                    let s = String::from_utf8_lossy(&v).into_owned();
+                    let behind = s.parse::<u64>().is_ok_and(|p| p < self.step);
+                    parts.push(format!(
+                        "rank {r} last started step {s}{}",
+                        if behind {
+                            " (behind: hung or dead)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                Ok(None) => parts.push(format!("rank {r} never reported a step")),
+                Err(_) => {
+                    parts.push(
+                        "the store (hosted by rank 0) does not answer: rank 0 is hung or dead"
+                            .into(),
+                    );
+                    break;
+                }
+            }
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("; this rank is at step {}; {}", self.step, parts.join(", "))
+        }
+    }
+
+    fn error(&mut self, op: &str, message: String, diagnose: bool) -> Error {
+        let peers = if diagnose {
+            self.peers()
+        } else {
+            String::new()
+        };
+        Error::Collective {
+            rank: self.rank,
+            op: format!(
+                "{op} (step {}, timeout {:.0} s)",
+                self.step,
+                self.timeout.as_secs_f64()
+            ),
+            message: message.lines().next().unwrap_or_default().to_string(),
+            peers,
+        }
+    }
+
+    fn timed<T>(
+        &mut self,
+        op: &str,
+        f: impl FnOnce(&mut ffi::RawGroup) -> ffi::CResult<T>,
+    ) -> Result<T> {
+        let t = Instant::now();
+        let r = f(&mut self.raw);
+        self.comm += t.elapsed();
+        self.calls += 1;
+        r.map_err(|m| self.error(op, m, true))
+    }
+
+    /// Sums `t` over ranks, in place.
+    pub fn all_reduce_sum(&mut self, t: &Tensor) -> Result<()> {
+        let b = self.buffer(t)?;
+        self.timed("all-reduce", |g| g.allreduce(b))
+    }
+
+    /// Copies `root`'s `t` into every rank's `t`.
+    pub fn broadcast(&mut self, t: &Tensor, root: usize) -> Result<()> {
+        let b = self.buffer(t)?;
+        self.timed("broadcast", |g| g.broadcast(b, root))
+    }
+
+    /// Sums `input` (world × n elements) over ranks and leaves this rank's n-element share in `output`.
+    pub fn reduce_scatter_sum(&mut self, output: &Tensor, input: &Tensor) -> Result<()> {
+        let (o, i) = (self.buffer(output)?, self.buffer(input)?);
+        if i.n != o.n * self.world as i64 || i.dtype != o.dtype {
+            return Err(Error::Tensor(format!(
+                "reduce-scatter: input of {} elements for an output of {} over {} ranks",
+                i.n, o.n, self.world
+            )));
+        }
+        self.timed("reduce-scatter", |g| g.reduce_scatter(o, i))
+    }
+
+    /// Concatenates every rank's `input` (n elements) in rank order into `output` (world × n).
+    pub fn all_gather(&mut self, output: &Tensor, input: &Tensor) -> Result<()> {
+        let (o, i) = (self.buffer(output)?, self.buffer(input)?);
+        if o.n != i.n * self.world as i64 || i.dtype != o.dtype {
+            return Err(Error::Tensor(format!(
+                "all-gather: output of {} elements for inputs of {} over {} ranks",
+                o.n, i.n, self.world
+            )));
+        }
+        self.timed("all-gather", |g| g.all_gather(o, i))
+    }
+
+    /// Waits until every rank arrives.
+    pub fn barrier(&mut self) -> Result<()> {
+        self.timed("barrier", |g| g.barrier())
+    }
+
+    /// Sets `key` in the rendezvous store.
+    pub fn store_set(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        let r = self.raw.store_set(key, value);
+        r.map_err(|m| self.error(&format!("store set `{key}`"), m, false))
+    }
+
+    /// Reads `key` from the store, waiting up to the group's timeout; an error when it never comes.
+    pub fn store_get(&mut self, key: &str) -> Result<Vec<u8>> {
+        let ms = self.timeout.as_millis().min(i32::MAX as u128) as u64;
+        match self.raw.store_get(key, ms, 1 << 16) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(self.error(
+                &format!("waiting for store key `{key}`"),
+                "timed out".into(),
+                true,
+            )),
+            Err(m) => Err(self.error(&format!("store get `{key}`"), m, true)),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Two real processes (this test binary run twice as ranks 0 and 1) rendezvous over a TCPStore and
+//! drive every Gloo collective; then rank 1 stops answering and rank 0's collective times out with
+//! a message that names rank 1.
+
+use starling_dist::{Backend, DistEnv, Error, ProcessGroup};
+use std::process::Command;
+use std::time::Duration;
+use tch::{Kind, Tensor};
+
+const WORKER: &str = "STARLING_DIST_TEST_WORKER";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The body each rank runs; a no-op unless the parent test started this process as a rank.
+#[test]
+fn rank_worker() {
+    if std::env::var_os(WORKER).is_none() {
+        return;
+    }
+    let env = DistEnv::from_env().expect("env").expect("RANK set");
+    let mut g = ProcessGroup::join(&env, Backend::Gloo, Duration::from_secs(3)).expect("join");
+    let (r, w) = (g.rank() as f64, g.world() as f64);
+    g.mark_step(1).expect("mark");
+
+    let t = Tensor::from_slice(&[r + 1.0, 10.0 * (r + 1.0)]).to_kind(Kind::Float);
+    g.all_reduce_sum(&t).expect("all-reduce");
+    assert_eq!(Vec::<f32>::try_from(&t).expect("vec"), vec![3.0, 30.0]);
+
+    let b = Tensor::from_slice(&[r * 5.0 + 1.0; 3]);
+    g.broadcast(&b, 1).expect("broadcast");
+    assert_eq!(
+        Vec::<f64>::try_from(&b).expect("vec"),
+        vec![6.0; 3],
+        "rank 1's values everywhere"
+    );
+
+    // reduce-scatter: input [0,1,2,3] + r; rank k gets elements 2k..2k+2 summed over ranks.
+    let input = (Tensor::arange(4, (Kind::Float, tch::Device::Cpu)) + r).contiguous();
+    let out = Tensor::zeros([2], (Kind::Float, tch::Device::Cpu));
+    g.reduce_scatter_sum(&out, &input).expect("reduce-scatter");
+    let k = g.rank() as f32;
+    assert_eq!(
+        Vec::<f32>::try_from(&out).expect("vec"),
+        vec![4.0 * k + 1.0, 4.0 * k + 3.0]
+    );
+
+    let mine = Tensor::from_slice(&[r as i64, 100 + r as i64]);
+    let all = Tensor::zeros([4], (Kind::Int64, tch::Device::Cpu));
+    g.all_gather(&all, &mine).expect("all-gather");
+    assert_eq!(
+        Vec::<i64>::try_from(&all).expect("vec"),
+        vec![0, 100, 1, 101]
+    );
+
+    // Mismatched shapes are refused before reaching c10d.
+    assert!(matches!(g.all_gather(&mine, &mine), Err(Error::Tensor(_))));
+
+    g.store_set(&format!("hello/{}", g.rank()), b"hi")
+        .expect("set");
+    let peer = 1 - g.rank();
+    assert_eq!(g.store_get(&format!("hello/{peer}")).expect("get"), b"hi");
+    g.barrier().expect("barrier");
+    assert!(g.comm_time().1 >= 5, "collectives are counted");
+    assert_eq!(w, 2.0);
+
+    // Rank 1 hangs (alive, not answering); rank 0's next collective must time out and name it.
+    if g.rank() == 1 {
+        std::thread::sleep(Duration::from_secs(8));
+        return;
+    }
+    g.mark_step(2).expect("mark");
+    let t0 = std::time::Instant::now();
+    let err = g
+        .all_reduce_sum(&t)
+        .expect_err("rank 1 never joins this all-reduce");
+    let msg = err.to_string();
+    println!(
+        "hang diagnosis after {:.1} s: {msg}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(7),
+        "gave up near the 3 s timeout"
+    );
+    assert!(msg.contains("rank 0: all-reduce (step 2"), "{msg}");
+    assert!(
+        msg.contains("rank 1 last started step 1 (behind: hung or dead)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn two_processes_run_every_collective_and_a_hang_is_named() {
+    let port = free_port().to_string();
+    let exe = std::env::current_exe().expect("exe");
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(&exe)
+                .args(["rank_worker", "--exact", "--nocapture", "--test-threads=1"])
+                .env(WORKER, "1")
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("OMP_NUM_THREADS", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn rank")
+        })
+        .collect::<Vec<_>>();
+    let children: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    for (rank, out) in children.iter().enumerate() {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("--- rank {rank} ---\n{text}");
+        assert!(out.status.success(), "rank {rank} failed:\n{text}");
+        assert!(
+            text.contains("1 passed"),
+            "rank {rank} ran its body:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn environment_errors_name_the_variable() {
+    // Only this test touches these variables in this process (the workers run in children).
+    std::env::set_var("RANK", "3");
+    std::env::set_var("WORLD_SIZE", "2");
+    std::env::set_var("MASTER_ADDR", "127.0.0.1");
+    std::env::set_var("MASTER_PORT", "29500");
+    let e = DistEnv::from_env().expect_err("rank outside the world");
+    assert!(
+        e.to_string()
+            .starts_with("RANK: rank 3 is outside a world of 2"),
+        "{e}"
+    );
+    std::env::set_var("RANK", "0");
+    std::env::set_var("MASTER_PORT", "port");
+    let e = DistEnv::from_env().expect_err("bad port");
+    assert_eq!(e.to_string(), "MASTER_PORT: `port` is not a valid number");
+    for v in ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"] {
+        std::env::remove_var(v);
+    }
+}
