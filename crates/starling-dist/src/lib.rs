@@ -5,7 +5,8 @@
 //! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, or Slurm's `SLURM_PROCID` & co.), so
 //! torchrun-style launchers, `srun` and Kubernetes operators start starling unchanged.
 //! Collectives work in place on contiguous tch tensors; a collective that times out or loses a peer
-//! returns [`Error::Collective`] naming this rank, the operation, and each peer's last reported step.
+//! returns [`Error::Collective`] naming this rank, the operation, and how far each peer got (each
+//! collective first records its sequence number in the store, so the rank that is behind is named).
 
 mod ffi;
 
@@ -51,7 +52,7 @@ pub enum Error {
         op: String,
         /// The c10d error.
         message: String,
-        /// Each peer's last reported step, when the store could tell.
+        /// How far each peer got, when the store could tell.
         peers: String,
     },
     /// A tensor that cannot take part in a collective.
@@ -272,14 +273,9 @@ impl ProcessGroup {
         (self.comm, self.calls)
     }
 
-    /// Records that this rank has started `step` (read by peers to name a hung rank).
-    pub fn mark_step(&mut self, step: u64) -> Result<()> {
+    /// Sets the step that the next collectives belong to (for messages and peers' diagnosis).
+    pub fn mark_step(&mut self, step: u64) {
         self.step = step;
-        let r = self.raw.store_set(
-            &format!("progress/{}", self.rank),
-            step.to_string().as_bytes(),
-        );
-        r.map_err(|message| self.error("reporting progress to the store", message, false))
     }
 
     fn buffer(&self, t: &Tensor) -> Result<ffi::Buffer> {
@@ -301,17 +297,23 @@ impl ProcessGroup {
         })
     }
 
-    /// Each peer's last reported step, read from the store with a short wait.
+    /// Each peer's last collective, read from the store with a short wait: a peer that has not
+    /// reached this rank's collective is the one that hangs (or died).
     fn peers(&mut self) -> String {
         let mut parts = Vec::new();
         let wait = 1000u64.min(self.timeout.as_millis() as u64);
+        let mine = self.calls.saturating_sub(1);
         for r in (0..self.world).filter(|&r| r != self.rank) {
-            match self.raw.store_get(&format!("progress/{r}"), wait, 32) {
+            match self.raw.store_get(&format!("progress/{r}"), wait, 64) {
                 Ok(Some(v)) => {
                     let s = String::from_utf8_lossy(&v).into_owned();
-                    let behind = s.parse::<u64>().is_ok_and(|p| p < self.step);
+                    let mut it = s.split(' ').map(|x| x.parse::<u64>().ok());
+                    let (n, step) = (it.next().flatten(), it.next().flatten());
+                    let behind = n.is_some_and(|n| n < mine);
                     parts.push(format!(
-                        "rank {r} last started step {s}{}",
+                        "rank {r} last entered collective #{} (step {}){}",
+                        n.map_or("?".into(), |n| n.to_string()),
+                        step.map_or("?".into(), |n| n.to_string()),
                         if behind {
                             " (behind: hung or dead)"
                         } else {
@@ -319,7 +321,7 @@ impl ProcessGroup {
                         }
                     ));
                 }
-                Ok(None) => parts.push(format!("rank {r} never reported a step")),
+                Ok(None) => parts.push(format!("rank {r} never entered a collective")),
                 Err(_) => {
                     parts.push(
                         "the store (hosted by rank 0) does not answer: rank 0 is hung or dead"
@@ -332,7 +334,10 @@ impl ProcessGroup {
         if parts.is_empty() {
             String::new()
         } else {
-            format!("; this rank is at step {}; {}", self.step, parts.join(", "))
+            format!(
+                "; this rank waits in collective #{mine}; {}",
+                parts.join(", ")
+            )
         }
     }
 
@@ -359,6 +364,12 @@ impl ProcessGroup {
         op: &str,
         f: impl FnOnce(&mut ffi::RawGroup) -> ffi::CResult<T>,
     ) -> Result<T> {
+        // Peers read this to tell who is behind when a collective never completes.
+        let progress = format!("{} {}", self.calls, self.step);
+        let key = format!("progress/{}", self.rank);
+        if let Err(m) = self.raw.store_set(&key, progress.as_bytes()) {
+            return Err(self.error(&format!("{op}: reporting progress to the store"), m, false));
+        }
         let t = Instant::now();
         let r = f(&mut self.raw);
         self.comm += t.elapsed();

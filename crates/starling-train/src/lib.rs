@@ -3,11 +3,16 @@
 //! - [`loader`]: random windows over memory-mapped shards, batch k a pure function of (seed, k).
 //! - [`optim`]: AdamW with its state held by us, warm-up + cosine, global-norm clipping.
 //! - [`train`]: the loop, evaluation, `metrics.jsonl`, checkpoints (atomic, sha256, keep last K), resume.
+//! - [`ddp`] and [`zero`]: data parallel over c10d ([`train_distributed`]), with the optimizer state
+//!   optionally split across ranks (ZeRO-1).
 
+pub mod ddp;
 pub mod loader;
 pub mod optim;
 pub mod plot;
+pub mod zero;
 
+use ddp::DataParallel;
 use loader::TokenLoader;
 use optim::{lr_at, AdamW, OptimConfig};
 use serde::{Deserialize, Serialize};
@@ -17,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind};
+use zero::ShardedAdamW;
 
 /// Errors of the train stage.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,9 @@ pub enum Error {
     /// The model stage failed.
     #[error(transparent)]
     Model(starling_model::Error),
+    /// A collective or the rendezvous failed (the message names the rank and the step).
+    #[error("{0}")]
+    Distributed(String),
     /// libtorch failed.
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
@@ -135,6 +144,8 @@ pub struct TrainConfig {
     pub plot: bool,
     /// Wall-clock budget of this invocation in seconds: past it, checkpoint and stop (resumable).
     pub max_seconds: Option<f64>,
+    /// ZeRO-1: split the AdamW state across the ranks of a data-parallel run. By default false.
+    pub shard_optimizer: bool,
     /// Optimizer and schedule.
     pub optim: OptimConfig,
 }
@@ -158,6 +169,7 @@ impl Default for TrainConfig {
             init: None,
             plot: true,
             max_seconds: None,
+            shard_optimizer: false,
             optim: OptimConfig::default(),
         }
     }
@@ -196,6 +208,9 @@ pub struct StepMetrics {
     /// Validation perplexity, on evaluation steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_ppl: Option<f64>,
+    /// Seconds of this step spent in collectives (data-parallel runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_s: Option<f64>,
 }
 
 /// `state.json` of a checkpoint.
@@ -204,6 +219,12 @@ struct CheckpointState {
     version: u32,
     step: u64,
     tokens: u64,
+    /// Training sequences consumed (the data cursor); older checkpoints lack it.
+    #[serde(default)]
+    sequences: Option<u64>,
+    /// Ranks of the run that wrote it.
+    #[serde(default)]
+    world: Option<usize>,
     sha256: Vec<(String, String)>,
 }
 
@@ -217,43 +238,107 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     starling_model::write_atomic(path, bytes).map_err(Error::from)
 }
 
+/// The optimizer: AdamW whole on every rank, or split across ranks (ZeRO-1).
+#[derive(Debug)]
+enum Optimizer {
+    Full(AdamW),
+    Sharded(ShardedAdamW),
+}
+
+impl Optimizer {
+    fn step(&self) -> u64 {
+        match self {
+            Optimizer::Full(o) => o.step,
+            Optimizer::Sharded(o) => o.step,
+        }
+    }
+}
+
+/// Where a checkpoint's writers meet: each rank says whether its part failed; all fail together.
+fn agree(dp: Option<&mut DataParallel>, r: Result<()>) -> Result<()> {
+    let Some(dp) = dp else { return r };
+    let failed = dp.sum_scalars(&[if r.is_err() { 1.0 } else { 0.0 }])?[0];
+    r?;
+    if failed > 0.0 {
+        return Err(Error::Format(
+            "another rank failed to write its part of the checkpoint".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `ckpt-STEP/` through a temp directory, then `latest`; removes all but the last `keep`.
+/// Rank 0 writes the model (and whole AdamW moments); with ZeRO-1 every rank writes its shard.
 /// On failure the temp directory is removed: the previous checkpoints stay as they were.
 fn save_checkpoint(
     run: &Path,
     vs: &VarStore,
-    opt: &AdamW,
+    opt: &Optimizer,
     tokens: u64,
+    sequences: u64,
     keep: usize,
+    mut dp: Option<&mut DataParallel>,
 ) -> Result<PathBuf> {
-    let name = format!("ckpt-{:08}", opt.step);
+    let (rank, world) = dp.as_ref().map(|d| (d.rank(), d.world())).unwrap_or((0, 1));
+    let name = format!("ckpt-{:08}", opt.step());
     let tmp = run.join(format!(".{name}.tmp"));
-    let r = write_checkpoint(&tmp, vs, opt, tokens);
-    if r.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    r?;
     let dir = run.join(&name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-    write_atomic(&run.join("latest"), name.as_bytes())?;
-    let mut all = checkpoints(run);
-    while all.len() > keep.max(1) {
-        let old = all.remove(0);
-        let _ = std::fs::remove_dir_all(run.join(old));
+    let mut write = || -> Result<()> {
+        let r = if rank == 0 {
+            write_model_files(&tmp, vs, opt)
+        } else {
+            Ok(())
+        };
+        agree(dp.as_deref_mut(), r)?;
+        if let Optimizer::Sharded(z) = opt {
+            let r = z.save_shard(&tmp).map(|_| ());
+            agree(dp.as_deref_mut(), r)?;
+        }
+        let r = if rank == 0 {
+            let state = CheckpointState {
+                version: CHECKPOINT_VERSION,
+                step: opt.step(),
+                tokens,
+                sequences: Some(sequences),
+                world: Some(world),
+                sha256: Vec::new(),
+            };
+            finish_checkpoint(&tmp, state).and_then(|()| {
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+                write_atomic(&run.join("latest"), name.as_bytes())
+            })
+        } else {
+            Ok(())
+        };
+        agree(dp.as_deref_mut(), r)
+    };
+    if let Err(e) = write() {
+        if rank == 0 {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        return Err(e);
+    }
+    if rank == 0 {
+        let mut all = checkpoints(run);
+        while all.len() > keep.max(1) {
+            let old = all.remove(0);
+            let _ = std::fs::remove_dir_all(run.join(old));
+        }
     }
     Ok(dir)
 }
 
-/// Writes a checkpoint's files into `tmp`.
-fn write_checkpoint(tmp: &Path, vs: &VarStore, opt: &AdamW, tokens: u64) -> Result<()> {
+/// Writes the model (and whole AdamW moments) into a fresh `tmp`.
+fn write_model_files(tmp: &Path, vs: &VarStore, opt: &Optimizer) -> Result<()> {
     let _ = std::fs::remove_dir_all(tmp);
     std::fs::create_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
-    for (file, store) in [
-        ("model.safetensors", vs),
-        ("adam-m.safetensors", &opt.m),
-        ("adam-v.safetensors", &opt.v),
-    ] {
+    let mut files = vec![("model.safetensors", vs)];
+    if let Optimizer::Full(o) = opt {
+        files.push(("adam-m.safetensors", &o.m));
+        files.push(("adam-v.safetensors", &o.v));
+    }
+    for (file, store) in files {
         let p = tmp.join(file);
         store.save(&p).map_err(|e| {
             // libtorch reports a full disk in its own words; name the file and the likely cause.
@@ -262,25 +347,26 @@ fn write_checkpoint(tmp: &Path, vs: &VarStore, opt: &AdamW, tokens: u64) -> Resu
                 p.display()
             ))
         })?;
-    }
-    let mut sums = Vec::new();
-    for f in [
-        "model.safetensors",
-        "adam-m.safetensors",
-        "adam-v.safetensors",
-    ] {
-        let p = tmp.join(f);
         std::fs::File::open(&p)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&p, e))?;
-        sums.push((f.to_string(), sha256(&p)?));
     }
-    let state = CheckpointState {
-        version: CHECKPOINT_VERSION,
-        step: opt.step,
-        tokens,
-        sha256: sums,
-    };
+    Ok(())
+}
+
+/// Records the sha256 of every file in `tmp` (every rank's included) in its `state.json`.
+fn finish_checkpoint(tmp: &Path, mut state: CheckpointState) -> Result<()> {
+    let mut files: Vec<String> = std::fs::read_dir(tmp)
+        .map_err(|e| Error::io(tmp, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    files.sort();
+    for f in files {
+        let sum = sha256(&tmp.join(&f))?;
+        state.sha256.push((f, sum));
+    }
     write_atomic(
         &tmp.join("state.json"),
         &serde_json::to_vec_pretty(&state).map_err(|e| Error::Format(e.to_string()))?,
@@ -303,10 +389,8 @@ pub fn checkpoints(run: &Path) -> Vec<String> {
 
 /// Verifies a checkpoint's files against its sha256 list; returns its state.
 fn verify(dir: &Path) -> Result<CheckpointState> {
+    let state = read_state(dir)?;
     let p = dir.join("state.json");
-    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-    let state: CheckpointState = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Format(format!("{}: {e}", p.display())))?;
     if state.version != CHECKPOINT_VERSION {
         return Err(Error::Format(format!(
             "{}: checkpoint version {}",
@@ -324,6 +408,13 @@ fn verify(dir: &Path) -> Result<CheckpointState> {
         }
     }
     Ok(state)
+}
+
+/// A checkpoint's `state.json`, unverified.
+fn read_state(dir: &Path) -> Result<CheckpointState> {
+    let p = dir.join("state.json");
+    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Format(format!("{}: {e}", p.display())))
 }
 
 /// The newest checkpoint that verifies, trying `latest` first; warns about each bad one.
@@ -376,20 +467,47 @@ pub fn train(
     stop: &AtomicBool,
     on_step: &mut dyn FnMut(&StepMetrics),
 ) -> Result<TrainSummary> {
-    let device = match cfg.device.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
-        "cuda" => {
+    train_distributed(tokens, run, cfg, None, stop, on_step)
+}
+
+/// [`train`] as one rank of a data-parallel group (None: alone). Every rank reads its own share
+/// of each global batch (`cfg.batch` sequences per rank per micro-batch), gradients are averaged
+/// once per optimizer step, loss and stop requests are reduced, and only rank 0 writes model files
+/// and metrics. The run directory must be shared by all ranks (ZeRO-1 shards are written by each).
+pub fn train_distributed(
+    tokens: &Path,
+    run: &Path,
+    cfg: &TrainConfig,
+    mut dp: Option<&mut DataParallel>,
+    stop: &AtomicBool,
+    on_step: &mut dyn FnMut(&StepMetrics),
+) -> Result<TrainSummary> {
+    let (rank, world) = dp.as_ref().map(|d| (d.rank(), d.world())).unwrap_or((0, 1));
+    let root = rank == 0;
+    let device = match (cfg.device.as_str(), dp.as_ref()) {
+        ("cuda", Some(d)) if tch::Cuda::is_available() => d.group.device(),
+        ("cpu", _) => Device::Cpu,
+        ("cuda", _) if tch::Cuda::is_available() => Device::Cuda(0),
+        ("cuda", _) => {
             return Err(Error::Format(
                 "--device cuda: CUDA is not available to libtorch here".into(),
             ))
         }
-        other => {
+        (other, _) => {
             return Err(Error::Format(format!(
                 "unknown device `{other}` (cpu or cuda)"
             )))
         }
     };
+    if let Some(d) = dp.as_ref() {
+        if d.group.device() != device {
+            return Err(Error::Format(format!(
+                "the {} group works on {:?} but training runs on {device:?}",
+                d.group.backend().name(),
+                d.group.device()
+            )));
+        }
+    }
     let kind = match (cfg.dtype.as_str(), device) {
         ("auto", Device::Cpu) | ("fp32", _) => Kind::Float,
         ("auto", _) | ("bf16", _) => Kind::BFloat16,
@@ -404,7 +522,30 @@ pub fn train(
     let val_data = TokenLoader::open(tokens, "val", cfg.seed)
         .ok()
         .map(|(l, _)| l);
-    let resume = latest_verified(run);
+    // Rank 0 picks (and verifies) the checkpoint to resume; the others take its word.
+    let resume = match dp.as_deref_mut() {
+        None => latest_verified(run),
+        Some(d) if root => {
+            let r = latest_verified(run);
+            let name = r
+                .as_ref()
+                .and_then(|(dir, _)| dir.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            d.group.store_set("starling/resume", name.as_bytes())?;
+            r
+        }
+        Some(d) => {
+            let name = String::from_utf8_lossy(&d.group.store_get("starling/resume")?).into_owned();
+            if name.is_empty() {
+                None
+            } else {
+                let dir = run.join(&name);
+                let state = read_state(&dir)?;
+                Some((dir, state))
+            }
+        }
+    };
     let (mut mc, origin) = if resume.is_some() {
         let p = run.join("config.json");
         (
@@ -447,31 +588,38 @@ pub fn train(
     check_memory(&mc, &origin, cfg, ctx, device)?;
     mc.max_position_embeddings = mc.max_position_embeddings.max(ctx);
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-    // Temp directories of checkpoints interrupted by a kill are never valid: remove them.
-    for e in std::fs::read_dir(run)
-        .map_err(|e| Error::io(run, e))?
-        .flatten()
-    {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(".ckpt-") && n.ends_with(".tmp") {
-            let _ = std::fs::remove_dir_all(e.path());
+    if root {
+        // Temp directories of checkpoints interrupted by a kill are never valid: remove them.
+        for e in std::fs::read_dir(run)
+            .map_err(|e| Error::io(run, e))?
+            .flatten()
+        {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(".ckpt-") && n.ends_with(".tmp") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
+        mc.save(&run.join("config.json"))?;
+        let tok_src = tokens.join("tokenizer.json");
+        let tok_bytes = std::fs::read(&tok_src).map_err(|e| Error::io(&tok_src, e))?;
+        write_atomic(&run.join("tokenizer.json"), &tok_bytes)?;
+        write_atomic(
+            &run.join("train.json"),
+            &serde_json::to_vec_pretty(cfg).map_err(|e| Error::Format(e.to_string()))?,
+        )?;
     }
-    mc.save(&run.join("config.json"))?;
-    let tok_src = tokens.join("tokenizer.json");
-    let tok_bytes = std::fs::read(&tok_src).map_err(|e| Error::io(&tok_src, e))?;
-    write_atomic(&run.join("tokenizer.json"), &tok_bytes)?;
-    write_atomic(
-        &run.join("train.json"),
-        &serde_json::to_vec_pretty(cfg).map_err(|e| Error::Format(e.to_string()))?,
-    )?;
 
     tch::manual_seed(cfg.seed as i64);
     let mut vs = VarStore::new(device);
     let mut model = Llama::new(&vs.root(), &mc);
     model.set_compute_kind(kind);
-    let mut opt = AdamW::new(&vs, cfg.optim.clone());
+    let mut opt = if cfg.shard_optimizer {
+        Optimizer::Sharded(ShardedAdamW::new(&vs, cfg.optim.clone(), rank, world))
+    } else {
+        Optimizer::Full(AdamW::new(&vs, cfg.optim.clone()))
+    };
     let mut tokens_seen = 0u64;
+    let mut sequences = 0u64;
     let mut history = Vec::new();
     if let Some((dir, state)) = &resume {
         let load = |vs: &mut VarStore, f: &str| {
@@ -480,19 +628,45 @@ pub fn train(
                 .map_err(|e| Error::Format(format!("{}: {e}", p.display())))
         };
         load(&mut vs, "model.safetensors")?;
-        load(&mut opt.m, "adam-m.safetensors")?;
-        load(&mut opt.v, "adam-v.safetensors")?;
-        opt.step = state.step;
+        match &mut opt {
+            Optimizer::Full(o) => {
+                match zero::shard_world(dir) {
+                    Some(w) => zero::load_full_from_shards(o, &vs, dir, w)?,
+                    None => {
+                        load(&mut o.m, "adam-m.safetensors")?;
+                        load(&mut o.v, "adam-v.safetensors")?;
+                    }
+                }
+                o.step = state.step;
+            }
+            Optimizer::Sharded(z) => z.load(dir, state.step)?,
+        }
         tokens_seen = state.tokens;
-        history = rewind_metrics(&run.join("metrics.jsonl"), state.step)?;
-        tracing::info!("resumed from {} at step {}", dir.display(), state.step);
+        // Older checkpoints lack the cursor: one rank, `batch × accum` sequences per step.
+        sequences = state
+            .sequences
+            .unwrap_or(state.step * (cfg.batch * cfg.accum) as u64);
+        if root {
+            history = rewind_metrics(&run.join("metrics.jsonl"), state.step)?;
+        }
+        tracing::info!(
+            "resumed from {} at step {} (written by {} rank(s), now {world})",
+            dir.display(),
+            state.step,
+            state.world.unwrap_or(1)
+        );
     } else if let Some(init) = &cfg.init {
         starling_model::load_weights(&mut vs, &init.join("model.safetensors"))?;
         // A fresh run: nothing of an earlier run's metrics applies.
-        let _ = std::fs::remove_file(run.join("metrics.jsonl"));
+        if root {
+            let _ = std::fs::remove_file(run.join("metrics.jsonl"));
+        }
         tracing::info!("initialised from {}", init.display());
-    } else {
+    } else if root {
         let _ = std::fs::remove_file(run.join("metrics.jsonl"));
+    }
+    if let Some(d) = dp.as_deref_mut() {
+        d.broadcast_params(&vs)?;
     }
     let params = mc.num_params();
     let matmul = (params - mc.vocab_size * mc.hidden_size
@@ -505,15 +679,22 @@ pub fn train(
         6.0 * matmul + 12.0 * (mc.num_hidden_layers * mc.hidden_size * ctx) as f64;
     let peak = cfg
         .peak_flops
-        .unwrap_or_else(|| default_peak_flops(&cfg.device));
+        .unwrap_or_else(|| default_peak_flops(&cfg.device))
+        * world as f64;
     let metrics_path = run.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut metrics = if root {
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| Error::io(&metrics_path, e))?,
+        )
+    } else {
+        None
+    };
     let mut last = StepMetrics {
-        step: opt.step,
+        step: opt.step(),
         loss: f64::NAN,
         lr: 0.0,
         grad_norm: 0.0,
@@ -522,41 +703,55 @@ pub fn train(
         mfu: 0.0,
         val_loss: None,
         val_ppl: None,
+        comm_s: None,
     };
     let mut last_ckpt = resume.map(|(dir, _)| dir).unwrap_or_default();
     let title = format!(
-        "{} · {:.1}M params · batch {}x{}x{} tokens",
+        "{} · {:.1}M params · batch {}x{}x{}{} tokens",
         run.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         params as f64 / 1e6,
         cfg.batch,
         cfg.accum,
-        ctx
+        ctx,
+        if world > 1 {
+            format!(" x {world} ranks")
+        } else {
+            String::new()
+        }
     );
     let draw = |history: &[StepMetrics]| {
-        if cfg.plot {
+        if cfg.plot && root {
             if let Err(e) = plot::loss_png(history, &title, &run.join("loss.png")) {
                 tracing::warn!("loss.png not drawn: {e}");
             }
         }
     };
-    let per_step = (cfg.batch * cfg.accum * ctx) as u64;
+    // A micro-batch is `batch` sequences on each rank: rank r reads sequences
+    // [cursor + r·batch, cursor + (r+1)·batch) of the run's order, so one rank with batch B·W
+    // sees exactly what W ranks with batch B see together.
+    let global_micro = (cfg.batch * world) as u64;
+    let per_step = global_micro * cfg.accum as u64 * ctx as u64;
     let started = Instant::now();
-    while opt.step < cfg.steps {
+    while opt.step() < cfg.steps {
         let t = Instant::now();
-        let step = opt.step;
+        let comm0 = dp.as_ref().map(|d| d.comm());
+        let step = opt.step();
+        if let Some(d) = dp.as_deref_mut() {
+            d.group.mark_step(step + 1);
+        }
         let lr = lr_at(&cfg.optim, step, cfg.steps);
         let mut loss_sum = 0.0;
         for micro in 0..cfg.accum as u64 {
-            let k = step * cfg.accum as u64 + micro;
-            let (x, y) = train_data.batch(k, cfg.batch, ctx)?;
+            let first = sequences + micro * global_micro + (rank * cfg.batch) as u64;
+            let (x, y) = train_data.batch_at(first, cfg.batch, ctx)?;
             let loss = model.loss(&x.to_device(device), &y.to_device(device)) / cfg.accum as f64;
             let v = loss.double_value(&[]);
-            if !v.is_finite() {
+            if !v.is_finite() && dp.is_none() {
                 return Err(Error::NonFinite {
                     step: step + 1,
-                    batch: k,
+                    batch: step * cfg.accum as u64 + micro,
                     loss: v,
                     last_good: last_ckpt.display().to_string(),
                 });
@@ -564,13 +759,48 @@ pub fn train(
             loss.backward();
             loss_sum += v;
         }
-        let grad_norm = opt.clip(&vs);
-        opt.update(&vs, lr);
+        let stop_here = stop.load(Ordering::Relaxed)
+            || cfg
+                .max_seconds
+                .is_some_and(|m| started.elapsed().as_secs_f64() >= m);
+        // One small all-reduce per step: the mean loss, and whether any rank was asked to stop.
+        let (loss_mean, stop_agreed) = match dp.as_deref_mut() {
+            Some(d) => {
+                let r = d.sum_scalars(&[loss_sum, f64::from(u8::from(stop_here))])?;
+                (r[0] / world as f64, r[1] > 0.0)
+            }
+            None => (loss_sum, stop_here),
+        };
+        if !loss_mean.is_finite() {
+            return Err(Error::NonFinite {
+                step: step + 1,
+                batch: step * cfg.accum as u64,
+                loss: loss_mean,
+                last_good: last_ckpt.display().to_string(),
+            });
+        }
+        let grad_norm = match (&mut opt, dp.as_deref_mut()) {
+            (Optimizer::Full(o), d) => {
+                if let Some(d) = d {
+                    d.average_grads(&vs)?;
+                }
+                let n = o.clip(&vs);
+                o.update(&vs, lr);
+                n
+            }
+            (Optimizer::Sharded(z), Some(d)) => z.step(&vs, d, lr)?,
+            (Optimizer::Sharded(_), None) => {
+                return Err(Error::Format(
+                    "--shard-optimizer needs a data-parallel group (start with `starling launch` or torchrun's environment)".into(),
+                ))
+            }
+        };
+        sequences += global_micro * cfg.accum as u64;
         tokens_seen += per_step;
         let secs = t.elapsed().as_secs_f64();
         last = StepMetrics {
-            step: opt.step,
-            loss: loss_sum,
+            step: opt.step(),
+            loss: loss_mean,
             lr,
             grad_norm,
             tokens: tokens_seen,
@@ -578,49 +808,75 @@ pub fn train(
             mfu: per_step as f64 * flops_per_token / secs / peak,
             val_loss: None,
             val_ppl: None,
+            comm_s: None,
         };
         if let Some(val) = val_data
             .as_ref()
-            .filter(|_| opt.step.is_multiple_of(cfg.eval_every) || opt.step == cfg.steps)
+            .filter(|_| opt.step().is_multiple_of(cfg.eval_every) || opt.step() == cfg.steps)
         {
             let _g = tch::no_grad_guard();
             let mut total = 0.0;
             for k in 0..cfg.eval_batches as u64 {
-                let (x, y) = val.batch(k, cfg.batch, ctx)?;
+                let first = k * global_micro + (rank * cfg.batch) as u64;
+                let (x, y) = val.batch_at(first, cfg.batch, ctx)?;
                 total += model
                     .loss(&x.to_device(device), &y.to_device(device))
                     .to_kind(Kind::Double)
                     .double_value(&[]);
             }
+            if let Some(d) = dp.as_deref_mut() {
+                total = d.sum_scalars(&[total])?[0] / world as f64;
+            }
             let vl = total / cfg.eval_batches.max(1) as f64;
             last.val_loss = Some(vl);
             last.val_ppl = Some(vl.exp());
         }
-        let line = serde_json::to_string(&last).map_err(|e| Error::Format(e.to_string()))?;
-        writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
+        if let (Some(d), Some(c0)) = (dp.as_ref(), comm0) {
+            last.comm_s = Some((d.comm() - c0).as_secs_f64());
+        }
+        if let Some(m) = metrics.as_mut() {
+            let line = serde_json::to_string(&last).map_err(|e| Error::Format(e.to_string()))?;
+            writeln!(m, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
+        }
         history.push(last.clone());
         if last.val_loss.is_some() {
             draw(&history);
         }
         on_step(&last);
-        let stopping = stop.load(Ordering::Relaxed)
-            || cfg
-                .max_seconds
-                .is_some_and(|m| started.elapsed().as_secs_f64() >= m);
-        if opt.step.is_multiple_of(cfg.ckpt_every) || opt.step == cfg.steps || stopping {
-            metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
-            last_ckpt = save_checkpoint(run, &vs, &opt, tokens_seen, cfg.keep)?;
+        // Alone, a stop asked for during this step (even by `on_step`) ends it here; in a group
+        // the ranks act on the request they agreed on in this step's all-reduce.
+        let stopping = if dp.is_some() {
+            stop_agreed
+        } else {
+            stop.load(Ordering::Relaxed)
+                || cfg
+                    .max_seconds
+                    .is_some_and(|m| started.elapsed().as_secs_f64() >= m)
+        };
+        if opt.step().is_multiple_of(cfg.ckpt_every) || opt.step() == cfg.steps || stopping {
+            if let Some(m) = metrics.as_mut() {
+                m.flush().map_err(|e| Error::io(&metrics_path, e))?;
+            }
+            last_ckpt = save_checkpoint(
+                run,
+                &vs,
+                &opt,
+                tokens_seen,
+                sequences,
+                cfg.keep,
+                dp.as_deref_mut(),
+            )?;
         }
         if stopping {
             break;
         }
     }
     if last_ckpt.as_os_str().is_empty() {
-        last_ckpt = save_checkpoint(run, &vs, &opt, tokens_seen, cfg.keep)?;
+        last_ckpt = save_checkpoint(run, &vs, &opt, tokens_seen, sequences, cfg.keep, dp)?;
     }
     draw(&history);
     Ok(TrainSummary {
-        steps: opt.step,
+        steps: opt.step(),
         tokens: tokens_seen,
         loss: last.loss,
         val_loss: last.val_loss,

@@ -118,6 +118,12 @@ impl TokenLoader {
     /// Batch `k`: inputs and targets [batch, ctx] (targets shifted by one); sequences
     /// `k·batch .. (k+1)·batch` of the run's epoch-by-epoch window order.
     pub fn batch(&self, k: u64, batch: usize, ctx: usize) -> Result<(Tensor, Tensor)> {
+        self.batch_at(k * batch as u64, batch, ctx)
+    }
+
+    /// Sequences `first .. first + batch` of the run's window order as inputs and targets
+    /// [batch, ctx]: a rank's share of a global batch.
+    pub fn batch_at(&self, first: u64, batch: usize, ctx: usize) -> Result<(Tensor, Tensor)> {
         let (ends, n) = self.windows(ctx);
         if n == 0 || n > u64::from(u32::MAX) {
             return Err(Error::Format(format!(
@@ -134,7 +140,7 @@ impl TokenLoader {
         let mut xs = Vec::with_capacity(batch * ctx);
         let mut ys = Vec::with_capacity(batch * ctx);
         for b in 0..batch as u64 {
-            let g = k * batch as u64 + b;
+            let g = first + b;
             let (epoch, i) = (g / n, (g % n) as usize);
             if !matches!(order.as_ref(), Some((c, e, _)) if *c == ctx && *e == epoch) {
                 *order = Some((ctx, epoch, self.permutation(epoch, n)));

@@ -6,6 +6,7 @@ mod bench_serve;
 mod bench_train;
 mod embed_cmd;
 mod eval_cmd;
+mod launch_cmd;
 mod model_cmd;
 mod plan_cmd;
 mod search_cmd;
@@ -67,6 +68,8 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Train (or resume) a model on token shards.
     Train(model_cmd::TrainArgs),
+    /// Start N local data-parallel workers (like torchrun) and restart them after a failure.
+    Launch(launch_cmd::LaunchArgs),
     /// Continue a post with a trained model, streaming, and report tokens/s.
     Generate(model_cmd::GenerateArgs),
     /// Write a run's latest good checkpoint as an HF model directory.
@@ -326,6 +329,8 @@ fn run(cli: Cli) -> Result<()> {
                 max_minutes: None,
                 threads: None,
                 seed: 1,
+                shard_optimizer: false,
+                collective_timeout_s: 300.0,
             })?;
             for prompt in ["the weather today", "just watched the game and"] {
                 model_cmd::generate_cmd(&model_cmd::GenerateArgs {
@@ -411,6 +416,7 @@ fn run(cli: Cli) -> Result<()> {
         } => eval_cmd::search(&a),
         Command::Plan(a) => plan_cmd::run(&a),
         Command::Train(a) => model_cmd::train(&a),
+        Command::Launch(a) => launch_cmd::launch(&a),
         Command::Generate(a) => model_cmd::generate_cmd(&a),
         Command::Export { run, out } => model_cmd::export(&run, &out),
         Command::Bench {

@@ -71,9 +71,16 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// ZeRO-1 in a data-parallel run: split the AdamW state across the ranks.
+    #[arg(long)]
+    pub shard_optimizer: bool,
+    /// Seconds a collective may wait for the other ranks before the run fails naming the laggard.
+    #[arg(long, default_value_t = 300.0)]
+    pub collective_timeout_s: f64,
 }
 
-/// Runs `starling train`; SIGINT/SIGTERM checkpoint and stop.
+/// Runs `starling train`; SIGINT/SIGTERM checkpoint and stop. Under torchrun's environment
+/// (`RANK`, `WORLD_SIZE`, ...; `starling launch` sets it) it is one rank of a data-parallel run.
 pub fn train(a: &TrainArgs) -> Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
@@ -94,6 +101,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         eval_batches: a.eval_batches,
         peak_flops: a.peak_flops,
         max_seconds: a.max_minutes.map(|m| m * 60.0),
+        shard_optimizer: a.shard_optimizer,
         ..Default::default()
     };
     cfg.optim.lr = a.lr;
@@ -102,7 +110,42 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
-    let bar = ProgressBar::new(a.steps);
+    let mut dp =
+        match starling_dist::DistEnv::from_env().context("reading the torchrun environment")? {
+            Some(env) => {
+                let device = if a.device == "cuda" {
+                    tch::Device::Cuda(env.local_rank)
+                } else {
+                    tch::Device::Cpu
+                };
+                if !(a.collective_timeout_s > 0.0 && a.collective_timeout_s < 1e6) {
+                    bail!(
+                        "--collective-timeout-s must be in (0, 1e6), not {}",
+                        a.collective_timeout_s
+                    );
+                }
+                let backend = starling_dist::Backend::for_device(device);
+                let timeout = std::time::Duration::from_secs_f64(a.collective_timeout_s);
+                let group = starling_dist::ProcessGroup::join(&env, backend, timeout)?;
+                eprintln!(
+                    "train: rank {} of {} ({} on {device:?}, store {}:{}, restart {})",
+                    env.rank,
+                    env.world,
+                    backend.name(),
+                    env.master_addr,
+                    env.master_port,
+                    env.restart
+                );
+                Some(starling_train::ddp::DataParallel::new(group))
+            }
+            None => None,
+        };
+    let root = dp.as_ref().is_none_or(|d| d.rank() == 0);
+    let bar = if root {
+        ProgressBar::new(a.steps)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template(
             "train {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta}]",
@@ -112,32 +155,38 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let peak = cfg
         .peak_flops
         .unwrap_or_else(|| starling_train::default_peak_flops(&a.device));
-    eprintln!(
-        "train: {} on {} ({} threads), MFU against a peak of {:.3e} FLOP/s",
-        a.init
-            .as_ref()
-            .map(|p| format!("from {}", p.display()))
-            .unwrap_or_else(|| format!("preset {}", a.preset)),
-        a.device,
-        tch::get_num_threads(),
-        peak
-    );
+    if root {
+        eprintln!(
+            "train: {} on {} ({} threads), MFU against a peak of {:.3e} FLOP/s",
+            a.init
+                .as_ref()
+                .map(|p| format!("from {}", p.display()))
+                .unwrap_or_else(|| format!("preset {}", a.preset)),
+            a.device,
+            tch::get_num_threads(),
+            peak
+        );
+    }
     let t = std::time::Instant::now();
-    let s = starling_train::train(&a.tokens, &a.out, &cfg, &stop, &mut |m| {
-        bar.set_position(m.step);
-        let val = m
-            .val_loss
-            .map(|v| format!(" val {v:.3} (ppl {:.1})", v.exp()))
-            .unwrap_or_default();
-        bar.set_message(format!(
-            "loss {:.3}{val} · {:.0} tok/s · MFU {:.1}%",
-            m.loss,
-            m.tokens_per_s,
-            m.mfu * 100.0
-        ));
-    })
-    .with_context(|| format!("training into {}", a.out.display()))?;
+    let s =
+        starling_train::train_distributed(&a.tokens, &a.out, &cfg, dp.as_mut(), &stop, &mut |m| {
+            bar.set_position(m.step);
+            let val = m
+                .val_loss
+                .map(|v| format!(" val {v:.3} (ppl {:.1})", v.exp()))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "loss {:.3}{val} · {:.0} tok/s · MFU {:.1}%",
+                m.loss,
+                m.tokens_per_s,
+                m.mfu * 100.0
+            ));
+        })
+        .with_context(|| format!("training into {}", a.out.display()))?;
     bar.finish_and_clear();
+    if !root {
+        return Ok(());
+    }
     println!(
         "train: {} params, {} steps, {} tokens in {:.0}s; loss {:.3}{} → {} (checkpoint {})",
         s.params,

@@ -578,3 +578,307 @@ fn dense_hybrid_and_live_updates_through_the_binary() {
         "{err}"
     );
 }
+
+/// `starling train` on the tiny model, alone or as `starling launch --nproc N` workers.
+fn dp_train(
+    nproc: Option<(usize, u32)>,
+    tokens: &Path,
+    run: &Path,
+    steps: u64,
+    batch: usize,
+    extra: &[&str],
+) -> Command {
+    let mut c = starling();
+    if let Some((n, restarts)) = nproc {
+        c.args(["launch", "--grace-s", "2", "--nproc", &n.to_string()])
+            .args(["--max-restarts", &restarts.to_string(), "--"]);
+    }
+    c.arg("train")
+        .arg("--tokens")
+        .arg(tokens)
+        .arg("--out")
+        .arg(run)
+        .args([
+            "--preset", "tiny", "--ctx", "64", "--lr", "3e-3", "--warmup", "5",
+        ])
+        .args([
+            "--eval-every",
+            "10",
+            "--eval-batches",
+            "2",
+            "--ckpt-every",
+            "7",
+        ])
+        .args(["--keep", "2", "--steps", &steps.to_string()])
+        .args(["--batch", &batch.to_string()])
+        .args(extra)
+        .env("OMP_NUM_THREADS", "1");
+    if nproc.is_none() {
+        c.args(["--threads", "1"]);
+    }
+    c
+}
+
+/// (step, loss, val_loss) per line of a run's metrics.
+fn step_metrics(run: &Path) -> Vec<(u64, f64, Option<f64>)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap_or(0),
+                v["loss"].as_f64().unwrap_or(f64::NAN),
+                v["val_loss"].as_f64(),
+            )
+        })
+        .collect()
+}
+
+/// Equal within `tol` at every step: W ranks with batch B/W against 1 rank with batch B sum the
+/// same per-token losses in another order (each rank averages 256 tokens instead of 512; the
+/// gradient all-reduce adds in ring order), so they agree to fp32 rounding — the ulp of a loss near
+/// 6 is 4.8e-7 — and AdamW's normalised steps keep 12-step differences at that scale.
+fn assert_same_losses(
+    a: &[(u64, f64, Option<f64>)],
+    b: &[(u64, f64, Option<f64>)],
+    tol: f64,
+    what: &str,
+) {
+    assert_eq!(a.len(), b.len(), "{what}: steps");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.0, y.0, "{what}: step numbers");
+        assert!(
+            (x.1 - y.1).abs() <= tol,
+            "{what}: step {}: loss {} vs {}",
+            x.0,
+            x.1,
+            y.1
+        );
+        match (x.2, y.2) {
+            (Some(p), Some(q)) => {
+                assert!((p - q).abs() <= tol, "{what}: step {}: val {p} vs {q}", x.0)
+            }
+            (None, None) => {}
+            other => panic!("{what}: step {}: val losses {other:?}", x.0),
+        }
+    }
+}
+
+/// Replaces the newest checkpoint of a copy of `run` so that a resume starts from step 7.
+fn copy_back_to_step_7(run: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(run).expect("ls").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "ckpt-00000012" {
+            continue;
+        }
+        if e.path().is_dir() {
+            copy_back_to_step_7(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn data_parallel_matches_one_process_with_and_without_zero1_at_any_world_size() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = small_tokens(tmp.path());
+    let one = tmp.path().join("one");
+    run_ok(&mut dp_train(None, &tokens, &one, 12, 8, &[]));
+    let two = tmp.path().join("two");
+    let out = run_ok(&mut dp_train(Some((2, 0)), &tokens, &two, 12, 4, &[]));
+    assert!(out.contains("12 steps"), "rank 0 reports: {out}");
+    let zero = tmp.path().join("zero");
+    run_ok(&mut dp_train(
+        Some((2, 0)),
+        &tokens,
+        &zero,
+        12,
+        4,
+        &["--shard-optimizer"],
+    ));
+    let want = step_metrics(&one);
+    assert_eq!(want.len(), 12);
+    assert!(want[11].1 < want[0].1 - 0.2, "the loss falls: {want:?}");
+    const TOL: f64 = 2e-5;
+    assert_same_losses(&want, &step_metrics(&two), TOL, "2 ranks vs 1");
+    assert_same_losses(&want, &step_metrics(&zero), TOL, "2 ranks ZeRO-1 vs 1");
+    let m: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(two.join("metrics.jsonl"))
+            .expect("m")
+            .lines()
+            .next()
+            .expect("line"),
+    )
+    .expect("json");
+    assert!(
+        m["comm_s"].as_f64().is_some_and(|c| c > 0.0),
+        "communication time is logged: {m}"
+    );
+    // Only rank 0 writes model files; each ZeRO-1 rank writes its optimizer shard.
+    let ckpt = zero.join("ckpt-00000012");
+    let mut files: Vec<String> = std::fs::read_dir(&ckpt)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "adam-shard-00000-of-00002.safetensors",
+            "adam-shard-00001-of-00002.safetensors",
+            "model.safetensors",
+            "state.json"
+        ]
+    );
+
+    // A ZeRO-1 checkpoint of 2 ranks resumes in 1 process (whole AdamW), and a 1-process
+    // checkpoint resumes as 2 ZeRO-1 ranks: steps 8..12 match the uninterrupted runs.
+    let z2o = tmp.path().join("z2o");
+    copy_back_to_step_7(&zero, &z2o);
+    run_ok(&mut dp_train(None, &tokens, &z2o, 12, 8, &[]));
+    assert_same_losses(
+        &step_metrics(&zero),
+        &step_metrics(&z2o),
+        TOL,
+        "ZeRO-1 x2 → 1 process",
+    );
+    let o2z = tmp.path().join("o2z");
+    copy_back_to_step_7(&one, &o2z);
+    run_ok(&mut dp_train(
+        Some((2, 0)),
+        &tokens,
+        &o2z,
+        12,
+        4,
+        &["--shard-optimizer"],
+    ));
+    assert_same_losses(&want, &step_metrics(&o2z), TOL, "1 process → ZeRO-1 x2");
+}
+
+/// The pid of `launcher`'s worker of rank `rank` (read from /proc).
+fn worker_pid(launcher: u32, rank: usize) -> Option<i32> {
+    let kids =
+        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
+    kids.split_whitespace().find_map(|pid| {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let want = format!("RANK={rank}");
+        env.split(|&b| b == 0)
+            .any(|kv| kv == want.as_bytes())
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
+}
+
+/// Starts `cmd`, waits until `run` has logged `steps` steps, and sends `sig` to rank 1.
+fn signal_rank_1_at(
+    cmd: &mut Command,
+    run: &Path,
+    steps: usize,
+    sig: nix::sys::signal::Signal,
+) -> std::process::Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t = std::time::Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        assert!(t.elapsed().as_secs() < 120, "no progress: {lines} steps");
+        if lines >= steps {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = worker_pid(child.id(), 1).expect("rank 1's pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = small_tokens(tmp.path());
+    let steps = 80;
+    let straight = tmp.path().join("straight");
+    run_ok(&mut dp_train(
+        Some((2, 0)),
+        &tokens,
+        &straight,
+        steps,
+        4,
+        &[],
+    ));
+    let want = step_metrics(&straight);
+    assert_eq!(want.len(), steps as usize);
+
+    // SIGKILL rank 1 mid-run: the group is torn down and restarted from the last checkpoint.
+    let killed = tmp.path().join("killed");
+    let out = signal_rank_1_at(
+        &mut dp_train(Some((2, 1)), &tokens, &killed, steps, 4, &[]),
+        &killed,
+        25,
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("rank 1 was killed by signal 9 (SIGKILL)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("restart 1 of 1 from the last good checkpoint"),
+        "{err}"
+    );
+    assert!(err.contains("after 1 restart(s)"), "{err}");
+    let got = step_metrics(&killed);
+    assert_eq!(got.len(), want.len(), "one line per step after the rewind");
+    for (a, b) in want.iter().zip(&got) {
+        assert!(
+            a.0 == b.0 && a.1 == b.1,
+            "step {}: {} uninterrupted vs {} restarted",
+            a.0,
+            a.1,
+            b.1
+        );
+    }
+
+    // SIGSTOP rank 1 (alive, silent): rank 0's collective times out naming it; no restarts left.
+    let hung = tmp.path().join("hung");
+    let t = std::time::Instant::now();
+    let out = signal_rank_1_at(
+        &mut dp_train(
+            Some((2, 0)),
+            &tokens,
+            &hung,
+            10_000,
+            4,
+            &["--collective-timeout-s", "3"],
+        ),
+        &hung,
+        25,
+        nix::sys::signal::Signal::SIGSTOP,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        t.elapsed().as_secs() < 60,
+        "the hang was detected by the timeout"
+    );
+    assert!(err.contains("rank 0: all-reduce (step"), "{err}");
+    assert!(err.contains("timeout 3 s) failed"), "{err}");
+    assert!(
+        err.contains("(behind: hung or dead)") && err.contains("rank 1 last entered collective"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no restarts are left (--max-restarts 0)"),
+        "{err}"
+    );
+}
