@@ -1,6 +1,7 @@
 //! The `starling` command: parses arguments, wires the stage crates together and reports.
 
 mod bench;
+mod bench_ddp;
 mod bench_search;
 mod bench_serve;
 mod bench_train;
@@ -152,6 +153,8 @@ enum BenchCommand {
     Search(bench_search::SearchBenchArgs),
     /// Streaming chat clients at 1..64 concurrency: aggregate tokens/s, time to first token, inter-token latency.
     Serve(bench_serve::ServeBenchArgs),
+    /// Data parallel on this CPU: 1 process x 2 threads vs 2 x 1 (Gloo, ZeRO-1) vs PyTorch DDP.
+    Ddp(bench_ddp::DdpBenchArgs),
 }
 
 #[derive(Args)]
@@ -431,6 +434,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             which: BenchCommand::Serve(a),
         } => bench_serve::serve(&a),
+        Command::Bench {
+            which: BenchCommand::Ddp(a),
+        } => bench_ddp::ddp(&a),
     }
 }
 
