@@ -35,6 +35,10 @@ pub struct Gpu {
     pub bandwidth: f64,
     /// Board power in watts.
     pub power_w: f64,
+    /// NVLink bandwidth per GPU inside a node, one direction, bytes/s.
+    pub nvlink: f64,
+    /// Network (InfiniBand/RoCE) bandwidth per GPU between nodes, one direction, bytes/s.
+    pub nic: f64,
     /// Default rental price, $ per GPU-hour.
     pub rent_per_hour: f64,
     /// Default purchase price per GPU, $.
@@ -46,7 +50,9 @@ pub struct Gpu {
 const GB: f64 = 1e9;
 const T: f64 = 1e12;
 
-/// The catalog.
+/// The catalog. Network: NVLink per GPU one way (V100 300 GB/s, A100 600, H100/H200 900, H800
+/// 400, B200 1,800 both ways, halved) and one NIC per GPU as in NVIDIA's DGX/HGX reference nodes
+/// (V100 100 Gb/s EDR, A100 200 Gb/s HDR, Hopper and B200 400 Gb/s NDR).
 pub const CATALOG: &[Gpu] = &[
     Gpu {
         key: "v100",
@@ -57,6 +63,8 @@ pub const CATALOG: &[Gpu] = &[
         memory: 32.0 * GB,
         bandwidth: 900.0 * GB,
         power_w: 300.0,
+        nvlink: 150.0 * GB,
+        nic: 12.5 * GB,
         rent_per_hour: 3.06,
         price: 10_000.0,
         source: "NVIDIA V100 datasheet (125 TFLOPS fp16 tensor, 900 GB/s, 300 W); AWS p3.16xlarge on-demand $24.48/8 GPUs; ~$10k list at launch",
@@ -70,6 +78,8 @@ pub const CATALOG: &[Gpu] = &[
         memory: 40.0 * GB,
         bandwidth: 1555.0 * GB,
         power_w: 400.0,
+        nvlink: 300.0 * GB,
+        nic: 25.0 * GB,
         rent_per_hour: 1.29,
         price: 10_000.0,
         source: "NVIDIA A100 datasheet (312 TFLOPS bf16 dense, 1,555 GB/s, 400 W); Lambda on-demand 2024 $1.29/h; $10k per GPU as in the seed's 10,000-GPU purchase",
@@ -83,6 +93,8 @@ pub const CATALOG: &[Gpu] = &[
         memory: 80.0 * GB,
         bandwidth: 2039.0 * GB,
         power_w: 400.0,
+        nvlink: 300.0 * GB,
+        nic: 25.0 * GB,
         rent_per_hour: 1.79,
         price: 15_000.0,
         source: "NVIDIA A100 datasheet (312 TFLOPS bf16 dense, 2,039 GB/s, 400 W); Lambda on-demand 2024 $1.79/h; ~$15k street price 2023",
@@ -96,6 +108,8 @@ pub const CATALOG: &[Gpu] = &[
         memory: 80.0 * GB,
         bandwidth: 3350.0 * GB,
         power_w: 700.0,
+        nvlink: 450.0 * GB,
+        nic: 50.0 * GB,
         rent_per_hour: 2.99,
         price: 30_000.0,
         source: "NVIDIA H100 datasheet (989 TFLOPS bf16 / 1,979 fp8 dense, 3.35 TB/s, 700 W); Lambda on-demand 2024 $2.99/h; ~$30k street price 2024",
@@ -109,6 +123,8 @@ pub const CATALOG: &[Gpu] = &[
         memory: 80.0 * GB,
         bandwidth: 3350.0 * GB,
         power_w: 700.0,
+        nvlink: 200.0 * GB,
+        nic: 50.0 * GB,
         rent_per_hour: 2.00,
         price: 30_000.0,
         source: "H100 compute with cut NVLink (NVIDIA export variant); $2/GPU-hour is DeepSeek-V3 report's rental assumption",
@@ -122,6 +138,8 @@ pub const CATALOG: &[Gpu] = &[
         memory: 141.0 * GB,
         bandwidth: 4800.0 * GB,
         power_w: 700.0,
+        nvlink: 450.0 * GB,
+        nic: 50.0 * GB,
         rent_per_hour: 3.50,
         price: 35_000.0,
         source: "NVIDIA H200 datasheet (989 TFLOPS bf16 / 1,979 fp8 dense, 4.8 TB/s, 700 W); cloud list prices 2024-25 ~$3.5/h; ~$35k",
@@ -135,6 +153,8 @@ pub const CATALOG: &[Gpu] = &[
         memory: 180.0 * GB,
         bandwidth: 8000.0 * GB,
         power_w: 1000.0,
+        nvlink: 900.0 * GB,
+        nic: 50.0 * GB,
         rent_per_hour: 5.50,
         price: 40_000.0,
         source: "NVIDIA DGX B200 datasheet per GPU (2.25 PFLOPS bf16 / 4.5 fp8 dense, 8 TB/s, ~1 kW); cloud list prices 2025 ~$5.5/h; ~$40k",

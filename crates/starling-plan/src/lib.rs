@@ -14,6 +14,7 @@ pub mod failures;
 pub mod gpu;
 pub mod memory;
 pub mod model;
+pub mod network;
 mod plan;
 pub mod report;
 pub mod validate;

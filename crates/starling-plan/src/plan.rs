@@ -70,6 +70,8 @@ pub struct PlanInput {
     pub price: Option<f64>,
     /// The platform's post volume, to check the data supply.
     pub posts: Option<PostVolume>,
+    /// Tokens per optimizer step (global batch). Default 4 Mi (Llama 2's batch).
+    pub batch_tokens: f64,
 }
 
 impl PlanInput {
@@ -90,6 +92,7 @@ impl PlanInput {
             rent_per_hour: None,
             price: None,
             posts: None,
+            batch_tokens: 4.0 * 1024.0 * 1024.0,
         }
     }
 
@@ -127,6 +130,12 @@ impl PlanInput {
         }
         if !(self.pue.is_finite() && self.pue >= 1.0) {
             return bad("pue", format!("must be at least 1, got {}", self.pue));
+        }
+        if !(self.batch_tokens.is_finite() && self.batch_tokens >= 1.0) {
+            return bad(
+                "batch_tokens",
+                format!("must be at least 1, got {}", self.batch_tokens),
+            );
         }
         if let Some(bw) = self.checkpoint_bw {
             if !(bw.is_finite() && bw > 0.0) {
@@ -243,6 +252,8 @@ pub struct Plan {
     pub memory: MemoryReport,
     /// Data supply from the platform's posts, when a volume is given.
     pub data: Option<DataSupply>,
+    /// The gradient all-reduce per step: plain data parallel, and the smallest layout that fits.
+    pub network: Vec<crate::network::StepComm>,
 }
 
 /// Plans a run.
@@ -289,7 +300,17 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             suffices: tokens <= available,
         }
     });
+    let layout = smallest_layout(m, input.gpus, usable);
+    let network = crate::network::step_comms(
+        m,
+        &input.gpu,
+        input.gpus,
+        layout.as_ref(),
+        input.batch_tokens,
+        achieved,
+    );
     Ok(Plan {
+        network,
         mfu,
         mfu_source,
         tokens,
@@ -310,7 +331,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         memory: MemoryReport {
             usable_bytes: usable,
             strategies,
-            layout: smallest_layout(m, input.gpus, usable),
+            layout,
         },
         data,
         input: input.clone(),

@@ -123,6 +123,20 @@ pub fn plan_table(p: &Plan) -> String {
             let _ = writeln!(s, "DOES NOT FIT: no tensor (<= 8) x pipeline layout with ZeRO-3 and recomputation fits {} per GPU", gb(p.memory.usable_bytes));
         }
     }
+    for c in &p.network {
+        let _ = writeln!(
+            s,
+            "all-reduce   {}: {} of bf16 gradients per rank over {} ranks ({}) = {:.2} s per step of {:.2} s compute ({:.0}%; {} tokens per step)",
+            c.layout,
+            gb(c.grad_bytes),
+            c.dp,
+            c.link,
+            c.allreduce_s,
+            c.step_s,
+            c.ratio * 100.0,
+            si(p.input.batch_tokens)
+        );
+    }
     if let Some(d) = &p.data {
         let _ = writeln!(
             s,

@@ -57,6 +57,9 @@ pub struct PlanArgs {
     /// Data-centre PUE.
     #[arg(long, default_value_t = 1.2)]
     pue: f64,
+    /// Tokens per optimizer step (global batch), for the all-reduce time per step.
+    #[arg(long, default_value_t = 4_194_304.0)]
+    batch_tokens: f64,
     /// Electricity, $ per kWh.
     #[arg(long, default_value_t = 0.10)]
     kwh_price: f64,
@@ -170,6 +173,7 @@ fn input(a: &PlanArgs) -> Result<PlanInput> {
     }
     i.checkpoint_bw = a.ckpt_gbps.map(|g| g * 1e9);
     i.pue = a.pue;
+    i.batch_tokens = a.batch_tokens;
     i.kwh_price = a.kwh_price;
     i.rent_per_hour = a.rent;
     i.price = a.price;
