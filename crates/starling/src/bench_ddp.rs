@@ -151,7 +151,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: debug build; run `cargo run --release -p starling -- bench ddp` for real figures");
     }
-    if a.batch < 2 || a.batch % 2 != 0 {
+    if a.batch < 2 || !a.batch.is_multiple_of(2) {
         bail!(
             "--batch must be even (it is split over 2 ranks), not {}",
             a.batch
