@@ -91,6 +91,13 @@ fn check(rc: c_int, err: &[u8]) -> CResult<()> {
     Err(String::from_utf8_lossy(&err[..end]).into_owned())
 }
 
+/// Runs one shim call with an error buffer; the C++ exception's text when it fails.
+fn call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> CResult<()> {
+    let mut err = vec![0u8; ERR_LEN];
+    let rc = f(err.as_mut_ptr().cast(), ERR_LEN);
+    check(rc, &err)
+}
+
 /// Whether the shim was compiled with the NCCL backend.
 pub(crate) fn has_nccl() -> bool {
     // SAFETY: takes no arguments and reads a compile-time constant.
@@ -156,101 +163,50 @@ impl RawGroup {
     }
 
     /// In-place sum over ranks.
-    pub fn allreduce(&mut self, buf: Buffer) -> CResult<()> {
-        let mut err = vec![0u8; ERR_LEN];
-        // SAFETY: self.0 is a live group; buf is valid for n elements (caller's contract).
-        let rc = unsafe {
-            starling_c10d_allreduce(
-                self.0,
-                buf.ptr,
-                buf.n,
-                buf.dtype,
-                err.as_mut_ptr().cast(),
-                ERR_LEN,
-            )
-        };
-        check(rc, &err)
+    pub fn allreduce(&mut self, b: Buffer) -> CResult<()> {
+        let g = self.0;
+        // SAFETY: g is a live group; b is valid for n elements (the caller's contract).
+        call(|e, len| unsafe { starling_c10d_allreduce(g, b.ptr, b.n, b.dtype, e, len) })
     }
 
     /// In-place copy of root's buffer to every rank.
-    pub fn broadcast(&mut self, buf: Buffer, root: usize) -> CResult<()> {
-        let mut err = vec![0u8; ERR_LEN];
+    pub fn broadcast(&mut self, b: Buffer, root: usize) -> CResult<()> {
+        let g = self.0;
         let root = c_int::try_from(root).map_err(|_| format!("root {root} is too large"))?;
         // SAFETY: as in allreduce.
-        let rc = unsafe {
-            starling_c10d_broadcast(
-                self.0,
-                buf.ptr,
-                buf.n,
-                buf.dtype,
-                root,
-                err.as_mut_ptr().cast(),
-                ERR_LEN,
-            )
-        };
-        check(rc, &err)
+        call(|e, len| unsafe { starling_c10d_broadcast(g, b.ptr, b.n, b.dtype, root, e, len) })
     }
 
     /// Sum of `input` (world·n) over ranks, this rank's n-element share into `output`.
-    pub fn reduce_scatter(&mut self, output: Buffer, input: Buffer) -> CResult<()> {
-        let mut err = vec![0u8; ERR_LEN];
-        // SAFETY: output holds n and input world·n elements of the same dtype (checked by the caller).
-        let rc = unsafe {
-            starling_c10d_reduce_scatter(
-                self.0,
-                output.ptr,
-                input.ptr,
-                output.n,
-                output.dtype,
-                err.as_mut_ptr().cast(),
-                ERR_LEN,
-            )
-        };
-        check(rc, &err)
+    pub fn reduce_scatter(&mut self, o: Buffer, i: Buffer) -> CResult<()> {
+        let g = self.0;
+        // SAFETY: o holds n and i world·n elements of one dtype (checked by the caller).
+        call(|e, len| unsafe {
+            starling_c10d_reduce_scatter(g, o.ptr, i.ptr, o.n, o.dtype, e, len)
+        })
     }
 
     /// Every rank's n-element `input`, concatenated in rank order into `output` (world·n).
-    pub fn all_gather(&mut self, output: Buffer, input: Buffer) -> CResult<()> {
-        let mut err = vec![0u8; ERR_LEN];
-        // SAFETY: output holds world·n and input n elements of the same dtype (checked by the caller).
-        let rc = unsafe {
-            starling_c10d_all_gather(
-                self.0,
-                output.ptr,
-                input.ptr,
-                input.n,
-                input.dtype,
-                err.as_mut_ptr().cast(),
-                ERR_LEN,
-            )
-        };
-        check(rc, &err)
+    pub fn all_gather(&mut self, o: Buffer, i: Buffer) -> CResult<()> {
+        let g = self.0;
+        // SAFETY: o holds world·n and i n elements of one dtype (checked by the caller).
+        call(|e, len| unsafe { starling_c10d_all_gather(g, o.ptr, i.ptr, i.n, i.dtype, e, len) })
     }
 
     /// Waits for every rank.
     pub fn barrier(&mut self) -> CResult<()> {
-        let mut err = vec![0u8; ERR_LEN];
-        // SAFETY: self.0 is a live group; err has ERR_LEN bytes.
-        let rc = unsafe { starling_c10d_barrier(self.0, err.as_mut_ptr().cast(), ERR_LEN) };
-        check(rc, &err)
+        let g = self.0;
+        // SAFETY: g is a live group.
+        call(|e, len| unsafe { starling_c10d_barrier(g, e, len) })
     }
 
     /// Sets a store key.
     pub fn store_set(&mut self, key: &str, value: &[u8]) -> CResult<()> {
-        let k = cstring(key)?;
-        let mut err = vec![0u8; ERR_LEN];
+        let (g, k) = (self.0, cstring(key)?);
         // SAFETY: k is NUL-terminated; value is valid for its length; both outlive the call.
-        let rc = unsafe {
-            starling_c10d_store_set(
-                self.0,
-                k.as_ptr(),
-                value.as_ptr(),
-                value.len(),
-                err.as_mut_ptr().cast(),
-                ERR_LEN,
-            )
-        };
-        check(rc, &err)
+        call(|e, len| unsafe {
+            starling_c10d_store_set(g, k.as_ptr(), value.as_ptr(), value.len(), e, len)
+        })
     }
 
     /// Reads a store key, waiting up to `timeout_ms`; None when it never came.

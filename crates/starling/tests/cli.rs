@@ -282,6 +282,21 @@ fn train_cmd(tokens: &Path, run: &Path, steps: u64) -> Command {
     c
 }
 
+/// Waits (up to 2 minutes) until a run has logged `steps` steps.
+fn wait_for_steps(run: &Path, steps: usize) {
+    let t = std::time::Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        assert!(t.elapsed().as_secs() < 120, "no progress: {lines} steps");
+        if lines >= steps {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 fn step_losses(run: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .expect("metrics")
@@ -314,16 +329,7 @@ fn sigkilled_training_resumes_with_the_same_losses() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let t = std::time::Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(killed.join("metrics.jsonl"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-        if lines >= 40 || t.elapsed().as_secs() > 120 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    wait_for_steps(&killed, 40);
     child.kill().expect("SIGKILL");
     let status = child.wait().expect("wait");
     assert!(!status.success(), "the run was killed before it finished");
@@ -785,17 +791,7 @@ fn signal_rank_1_at(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let t = std::time::Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-        assert!(t.elapsed().as_secs() < 120, "no progress: {lines} steps");
-        if lines >= steps {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_steps(run, steps);
     let pid = worker_pid(child.id(), 1).expect("rank 1's pid");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal");
     child.wait_with_output().expect("wait")
