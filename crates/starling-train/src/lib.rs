@@ -122,7 +122,7 @@ pub struct TrainConfig {
     pub steps: u64,
     /// Evaluate every N steps. By default 100.
     pub eval_every: u64,
-    /// Validation batches per evaluation. By default 8.
+    /// Validation batches per evaluation, each one step's worth of sequences (batch × accum × ranks). By default 8.
     pub eval_batches: usize,
     /// Checkpoint every N steps. By default 200.
     pub ckpt_every: u64,
@@ -816,13 +816,19 @@ pub fn train_distributed(
         {
             let _g = tch::no_grad_guard();
             let mut total = 0.0;
+            // A validation batch is one step's worth of sequences, cut like a training step
+            // (micro-batches of `batch` per rank), so any rank count and accumulation see the same.
+            let accum = cfg.accum as u64;
             for k in 0..cfg.eval_batches as u64 {
-                let first = k * global_micro + (rank * cfg.batch) as u64;
-                let (x, y) = val.batch_at(first, cfg.batch, ctx)?;
-                total += model
-                    .loss(&x.to_device(device), &y.to_device(device))
-                    .to_kind(Kind::Double)
-                    .double_value(&[]);
+                for micro in 0..accum {
+                    let first = (k * accum + micro) * global_micro + (rank * cfg.batch) as u64;
+                    let (x, y) = val.batch_at(first, cfg.batch, ctx)?;
+                    total += model
+                        .loss(&x.to_device(device), &y.to_device(device))
+                        .to_kind(Kind::Double)
+                        .double_value(&[])
+                        / accum as f64;
+                }
             }
             if let Some(d) = dp.as_deref_mut() {
                 total = d.sum_scalars(&[total])?[0] / world as f64;

@@ -56,7 +56,7 @@ pub struct TrainArgs {
     /// Checkpoints kept.
     #[arg(long, default_value_t = 3)]
     pub keep: usize,
-    /// Validation batches per evaluation.
+    /// Validation batches per evaluation (each one step's worth of sequences).
     #[arg(long, default_value_t = 8)]
     pub eval_batches: usize,
     /// Device peak FLOP/s for MFU (default: 300e9 on this CPU class, 989e12 on CUDA).

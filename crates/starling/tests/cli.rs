@@ -711,6 +711,17 @@ fn data_parallel_matches_one_process_with_and_without_zero1_at_any_world_size() 
     const TOL: f64 = 2e-5;
     assert_same_losses(&want, &step_metrics(&two), TOL, "2 ranks vs 1");
     assert_same_losses(&want, &step_metrics(&zero), TOL, "2 ranks ZeRO-1 vs 1");
+    // Accumulation: 2 ranks x 2 micro-batches of 2 see the same 8 sequences per step.
+    let accum = tmp.path().join("accum");
+    run_ok(&mut dp_train(
+        Some((2, 0)),
+        &tokens,
+        &accum,
+        12,
+        2,
+        &["--accum", "2"],
+    ));
+    assert_same_losses(&want, &step_metrics(&accum), TOL, "2 ranks x accum 2 vs 1");
     let m: serde_json::Value = serde_json::from_str(
         std::fs::read_to_string(two.join("metrics.jsonl"))
             .expect("m")
