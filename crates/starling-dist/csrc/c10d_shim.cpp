@@ -74,22 +74,25 @@ int starling_c10d_has_nccl() {
 }
 
 /// Joins (rank 0: hosts) the TCPStore at host:port and creates the backend ("gloo" or "nccl").
+/// The rendezvous (store connection, Gloo's full mesh) may take join_timeout_ms; every collective
+/// after it timeout_ms.
 void* starling_c10d_new(const char* backend, const char* host, int port, int rank, int world,
-                        int timeout_ms, int device, char* err, size_t len) {
+                        int join_timeout_ms, int timeout_ms, int device, char* err, size_t len) {
   Group* out = nullptr;
   guarded(err, len, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
+    auto join_timeout = std::chrono::milliseconds(join_timeout_ms);
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(port);
     so.isServer = rank == 0;
     so.numWorkers = world;
     so.waitWorkers = true;
-    so.timeout = timeout;
+    so.timeout = join_timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
     c10::intrusive_ptr<c10d::Backend> b;
     std::string name(backend);
     if (name == "gloo") {
-      auto o = c10d::ProcessGroupGloo::Options::create(timeout);
+      auto o = c10d::ProcessGroupGloo::Options::create(join_timeout);
       o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       o->threads = 2;
       b = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, o);

@@ -11,6 +11,7 @@ extern "C" {
         port: c_int,
         rank: c_int,
         world: c_int,
+        join_timeout_ms: c_int,
         timeout_ms: c_int,
         device: c_int,
         err: *mut c_char,
@@ -104,9 +105,9 @@ pub(crate) fn has_nccl() -> bool {
     unsafe { starling_c10d_has_nccl() == 1 }
 }
 
-/// An owned c10d store + backend; freed on drop.
+/// An owned c10d store + backend; freed on drop unless leaked (true) after an abandoned call.
 #[derive(Debug)]
-pub(crate) struct RawGroup(*mut c_void);
+pub(crate) struct RawGroup(*mut c_void, bool);
 
 // SAFETY: the C++ group is only used through &mut-free calls that c10d makes thread-safe (each
 // backend serialises its own work queue); starling calls it from one thread at a time.
@@ -122,7 +123,8 @@ pub(crate) struct Buffer {
 }
 
 impl RawGroup {
-    /// Joins (rank 0 hosts) the store at host:port and creates the backend.
+    /// Joins (rank 0 hosts) the store at host:port and creates the backend; the rendezvous may
+    /// take the first timeout, each collective the second.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: &str,
@@ -130,7 +132,7 @@ impl RawGroup {
         port: u16,
         rank: usize,
         world: usize,
-        timeout_ms: u64,
+        (join_timeout_ms, timeout_ms): (u64, u64),
         device: i32,
     ) -> CResult<Self> {
         let (b, h) = (cstring(backend)?, cstring(host)?);
@@ -142,6 +144,7 @@ impl RawGroup {
             to_int(world as u64, "world size")?,
         );
         let timeout = to_int(timeout_ms, "timeout (ms)")?;
+        let join_timeout = to_int(join_timeout_ms, "join timeout (ms)")?;
         // SAFETY: the strings are NUL-terminated and outlive the call; err has ERR_LEN bytes.
         let g = unsafe {
             starling_c10d_new(
@@ -150,6 +153,7 @@ impl RawGroup {
                 c_int::from(port),
                 rank,
                 world,
+                join_timeout,
                 timeout,
                 device,
                 err.as_mut_ptr().cast(),
@@ -159,7 +163,7 @@ impl RawGroup {
         if g.is_null() {
             check(1, &err)?;
         }
-        Ok(Self(g))
+        Ok(Self(g, false))
     }
 
     /// In-place sum over ranks.
@@ -216,34 +220,67 @@ impl RawGroup {
         timeout_ms: u64,
         cap: usize,
     ) -> CResult<Option<Vec<u8>>> {
-        let k = cstring(key)?;
-        let mut err = vec![0u8; ERR_LEN];
-        let mut out = vec![0u8; cap];
-        let mut got: i64 = -1;
-        let timeout = c_int::try_from(timeout_ms).unwrap_or(c_int::MAX);
-        // SAFETY: k is NUL-terminated; out has cap bytes; got and err are valid for writes.
-        let rc = unsafe {
-            starling_c10d_store_get(
-                self.0,
-                k.as_ptr(),
-                timeout,
-                out.as_mut_ptr(),
-                cap,
-                &mut got,
-                err.as_mut_ptr().cast(),
-                ERR_LEN,
-            )
-        };
-        check(rc, &err)?;
-        Ok(usize::try_from(got).ok().map(|n| {
-            out.truncate(n.min(cap));
-            out
-        }))
+        store_get(self.0 as usize, key, timeout_ms, cap)
     }
+
+    /// [`RawGroup::store_get`] from a helper thread, given up on after `timeout_ms` + 1 s: a
+    /// stopped store host never answers c10d's wait. Then the group is leaked (the helper may
+    /// still be inside it) and the outer None says the store did not answer.
+    pub fn store_get_bounded(
+        &mut self,
+        key: &str,
+        timeout_ms: u64,
+        cap: usize,
+    ) -> Option<CResult<Option<Vec<u8>>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (g, key) = (self.0 as usize, key.to_string());
+        std::thread::spawn(move || {
+            let _ = tx.send(store_get(g, &key, timeout_ms, cap));
+        });
+        match rx.recv_timeout(std::time::Duration::from_millis(timeout_ms + 1000)) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                self.1 = true;
+                None
+            }
+        }
+    }
+}
+
+/// The body of [`RawGroup::store_get`]; `g` is a live group's address.
+fn store_get(g: usize, key: &str, timeout_ms: u64, cap: usize) -> CResult<Option<Vec<u8>>> {
+    let k = cstring(key)?;
+    let mut err = vec![0u8; ERR_LEN];
+    let mut out = vec![0u8; cap];
+    let mut got: i64 = -1;
+    let timeout = c_int::try_from(timeout_ms).unwrap_or(c_int::MAX);
+    // SAFETY: g is a live group (never freed while a helper may use it: see store_get_bounded);
+    // k is NUL-terminated; out has cap bytes; got and err are valid for writes.
+    let rc = unsafe {
+        starling_c10d_store_get(
+            g as *mut c_void,
+            k.as_ptr(),
+            timeout,
+            out.as_mut_ptr(),
+            cap,
+            &mut got,
+            err.as_mut_ptr().cast(),
+            ERR_LEN,
+        )
+    };
+    check(rc, &err)?;
+    Ok(usize::try_from(got).ok().map(|n| {
+        out.truncate(n.min(cap));
+        out
+    }))
 }
 
 impl Drop for RawGroup {
     fn drop(&mut self) {
+        if self.1 {
+            // A helper thread may still be blocked inside the group: leave it to process exit.
+            return;
+        }
         // SAFETY: self.0 came from starling_c10d_new and is freed once.
         unsafe { starling_c10d_free(self.0) }
     }

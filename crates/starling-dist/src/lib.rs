@@ -171,6 +171,10 @@ pub fn has_nccl() -> bool {
     ffi::has_nccl()
 }
 
+/// The least time the rendezvous is given (processes of a job start seconds apart), whatever the
+/// collective timeout.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// One process's membership of a data-parallel group.
 #[derive(Debug)]
 pub struct ProcessGroup {
@@ -201,21 +205,22 @@ fn dtype_code(kind: Kind) -> Result<i32> {
 }
 
 impl ProcessGroup {
-    /// Joins the group described by `env` (rank 0 hosts the store at `MASTER_ADDR:MASTER_PORT`);
-    /// every collective and store wait gives up after `timeout`.
+    /// Joins the group described by `env` (rank 0 hosts the store at `MASTER_ADDR:MASTER_PORT`,
+    /// waiting up to `timeout` or [`JOIN_TIMEOUT`], whichever is longer, for every rank); every
+    /// collective and store wait after that gives up after `timeout`.
     pub fn join(env: &DistEnv, backend: Backend, timeout: Duration) -> Result<Self> {
         let device = match backend {
             Backend::Gloo => Device::Cpu,
             Backend::Nccl => Device::Cuda(env.local_rank),
         };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as u64;
+        let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as u64;
         let raw = ffi::RawGroup::new(
             backend.name(),
             &env.master_addr,
             env.master_port,
             env.rank,
             env.world,
-            ms,
+            (ms(timeout.max(JOIN_TIMEOUT)), ms(timeout)),
             match device {
                 Device::Cuda(i) => i32::try_from(i).unwrap_or(0),
                 _ => -1,
@@ -304,8 +309,11 @@ impl ProcessGroup {
         let wait = 1000u64.min(self.timeout.as_millis() as u64);
         let mine = self.calls.saturating_sub(1);
         for r in (0..self.world).filter(|&r| r != self.rank) {
-            match self.raw.store_get(&format!("progress/{r}"), wait, 64) {
-                Ok(Some(v)) => {
+            match self
+                .raw
+                .store_get_bounded(&format!("progress/{r}"), wait, 64)
+            {
+                Some(Ok(Some(v))) => {
                     let s = String::from_utf8_lossy(&v).into_owned();
                     let mut it = s.split(' ').map(|x| x.parse::<u64>().ok());
                     let (n, step) = (it.next().flatten(), it.next().flatten());
@@ -321,8 +329,8 @@ impl ProcessGroup {
                         }
                     ));
                 }
-                Ok(None) => parts.push(format!("rank {r} never entered a collective")),
-                Err(_) => {
+                Some(Ok(None)) => parts.push(format!("rank {r} never entered a collective")),
+                None | Some(Err(_)) => {
                     parts.push(
                         "the store (hosted by rank 0) does not answer: rank 0 is hung or dead"
                             .into(),

@@ -790,12 +790,12 @@ fn worker_pid(launcher: u32, rank: usize) -> Option<i32> {
     })
 }
 
-/// Starts `cmd`, waits until `run` has logged `steps` steps, and sends `sig` to rank 1.
-fn signal_rank_1_at(
+/// Starts `cmd`, waits until `run` has logged `steps` steps, and sends `sig` to `rank`.
+fn signal_rank_at(
     cmd: &mut Command,
     run: &Path,
     steps: usize,
-    sig: nix::sys::signal::Signal,
+    (rank, sig): (usize, nix::sys::signal::Signal),
 ) -> std::process::Output {
     let child = cmd
         .stdout(std::process::Stdio::piped())
@@ -803,7 +803,7 @@ fn signal_rank_1_at(
         .spawn()
         .expect("spawn");
     wait_for_steps(run, steps);
-    let pid = worker_pid(child.id(), 1).expect("rank 1's pid");
+    let pid = worker_pid(child.id(), rank).expect("the rank's pid");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal");
     child.wait_with_output().expect("wait")
 }
@@ -827,11 +827,11 @@ fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
 
     // SIGKILL rank 1 mid-run: the group is torn down and restarted from the last checkpoint.
     let killed = tmp.path().join("killed");
-    let out = signal_rank_1_at(
+    let out = signal_rank_at(
         &mut dp_train(Some((2, 1)), &tokens, &killed, steps, 4, &[]),
         &killed,
         25,
-        nix::sys::signal::Signal::SIGKILL,
+        (1, nix::sys::signal::Signal::SIGKILL),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -859,7 +859,7 @@ fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
     // SIGSTOP rank 1 (alive, silent): rank 0's collective times out naming it; no restarts left.
     let hung = tmp.path().join("hung");
     let t = std::time::Instant::now();
-    let out = signal_rank_1_at(
+    let out = signal_rank_at(
         &mut dp_train(
             Some((2, 0)),
             &tokens,
@@ -870,7 +870,7 @@ fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
         ),
         &hung,
         25,
-        nix::sys::signal::Signal::SIGSTOP,
+        (1, nix::sys::signal::Signal::SIGSTOP),
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -886,6 +886,29 @@ fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
     );
     assert!(
         err.contains("no restarts are left (--max-restarts 0)"),
+        "{err}"
+    );
+
+    // SIGSTOP rank 0, which hosts the store: rank 1 says the store does not answer.
+    let hung0 = tmp.path().join("hung0");
+    let out = signal_rank_at(
+        &mut dp_train(
+            Some((2, 0)),
+            &tokens,
+            &hung0,
+            10_000,
+            4,
+            &["--collective-timeout-s", "3"],
+        ),
+        &hung0,
+        25,
+        (0, nix::sys::signal::Signal::SIGSTOP),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("rank 1: all-reduce (step"), "{err}");
+    assert!(
+        err.contains("the store (hosted by rank 0) does not answer: rank 0 is hung or dead"),
         "{err}"
     );
 }
