@@ -347,11 +347,16 @@ fn write_model_files(tmp: &Path, vs: &VarStore, opt: &Optimizer) -> Result<()> {
                 p.display()
             ))
         })?;
-        std::fs::File::open(&p)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&p, e))?;
+        sync_file(&p)?;
     }
     Ok(())
+}
+
+/// Flushes a written file to disk.
+pub(crate) fn sync_file(p: &Path) -> Result<()> {
+    std::fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(p, e))
 }
 
 /// Records the sha256 of every file in `tmp` (every rank's included) in its `state.json`.

@@ -51,6 +51,24 @@ pub fn lr_at(c: &OptimConfig, step: u64, total: u64) -> f64 {
     c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
+/// Updates the moments `m`, `v` with gradient `g` and takes Adam's step on `p` in place (weight
+/// decay is the caller's); `bc` are the bias corrections 1 − β^t. Shared by [`AdamW`] and ZeRO-1.
+pub(crate) fn adam_step(
+    p: &mut Tensor,
+    g: &Tensor,
+    (m, v): (&mut Tensor, &mut Tensor),
+    c: &OptimConfig,
+    lr: f64,
+    (bc1, bc2): (f64, f64),
+) {
+    let _ = m.g_mul_scalar_(c.beta1);
+    let _ = m.g_add_(&(g * (1.0 - c.beta1)));
+    let _ = v.g_mul_scalar_(c.beta2);
+    let _ = v.g_add_(&(g.square() * (1.0 - c.beta2)));
+    let denom = (&*v / bc2).sqrt() + c.eps;
+    let _ = p.g_sub_(&((&*m / bc1) / denom * lr));
+}
+
 /// AdamW moments per variable, named like the variables.
 #[derive(Debug)]
 pub struct AdamW {
@@ -137,12 +155,7 @@ impl AdamW {
             if p.dim() >= 2 && c.weight_decay > 0.0 {
                 let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
             }
-            let _ = mt.g_mul_scalar_(b1);
-            let _ = mt.g_add_(&(&g * (1.0 - b1)));
-            let _ = vt.g_mul_scalar_(b2);
-            let _ = vt.g_add_(&(g.square() * (1.0 - b2)));
-            let denom = (&vt / bc2).sqrt() + c.eps;
-            let _ = p.g_sub_(&((&mt / bc1) / denom * lr));
+            adam_step(&mut p, &g, (&mut mt, &mut vt), c, lr, (bc1, bc2));
             let _ = g.zero_();
         }
     }

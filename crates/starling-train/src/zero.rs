@@ -187,17 +187,12 @@ impl ShardedAdamW {
             .flatten(&params_flat, padded, device)
             .narrow(0, self.rank as i64 * self.shard, self.shard)
             .contiguous();
-        let p = if c.weight_decay > 0.0 {
+        let mut p = if c.weight_decay > 0.0 {
             &p * (1.0 - (&self.decay * (lr * c.weight_decay)))
         } else {
             p
         };
-        let _ = self.m.g_mul_scalar_(b1);
-        let _ = self.m.g_add_(&(&g * (1.0 - b1)));
-        let _ = self.v.g_mul_scalar_(b2);
-        let _ = self.v.g_add_(&(g.square() * (1.0 - b2)));
-        let denom = (&self.v / bc2).sqrt() + c.eps;
-        let p = (&p - ((&self.m / bc1) / denom * lr)).contiguous();
+        crate::optim::adam_step(&mut p, &g, (&mut self.m, &mut self.v), c, lr, (bc1, bc2));
         let full = Tensor::zeros([padded], (Kind::Float, device));
         dp.group.all_gather(&full, &p)?;
         self.layout.scatter_into(&full, params);
@@ -219,9 +214,7 @@ impl ShardedAdamW {
                 p.display()
             ))
         })?;
-        std::fs::File::open(&p)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&p, e))?;
+        crate::sync_file(&p)?;
         Ok(p)
     }
 

@@ -122,8 +122,8 @@ fn dump_batches(tokens: &Path, out: &Path, batch: usize, ctx: usize, n: usize) -
     Ok(())
 }
 
-/// Median tokens/s and communication share of a starling run's timed steps.
-fn starling_figures(run: &Path, warmup: usize) -> Result<(f64, Option<f64>)> {
+/// Median tokens/s and communication share of a starling run's timed steps (`step_tokens` each).
+fn starling_figures(run: &Path, warmup: usize, step_tokens: f64) -> Result<(f64, Option<f64>)> {
     let p = run.join("metrics.jsonl");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     let lines: Vec<serde_json::Value> = text
@@ -139,8 +139,7 @@ fn starling_figures(run: &Path, warmup: usize) -> Result<(f64, Option<f64>)> {
         .iter()
         .filter_map(|m| {
             let (tps, c) = (m["tokens_per_s"].as_f64()?, m["comm_s"].as_f64()?);
-            let tokens = timed.first()?["tokens"].as_f64()? / (warmup as f64 + 1.0);
-            Some(c / (tokens / tps))
+            Some(c / (step_tokens / tps))
         })
         .collect();
     Ok((median(tok_s), (!shares.is_empty()).then(|| median(shares))))
@@ -212,7 +211,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
             .env("OMP_NUM_THREADS", "2"),
         "starling train",
     )?;
-    let (base, _) = starling_figures(&one, a.warmup)?;
+    let (base, _) = starling_figures(&one, a.warmup, (a.batch * a.ctx) as f64)?;
     rows.push(Row {
         name: "starling, 1 process x 2 threads",
         tok_s: base,
@@ -240,7 +239,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
                 .env("OMP_NUM_THREADS", "1"),
             name,
         )?;
-        let (tok_s, comm) = starling_figures(&dir, a.warmup)?;
+        let (tok_s, comm) = starling_figures(&dir, a.warmup, (a.batch * a.ctx) as f64)?;
         rows.push(Row {
             name,
             tok_s,

@@ -856,28 +856,30 @@ fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
         );
     }
 
-    // SIGSTOP rank 1 (alive, silent): rank 0's collective times out naming it; no restarts left.
-    let hung = tmp.path().join("hung");
-    let t = std::time::Instant::now();
-    let out = signal_rank_at(
-        &mut dp_train(
-            Some((2, 0)),
-            &tokens,
-            &hung,
-            10_000,
-            4,
-            &["--collective-timeout-s", "3"],
-        ),
-        &hung,
-        25,
-        (1, nix::sys::signal::Signal::SIGSTOP),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        t.elapsed().as_secs() < 60,
-        "the hang was detected by the timeout"
-    );
+    // SIGSTOP one rank (alive, silent) with a 3 s collective timeout; no restarts left.
+    let hang = |rank: usize| {
+        let run = tmp.path().join(format!("hung{rank}"));
+        let t = std::time::Instant::now();
+        let out = signal_rank_at(
+            &mut dp_train(
+                Some((2, 0)),
+                &tokens,
+                &run,
+                10_000,
+                4,
+                &["--collective-timeout-s", "3"],
+            ),
+            &run,
+            25,
+            (rank, nix::sys::signal::Signal::SIGSTOP),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        (err, t.elapsed())
+    };
+    // Rank 1 stopped: rank 0's collective times out naming it.
+    let (err, took) = hang(1);
+    assert!(took.as_secs() < 60, "the hang was detected by the timeout");
     assert!(err.contains("rank 0: all-reduce (step"), "{err}");
     assert!(err.contains("timeout 3 s) failed"), "{err}");
     assert!(
@@ -888,24 +890,8 @@ fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
         err.contains("no restarts are left (--max-restarts 0)"),
         "{err}"
     );
-
-    // SIGSTOP rank 0, which hosts the store: rank 1 says the store does not answer.
-    let hung0 = tmp.path().join("hung0");
-    let out = signal_rank_at(
-        &mut dp_train(
-            Some((2, 0)),
-            &tokens,
-            &hung0,
-            10_000,
-            4,
-            &["--collective-timeout-s", "3"],
-        ),
-        &hung0,
-        25,
-        (0, nix::sys::signal::Signal::SIGSTOP),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    // Rank 0, which hosts the store, stopped: rank 1 says the store does not answer.
+    let (err, _) = hang(0);
     assert!(err.contains("rank 1: all-reduce (step"), "{err}");
     assert!(
         err.contains("the store (hosted by rank 0) does not answer: rank 0 is hung or dead"),
