@@ -192,6 +192,10 @@ fn plan_validates_and_rejects_bad_input() {
             "--experts",
         ),
         (vec!["plan"], "--params"),
+        (
+            vec!["plan", "--params", "7e9", "--batch-tokens", "0"],
+            "invalid `batch_tokens`: must be at least 1",
+        ),
     ] {
         let out = starling().args(&args).output().expect("run");
         assert!(!out.status.success(), "{args:?} should fail");
@@ -897,4 +901,74 @@ fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
         err.contains("the store (hosted by rank 0) does not answer: rank 0 is hung or dead"),
         "{err}"
     );
+}
+
+#[test]
+fn launch_and_data_parallel_train_refuse_bad_values_by_name() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let run = tmp.path().join("run");
+    // (arguments, environment, what the error must say)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["launch", "--nproc", "0", "--", "train"],
+            vec![],
+            "--nproc must be at least 1",
+        ),
+        (
+            vec!["launch", "--grace-s=-1", "--", "train"],
+            vec![],
+            "--grace-s must be in [0, 1e6)",
+        ),
+        (
+            vec![
+                "train",
+                "--tokens",
+                "nowhere",
+                "--collective-timeout-s",
+                "0",
+            ],
+            vec![
+                ("RANK", "0"),
+                ("WORLD_SIZE", "1"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "1"),
+            ],
+            "--collective-timeout-s must be in (0, 1e6)",
+        ),
+        (
+            vec!["train", "--tokens", "nowhere"],
+            vec![
+                ("RANK", "2"),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "1"),
+            ],
+            "RANK: rank 2 is outside a world of 2",
+        ),
+        (
+            vec!["train", "--tokens", "nowhere"],
+            vec![
+                ("RANK", "0"),
+                ("WORLD_SIZE", "1"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "x"),
+            ],
+            "MASTER_PORT: `x` is not a valid number",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let out = starling()
+            .args(&args)
+            .arg("--out")
+            .arg(&run)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!run.exists(), "nothing was written for refused runs");
 }
