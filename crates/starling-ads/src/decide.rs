@@ -39,6 +39,10 @@ pub struct DecideConfig {
     pub pacing: PacingConfig,
     /// Pace budgets (off: spend as fast as demand allows).
     pub pace: bool,
+    /// Retrieve by similarity as well as by keyword (needs an embedder).
+    pub semantic: bool,
+    /// Replace pCTR by a random draw around the prior (the simulation's random baseline).
+    pub random_pctr: bool,
 }
 
 impl Default for DecideConfig {
@@ -52,6 +56,8 @@ impl Default for DecideConfig {
             ftrl: FtrlConfig::default(),
             pacing: PacingConfig::default(),
             pace: true,
+            semantic: true,
+            random_pctr: false,
         }
     }
 }
@@ -226,7 +232,7 @@ struct Index {
     groups: Vec<GroupEntry>,
     creatives: Vec<CreativeEntry>,
     keywords: HashMap<String, Vec<usize>>,
-    /// Rows of targeting vectors (group descriptions and creatives), row -> group.
+    /// Rows of targeting vectors (one per group with a description or keywords), row -> group.
     vectors: Vec<f32>,
     vector_group: Vec<usize>,
     dim: usize,
@@ -445,11 +451,9 @@ impl AdServer {
             let Some(&gi) = group_by_id.get(&c.group_id) else {
                 continue;
             };
+            // Creatives do not retrieve (their text is the advertiser's copy, not its audience);
+            // their similarity to the context is a pCTR feature.
             let v = v.filter(|v| v.len() == dim && dim > 0);
-            if let Some(v) = &v {
-                ix.vectors.extend_from_slice(v);
-                ix.vector_group.push(gi);
-            }
             ix.groups[gi].creatives.push(ix.creatives.len());
             ix.creatives.push(CreativeEntry {
                 creative: c,
@@ -539,7 +543,7 @@ impl AdServer {
             }
         }
 
-        // 1. Candidates: keyword index, then similarity over every targeting vector.
+        // 1. Candidates: keyword index, then similarity to every group's targeting vector.
         let t1 = Instant::now();
         let mut cand: HashMap<usize, (bool, f32)> = HashMap::new();
         for t in &ctx_terms {
@@ -551,13 +555,10 @@ impl AdServer {
         }
         let keyword_candidates = cand.len();
         let mut group_sim: HashMap<usize, f32> = HashMap::new();
-        if let Some(v) = &vector {
+        if let Some(v) = vector.as_ref().filter(|_| self.config.semantic) {
             for (row, &g) in ix.vector_group.iter().enumerate() {
                 let s = fast_dot(v, &ix.vectors[row * ix.dim..(row + 1) * ix.dim]);
-                let e = group_sim.entry(g).or_insert(s);
-                if s > *e {
-                    *e = s;
-                }
+                group_sim.insert(g, s);
             }
             let mut semantic: Vec<(usize, f32)> = group_sim
                 .iter()
@@ -682,7 +683,11 @@ impl AdServer {
                         similarity: sim,
                         keyword_match: kw,
                     };
-                    let p = model.predict(&f);
+                    let p = if self.config.random_pctr {
+                        rng.gen::<f64>() * 2.0 * self.config.ftrl.prior_ctr
+                    } else {
+                        model.predict(&f)
+                    };
                     if best.as_ref().is_none_or(|b| p > b.2) {
                         best = Some((ci, f, p, sim));
                     }

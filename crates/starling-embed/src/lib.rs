@@ -33,6 +33,68 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Lexical vectors without a model: signed feature hashing of a text's lowercase words (weighted
+/// `1 + ln tf`), unit length. Texts that share words are similar and nothing else is; it stands in
+/// for the model where none is loaded (tests, `ads simulate` without `--model`) and is the
+/// keyword-level baseline the model's vectors are compared with.
+#[derive(Debug, Clone)]
+pub struct HashingEmbedder {
+    dim: usize,
+    id: String,
+}
+
+impl HashingEmbedder {
+    /// Vectors of `dim` dimensions.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim: dim.max(1),
+            id: format!("hashing-words-{}", dim.max(1)),
+        }
+    }
+
+    fn bucket(&self, word: &str) -> (usize, f32) {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in word.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
+        ((h % self.dim as u64) as usize, sign)
+    }
+}
+
+impl Embedder for HashingEmbedder {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut tf: std::collections::HashMap<String, f32> = std::collections::HashMap::new();
+                for w in t
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                {
+                    *tf.entry(w.to_lowercase()).or_default() += 1.0;
+                }
+                let mut v = vec![0.0; self.dim];
+                for (w, c) in tf {
+                    let (i, s) = self.bucket(&w);
+                    v[i] += s * (1.0 + c.ln());
+                }
+                normalize(&mut v);
+                v
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +108,15 @@ mod tests {
         let mut z = vec![0.0; 3];
         normalize(&mut z);
         assert_eq!(z, vec![0.0; 3]);
+    }
+
+    #[test]
+    fn hashing_vectors_are_unit_and_lexical() {
+        let e = HashingEmbedder::new(64);
+        let v = e.embed(&["Marathon training run", "run training marathon", "cake recipe", ""]).unwrap();
+        assert!((dot(&v[0], &v[0]) - 1.0).abs() < 1e-5);
+        assert!((dot(&v[0], &v[1]) - 1.0).abs() < 1e-5);
+        assert!(dot(&v[0], &v[2]).abs() < 0.6);
+        assert_eq!(v[3], vec![0.0; 64]);
     }
 }

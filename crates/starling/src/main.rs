@@ -1,6 +1,8 @@
 //! The `starling` command: parses arguments, wires the stage crates together and reports.
 
+mod ads_cmd;
 mod bench;
+mod bench_ads;
 mod bench_ddp;
 mod bench_search;
 mod bench_serve;
@@ -101,6 +103,13 @@ enum Command {
     },
     /// Size a training run: FLOPs, days, cost, memory, layout, failures, data supply.
     Plan(plan_cmd::PlanArgs),
+    /// Ads: inventory (advertisers, campaigns, groups, creatives), decisions, reports, simulation, brand safety.
+    Ads {
+        #[command(flatten)]
+        db: ads_cmd::DbArg,
+        #[command(subcommand)]
+        which: ads_cmd::AdsCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -155,6 +164,8 @@ enum BenchCommand {
     Serve(bench_serve::ServeBenchArgs),
     /// Data parallel on this CPU: 1 process x 2 threads vs 2 x 1 (Gloo, ZeRO-1) vs PyTorch DDP.
     Ddp(bench_ddp::DdpBenchArgs),
+    /// Ad decisions: p50/p99 latency and decisions/s over 1,000 campaigns and 10,000 ad groups on 2 threads.
+    Ads(bench_ads::AdsBenchArgs),
 }
 
 #[derive(Args)]
@@ -418,6 +429,7 @@ fn run(cli: Cli) -> Result<()> {
             which: EvalCommand::Search(a),
         } => eval_cmd::search(&a),
         Command::Plan(a) => plan_cmd::run(&a),
+        Command::Ads { db, which } => ads_cmd::run(&db, &which),
         Command::Train(a) => model_cmd::train(&a),
         Command::Launch(a) => launch_cmd::launch(&a),
         Command::Generate(a) => model_cmd::generate_cmd(&a),
@@ -437,6 +449,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             which: BenchCommand::Ddp(a),
         } => bench_ddp::ddp(&a),
+        Command::Bench {
+            which: BenchCommand::Ads(a),
+        } => bench_ads::ads(&a),
     }
 }
 
