@@ -6,8 +6,10 @@
 //! - [`server`]: axum routes: `/v1/chat/completions` (grounded in posts found by the index),
 //!   `/v1/completions`, `/v1/embeddings`, `/v1/models`, `/v1/search`, `/metrics`, `/health`, `/`.
 //! - [`openai`]: the request shapes and their validation; [`error`]: OpenAI's error shape.
+//! - [`ads`]: `/v1/ads/*`: ad inventory, reports, decisions and events (with `--ads-db`).
 //! - [`chat`]: the conversation as a reply thread in the training template; [`auth`]: API keys.
 
+pub mod ads;
 pub mod auth;
 pub mod chat;
 pub mod engine;

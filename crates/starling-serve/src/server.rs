@@ -76,6 +76,7 @@ pub struct AppState {
     end_of_post: Option<i64>,
     vocab: usize,
     created: i64,
+    ads: std::sync::OnceLock<Arc<starling_ads::AdServer>>,
 }
 
 impl AppState {
@@ -115,6 +116,7 @@ impl AppState {
             end_of_post,
             vocab,
             created: now_s(),
+            ads: std::sync::OnceLock::new(),
         })
     }
 
@@ -126,6 +128,26 @@ impl AppState {
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Attaches the ad server behind `/v1/ads/*` (once; later calls are ignored).
+    pub fn attach_ads(&self, ads: Arc<starling_ads::AdServer>) {
+        let _ = self.ads.set(ads);
+    }
+
+    /// The attached ad server.
+    pub fn ads(&self) -> Option<&Arc<starling_ads::AdServer>> {
+        self.ads.get()
+    }
+
+    /// The embedder of queries and posts, if any.
+    pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
+        self.embedder.as_ref()
+    }
+
+    /// The server's API keys (the operator's), if any.
+    pub fn api_keys(&self) -> Option<&ApiKeys> {
+        self.config.api_keys.as_ref()
     }
 
     /// The generation engine.
@@ -271,6 +293,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(v1)
+        .merge(crate::ads::routes())
         .route("/", get(page))
         .route("/health", get(health))
         .route("/metrics", get(metrics))

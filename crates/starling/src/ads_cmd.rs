@@ -387,14 +387,19 @@ pub fn run(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
 }
 
 async fn open(db: &DbArg) -> Result<AdStore> {
-    if !db.db.contains("://") {
-        if let Some(dir) = Path::new(&db.db).parent().filter(|d| !d.as_os_str().is_empty()) {
+    open_store(&db.db).await
+}
+
+/// Opens the ad store at `db` (a SQLite path, its folder created, or a postgres:// URL).
+pub async fn open_store(db: &str) -> Result<AdStore> {
+    if !db.contains("://") {
+        if let Some(dir) = Path::new(db).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
-    AdStore::open(&db.db)
+    AdStore::open(db)
         .await
-        .with_context(|| format!("opening the ad store {}", db.db))
+        .with_context(|| format!("opening the ad store {db}"))
 }
 
 async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {

@@ -141,6 +141,8 @@ pub fn serve(a: &ServeBenchArgs) -> Result<()> {
         name: Some("bench".into()),
         threads: None,
         smoke: false,
+        ads_db: None,
+        ads_safety: None,
     };
     let (state, slots, _) = load_state(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -361,6 +361,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             let index = out.join("index");
             let _ = std::fs::remove_dir_all(&index);
+            for ext in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(out.join(format!("ads.db{ext}")));
+            }
             search_cmd::index(&search_cmd::IndexCommand::Build {
                 corpus: corpus_dir.clone(),
                 out: index.clone(),
@@ -397,6 +400,8 @@ fn run(cli: Cli) -> Result<()> {
                 name: Some("starling-demo".into()),
                 threads: None,
                 smoke,
+                ads_db: Some(out.join("ads.db").display().to_string()),
+                ads_safety: None,
             })
         }
         Command::Tokenizer {

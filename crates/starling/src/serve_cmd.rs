@@ -45,6 +45,12 @@ pub struct ServeArgs {
     /// Answer one chat request through the network, print it and exit.
     #[arg(long)]
     pub smoke: bool,
+    /// Ad store (SQLite path or postgres:// URL): serves `/v1/ads/*`, targeting with the model's embeddings.
+    #[arg(long)]
+    pub ads_db: Option<String>,
+    /// Brand-safety classifier for the ads (from `starling ads train-safety` on this model).
+    #[arg(long)]
+    pub ads_safety: Option<PathBuf>,
 }
 
 /// Loads the model and index of `a` and starts the engine; also returns the decode slots and
@@ -108,6 +114,24 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", a.addr))?;
         let addr = listener.local_addr()?;
+        if let Some(db) = &a.ads_db {
+            let store = crate::ads_cmd::open_store(db).await?;
+            let safety = a
+                .ads_safety
+                .as_deref()
+                .map(starling_ads::BrandSafety::load)
+                .transpose()?;
+            let ads = starling_ads::AdServer::new(
+                store,
+                state.embedder().cloned(),
+                safety,
+                starling_ads::DecideConfig::default(),
+            )
+            .await
+            .with_context(|| format!("starting the ad server on {db}"))?;
+            state.attach_ads(std::sync::Arc::new(ads));
+            println!("serve: ads from {db} at http://{addr}/v1/ads");
+        }
         println!(
             "serve: model {name} ({} slots of {:.1} MiB KV cache) on {}{}; index {}",
             max_batch,
@@ -124,7 +148,10 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
             let server = tokio::spawn(starling_serve::serve(listener, state, async move {
                 let _ = rx.await;
             }));
-            let result = smoke(&format!("http://{addr}"), &name, a.api_keys.is_some()).await;
+            let mut result = smoke(&format!("http://{addr}"), &name, a.api_keys.is_some()).await;
+            if result.is_ok() && a.ads_db.is_some() {
+                result = ads_smoke(&format!("http://{addr}")).await;
+            }
             let _ = tx.send(());
             let _ = server.await;
             return result;
@@ -172,5 +199,58 @@ async fn smoke(base: &str, model: &str, needs_key: bool) -> Result<()> {
         body["usage"]["completion_tokens"],
         body["choices"][0]["finish_reason"],
     );
+    Ok(())
+}
+
+/// One advertiser, campaign, group and creative through `/v1/ads`, then a decision, its
+/// impression and click, and the campaign's report; fails unless each step is answered.
+async fn ads_smoke(base: &str) -> Result<()> {
+    use serde_json::{json, Value};
+    let client = reqwest::Client::new();
+    let t = std::time::Instant::now();
+    async fn call(client: &reqwest::Client, req: reqwest::RequestBuilder, what: &str) -> Result<Value> {
+        let _ = client;
+        let r = req.send().await.with_context(|| format!("ads smoke: {what}"))?;
+        let status = r.status();
+        let body: Value = r.json().await.with_context(|| format!("ads smoke: {what}"))?;
+        if !status.is_success() {
+            bail!("ads smoke: {what}: {status} {body}");
+        }
+        Ok(body)
+    }
+    let adv = call(&client, client.post(format!("{base}/v1/ads/advertisers")).json(&json!({"name": "demo sports shop"})), "advertiser").await?;
+    let key = adv["api_key"].as_str().unwrap_or_default().to_string();
+    let camp = call(&client, client.post(format!("{base}/v1/ads/campaigns")).bearer_auth(&key).json(&json!({
+        "name": "game night", "bid_type": "max_cpc", "daily_budget_micros": 20_000_000})), "campaign").await?;
+    let group = call(&client, client.post(format!("{base}/v1/ads/groups")).bearer_auth(&key).json(&json!({
+        "campaign_id": camp["id"], "name": "basketball fans", "bid_micros": 1_500_000,
+        "keywords": ["nba", "#nba", "basketball"], "description": "basketball fans watching the game tonight"})), "group").await?;
+    call(&client, client.post(format!("{base}/v1/ads/creatives")).bearer_auth(&key).json(&json!({
+        "group_id": group["id"], "text": "Jerseys for game night, shipped tomorrow", "url": "https://shop.example/nba"})), "creative").await?;
+    let d = call(&client, client.post(format!("{base}/v1/ads/decide")).json(&json!({
+        "placement": "search", "context": {"text": "#nba game tonight"}, "user_id": "demo-user", "slots": 1})), "decide").await?;
+    let Some(ad) = d["ads"].get(0) else {
+        bail!("ads smoke: the decision filled no slot: {d}");
+    };
+    let imp = ad["impression_id"].clone();
+    for (kind, key) in [("impression", "smoke-imp"), ("click", "smoke-click")] {
+        call(&client, client.post(format!("{base}/v1/ads/events")).json(&json!({
+            "type": kind, "impression_id": imp, "idempotency_key": key})), kind).await?;
+    }
+    let rep = call(&client, client.get(format!("{base}/v1/ads/reports")).bearer_auth(&key), "report").await?;
+    let r = &rep["data"][0];
+    println!(
+        "serve --smoke: ads answered in {:.2}s: \"{}\" at {} micros per click (pCTR {:.4}); report: {} impression, {} click, spend {} micros",
+        t.elapsed().as_secs_f64(),
+        ad["text"].as_str().unwrap_or_default(),
+        ad["price_micros"],
+        ad["pctr"].as_f64().unwrap_or_default(),
+        r["impressions"],
+        r["clicks"],
+        r["spend_micros"],
+    );
+    if r["clicks"] != json!(1) || r["spend_micros"] != ad["price_micros"] {
+        bail!("ads smoke: the report does not show the click charged at its price: {rep}");
+    }
     Ok(())
 }

@@ -1,0 +1,476 @@
+//! `/v1/ads/*`: inventory management (advertisers, campaigns, groups, creatives), reports,
+//! decisions and events, on the [`AdServer`] attached with `serve --ads-db`.
+//!
+//! Who may do what: a server API key (`--api-keys`) is the platform (operator): everything,
+//! including creating advertisers, deciding and recording events. An advertiser's key (from
+//! `POST /v1/ads/advertisers` or `starling ads advertiser create`) reads and changes only that
+//! advertiser's own items and reports; anything else is answered as if it did not exist (404).
+//! A server without `--api-keys` treats callers without a key as the operator.
+
+use crate::auth::ApiKeys;
+use crate::error::ApiError;
+use crate::openai::parse_json;
+use crate::server::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use starling_ads::{
+    day_of, now_ms, AdServer, CampaignSpec, CreativeSpec, DecideRequest, EventInput, GroupSpec, Scope,
+    Status,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The ad routes (answered 404 when no ad store is attached).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/ads/advertisers", post(create_advertiser).get(list_advertisers))
+        .route("/v1/ads/campaigns", post(create_campaign).get(list_campaigns))
+        .route(
+            "/v1/ads/campaigns/{id}",
+            get(get_campaign).patch(update_campaign).delete(delete_campaign),
+        )
+        .route("/v1/ads/campaigns/{id}/{action}", post(campaign_action))
+        .route("/v1/ads/groups", post(create_group).get(list_groups))
+        .route(
+            "/v1/ads/groups/{id}",
+            get(get_group).patch(update_group).delete(delete_group),
+        )
+        .route("/v1/ads/groups/{id}/{action}", post(group_action))
+        .route("/v1/ads/creatives", post(create_creative).get(list_creatives))
+        .route(
+            "/v1/ads/creatives/{id}",
+            get(get_creative).patch(update_creative).delete(delete_creative),
+        )
+        .route("/v1/ads/creatives/{id}/{action}", post(creative_action))
+        .route("/v1/ads/reports", get(reports))
+        .route("/v1/ads/decide", post(decide))
+        .route("/v1/ads/events", post(events))
+}
+
+/// The library's error as an API error.
+fn api(e: starling_ads::Error) -> ApiError {
+    use starling_ads::Error as E;
+    match e {
+        E::Invalid { field, reason } => ApiError::invalid(&field, format!("{field}: {reason}")),
+        E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", e.to_string())
+            .with_code("not_found"),
+        E::Event(m) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+            format!("event refused: {m}"),
+        )
+        .with_code("event_refused"),
+        other => {
+            tracing::error!("ads: {other}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                format!("ads: {other}"),
+            )
+        }
+    }
+}
+
+fn ads(s: &AppState) -> Result<Arc<AdServer>, ApiError> {
+    s.ads().cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "this server has no ad store (start it with --ads-db)",
+        )
+    })
+}
+
+/// Who is calling, from the bearer key.
+async fn scope(s: &AppState, ads: &AdServer, headers: &HeaderMap) -> Result<Scope, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ApiKeys::bearer);
+    let unauthorized = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "missing or incorrect API key (send `Authorization: Bearer <key>`)",
+        )
+        .with_code("invalid_api_key")
+    };
+    match (s.api_keys(), token) {
+        (Some(keys), Some(t)) if keys.accepts(t) => Ok(Scope::Operator),
+        (_, Some(t)) => match ads.store().advertiser_by_key(t).await.map_err(api)? {
+            Some(a) => Ok(Scope::Advertiser(a.id)),
+            None => Err(unauthorized()),
+        },
+        (None, None) => Ok(Scope::Operator),
+        (Some(_), None) => Err(unauthorized()),
+    }
+}
+
+fn operator_only(scope: &Scope) -> Result<(), ApiError> {
+    match scope {
+        Scope::Operator => Ok(()),
+        Scope::Advertiser(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "only the platform's API keys may do this, not an advertiser's",
+        )
+        .with_code("forbidden")),
+    }
+}
+
+fn body<T: DeserializeOwned>(headers: &HeaderMap, b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let v = parse_json(headers, b)?;
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(&path, format!("{path}: {}", e.inner()))
+    })
+}
+
+async fn refresh(ads: &AdServer) -> Result<(), ApiError> {
+    ads.reload(now_ms()).await.map_err(api)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAdvertiser {
+    name: String,
+}
+
+async fn create_advertiser(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    operator_only(&scope(&s, &ads, &headers).await?)?;
+    let req: NewAdvertiser = body(&headers, b)?;
+    let (a, key) = ads.store().create_advertiser(&req.name).await.map_err(api)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"advertiser": a, "api_key": key})),
+    )
+        .into_response())
+}
+
+async fn list_advertisers(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    let list = ads.store().advertisers(&sc).await.map_err(api)?;
+    Ok(Json(json!({"data": list})).into_response())
+}
+
+type Params = Query<HashMap<String, String>>;
+
+async fn create_campaign(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    let spec: CampaignSpec = body(&headers, b)?;
+    let c = ads.store().create_campaign(&sc, &spec).await.map_err(api)?;
+    refresh(&ads).await?;
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+async fn list_campaigns(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    let list = ads.store().campaigns(&sc).await.map_err(api)?;
+    Ok(Json(json!({"data": list})).into_response())
+}
+
+async fn get_campaign(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    Ok(Json(ads.store().campaign(&sc, &id).await.map_err(api)?).into_response())
+}
+
+async fn change_campaign(s: &AppState, headers: &HeaderMap, id: &str, spec: CampaignSpec) -> Result<Response, ApiError> {
+    let ads = ads(s)?;
+    let sc = scope(s, &ads, headers).await?;
+    let c = ads.store().update_campaign(&sc, id, &spec).await.map_err(api)?;
+    refresh(&ads).await?;
+    Ok(Json(c).into_response())
+}
+
+async fn update_campaign(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec: CampaignSpec = body(&headers, b)?;
+    change_campaign(&s, &headers, &id, spec).await
+}
+
+async fn delete_campaign(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let spec = CampaignSpec {
+        status: Some(Status::Deleted),
+        ..Default::default()
+    };
+    change_campaign(&s, &headers, &id, spec).await
+}
+
+fn action_status(action: &str) -> Result<Status, ApiError> {
+    match action {
+        "pause" => Ok(Status::Paused),
+        "resume" => Ok(Status::Active),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("no action {action:?} (pause, resume)"),
+        )),
+    }
+}
+
+async fn campaign_action(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let spec = CampaignSpec {
+        status: Some(action_status(&action)?),
+        ..Default::default()
+    };
+    change_campaign(&s, &headers, &id, spec).await
+}
+
+async fn create_group(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    let spec: GroupSpec = body(&headers, b)?;
+    let g = ads.store().create_group(&sc, &spec, None).await.map_err(api)?;
+    refresh(&ads).await?;
+    Ok((StatusCode::CREATED, Json(g)).into_response())
+}
+
+async fn list_groups(State(s): State<Arc<AppState>>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    let list = ads
+        .store()
+        .groups(&sc, q.get("campaign_id").map(String::as_str))
+        .await
+        .map_err(api)?;
+    Ok(Json(json!({"data": list})).into_response())
+}
+
+async fn get_group(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    Ok(Json(ads.store().group(&sc, &id).await.map_err(api)?).into_response())
+}
+
+async fn change_group(s: &AppState, headers: &HeaderMap, id: &str, spec: GroupSpec) -> Result<Response, ApiError> {
+    let ads = ads(s)?;
+    let sc = scope(s, &ads, headers).await?;
+    let g = ads.store().update_group(&sc, id, &spec, None).await.map_err(api)?;
+    refresh(&ads).await?;
+    Ok(Json(g).into_response())
+}
+
+async fn update_group(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec: GroupSpec = body(&headers, b)?;
+    change_group(&s, &headers, &id, spec).await
+}
+
+async fn delete_group(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let spec = GroupSpec {
+        status: Some(Status::Deleted),
+        ..Default::default()
+    };
+    change_group(&s, &headers, &id, spec).await
+}
+
+async fn group_action(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let spec = GroupSpec {
+        status: Some(action_status(&action)?),
+        ..Default::default()
+    };
+    change_group(&s, &headers, &id, spec).await
+}
+
+async fn create_creative(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    let spec: CreativeSpec = body(&headers, b)?;
+    let c = ads.store().create_creative(&sc, &spec, None).await.map_err(api)?;
+    refresh(&ads).await?;
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+async fn list_creatives(State(s): State<Arc<AppState>>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    let list = ads
+        .store()
+        .creatives(&sc, q.get("group_id").map(String::as_str))
+        .await
+        .map_err(api)?;
+    Ok(Json(json!({"data": list})).into_response())
+}
+
+async fn get_creative(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    Ok(Json(ads.store().creative(&sc, &id).await.map_err(api)?).into_response())
+}
+
+async fn change_creative(s: &AppState, headers: &HeaderMap, id: &str, spec: CreativeSpec) -> Result<Response, ApiError> {
+    let ads = ads(s)?;
+    let sc = scope(s, &ads, headers).await?;
+    let c = ads.store().update_creative(&sc, id, &spec, None).await.map_err(api)?;
+    refresh(&ads).await?;
+    Ok(Json(c).into_response())
+}
+
+async fn update_creative(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec: CreativeSpec = body(&headers, b)?;
+    change_creative(&s, &headers, &id, spec).await
+}
+
+async fn delete_creative(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let spec = CreativeSpec {
+        status: Some(Status::Deleted),
+        ..Default::default()
+    };
+    change_creative(&s, &headers, &id, spec).await
+}
+
+async fn creative_action(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let spec = CreativeSpec {
+        status: Some(action_status(&action)?),
+        ..Default::default()
+    };
+    change_creative(&s, &headers, &id, spec).await
+}
+
+fn parse_day(field: &str, s: &str) -> Result<i64, ApiError> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| ApiError::invalid(field, format!("{field}: {s:?} is not a date YYYY-MM-DD")))?;
+    let ms = d
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| ApiError::invalid(field, "not a date"))?;
+    Ok(day_of(ms))
+}
+
+async fn reports(State(s): State<Arc<AppState>>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    let sc = scope(&s, &ads, &headers).await?;
+    let from = match q.get("from") {
+        Some(d) => parse_day("from", d)?,
+        None => day_of(now_ms()),
+    };
+    let to = match q.get("to") {
+        Some(d) => parse_day("to", d)?,
+        None => from,
+    };
+    if to < from || to - from > 366 {
+        return Err(ApiError::invalid("to", "to must be from..from + 366 days"));
+    }
+    let r = ads
+        .store()
+        .reports(&sc, q.get("campaign_id").map(String::as_str), from, to)
+        .await
+        .map_err(api)?;
+    Ok(Json(json!({"data": r})).into_response())
+}
+
+async fn decide(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    operator_only(&scope(&s, &ads, &headers).await?)?;
+    let req: DecideRequest = body(&headers, b)?;
+    // Embedding a fresh context runs the model: off the async threads.
+    let d = tokio::task::spawn_blocking(move || ads.decide(&req))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string()))?
+        .map_err(api)?;
+    Ok(Json(d).into_response())
+}
+
+async fn events(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ads = ads(&s)?;
+    operator_only(&scope(&s, &ads, &headers).await?)?;
+    let mut v = parse_json(&headers, b)?;
+    // The key may come as the `Idempotency-Key` header instead of a field.
+    if let (Some(k), Some(obj)) = (
+        headers.get("idempotency-key").and_then(|h| h.to_str().ok()),
+        v.as_object_mut(),
+    ) {
+        obj.entry("idempotency_key").or_insert(json!(k));
+    }
+    let ev: EventInput = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(&path, format!("{path}: {}", e.inner()))
+    })?;
+    let r = ads.record(&ev).await.map_err(api)?;
+    Ok(Json(r).into_response())
+}
