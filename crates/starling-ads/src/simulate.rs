@@ -39,6 +39,9 @@ const FILLER: &[&str] = &[
     "the", "a", "today", "really", "so", "just", "my", "this", "is", "and", "love", "new", "best", "time", "good", "week", "lol", "great", "who", "else", "what", "think", "about", "got", "finally",
 ];
 
+/// Words at the head of each topic's list: the keywords advertisers pick.
+pub const HEAD_TERMS: usize = 3;
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -176,7 +179,8 @@ async fn build_inventory(store: &AdStore, cfg: &SimConfig, rng: &mut ChaCha8Rng)
             .await?;
         for g in 0..cfg.groups_per_campaign {
             let vocab = TOPICS[topic].1;
-            let keywords: Vec<String> = vocab.choose_multiple(rng, 2).map(|s| s.to_string()).collect();
+            // Advertisers bid on the obvious head terms; conversations use the whole vocabulary.
+            let keywords: Vec<String> = vec![vocab[rng.gen_range(0..HEAD_TERMS)].to_string()];
             let bid = match kind {
                 BidType::Cpm => rng.gen_range(2_000_000..12_000_000),
                 _ => rng.gen_range(200_000..2_500_000),
@@ -260,7 +264,7 @@ fn traffic(cfg: &SimConfig, world: &World, day_start: i64, rng: &mut ChaCha8Rng)
             };
             let placement = Placement::ALL[rng.gen_range(0..3)];
             let n = rng.gen_range(8..16);
-            let text = words(rng, topic, n, 0.45);
+            let text = words(rng, topic, n, 0.35);
             Request {
                 ts_ms,
                 user,
