@@ -75,7 +75,9 @@ pub fn run(bids: &[Bid], slots: usize, reserve_cpm_micros: Micros) -> Vec<Win> {
     (0..n)
         .map(|i| {
             let b = ranked[i];
-            let next = ranked.get(i + 1).map_or(reserve, |n| n.score().max(reserve));
+            let next = ranked
+                .get(i + 1)
+                .map_or(reserve, |n| n.score().max(reserve));
             // The least price that keeps the slot, rounded up to a whole micro, plus a cent.
             let keep = b.price_for(next).ceil() as Micros;
             Win {
@@ -107,11 +109,21 @@ mod tests {
         // A: $2.00 x 0.010 = 20,000 micros per impression; B: $1.00 x 0.030 = 30,000; C: $3.00 x 0.005 = 15,000.
         // Ranking B, A, C. B pays what reaches A's score: 20,000 / 0.03 = 666,666.67 -> 666,667 + 10,000 = 676,667.
         // A pays 15,000 / 0.01 = 1,500,000 + 10,000 = 1,510,000. C has no slot.
-        let bids = [cpc(0, 2_000_000, 0.01), cpc(1, 1_000_000, 0.03), cpc(2, 3_000_000, 0.005)];
+        let bids = [
+            cpc(0, 2_000_000, 0.01),
+            cpc(1, 1_000_000, 0.03),
+            cpc(2, 3_000_000, 0.005),
+        ];
         let w = run(&bids, 2, 0);
         assert_eq!(w.len(), 2);
-        assert_eq!((w[0].key, w[0].position, w[0].price_micros), (1, 0, 676_667));
-        assert_eq!((w[1].key, w[1].position, w[1].price_micros), (0, 1, 1_510_000));
+        assert_eq!(
+            (w[0].key, w[0].position, w[0].price_micros),
+            (1, 0, 676_667)
+        );
+        assert_eq!(
+            (w[1].key, w[1].position, w[1].price_micros),
+            (0, 1, 1_510_000)
+        );
     }
 
     #[test]
@@ -159,9 +171,18 @@ mod tests {
 
     #[test]
     fn ties_break_by_key_and_bad_bids_are_ignored() {
-        let w = run(&[cpc(5, 1_000_000, 0.01), cpc(2, 1_000_000, 0.01), cpc(9, 0, 0.5), cpc(4, 1_000, f64::NAN)], 3, 0);
+        let w = run(
+            &[
+                cpc(5, 1_000_000, 0.01),
+                cpc(2, 1_000_000, 0.01),
+                cpc(9, 0, 0.5),
+                cpc(4, 1_000, f64::NAN),
+            ],
+            3,
+            0,
+        );
         assert_eq!(w.iter().map(|w| w.key).collect::<Vec<_>>(), vec![2, 5]);
-        // Equal scores: the winner pays the other's score exactly, plus a cent.
-        assert_eq!(w[0].price_micros, 1_010_000.min(1_000_000));
+        // Equal scores: the other's score exactly plus a cent is 1,010,000, capped at the bid.
+        assert_eq!(w[0].price_micros, 1_000_000);
     }
 }

@@ -263,7 +263,10 @@ impl std::fmt::Debug for AdServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdServer")
             .field("backend", &self.store.backend())
-            .field("embedder", &self.embedder.as_ref().map(|e| e.id().to_string()))
+            .field(
+                "embedder",
+                &self.embedder.as_ref().map(|e| e.id().to_string()),
+            )
             .finish()
     }
 }
@@ -488,7 +491,12 @@ impl AdServer {
     }
 
     /// Decides the ads for one request at `now_ms`, drawing pacing from `rng`.
-    pub fn decide_at(&self, req: &DecideRequest, now_ms: i64, rng: &mut impl Rng) -> Result<Decision> {
+    pub fn decide_at(
+        &self,
+        req: &DecideRequest,
+        now_ms: i64,
+        rng: &mut impl Rng,
+    ) -> Result<Decision> {
         if req.slots == 0 || req.slots > self.config.max_slots {
             return Err(Error::invalid(
                 "slots",
@@ -513,7 +521,10 @@ impl AdServer {
                 if v.len() != ix.dim || v.iter().any(|x| !x.is_finite()) {
                     return Err(Error::invalid(
                         "context.vector",
-                        format!("{} finite values expected, the embedder's dimension", ix.dim),
+                        format!(
+                            "{} finite values expected, the embedder's dimension",
+                            ix.dim
+                        ),
                     ));
                 }
                 let mut v = v.clone();
@@ -593,18 +604,27 @@ impl AdServer {
                 let (kw, sim) = cand[&g];
                 let ge = &ix.groups[g];
                 let c = &ix.campaigns[ge.campaign];
-                if !c.live_at(now_ms) || ge.group.status != Status::Active || !ge.group.serves_hour(hour) {
+                if !c.live_at(now_ms)
+                    || ge.group.status != Status::Active
+                    || !ge.group.serves_hour(hour)
+                {
                     dropped.schedule += 1;
                     continue;
                 }
                 if (!ge.group.languages.is_empty()
-                    && !lang.as_ref().is_some_and(|l| ge.group.languages.contains(l)))
-                    || (!ge.group.placements.is_empty() && !ge.group.placements.contains(&req.placement))
+                    && !lang
+                        .as_ref()
+                        .is_some_and(|l| ge.group.languages.contains(l)))
+                    || (!ge.group.placements.is_empty()
+                        && !ge.group.placements.contains(&req.placement))
                 {
                     dropped.targeting += 1;
                     continue;
                 }
-                if c.excluded_terms.iter().any(|t| term_set.contains(t.as_str())) {
+                if c.excluded_terms
+                    .iter()
+                    .any(|t| term_set.contains(t.as_str()))
+                {
                     dropped.exclusion += 1;
                     continue;
                 }
@@ -630,7 +650,10 @@ impl AdServer {
                 }
                 if self.config.pace {
                     let admitted = *paced.entry(ge.campaign).or_insert_with(|| {
-                        let p = live.pacers.entry(c.id.clone()).or_insert_with(|| Pacer::new(now_ms));
+                        let p = live
+                            .pacers
+                            .entry(c.id.clone())
+                            .or_insert_with(|| Pacer::new(now_ms));
                         p.update(&self.config.pacing, now_ms, spent, c.daily_budget_micros);
                         p.admits(rng.gen())
                     });

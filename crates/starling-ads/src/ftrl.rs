@@ -270,7 +270,10 @@ mod tests {
 
     #[test]
     fn auc_by_hand() {
-        assert_eq!(auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]), 0.75);
+        assert_eq!(
+            auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]),
+            0.75
+        );
         assert_eq!(auc(&[0.5, 0.5], &[true, false]), 0.5);
         assert_eq!(auc(&[0.9, 0.1], &[true, false]), 1.0);
     }

@@ -85,7 +85,8 @@ impl Pacer {
             return;
         }
         // Unthrottled spend per ms, from what the rate in force let through.
-        let observed = (spent - self.last_spent).max(0) as f64 / (dt as f64 * self.rate.max(cfg.min_rate));
+        let observed =
+            (spent - self.last_spent).max(0) as f64 / (dt as f64 * self.rate.max(cfg.min_rate));
         let demand = match self.demand {
             Some(d) => 0.7 * d + 0.3 * observed,
             None => observed,
@@ -180,7 +181,11 @@ mod tests {
         }
         let noon = at_noon / budget as f64;
         assert!((0.4..0.6).contains(&noon), "share by noon {noon}");
-        assert!(spent / budget as f64 > 0.9, "delivered {}", spent / budget as f64);
+        assert!(
+            spent / budget as f64 > 0.9,
+            "delivered {}",
+            spent / budget as f64
+        );
     }
 
     #[test]

@@ -27,7 +27,13 @@ pub struct BrandSafety {
 impl BrandSafety {
     /// Probability that the context of `vector` is unsafe.
     pub fn unsafe_probability(&self, vector: &[f32]) -> f64 {
-        let z: f32 = self.weights.iter().zip(vector).map(|(w, x)| w * x).sum::<f32>() + self.bias;
+        let z: f32 = self
+            .weights
+            .iter()
+            .zip(vector)
+            .map(|(w, x)| w * x)
+            .sum::<f32>()
+            + self.bias;
         1.0 / (1.0 + (-(z as f64)).exp())
     }
 
@@ -121,9 +127,21 @@ pub fn read_split(dir: &Path, task: &str, split: &str) -> Result<Vec<Labelled>> 
 /// Macro-F1 of predictions against labels.
 pub fn macro_f1(pred: &[bool], gold: &[bool]) -> f64 {
     let f1 = |cls: bool| {
-        let tp = pred.iter().zip(gold).filter(|(p, g)| **p == cls && **g == cls).count() as f64;
-        let fp = pred.iter().zip(gold).filter(|(p, g)| **p == cls && **g != cls).count() as f64;
-        let fn_ = pred.iter().zip(gold).filter(|(p, g)| **p != cls && **g == cls).count() as f64;
+        let tp = pred
+            .iter()
+            .zip(gold)
+            .filter(|(p, g)| **p == cls && **g == cls)
+            .count() as f64;
+        let fp = pred
+            .iter()
+            .zip(gold)
+            .filter(|(p, g)| **p == cls && **g != cls)
+            .count() as f64;
+        let fn_ = pred
+            .iter()
+            .zip(gold)
+            .filter(|(p, g)| **p != cls && **g == cls)
+            .count() as f64;
         if tp == 0.0 {
             0.0
         } else {
@@ -266,8 +284,15 @@ impl Tfidf {
         let mut keys: Vec<(String, usize)> = df.into_iter().filter(|(_, d)| *d >= 2).collect();
         keys.sort();
         let n = texts.len() as f32;
-        let idf = keys.iter().map(|(_, d)| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0).collect();
-        let vocab = keys.into_iter().enumerate().map(|(i, (k, _))| (k, i)).collect();
+        let idf = keys
+            .iter()
+            .map(|(_, d)| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0)
+            .collect();
+        let vocab = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k, i))
+            .collect();
         Self { vocab, idf }
     }
 
@@ -319,7 +344,10 @@ impl SafetyData {
         val.extend(read_split(dir, "offensive", "val")?);
         let tests = vec![
             ("hate".to_string(), read_split(dir, "hate", "test")?),
-            ("offensive".to_string(), read_split(dir, "offensive", "test")?),
+            (
+                "offensive".to_string(),
+                read_split(dir, "offensive", "test")?,
+            ),
         ];
         Ok(Self { train, val, tests })
     }
@@ -327,7 +355,12 @@ impl SafetyData {
 
 /// Trains both classifiers; returns the embedding classifier (with both scores in its report).
 /// `progress` hears how many texts have been embedded so far.
-pub fn train(e: &dyn Embedder, data: &SafetyData, epochs: usize, progress: &dyn Fn(usize)) -> Result<BrandSafety> {
+pub fn train(
+    e: &dyn Embedder,
+    data: &SafetyData,
+    epochs: usize,
+    progress: &dyn Fn(usize),
+) -> Result<BrandSafety> {
     let labels = |d: &[Labelled]| d.iter().map(|l| l.unsafe_).collect::<Vec<_>>();
     fn texts(d: &[Labelled]) -> Vec<&str> {
         d.iter().map(|l| l.text.as_str()).collect()
@@ -358,7 +391,14 @@ pub fn train(e: &dyn Embedder, data: &SafetyData, epochs: usize, progress: &dyn 
     // Baseline: TF-IDF + logistic regression.
     let tf = Tfidf::fit(&texts(&data.train));
     let rows = |d: &[Labelled]| d.iter().map(|l| tf.row(&l.text)).collect::<Vec<_>>();
-    let (m, th) = fit(&rows(&data.train), &ytr, &rows(&data.val), &yval, tf.idf.len(), epochs);
+    let (m, th) = fit(
+        &rows(&data.train),
+        &ytr,
+        &rows(&data.val),
+        &yval,
+        tf.idf.len(),
+        epochs,
+    );
     let tfidf = score_all(
         "tfidf",
         data.tests
@@ -389,7 +429,13 @@ pub fn train(e: &dyn Embedder, data: &SafetyData, epochs: usize, progress: &dyn 
         "embeddings",
         tests
             .iter()
-            .map(|(t, x, g)| (t.clone(), x.iter().map(|r| m.score(r) >= th).collect(), g.clone()))
+            .map(|(t, x, g)| {
+                (
+                    t.clone(),
+                    x.iter().map(|r| m.score(r) >= th).collect(),
+                    g.clone(),
+                )
+            })
             .collect(),
     );
     Ok(BrandSafety {

@@ -21,22 +21,187 @@ use std::sync::Arc;
 
 /// Topics and their words: what users talk about and campaigns sell.
 pub const TOPICS: &[(&str, &[&str])] = &[
-    ("running", &["marathon", "run", "runner", "sneakers", "pace", "trail", "10k", "training", "miles", "jog", "stride", "finish", "race", "hydration", "splits"]),
-    ("cooking", &["recipe", "kitchen", "bake", "oven", "dinner", "pasta", "chef", "flavor", "sauce", "garlic", "roast", "dough", "spices", "simmer", "meal"]),
-    ("football", &["goal", "match", "striker", "league", "keeper", "penalty", "derby", "transfer", "pitch", "midfield", "fans", "kickoff", "referee", "tactics", "cup"]),
-    ("crypto", &["bitcoin", "wallet", "token", "blockchain", "ethereum", "defi", "mining", "ledger", "coin", "exchange", "hodl", "altcoin", "staking", "nft", "gas"]),
-    ("gaming", &["console", "controller", "level", "boss", "quest", "multiplayer", "fps", "rpg", "stream", "loot", "patch", "speedrun", "esports", "pixel", "save"]),
-    ("travel", &["flight", "hotel", "beach", "passport", "itinerary", "luggage", "airport", "island", "backpacking", "resort", "visa", "cruise", "tour", "hostel", "journey"]),
-    ("music", &["album", "concert", "guitar", "playlist", "song", "drummer", "vinyl", "lyrics", "festival", "band", "chorus", "remix", "tour", "studio", "melody"]),
-    ("pets", &["puppy", "kitten", "dog", "cat", "vet", "leash", "treats", "adopt", "paws", "litter", "fetch", "groomer", "kibble", "shelter", "whiskers"]),
-    ("gardening", &["seeds", "soil", "compost", "tomatoes", "greenhouse", "pruning", "bulbs", "harvest", "mulch", "seedlings", "garden", "blooms", "watering", "perennials", "weeds"]),
-    ("fitness", &["gym", "workout", "squat", "protein", "deadlift", "reps", "cardio", "stretch", "yoga", "dumbbell", "abs", "trainer", "hiit", "bench", "gains"]),
-    ("movies", &["film", "director", "trailer", "cinema", "sequel", "actor", "screenplay", "premiere", "popcorn", "oscars", "scene", "cast", "blockbuster", "horror", "netflix"]),
-    ("finance", &["stocks", "savings", "budget", "invest", "portfolio", "dividend", "mortgage", "retirement", "index", "fund", "interest", "loan", "credit", "broker", "taxes"]),
+    (
+        "running",
+        &[
+            "marathon",
+            "run",
+            "runner",
+            "sneakers",
+            "pace",
+            "trail",
+            "10k",
+            "training",
+            "miles",
+            "jog",
+            "stride",
+            "finish",
+            "race",
+            "hydration",
+            "splits",
+        ],
+    ),
+    (
+        "cooking",
+        &[
+            "recipe", "kitchen", "bake", "oven", "dinner", "pasta", "chef", "flavor", "sauce",
+            "garlic", "roast", "dough", "spices", "simmer", "meal",
+        ],
+    ),
+    (
+        "football",
+        &[
+            "goal", "match", "striker", "league", "keeper", "penalty", "derby", "transfer",
+            "pitch", "midfield", "fans", "kickoff", "referee", "tactics", "cup",
+        ],
+    ),
+    (
+        "crypto",
+        &[
+            "bitcoin",
+            "wallet",
+            "token",
+            "blockchain",
+            "ethereum",
+            "defi",
+            "mining",
+            "ledger",
+            "coin",
+            "exchange",
+            "hodl",
+            "altcoin",
+            "staking",
+            "nft",
+            "gas",
+        ],
+    ),
+    (
+        "gaming",
+        &[
+            "console",
+            "controller",
+            "level",
+            "boss",
+            "quest",
+            "multiplayer",
+            "fps",
+            "rpg",
+            "stream",
+            "loot",
+            "patch",
+            "speedrun",
+            "esports",
+            "pixel",
+            "save",
+        ],
+    ),
+    (
+        "travel",
+        &[
+            "flight",
+            "hotel",
+            "beach",
+            "passport",
+            "itinerary",
+            "luggage",
+            "airport",
+            "island",
+            "backpacking",
+            "resort",
+            "visa",
+            "cruise",
+            "tour",
+            "hostel",
+            "journey",
+        ],
+    ),
+    (
+        "music",
+        &[
+            "album", "concert", "guitar", "playlist", "song", "drummer", "vinyl", "lyrics",
+            "festival", "band", "chorus", "remix", "tour", "studio", "melody",
+        ],
+    ),
+    (
+        "pets",
+        &[
+            "puppy", "kitten", "dog", "cat", "vet", "leash", "treats", "adopt", "paws", "litter",
+            "fetch", "groomer", "kibble", "shelter", "whiskers",
+        ],
+    ),
+    (
+        "gardening",
+        &[
+            "seeds",
+            "soil",
+            "compost",
+            "tomatoes",
+            "greenhouse",
+            "pruning",
+            "bulbs",
+            "harvest",
+            "mulch",
+            "seedlings",
+            "garden",
+            "blooms",
+            "watering",
+            "perennials",
+            "weeds",
+        ],
+    ),
+    (
+        "fitness",
+        &[
+            "gym", "workout", "squat", "protein", "deadlift", "reps", "cardio", "stretch", "yoga",
+            "dumbbell", "abs", "trainer", "hiit", "bench", "gains",
+        ],
+    ),
+    (
+        "movies",
+        &[
+            "film",
+            "director",
+            "trailer",
+            "cinema",
+            "sequel",
+            "actor",
+            "screenplay",
+            "premiere",
+            "popcorn",
+            "oscars",
+            "scene",
+            "cast",
+            "blockbuster",
+            "horror",
+            "netflix",
+        ],
+    ),
+    (
+        "finance",
+        &[
+            "stocks",
+            "savings",
+            "budget",
+            "invest",
+            "portfolio",
+            "dividend",
+            "mortgage",
+            "retirement",
+            "index",
+            "fund",
+            "interest",
+            "loan",
+            "credit",
+            "broker",
+            "taxes",
+        ],
+    ),
 ];
 
 const FILLER: &[&str] = &[
-    "the", "a", "today", "really", "so", "just", "my", "this", "is", "and", "love", "new", "best", "time", "good", "week", "lol", "great", "who", "else", "what", "think", "about", "got", "finally",
+    "the", "a", "today", "really", "so", "just", "my", "this", "is", "and", "love", "new", "best",
+    "time", "good", "week", "lol", "great", "who", "else", "what", "think", "about", "got",
+    "finally",
 ];
 
 /// Words at the head of each topic's list: the keywords advertisers pick.
@@ -294,8 +459,12 @@ async fn run_policy(
     let world = build_inventory(&store, cfg, &mut rng).await?;
     let day_start = 20_000 * DAY_MS;
     let reqs = traffic(cfg, &world, day_start, &mut rng);
-    let index_of: std::collections::HashMap<String, usize> =
-        world.campaign_ids.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+    let index_of: std::collections::HashMap<String, usize> = world
+        .campaign_ids
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.clone(), i))
+        .collect();
     let server = AdServer::new(store, embedder.clone(), None, decide).await?;
     server.reload(day_start).await?;
     // Contexts are embedded in batches up front, as a search page's results would arrive with
@@ -348,7 +517,8 @@ async fn run_policy(
             if world.campaign_topic[ci] == r.topic {
                 on_topic += 1;
             }
-            let clicked = click_rng.gen::<f64>() < true_ctr(&world, ci, r.user, r.topic, ad.position);
+            let clicked =
+                click_rng.gen::<f64>() < true_ctr(&world, ci, r.user, r.topic, ad.position);
             preds.push(predicted);
             labels.push(clicked);
             if clicked {
@@ -371,7 +541,10 @@ async fn run_policy(
     }
     progress(name, reqs.len());
     let day = day_of(day_start);
-    let reports = server.store().reports(&Scope::Operator, None, day, day).await?;
+    let reports = server
+        .store()
+        .reports(&Scope::Operator, None, day, day)
+        .await?;
     let (mut delivered, mut share_sum, mut max_share, mut gaps) = (0usize, 0.0, 0.0f64, Vec::new());
     let (mut revenue, mut unbilled) = (0, 0);
     for rep in &reports {
@@ -434,7 +607,15 @@ pub async fn simulate(
         ..DecideConfig::default()
     };
     let mut out = vec![
-        run_policy("starling", cfg, dir, Some(embedder.clone()), base.clone(), progress).await?,
+        run_policy(
+            "starling",
+            cfg,
+            dir,
+            Some(embedder.clone()),
+            base.clone(),
+            progress,
+        )
+        .await?,
         run_policy(
             "keyword-only",
             cfg,

@@ -224,11 +224,14 @@ fn creative_row(r: &AnyRow) -> Result<Creative> {
     })
 }
 
-fn stored_vector(r: &AnyRow) -> Result<Option<(String, Vec<f32>)>> {
+fn stored_vector(r: &AnyRow) -> Result<StoredVector> {
     let id: Option<String> = r.try_get("embedder_id")?;
     let v: Option<Vec<u8>> = r.try_get("vector")?;
     Ok(id.zip(v).map(|(id, v)| (id, bytes_vector(&v))))
 }
+
+/// A stored vector and the embedder that made it.
+pub type StoredVector = Option<(String, Vec<f32>)>;
 
 /// Everything the decision path needs, read in one go.
 #[derive(Debug, Clone, Default)]
@@ -236,9 +239,9 @@ pub struct Inventory {
     /// Live and paused campaigns (deleted ones are left out).
     pub campaigns: Vec<Campaign>,
     /// Their groups, with the stored targeting vector and the embedder that made it.
-    pub groups: Vec<(AdGroup, Option<(String, Vec<f32>)>)>,
+    pub groups: Vec<(AdGroup, StoredVector)>,
     /// Their creatives, with stored vectors.
-    pub creatives: Vec<(Creative, Option<(String, Vec<f32>)>)>,
+    pub creatives: Vec<(Creative, StoredVector)>,
     /// Charged spend per campaign on the day asked for.
     pub spend: Vec<(String, Micros)>,
 }
@@ -274,7 +277,12 @@ impl AdStore {
                     .connect(&url)
                     .await?
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(8).connect(&url).await?,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .connect(&url)
+                    .await?
+            }
         };
         migrator().run(&pool).await?;
         Ok(Self { pool, backend })
@@ -366,7 +374,12 @@ impl AdStore {
             (None, Some(asked)) => asked.clone(),
             (None, None) => return Err(Error::invalid("advertiser_id", "required")),
         };
-        if !self.advertisers(&Scope::Advertiser(owner.clone())).await?.iter().any(|a| a.id == owner) {
+        if !self
+            .advertisers(&Scope::Advertiser(owner.clone()))
+            .await?
+            .iter()
+            .any(|a| a.id == owner)
+        {
             return Err(Error::not_found("advertiser", &owner));
         }
         let now = now_ms();
@@ -413,11 +426,13 @@ impl AdStore {
 
     /// The campaign `id`, if `scope` may see it (deleted ones included).
     pub async fn campaign(&self, scope: &Scope, id: &str) -> Result<Campaign> {
-        let row = sqlx::query("SELECT * FROM campaigns WHERE id = $1 AND ($2 = '' OR advertiser_id = $2)")
-            .bind(id)
-            .bind(scope.owner().unwrap_or(""))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT * FROM campaigns WHERE id = $1 AND ($2 = '' OR advertiser_id = $2)",
+        )
+        .bind(id)
+        .bind(scope.owner().unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| campaign_row(&r))
             .transpose()?
             .ok_or_else(|| Error::not_found("campaign", id))
@@ -433,13 +448,25 @@ impl AdStore {
     }
 
     /// Changes a campaign (pause: status paused; delete: status deleted).
-    pub async fn update_campaign(&self, scope: &Scope, id: &str, spec: &CampaignSpec) -> Result<Campaign> {
+    pub async fn update_campaign(
+        &self,
+        scope: &Scope,
+        id: &str,
+        spec: &CampaignSpec,
+    ) -> Result<Campaign> {
         let mut c = self.campaign(scope, id).await?;
         if c.status == Status::Deleted {
             return Err(Error::not_found("campaign", id));
         }
-        if spec.advertiser_id.as_ref().is_some_and(|a| *a != c.advertiser_id) {
-            return Err(Error::invalid("advertiser_id", "a campaign cannot change owner"));
+        if spec
+            .advertiser_id
+            .as_ref()
+            .is_some_and(|a| *a != c.advertiser_id)
+        {
+            return Err(Error::invalid(
+                "advertiser_id",
+                "a campaign cannot change owner",
+            ));
         }
         c.apply(spec)?;
         c.updated_ms = now_ms();
@@ -530,11 +557,13 @@ impl AdStore {
 
     /// The ad group `id`, if `scope` may see it.
     pub async fn group(&self, scope: &Scope, id: &str) -> Result<AdGroup> {
-        let row = sqlx::query("SELECT * FROM ad_groups WHERE id = $1 AND ($2 = '' OR advertiser_id = $2)")
-            .bind(id)
-            .bind(scope.owner().unwrap_or(""))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT * FROM ad_groups WHERE id = $1 AND ($2 = '' OR advertiser_id = $2)",
+        )
+        .bind(id)
+        .bind(scope.owner().unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| group_row(&r))
             .transpose()?
             .ok_or_else(|| Error::not_found("ad group", id))
@@ -562,8 +591,15 @@ impl AdStore {
         if g.status == Status::Deleted {
             return Err(Error::not_found("ad group", id));
         }
-        if spec.campaign_id.as_ref().is_some_and(|c| *c != g.campaign_id) {
-            return Err(Error::invalid("campaign_id", "an ad group cannot move to another campaign"));
+        if spec
+            .campaign_id
+            .as_ref()
+            .is_some_and(|c| *c != g.campaign_id)
+        {
+            return Err(Error::invalid(
+                "campaign_id",
+                "an ad group cannot move to another campaign",
+            ));
         }
         g.apply(spec)?;
         g.updated_ms = now_ms();
@@ -641,11 +677,13 @@ impl AdStore {
 
     /// The creative `id`, if `scope` may see it.
     pub async fn creative(&self, scope: &Scope, id: &str) -> Result<Creative> {
-        let row = sqlx::query("SELECT * FROM creatives WHERE id = $1 AND ($2 = '' OR advertiser_id = $2)")
-            .bind(id)
-            .bind(scope.owner().unwrap_or(""))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT * FROM creatives WHERE id = $1 AND ($2 = '' OR advertiser_id = $2)",
+        )
+        .bind(id)
+        .bind(scope.owner().unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| creative_row(&r))
             .transpose()?
             .ok_or_else(|| Error::not_found("creative", id))
@@ -674,7 +712,10 @@ impl AdStore {
             return Err(Error::not_found("creative", id));
         }
         if spec.group_id.as_ref().is_some_and(|g| *g != c.group_id) {
-            return Err(Error::invalid("group_id", "a creative cannot move to another ad group"));
+            return Err(Error::invalid(
+                "group_id",
+                "a creative cannot move to another ad group",
+            ));
         }
         c.apply(spec)?;
         c.updated_ms = now_ms();
@@ -716,13 +757,14 @@ impl AdStore {
             .iter()
             .map(|r| Ok((creative_row(r)?, stored_vector(r)?)))
             .collect::<Result<Vec<_>>>()?;
-        let spend = sqlx::query("SELECT campaign_id, spent_micros FROM campaign_spend WHERE day = $1")
-            .bind(day)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("campaign_id")?, r.try_get("spent_micros")?)))
-            .collect::<Result<Vec<_>>>()?;
+        let spend =
+            sqlx::query("SELECT campaign_id, spent_micros FROM campaign_spend WHERE day = $1")
+                .bind(day)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("campaign_id")?, r.try_get("spent_micros")?)))
+                .collect::<Result<Vec<_>>>()?;
         Ok(Inventory {
             campaigns,
             groups,
@@ -761,12 +803,17 @@ impl AdStore {
 
     /// Charged spend of a campaign on UTC day `day`.
     pub async fn spent(&self, campaign_id: &str, day: i64) -> Result<Micros> {
-        let row = sqlx::query("SELECT spent_micros FROM campaign_spend WHERE campaign_id = $1 AND day = $2")
-            .bind(campaign_id)
-            .bind(day)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("spent_micros")).transpose()?.unwrap_or(0))
+        let row = sqlx::query(
+            "SELECT spent_micros FROM campaign_spend WHERE campaign_id = $1 AND day = $2",
+        )
+        .bind(campaign_id)
+        .bind(day)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| r.try_get("spent_micros"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// Records an event once and charges its cost in the same transaction; the charge is a

@@ -356,8 +356,7 @@ pub(crate) fn check_terms(field: &str, terms: &[String]) -> Result<Vec<String>> 
     for t in terms {
         let t = t.trim().to_lowercase();
         let body = t.strip_prefix('#').unwrap_or(&t);
-        if body.is_empty() || body.chars().count() > 64 || body.chars().any(|c| c.is_whitespace())
-        {
+        if body.is_empty() || body.chars().count() > 64 || body.chars().any(|c| c.is_whitespace()) {
             return Err(Error::invalid(
                 field,
                 format!("{t:?} is not a term (1 to 64 characters, no spaces)"),

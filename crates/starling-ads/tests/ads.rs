@@ -34,7 +34,14 @@ async fn campaign(store: &AdStore, adv: &str, bid_type: BidType, budget: Micros)
         .expect("campaign")
 }
 
-fn event(key: &str, kind: EventKind, imp: &str, c: &Campaign, ts: i64, cost: Micros) -> EventRecord {
+fn event(
+    key: &str,
+    kind: EventKind,
+    imp: &str,
+    c: &Campaign,
+    ts: i64,
+    cost: Micros,
+) -> EventRecord {
     EventRecord {
         idempotency_key: key.into(),
         kind,
@@ -58,28 +65,52 @@ async fn store_scenarios(url: &str) {
     AdStore::open(url).await.expect("reopen");
     let (a, key_a) = advertiser(&store, "Acme").await;
     let (b, _) = advertiser(&store, "Bolt").await;
-    assert_eq!(store.advertiser_by_key(&key_a).await.unwrap().unwrap().id, a);
-    assert!(store.advertiser_by_key("sk-adv-nope").await.unwrap().is_none());
+    assert_eq!(
+        store.advertiser_by_key(&key_a).await.unwrap().unwrap().id,
+        a
+    );
+    assert!(store
+        .advertiser_by_key("sk-adv-nope")
+        .await
+        .unwrap()
+        .is_none());
     let sa = Scope::Advertiser(a.clone());
     let sb = Scope::Advertiser(b.clone());
 
     // Each advertiser sees and changes only its own items.
     let ca = campaign(&store, &a, BidType::MaxCpc, 1_000_000).await;
-    assert!(matches!(store.campaign(&sb, &ca.id).await, Err(Error::NotFound { .. })));
-    assert!(store.campaigns(&sb).await.unwrap().iter().all(|c| c.advertiser_id == b));
-    assert_eq!(store.campaign(&Scope::Operator, &ca.id).await.unwrap().id, ca.id);
+    assert!(matches!(
+        store.campaign(&sb, &ca.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(store
+        .campaigns(&sb)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.advertiser_id == b));
+    assert_eq!(
+        store.campaign(&Scope::Operator, &ca.id).await.unwrap().id,
+        ca.id
+    );
     let pause = CampaignSpec {
         status: Some(Status::Paused),
         ..Default::default()
     };
-    assert!(matches!(store.update_campaign(&sb, &ca.id, &pause).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.update_campaign(&sb, &ca.id, &pause).await,
+        Err(Error::NotFound { .. })
+    ));
     let steal = CampaignSpec {
         advertiser_id: Some(a.clone()),
         name: Some("x".into()),
         daily_budget_micros: Some(1),
         ..Default::default()
     };
-    assert!(matches!(store.create_campaign(&sb, &steal).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.create_campaign(&sb, &steal).await,
+        Err(Error::NotFound { .. })
+    ));
     let gspec = GroupSpec {
         campaign_id: Some(ca.id.clone()),
         name: Some("g".into()),
@@ -87,8 +118,14 @@ async fn store_scenarios(url: &str) {
         keywords: Some(vec!["Run".into(), "#marathon".into()]),
         ..Default::default()
     };
-    assert!(matches!(store.create_group(&sb, &gspec, None).await, Err(Error::NotFound { .. })));
-    let g = store.create_group(&sa, &gspec, Some(("e1", &[0.6, 0.8]))).await.expect("group");
+    assert!(matches!(
+        store.create_group(&sb, &gspec, None).await,
+        Err(Error::NotFound { .. })
+    ));
+    let g = store
+        .create_group(&sa, &gspec, Some(("e1", &[0.6, 0.8])))
+        .await
+        .expect("group");
     assert_eq!(g.keywords, vec!["run", "#marathon"]);
     assert!(store.group(&sb, &g.id).await.is_err());
     let cr = store
@@ -152,7 +189,9 @@ async fn store_scenarios(url: &str) {
         bid_micros: Some(-1),
         ..gspec.clone()
     };
-    assert!(matches!(store.create_group(&sa, &bad_bid, None).await, Err(Error::Invalid { field, .. }) if field == "bid_micros"));
+    assert!(
+        matches!(store.create_group(&sa, &bad_bid, None).await, Err(Error::Invalid { field, .. }) if field == "bid_micros")
+    );
     assert_eq!(store.campaigns(&sa).await.unwrap().len(), before);
     // Text is data, never SQL.
     let evil = "x'); DROP TABLE campaigns; --";
@@ -173,33 +212,72 @@ async fn store_scenarios(url: &str) {
         ..Default::default()
     };
     store.update_campaign(&sa, &c2.id, &deleted).await.unwrap();
-    assert!(store.campaigns(&sa).await.unwrap().iter().all(|c| c.id != c2.id));
+    assert!(store
+        .campaigns(&sa)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.id != c2.id));
     assert!(store.update_campaign(&sa, &c2.id, &pause).await.is_err());
 
     // Events: a click needs its impression; retries count once.
     let ts = 20_000 * DAY_MS + 3_600_000;
     let click = event("k-click", EventKind::Click, "imp1", &ca, ts, 30_000);
-    assert!(matches!(store.record_event(&click).await, Err(Error::Event(_))));
+    assert!(matches!(
+        store.record_event(&click).await,
+        Err(Error::Event(_))
+    ));
     let imp = event("k-imp", EventKind::Impression, "imp1", &ca, ts, 0);
-    assert_eq!(store.record_event(&imp).await.unwrap(), EventOutcome::Counted { cost_micros: 0 });
-    assert_eq!(store.record_event(&imp).await.unwrap(), EventOutcome::Duplicate);
+    assert_eq!(
+        store.record_event(&imp).await.unwrap(),
+        EventOutcome::Counted { cost_micros: 0 }
+    );
+    assert_eq!(
+        store.record_event(&imp).await.unwrap(),
+        EventOutcome::Duplicate
+    );
     let again = event("k-imp-other-key", EventKind::Impression, "imp1", &ca, ts, 0);
-    assert_eq!(store.record_event(&again).await.unwrap(), EventOutcome::Duplicate);
-    assert_eq!(store.record_event(&click).await.unwrap(), EventOutcome::Counted { cost_micros: 30_000 });
-    assert_eq!(store.record_event(&click).await.unwrap(), EventOutcome::Duplicate);
+    assert_eq!(
+        store.record_event(&again).await.unwrap(),
+        EventOutcome::Duplicate
+    );
+    assert_eq!(
+        store.record_event(&click).await.unwrap(),
+        EventOutcome::Counted {
+            cost_micros: 30_000
+        }
+    );
+    assert_eq!(
+        store.record_event(&click).await.unwrap(),
+        EventOutcome::Duplicate
+    );
     assert_eq!(store.spent(&ca.id, day_of(ts)).await.unwrap(), 30_000);
 
     // 200 clicks of 30,000 race for what is left of a 1,000,000 budget: exactly 32 more fit
     // (30,000 + 32 x 30,000 = 990,000); every other one is counted unbilled.
     let store = Arc::new(store);
     for i in 0..200 {
-        let e = event(&format!("i{i}"), EventKind::Impression, &format!("c{i}"), &ca, ts, 0);
+        let e = event(
+            &format!("i{i}"),
+            EventKind::Impression,
+            &format!("c{i}"),
+            &ca,
+            ts,
+            0,
+        );
         store.record_event(&e).await.unwrap();
     }
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let store = store.clone();
-            let e = event(&format!("k{i}"), EventKind::Click, &format!("c{i}"), &ca, ts, 30_000);
+            let e = event(
+                &format!("k{i}"),
+                EventKind::Click,
+                &format!("c{i}"),
+                &ca,
+                ts,
+                30_000,
+            );
             tokio::spawn(async move { store.record_event(&e).await })
         })
         .collect();
@@ -219,7 +297,10 @@ async fn store_scenarios(url: &str) {
     }
     assert_eq!((billed, unbilled), (32, 168));
     assert_eq!(store.spent(&ca.id, day_of(ts)).await.unwrap(), 990_000);
-    let r = &store.reports(&sa, Some(&ca.id), day_of(ts), day_of(ts)).await.unwrap()[0];
+    let r = &store
+        .reports(&sa, Some(&ca.id), day_of(ts), day_of(ts))
+        .await
+        .unwrap()[0];
     assert_eq!((r.impressions, r.clicks), (201, 201));
     assert_eq!((r.spend_micros, r.unbilled_micros), (990_000, 168 * 30_000));
     assert_eq!(r.spend_by_hour[1], 990_000);
@@ -227,8 +308,20 @@ async fn store_scenarios(url: &str) {
     // The next day has its own budget.
     let next = event("next-imp", EventKind::Impression, "n1", &ca, ts + DAY_MS, 0);
     store.record_event(&next).await.unwrap();
-    let next_click = event("next-click", EventKind::Click, "n1", &ca, ts + DAY_MS, 30_000);
-    assert_eq!(store.record_event(&next_click).await.unwrap(), EventOutcome::Counted { cost_micros: 30_000 });
+    let next_click = event(
+        "next-click",
+        EventKind::Click,
+        "n1",
+        &ca,
+        ts + DAY_MS,
+        30_000,
+    );
+    assert_eq!(
+        store.record_event(&next_click).await.unwrap(),
+        EventOutcome::Counted {
+            cost_micros: 30_000
+        }
+    );
     store.close().await;
 }
 
@@ -282,8 +375,22 @@ async fn market(config: DecideConfig, safety: Option<BrandSafety>) -> Market {
         .unwrap();
     let cooking = campaign(&store, &adv, BidType::Cpm, 50_000_000).await;
     for (c, kw, desc, text, bid, placements) in [
-        (&running, "#marathon", "marathon runners sneakers trail race training", "Trail sneakers for race day", 1_000_000, vec![Placement::Search]),
-        (&cooking, "recipe", "home cooks kitchen pasta sauce dinner recipe", "Pasta sauce like nonna's", 8_000_000, vec![]),
+        (
+            &running,
+            "#marathon",
+            "marathon runners sneakers trail race training",
+            "Trail sneakers for race day",
+            1_000_000,
+            vec![Placement::Search],
+        ),
+        (
+            &cooking,
+            "recipe",
+            "home cooks kitchen pasta sauce dinner recipe",
+            "Pasta sauce like nonna's",
+            8_000_000,
+            vec![],
+        ),
     ] {
         let g = store
             .create_group(
@@ -345,13 +452,31 @@ async fn decisions_target_filter_price_and_charge() {
     let now = 20_000 * DAY_MS + 10 * 3_600_000;
     let mut rng = rand::thread_rng();
     // Keyword: the hashtag finds the running group; no cooking words, so no cooking ad.
-    let d = m.server.decide_at(&req("ready for the #marathon", Placement::Search, "u1"), now, &mut rng).unwrap();
+    let d = m
+        .server
+        .decide_at(
+            &req("ready for the #marathon", Placement::Search, "u1"),
+            now,
+            &mut rng,
+        )
+        .unwrap();
     assert_eq!(d.keyword_candidates, 1);
     assert_eq!(d.ads.len(), 1);
     assert_eq!(d.ads[0].campaign_id, m.running.id);
     assert!(d.ads[0].keyword_match);
     // Semantic: no keyword, but the context shares the description's words.
-    let d = m.server.decide_at(&req("pasta sauce for dinner in my kitchen", Placement::Timeline, "u1"), now, &mut rng).unwrap();
+    let d = m
+        .server
+        .decide_at(
+            &req(
+                "pasta sauce for dinner in my kitchen",
+                Placement::Timeline,
+                "u1",
+            ),
+            now,
+            &mut rng,
+        )
+        .unwrap();
     assert_eq!(d.keyword_candidates, 0);
     assert_eq!(d.semantic_candidates, 1);
     assert_eq!(d.ads[0].campaign_id, m.cooking.id);
@@ -359,27 +484,60 @@ async fn decisions_target_filter_price_and_charge() {
     // The only bidder pays the reserve: CPM $0.50 + 1 cent, as a CPM.
     assert_eq!(d.ads[0].price_micros, 510_000);
     // Placement and language targeting; exclusions.
-    let d = m.server.decide_at(&req("#marathon", Placement::Conversation, "u1"), now, &mut rng).unwrap();
+    let d = m
+        .server
+        .decide_at(
+            &req("#marathon", Placement::Conversation, "u1"),
+            now,
+            &mut rng,
+        )
+        .unwrap();
     assert!(d.ads.is_empty() && d.dropped.targeting == 1);
     let mut fr = req("#marathon", Placement::Search, "u1");
     fr.language = Some("fr".into());
-    assert!(m.server.decide_at(&fr, now, &mut rng).unwrap().ads.is_empty());
-    let d = m.server.decide_at(&req("#marathon tragedy", Placement::Search, "u1"), now, &mut rng).unwrap();
+    assert!(m
+        .server
+        .decide_at(&fr, now, &mut rng)
+        .unwrap()
+        .ads
+        .is_empty());
+    let d = m
+        .server
+        .decide_at(
+            &req("#marathon tragedy", Placement::Search, "u1"),
+            now,
+            &mut rng,
+        )
+        .unwrap();
     assert!(d.ads.is_empty() && d.dropped.exclusion == 1);
     // Bad requests name the field.
     let mut zero = req("x", Placement::Search, "u1");
     zero.slots = 0;
-    assert!(matches!(m.server.decide_at(&zero, now, &mut rng), Err(Error::Invalid { field, .. }) if field == "slots"));
+    assert!(
+        matches!(m.server.decide_at(&zero, now, &mut rng), Err(Error::Invalid { field, .. }) if field == "slots")
+    );
     let mut wrong = req("x", Placement::Search, "u1");
     wrong.context.vector = Some(vec![1.0; 3]);
-    assert!(matches!(m.server.decide_at(&wrong, now, &mut rng), Err(Error::Invalid { field, .. }) if field == "context.vector"));
+    assert!(
+        matches!(m.server.decide_at(&wrong, now, &mut rng), Err(Error::Invalid { field, .. }) if field == "context.vector")
+    );
 
     // Events: impression then click, charged at the auction price; frequency cap of 2 per hour.
     let mut charged = 0;
     for i in 0..3 {
-        let d = m.server.decide_at(&req("#marathon", Placement::Search, "u2"), now + i, &mut rng).unwrap();
+        let d = m
+            .server
+            .decide_at(
+                &req("#marathon", Placement::Search, "u2"),
+                now + i,
+                &mut rng,
+            )
+            .unwrap();
         if i == 2 {
-            assert!(d.ads.is_empty(), "the frequency cap lets two impressions through");
+            assert!(
+                d.ads.is_empty(),
+                "the frequency cap lets two impressions through"
+            );
             assert_eq!(d.dropped.frequency, 1);
             break;
         }
@@ -396,32 +554,63 @@ async fn decisions_target_filter_price_and_charge() {
             idempotency_key: format!("click{i}"),
         };
         let r = m.server.record_at(&click, now + i + 1_000).await.unwrap();
-        assert_eq!(r.outcome, EventOutcome::Counted { cost_micros: ad.price_micros });
+        assert_eq!(
+            r.outcome,
+            EventOutcome::Counted {
+                cost_micros: ad.price_micros
+            }
+        );
         // A retried click (same or another key) is not charged twice.
-        assert_eq!(m.server.record_at(&click, now + i + 2_000).await.unwrap().outcome, EventOutcome::Duplicate);
+        assert_eq!(
+            m.server
+                .record_at(&click, now + i + 2_000)
+                .await
+                .unwrap()
+                .outcome,
+            EventOutcome::Duplicate
+        );
         let other_key = EventInput {
             idempotency_key: format!("click{i}-retry"),
             ..click.clone()
         };
-        assert_eq!(m.server.record_at(&other_key, now + i + 2_000).await.unwrap().outcome, EventOutcome::Duplicate);
+        assert_eq!(
+            m.server
+                .record_at(&other_key, now + i + 2_000)
+                .await
+                .unwrap()
+                .outcome,
+            EventOutcome::Duplicate
+        );
         charged += ad.price_micros;
     }
     let day = day_of(now);
-    assert_eq!(m.server.store().spent(&m.running.id, day).await.unwrap(), charged);
+    assert_eq!(
+        m.server.store().spent(&m.running.id, day).await.unwrap(),
+        charged
+    );
     // Forged ids and late events are refused.
     let forged = EventInput {
         kind: EventKind::Click,
         impression_id: "eyJub25jZSI6IngifQ.AAAA".into(),
         idempotency_key: "f".into(),
     };
-    assert!(matches!(m.server.record_at(&forged, now).await, Err(Error::Event(_))));
-    let d = m.server.decide_at(&req("#marathon", Placement::Search, "u3"), now, &mut rng).unwrap();
+    assert!(matches!(
+        m.server.record_at(&forged, now).await,
+        Err(Error::Event(_))
+    ));
+    let d = m
+        .server
+        .decide_at(&req("#marathon", Placement::Search, "u3"), now, &mut rng)
+        .unwrap();
     let late = EventInput {
         kind: EventKind::Impression,
         impression_id: d.ads[0].impression_id.clone(),
         idempotency_key: "late".into(),
     };
-    assert!(matches!(m.server.record_at(&late, now + 2 * 3_600_000).await, Err(Error::Event(_))));
+    assert!(matches!(
+        m.server.record_at(&late, now + 2 * 3_600_000).await,
+        Err(Error::Event(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,7 +627,10 @@ async fn a_spent_budget_stops_delivery_and_later_clicks_are_unbilled() {
     let scope = Scope::Operator;
     let now = 20_000 * DAY_MS + 10 * 3_600_000;
     let mut rng = rand::thread_rng();
-    let d0 = m.server.decide_at(&req("#marathon", Placement::Search, "a"), now, &mut rng).unwrap();
+    let d0 = m
+        .server
+        .decide_at(&req("#marathon", Placement::Search, "a"), now, &mut rng)
+        .unwrap();
     let price = d0.ads[0].price_micros;
     m.server
         .store()
@@ -457,7 +649,14 @@ async fn a_spent_budget_stops_delivery_and_later_clicks_are_unbilled() {
     let mut outcomes = Vec::new();
     let mut served = 0;
     for i in 0..4 {
-        let d = m.server.decide_at(&req("#marathon", Placement::Search, &format!("v{i}")), now, &mut rng).unwrap();
+        let d = m
+            .server
+            .decide_at(
+                &req("#marathon", Placement::Search, &format!("v{i}")),
+                now,
+                &mut rng,
+            )
+            .unwrap();
         // Decisions made before the clicks arrive: all four are served.
         served += d.ads.len();
         outcomes.push(d.ads[0].impression_id.clone());
@@ -483,13 +682,32 @@ async fn a_spent_budget_stops_delivery_and_later_clicks_are_unbilled() {
             }
         }
     }
-    assert_eq!(results[..2], [EventOutcome::Counted { cost_micros: price }; 2]);
-    assert_eq!(results[2..], [EventOutcome::Unbilled { unbilled_micros: price }; 2]);
+    assert_eq!(
+        results[..2],
+        [EventOutcome::Counted { cost_micros: price }; 2]
+    );
+    assert_eq!(
+        results[2..],
+        [EventOutcome::Unbilled {
+            unbilled_micros: price
+        }; 2]
+    );
     // Spent: no more running ads today.
-    let d = m.server.decide_at(&req("#marathon", Placement::Search, "w"), now + 2, &mut rng).unwrap();
+    let d = m
+        .server
+        .decide_at(&req("#marathon", Placement::Search, "w"), now + 2, &mut rng)
+        .unwrap();
     assert!(d.ads.is_empty() && d.dropped.budget == 1);
-    let r = &m.server.store().reports(&scope, Some(&m.running.id), day_of(now), day_of(now)).await.unwrap()[0];
-    assert_eq!((r.spend_micros, r.unbilled_micros, r.clicks), (2 * price, 2 * price, 4));
+    let r = &m
+        .server
+        .store()
+        .reports(&scope, Some(&m.running.id), day_of(now), day_of(now))
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (r.spend_micros, r.unbilled_micros, r.clicks),
+        (2 * price, 2 * price, 4)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,10 +725,24 @@ async fn unsafe_contexts_get_no_ads() {
     let m = market(DecideConfig::default(), Some(safety)).await;
     let now = 20_000 * DAY_MS;
     let mut rng = rand::thread_rng();
-    let d = m.server.decide_at(&req("i hate this #marathon hate", Placement::Search, "u"), now, &mut rng).unwrap();
+    let d = m
+        .server
+        .decide_at(
+            &req("i hate this #marathon hate", Placement::Search, "u"),
+            now,
+            &mut rng,
+        )
+        .unwrap();
     assert!(d.ads.is_empty() && d.dropped.brand_safety == 1);
     assert!(d.unsafe_probability.unwrap() > 0.5);
-    let d = m.server.decide_at(&req("love this #marathon", Placement::Search, "u"), now, &mut rng).unwrap();
+    let d = m
+        .server
+        .decide_at(
+            &req("love this #marathon", Placement::Search, "u"),
+            now,
+            &mut rng,
+        )
+        .unwrap();
     assert_eq!(d.ads.len(), 1);
     // A classifier from another embedder is refused.
     let wrong = BrandSafety {
@@ -522,13 +754,20 @@ async fn unsafe_contexts_get_no_ads() {
     };
     let dir = tempfile::tempdir().unwrap();
     let store = AdStore::open(&sqlite_url(&dir)).await.unwrap();
-    let r = AdServer::new(store, Some(Arc::new(HashingEmbedder::new(128))), Some(wrong), DecideConfig::default()).await;
+    let r = AdServer::new(
+        store,
+        Some(Arc::new(HashingEmbedder::new(128))),
+        Some(wrong),
+        DecideConfig::default(),
+    )
+    .await;
     assert!(matches!(r, Err(Error::Invalid { field, .. }) if field == "brand_safety"));
 }
 
 #[test]
 fn brand_safety_trains_on_tweeteval_and_the_tfidf_baseline_beats_chance() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tweeteval");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tweeteval");
     if !dir.join("hate/train_text.txt").exists() {
         let why = format!("{} is absent", dir.display());
         if std::env::var("STARLING_REQUIRE_SHARED").as_deref() == Ok("1") {
@@ -554,14 +793,23 @@ fn brand_safety_trains_on_tweeteval_and_the_tfidf_baseline_beats_chance() {
     let r = s.report.as_ref().expect("report");
     assert_eq!(r.embeddings.len(), 3);
     let off = r.tfidf.iter().find(|x| x.test == "offensive").unwrap();
-    assert!(off.macro_f1 > 0.55, "TF-IDF macro-F1 on offensive {}", off.macro_f1);
-    assert!(r.embeddings.iter().all(|x| x.macro_f1 > 0.3 && x.macro_f1 <= 1.0));
+    assert!(
+        off.macro_f1 > 0.55,
+        "TF-IDF macro-F1 on offensive {}",
+        off.macro_f1
+    );
+    assert!(r
+        .embeddings
+        .iter()
+        .all(|x| x.macro_f1 > 0.3 && x.macro_f1 <= 1.0));
     assert_eq!(s.weights.len(), 64);
     // Malformed label files are named with their line.
     let bad = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(bad.path().join("hate")).unwrap();
     std::fs::write(bad.path().join("hate/train_text.txt"), "a\nb\n").unwrap();
     std::fs::write(bad.path().join("hate/train_labels.txt"), "0\n2\n").unwrap();
-    let err = safety::read_split(bad.path(), "hate", "train").unwrap_err().to_string();
+    let err = safety::read_split(bad.path(), "hate", "train")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("train_labels.txt:2"), "{err}");
 }

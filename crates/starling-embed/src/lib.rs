@@ -76,7 +76,8 @@ impl Embedder for HashingEmbedder {
         Ok(texts
             .iter()
             .map(|t| {
-                let mut tf: std::collections::HashMap<String, f32> = std::collections::HashMap::new();
+                let mut tf: std::collections::HashMap<String, f32> =
+                    std::collections::HashMap::new();
                 for w in t
                     .split(|c: char| !c.is_alphanumeric())
                     .filter(|w| !w.is_empty())
@@ -113,7 +114,14 @@ mod tests {
     #[test]
     fn hashing_vectors_are_unit_and_lexical() {
         let e = HashingEmbedder::new(64);
-        let v = e.embed(&["Marathon training run", "run training marathon", "cake recipe", ""]).unwrap();
+        let v = e
+            .embed(&[
+                "Marathon training run",
+                "run training marathon",
+                "cake recipe",
+                "",
+            ])
+            .unwrap();
         assert!((dot(&v[0], &v[0]) - 1.0).abs() < 1e-5);
         assert!((dot(&v[0], &v[1]) - 1.0).abs() < 1e-5);
         assert!(dot(&v[0], &v[2]).abs() < 0.6);

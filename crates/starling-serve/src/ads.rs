@@ -21,8 +21,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use starling_ads::{
-    day_of, now_ms, AdServer, CampaignSpec, CreativeSpec, DecideRequest, EventInput, GroupSpec, Scope,
-    Status,
+    day_of, now_ms, AdServer, CampaignSpec, CreativeSpec, DecideRequest, EventInput, GroupSpec,
+    Scope, Status,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,11 +30,19 @@ use std::sync::Arc;
 /// The ad routes (answered 404 when no ad store is attached).
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v1/ads/advertisers", post(create_advertiser).get(list_advertisers))
-        .route("/v1/ads/campaigns", post(create_campaign).get(list_campaigns))
+        .route(
+            "/v1/ads/advertisers",
+            post(create_advertiser).get(list_advertisers),
+        )
+        .route(
+            "/v1/ads/campaigns",
+            post(create_campaign).get(list_campaigns),
+        )
         .route(
             "/v1/ads/campaigns/{id}",
-            get(get_campaign).patch(update_campaign).delete(delete_campaign),
+            get(get_campaign)
+                .patch(update_campaign)
+                .delete(delete_campaign),
         )
         .route("/v1/ads/campaigns/{id}/{action}", post(campaign_action))
         .route("/v1/ads/groups", post(create_group).get(list_groups))
@@ -43,10 +51,15 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(get_group).patch(update_group).delete(delete_group),
         )
         .route("/v1/ads/groups/{id}/{action}", post(group_action))
-        .route("/v1/ads/creatives", post(create_creative).get(list_creatives))
+        .route(
+            "/v1/ads/creatives",
+            post(create_creative).get(list_creatives),
+        )
         .route(
             "/v1/ads/creatives/{id}",
-            get(get_creative).patch(update_creative).delete(delete_creative),
+            get(get_creative)
+                .patch(update_creative)
+                .delete(delete_creative),
         )
         .route("/v1/ads/creatives/{id}/{action}", post(creative_action))
         .route("/v1/ads/reports", get(reports))
@@ -59,8 +72,12 @@ fn api(e: starling_ads::Error) -> ApiError {
     use starling_ads::Error as E;
     match e {
         E::Invalid { field, reason } => ApiError::invalid(&field, format!("{field}: {reason}")),
-        E::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", e.to_string())
-            .with_code("not_found"),
+        E::NotFound { .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            e.to_string(),
+        )
+        .with_code("not_found"),
         E::Event(m) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request_error",
@@ -125,7 +142,10 @@ fn operator_only(scope: &Scope) -> Result<(), ApiError> {
     }
 }
 
-fn body<T: DeserializeOwned>(headers: &HeaderMap, b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+fn body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let v = parse_json(headers, b)?;
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
@@ -151,7 +171,11 @@ async fn create_advertiser(
     let ads = ads(&s)?;
     operator_only(&scope(&s, &ads, &headers).await?)?;
     let req: NewAdvertiser = body(&headers, b)?;
-    let (a, key) = ads.store().create_advertiser(&req.name).await.map_err(api)?;
+    let (a, key) = ads
+        .store()
+        .create_advertiser(&req.name)
+        .await
+        .map_err(api)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"advertiser": a, "api_key": key})),
@@ -159,7 +183,10 @@ async fn create_advertiser(
         .into_response())
 }
 
-async fn list_advertisers(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn list_advertisers(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
     let list = ads.store().advertisers(&sc).await.map_err(api)?;
@@ -181,7 +208,10 @@ async fn create_campaign(
     Ok((StatusCode::CREATED, Json(c)).into_response())
 }
 
-async fn list_campaigns(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn list_campaigns(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
     let list = ads.store().campaigns(&sc).await.map_err(api)?;
@@ -198,10 +228,19 @@ async fn get_campaign(
     Ok(Json(ads.store().campaign(&sc, &id).await.map_err(api)?).into_response())
 }
 
-async fn change_campaign(s: &AppState, headers: &HeaderMap, id: &str, spec: CampaignSpec) -> Result<Response, ApiError> {
+async fn change_campaign(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    spec: CampaignSpec,
+) -> Result<Response, ApiError> {
     let ads = ads(s)?;
     let sc = scope(s, &ads, headers).await?;
-    let c = ads.store().update_campaign(&sc, id, &spec).await.map_err(api)?;
+    let c = ads
+        .store()
+        .update_campaign(&sc, id, &spec)
+        .await
+        .map_err(api)?;
     refresh(&ads).await?;
     Ok(Json(c).into_response())
 }
@@ -260,12 +299,20 @@ async fn create_group(
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
     let spec: GroupSpec = body(&headers, b)?;
-    let g = ads.store().create_group(&sc, &spec, None).await.map_err(api)?;
+    let g = ads
+        .store()
+        .create_group(&sc, &spec, None)
+        .await
+        .map_err(api)?;
     refresh(&ads).await?;
     Ok((StatusCode::CREATED, Json(g)).into_response())
 }
 
-async fn list_groups(State(s): State<Arc<AppState>>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
+async fn list_groups(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
     let list = ads
@@ -286,10 +333,19 @@ async fn get_group(
     Ok(Json(ads.store().group(&sc, &id).await.map_err(api)?).into_response())
 }
 
-async fn change_group(s: &AppState, headers: &HeaderMap, id: &str, spec: GroupSpec) -> Result<Response, ApiError> {
+async fn change_group(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    spec: GroupSpec,
+) -> Result<Response, ApiError> {
     let ads = ads(s)?;
     let sc = scope(s, &ads, headers).await?;
-    let g = ads.store().update_group(&sc, id, &spec, None).await.map_err(api)?;
+    let g = ads
+        .store()
+        .update_group(&sc, id, &spec, None)
+        .await
+        .map_err(api)?;
     refresh(&ads).await?;
     Ok(Json(g).into_response())
 }
@@ -336,12 +392,20 @@ async fn create_creative(
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
     let spec: CreativeSpec = body(&headers, b)?;
-    let c = ads.store().create_creative(&sc, &spec, None).await.map_err(api)?;
+    let c = ads
+        .store()
+        .create_creative(&sc, &spec, None)
+        .await
+        .map_err(api)?;
     refresh(&ads).await?;
     Ok((StatusCode::CREATED, Json(c)).into_response())
 }
 
-async fn list_creatives(State(s): State<Arc<AppState>>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
+async fn list_creatives(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
     let list = ads
@@ -362,10 +426,19 @@ async fn get_creative(
     Ok(Json(ads.store().creative(&sc, &id).await.map_err(api)?).into_response())
 }
 
-async fn change_creative(s: &AppState, headers: &HeaderMap, id: &str, spec: CreativeSpec) -> Result<Response, ApiError> {
+async fn change_creative(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    spec: CreativeSpec,
+) -> Result<Response, ApiError> {
     let ads = ads(s)?;
     let sc = scope(s, &ads, headers).await?;
-    let c = ads.store().update_creative(&sc, id, &spec, None).await.map_err(api)?;
+    let c = ads
+        .store()
+        .update_creative(&sc, id, &spec, None)
+        .await
+        .map_err(api)?;
     refresh(&ads).await?;
     Ok(Json(c).into_response())
 }
@@ -405,8 +478,9 @@ async fn creative_action(
 }
 
 fn parse_day(field: &str, s: &str) -> Result<i64, ApiError> {
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| ApiError::invalid(field, format!("{field}: {s:?} is not a date YYYY-MM-DD")))?;
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+        ApiError::invalid(field, format!("{field}: {s:?} is not a date YYYY-MM-DD"))
+    })?;
     let ms = d
         .and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc().timestamp_millis())
@@ -414,7 +488,11 @@ fn parse_day(field: &str, s: &str) -> Result<i64, ApiError> {
     Ok(day_of(ms))
 }
 
-async fn reports(State(s): State<Arc<AppState>>, headers: HeaderMap, Query(q): Params) -> Result<Response, ApiError> {
+async fn reports(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
     let from = match q.get("from") {
@@ -447,7 +525,13 @@ async fn decide(
     // Embedding a fresh context runs the model: off the async threads.
     let d = tokio::task::spawn_blocking(move || ads.decide(&req))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                e.to_string(),
+            )
+        })?
         .map_err(api)?;
     Ok(Json(d).into_response())
 }

@@ -618,7 +618,12 @@ async fn queue_cancellation_timeouts_idle_connections_and_keys() {
 
 /// Whether a missing client tool must fail the test (CI) rather than skip it.
 /// A request with an optional bearer key; returns status and JSON body.
-async fn ads_call(method: &str, url: String, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+async fn ads_call(
+    method: &str,
+    url: String,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let c = reqwest::Client::new();
     let mut r = match method {
         "GET" => c.get(url),
@@ -646,66 +651,173 @@ async fn ads_api_keeps_advertisers_apart_and_charges_once() {
     .await;
     let b = &s.base;
     // Without an ad store the routes say so.
-    let (code, _) = ads_call("GET", format!("{b}/v1/ads/campaigns"), Some("sk-operator"), None).await;
+    let (code, _) = ads_call(
+        "GET",
+        format!("{b}/v1/ads/campaigns"),
+        Some("sk-operator"),
+        None,
+    )
+    .await;
     assert_eq!(code, 404);
     let dir = tempfile::tempdir().expect("tmp");
     let store = starling_ads::AdStore::open(&dir.path().join("ads.db").display().to_string())
         .await
         .expect("store");
-    let ads = starling_ads::AdServer::new(store, s.state.embedder().cloned(), None, Default::default())
-        .await
-        .expect("ad server");
+    let ads =
+        starling_ads::AdServer::new(store, s.state.embedder().cloned(), None, Default::default())
+            .await
+            .expect("ad server");
     s.state.attach_ads(Arc::new(ads));
     let op = Some("sk-operator");
 
     // Keys: none, a wrong one, an advertiser's where the platform's is needed.
-    assert_eq!(ads_call("GET", format!("{b}/v1/ads/campaigns"), None, None).await.0, 401);
-    assert_eq!(ads_call("GET", format!("{b}/v1/ads/campaigns"), Some("sk-wrong"), None).await.0, 401);
-    let (code, a) = ads_call("POST", format!("{b}/v1/ads/advertisers"), op, Some(json!({"name": "Acme"}))).await;
+    assert_eq!(
+        ads_call("GET", format!("{b}/v1/ads/campaigns"), None, None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        ads_call(
+            "GET",
+            format!("{b}/v1/ads/campaigns"),
+            Some("sk-wrong"),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    let (code, a) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/advertisers"),
+        op,
+        Some(json!({"name": "Acme"})),
+    )
+    .await;
     assert_eq!(code, 201, "{a}");
-    let (_, bolt) = ads_call("POST", format!("{b}/v1/ads/advertisers"), op, Some(json!({"name": "Bolt"}))).await;
+    let (_, bolt) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/advertisers"),
+        op,
+        Some(json!({"name": "Bolt"})),
+    )
+    .await;
     let ka = a["api_key"].as_str().expect("key").to_string();
     let kb = bolt["api_key"].as_str().expect("key").to_string();
-    let (code, e) = ads_call("POST", format!("{b}/v1/ads/advertisers"), Some(&ka), Some(json!({"name": "x"}))).await;
-    assert_eq!((code, e["error"]["code"].clone()), (403, json!("forbidden")));
+    let (code, e) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/advertisers"),
+        Some(&ka),
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (403, json!("forbidden"))
+    );
 
     // Acme builds a campaign; every bad value is refused by name.
-    let (code, c) = ads_call("POST", format!("{b}/v1/ads/campaigns"), Some(&ka), Some(json!({
-        "name": "finals", "bid_type": "max_cpc", "daily_budget_micros": 5_000_000}))).await;
+    let (code, c) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/campaigns"),
+        Some(&ka),
+        Some(json!({
+        "name": "finals", "bid_type": "max_cpc", "daily_budget_micros": 5_000_000})),
+    )
+    .await;
     assert_eq!(code, 201, "{c}");
     let cid = c["id"].as_str().expect("id").to_string();
     for (body, param) in [
-        (json!({"name": "n", "daily_budget_micros": -1}), "daily_budget_micros"),
-        (json!({"name": "n", "daily_budget_micros": 1_000_000_000_000_000i64}), "daily_budget_micros"),
-        (json!({"name": "n".repeat(300), "daily_budget_micros": 1}), "name"),
-        (json!({"name": "n", "daily_budget_micros": 1, "bid_type": "free"}), "bid_type"),
-        (json!({"name": "n", "daily_budget_micros": 1, "surprise": 1}), "surprise"),
+        (
+            json!({"name": "n", "daily_budget_micros": -1}),
+            "daily_budget_micros",
+        ),
+        (
+            json!({"name": "n", "daily_budget_micros": 1_000_000_000_000_000i64}),
+            "daily_budget_micros",
+        ),
+        (
+            json!({"name": "n".repeat(300), "daily_budget_micros": 1}),
+            "name",
+        ),
+        (
+            json!({"name": "n", "daily_budget_micros": 1, "bid_type": "free"}),
+            "bid_type",
+        ),
+        (
+            json!({"name": "n", "daily_budget_micros": 1, "surprise": 1}),
+            "surprise",
+        ),
     ] {
-        let (code, e) = ads_call("POST", format!("{b}/v1/ads/campaigns"), Some(&ka), Some(body.clone())).await;
+        let (code, e) = ads_call(
+            "POST",
+            format!("{b}/v1/ads/campaigns"),
+            Some(&ka),
+            Some(body.clone()),
+        )
+        .await;
         assert_eq!(code, 400, "{body}: {e}");
-        assert!(e["error"]["message"].as_str().unwrap_or("").contains(param) || e["error"]["param"] == json!(param), "{body}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap_or("").contains(param)
+                || e["error"]["param"] == json!(param),
+            "{body}: {e}"
+        );
     }
-    let (code, g) = ads_call("POST", format!("{b}/v1/ads/groups"), Some(&ka), Some(json!({
+    let (code, g) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/groups"),
+        Some(&ka),
+        Some(json!({
         "campaign_id": cid, "name": "fans", "bid_micros": 2_000_000, "keywords": ["#nba"],
-        "description": "basketball fans watching the finals"}))).await;
+        "description": "basketball fans watching the finals"})),
+    )
+    .await;
     assert_eq!(code, 201, "{g}");
     let gid = g["id"].as_str().expect("id").to_string();
-    let (code, bad) = ads_call("POST", format!("{b}/v1/ads/groups"), Some(&ka), Some(json!({
-        "campaign_id": cid, "name": "x", "bid_micros": -5, "keywords": ["a"]}))).await;
-    assert_eq!((code, bad["error"]["param"].clone()), (400, json!("bid_micros")));
-    let (code, cr) = ads_call("POST", format!("{b}/v1/ads/creatives"), Some(&ka), Some(json!({
-        "group_id": gid, "text": "Finals jerseys, shipped tomorrow"}))).await;
+    let (code, bad) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/groups"),
+        Some(&ka),
+        Some(json!({
+        "campaign_id": cid, "name": "x", "bid_micros": -5, "keywords": ["a"]})),
+    )
+    .await;
+    assert_eq!(
+        (code, bad["error"]["param"].clone()),
+        (400, json!("bid_micros"))
+    );
+    let (code, cr) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/creatives"),
+        Some(&ka),
+        Some(json!({
+        "group_id": gid, "text": "Finals jerseys, shipped tomorrow"})),
+    )
+    .await;
     assert_eq!(code, 201, "{cr}");
 
     // Bolt tries Acme's things: not found, never changed.
     for (method, path, body) in [
         ("GET", format!("/v1/ads/campaigns/{cid}"), None),
-        ("PATCH", format!("/v1/ads/campaigns/{cid}"), Some(json!({"daily_budget_micros": 1}))),
+        (
+            "PATCH",
+            format!("/v1/ads/campaigns/{cid}"),
+            Some(json!({"daily_budget_micros": 1})),
+        ),
         ("POST", format!("/v1/ads/campaigns/{cid}/pause"), None),
         ("DELETE", format!("/v1/ads/campaigns/{cid}"), None),
         ("GET", format!("/v1/ads/groups/{gid}"), None),
-        ("PATCH", format!("/v1/ads/groups/{gid}"), Some(json!({"bid_micros": 1}))),
-        ("POST", "/v1/ads/groups".to_string(), Some(json!({"campaign_id": cid, "name": "x", "bid_micros": 1, "keywords": ["a"]}))),
+        (
+            "PATCH",
+            format!("/v1/ads/groups/{gid}"),
+            Some(json!({"bid_micros": 1})),
+        ),
+        (
+            "POST",
+            "/v1/ads/groups".to_string(),
+            Some(json!({"campaign_id": cid, "name": "x", "bid_micros": 1, "keywords": ["a"]})),
+        ),
         ("GET", format!("/v1/ads/reports?campaign_id={cid}"), None),
     ] {
         let (code, e) = ads_call(method, format!("{b}{path}"), Some(&kb), body).await;
@@ -713,11 +825,30 @@ async fn ads_api_keeps_advertisers_apart_and_charges_once() {
     }
     let (_, list) = ads_call("GET", format!("{b}/v1/ads/campaigns"), Some(&kb), None).await;
     assert_eq!(list["data"], json!([]));
-    let (_, mine) = ads_call("GET", format!("{b}/v1/ads/campaigns/{cid}"), Some(&ka), None).await;
-    assert_eq!((mine["daily_budget_micros"].clone(), mine["status"].clone()), (json!(5_000_000), json!("active")));
+    let (_, mine) = ads_call(
+        "GET",
+        format!("{b}/v1/ads/campaigns/{cid}"),
+        Some(&ka),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (mine["daily_budget_micros"].clone(), mine["status"].clone()),
+        (json!(5_000_000), json!("active"))
+    );
     // Deciding and recording events is the platform's.
     let decide = json!({"placement": "search", "context": {"text": "#nba finals tonight"}, "user_id": "u1", "slots": 1});
-    assert_eq!(ads_call("POST", format!("{b}/v1/ads/decide"), Some(&ka), Some(decide.clone())).await.0, 403);
+    assert_eq!(
+        ads_call(
+            "POST",
+            format!("{b}/v1/ads/decide"),
+            Some(&ka),
+            Some(decide.clone())
+        )
+        .await
+        .0,
+        403
+    );
     let (code, d) = ads_call("POST", format!("{b}/v1/ads/decide"), op, Some(decide)).await;
     assert_eq!(code, 200, "{d}");
     let ad = d["ads"][0].clone();
@@ -725,28 +856,79 @@ async fn ads_api_keeps_advertisers_apart_and_charges_once() {
     let imp = ad["impression_id"].clone();
 
     // Events: click before impression refused; retries counted once; charged at the price.
-    let ev = |kind: &str, key: &str| json!({"type": kind, "impression_id": imp, "idempotency_key": key});
-    let (code, e) = ads_call("POST", format!("{b}/v1/ads/events"), op, Some(ev("click", "c1"))).await;
-    assert_eq!((code, e["error"]["code"].clone()), (422, json!("event_refused")));
+    let ev =
+        |kind: &str, key: &str| json!({"type": kind, "impression_id": imp, "idempotency_key": key});
+    let (code, e) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/events"),
+        op,
+        Some(ev("click", "c1")),
+    )
+    .await;
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (422, json!("event_refused"))
+    );
     for _ in 0..2 {
-        ads_call("POST", format!("{b}/v1/ads/events"), op, Some(ev("impression", "i1"))).await;
+        ads_call(
+            "POST",
+            format!("{b}/v1/ads/events"),
+            op,
+            Some(ev("impression", "i1")),
+        )
+        .await;
     }
-    let (_, first) = ads_call("POST", format!("{b}/v1/ads/events"), op, Some(ev("click", "c1"))).await;
-    assert_eq!(first["outcome"]["counted"]["cost_micros"], ad["price_micros"], "{first}");
-    let (_, retry) = ads_call("POST", format!("{b}/v1/ads/events"), op, Some(ev("click", "c1"))).await;
+    let (_, first) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/events"),
+        op,
+        Some(ev("click", "c1")),
+    )
+    .await;
+    assert_eq!(
+        first["outcome"]["counted"]["cost_micros"], ad["price_micros"],
+        "{first}"
+    );
+    let (_, retry) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/events"),
+        op,
+        Some(ev("click", "c1")),
+    )
+    .await;
     assert_eq!(retry["outcome"], json!("duplicate"));
     let mut forged = ev("click", "c2");
     forged["impression_id"] = json!(format!("{}x", imp.as_str().unwrap_or("")));
-    assert_eq!(ads_call("POST", format!("{b}/v1/ads/events"), op, Some(forged)).await.0, 422);
+    assert_eq!(
+        ads_call("POST", format!("{b}/v1/ads/events"), op, Some(forged))
+            .await
+            .0,
+        422
+    );
     let (_, rep) = ads_call("GET", format!("{b}/v1/ads/reports"), Some(&ka), None).await;
     let r = &rep["data"][0];
-    assert_eq!((r["impressions"].clone(), r["clicks"].clone()), (json!(1), json!(1)));
+    assert_eq!(
+        (r["impressions"].clone(), r["clicks"].clone()),
+        (json!(1), json!(1))
+    );
     assert_eq!(r["spend_micros"], ad["price_micros"]);
     // Pausing stops delivery.
-    let (code, _) = ads_call("POST", format!("{b}/v1/ads/campaigns/{cid}/pause"), Some(&ka), None).await;
+    let (code, _) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/campaigns/{cid}/pause"),
+        Some(&ka),
+        None,
+    )
+    .await;
     assert_eq!(code, 200);
-    let (_, d) = ads_call("POST", format!("{b}/v1/ads/decide"), op, Some(json!({
-        "placement": "search", "context": {"text": "#nba"}, "user_id": "u2"}))).await;
+    let (_, d) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/decide"),
+        op,
+        Some(json!({
+        "placement": "search", "context": {"text": "#nba"}, "user_id": "u2"})),
+    )
+    .await;
     assert_eq!(d["ads"], json!([]));
 }
 

@@ -327,7 +327,11 @@ fn group_spec(f: &GroupFlags) -> Result<GroupSpec> {
         placements: f
             .placements
             .as_ref()
-            .map(|p| p.iter().map(|s| Placement::parse(s)).collect::<starling_ads::Result<Vec<_>>>())
+            .map(|p| {
+                p.iter()
+                    .map(|s| Placement::parse(s))
+                    .collect::<starling_ads::Result<Vec<_>>>()
+            })
             .transpose()?,
         hour_start,
         hour_end,
@@ -410,7 +414,10 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
             match which {
                 AdvertiserCmd::Create { name } => {
                     let (a, key) = store.create_advertiser(name).await?;
-                    println!("advertiser {} ({})\napi key (shown once): {key}", a.id, a.name);
+                    println!(
+                        "advertiser {} ({})\napi key (shown once): {key}",
+                        a.id, a.name
+                    );
                 }
                 AdvertiserCmd::List => {
                     for a in store.advertisers(&op).await? {
@@ -439,15 +446,37 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
                     return Ok(());
                 }
                 ItemCmd::Get { id } => store.campaign(&op, id).await?,
-                ItemCmd::Update { id, flags } => store.update_campaign(&op, id, &campaign_spec(flags)?).await?,
+                ItemCmd::Update { id, flags } => {
+                    store
+                        .update_campaign(&op, id, &campaign_spec(flags)?)
+                        .await?
+                }
                 ItemCmd::Pause { id } => {
-                    store.update_campaign(&op, id, &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Paused))).await?
+                    store
+                        .update_campaign(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Paused)),
+                        )
+                        .await?
                 }
                 ItemCmd::Resume { id } => {
-                    store.update_campaign(&op, id, &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Active))).await?
+                    store
+                        .update_campaign(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Active)),
+                        )
+                        .await?
                 }
                 ItemCmd::Delete { id } => {
-                    store.update_campaign(&op, id, &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Deleted))).await?
+                    store
+                        .update_campaign(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Deleted)),
+                        )
+                        .await?
                 }
             };
             print_json(&c)?;
@@ -471,15 +500,40 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
                     return Ok(());
                 }
                 ItemCmd::Get { id } => store.group(&op, id).await?,
-                ItemCmd::Update { id, flags } => store.update_group(&op, id, &group_spec(flags)?, None).await?,
+                ItemCmd::Update { id, flags } => {
+                    store
+                        .update_group(&op, id, &group_spec(flags)?, None)
+                        .await?
+                }
                 ItemCmd::Pause { id } => {
-                    store.update_group(&op, id, &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Paused)), None).await?
+                    store
+                        .update_group(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Paused)),
+                            None,
+                        )
+                        .await?
                 }
                 ItemCmd::Resume { id } => {
-                    store.update_group(&op, id, &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Active)), None).await?
+                    store
+                        .update_group(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Active)),
+                            None,
+                        )
+                        .await?
                 }
                 ItemCmd::Delete { id } => {
-                    store.update_group(&op, id, &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Deleted)), None).await?
+                    store
+                        .update_group(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Deleted)),
+                            None,
+                        )
+                        .await?
                 }
             };
             print_json(&g)?;
@@ -490,20 +544,51 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
                 ItemCmd::Create(f) => store.create_creative(&op, &creative_spec(f), None).await?,
                 ItemCmd::List { parent } => {
                     for c in store.creatives(&op, parent.as_deref()).await? {
-                        println!("{}\t{}\t{}\t{}", c.id, c.group_id, c.status.as_str(), c.text);
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            c.id,
+                            c.group_id,
+                            c.status.as_str(),
+                            c.text
+                        );
                     }
                     return Ok(());
                 }
                 ItemCmd::Get { id } => store.creative(&op, id).await?,
-                ItemCmd::Update { id, flags } => store.update_creative(&op, id, &creative_spec(flags), None).await?,
+                ItemCmd::Update { id, flags } => {
+                    store
+                        .update_creative(&op, id, &creative_spec(flags), None)
+                        .await?
+                }
                 ItemCmd::Pause { id } => {
-                    store.update_creative(&op, id, &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Paused)), None).await?
+                    store
+                        .update_creative(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Paused)),
+                            None,
+                        )
+                        .await?
                 }
                 ItemCmd::Resume { id } => {
-                    store.update_creative(&op, id, &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Active)), None).await?
+                    store
+                        .update_creative(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Active)),
+                            None,
+                        )
+                        .await?
                 }
                 ItemCmd::Delete { id } => {
-                    store.update_creative(&op, id, &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Deleted)), None).await?
+                    store
+                        .update_creative(
+                            &op,
+                            id,
+                            &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Deleted)),
+                            None,
+                        )
+                        .await?
                 }
             };
             print_json(&c)?;
@@ -546,11 +631,7 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
         AdsCommand::Decide(a) => {
             let store = open(db).await?;
             let embedder = embedder_for(a.model.as_deref())?;
-            let safety = a
-                .safety
-                .as_deref()
-                .map(BrandSafety::load)
-                .transpose()?;
+            let safety = a.safety.as_deref().map(BrandSafety::load).transpose()?;
             let server = AdServer::new(store, embedder, safety, DecideConfig::default()).await?;
             let d = server.decide(&DecideRequest {
                 placement: Placement::parse(&a.placement)?,
@@ -590,8 +671,10 @@ async fn simulate_cmd(a: &SimulateArgs) -> Result<()> {
     let policies = if a.compare_pacing { 4 } else { 3 };
     let bar = ProgressBar::new((cfg.requests * policies) as u64);
     bar.set_style(
-        ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} requests ({per_sec}, eta {eta})")?
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>14} [{bar:30}] {pos}/{len} requests ({per_sec}, eta {eta})",
+        )?
+        .progress_chars("=> "),
     );
     let done = std::sync::Mutex::new((String::new(), 0usize));
     let progress = |name: &str, n: usize| {
@@ -623,7 +706,10 @@ async fn simulate_cmd(a: &SimulateArgs) -> Result<()> {
             s.ctr / k.ctr.max(1e-12)
         );
     }
-    let worst = results.iter().map(|r| r.max_spend_share).fold(0.0, f64::max);
+    let worst = results
+        .iter()
+        .map(|r| r.max_spend_share)
+        .fold(0.0, f64::max);
     println!(
         "budgets: no campaign charged past its budget (largest spend/budget {worst:.4}); unbilled delivery is reported, never charged"
     );
@@ -633,7 +719,11 @@ async fn simulate_cmd(a: &SimulateArgs) -> Result<()> {
     let path = a.out.join("results.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&results)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    println!("ads simulate: done in {:.0}s → {}", started.elapsed().as_secs_f64(), path.display());
+    println!(
+        "ads simulate: done in {:.0}s → {}",
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
     Ok(())
 }
 
@@ -642,31 +732,45 @@ fn train_safety(a: &TrainSafetyArgs) -> Result<()> {
     let data = starling_ads::safety::SafetyData::read(&a.data)
         .with_context(|| format!("reading TweetEval under {}", a.data.display()))?;
     let embedder = crate::search_cmd::load_embedder(&a.model, crate::search_cmd::DEFAULT_POOLING)?;
-    let total = data.train.len() + data.val.len() + data.tests.iter().map(|t| t.1.len()).sum::<usize>();
+    let total =
+        data.train.len() + data.val.len() + data.tests.iter().map(|t| t.1.len()).sum::<usize>();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("embedding [{bar:30}] {pos}/{len} tweets ({per_sec}, eta {eta})")?
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "embedding [{bar:30}] {pos}/{len} tweets ({per_sec}, eta {eta})",
+        )?
+        .progress_chars("=> "),
     );
-    let s = starling_ads::safety::train(&embedder, &data, a.epochs, &|n| bar.set_position(n as u64))?;
+    let s =
+        starling_ads::safety::train(&embedder, &data, a.epochs, &|n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     if let Some(r) = &s.report {
         println!(
             "brand safety: trained on {} TweetEval hate + offensive train tweets (threshold {:.2} chosen on val); macro-F1 on the test files:",
             r.train_examples, s.threshold
         );
-        println!("| test file | tweets | starling embeddings + LR | TF-IDF + LR |\n|---|---|---|---|");
+        println!(
+            "| test file | tweets | starling embeddings + LR | TF-IDF + LR |\n|---|---|---|---|"
+        );
         for (e, t) in r.embeddings.iter().zip(&r.tfidf) {
-            println!("| {} | {} | {:.3} | {:.3} |", e.test, e.examples, e.macro_f1, t.macro_f1);
+            println!(
+                "| {} | {} | {:.3} | {:.3} |",
+                e.test, e.examples, e.macro_f1, t.macro_f1
+            );
         }
     }
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = a.out.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&s)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&s)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
-    println!("brand safety: {} in {:.0}s", a.out.display(), started.elapsed().as_secs_f64());
+    println!(
+        "brand safety: {} in {:.0}s",
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

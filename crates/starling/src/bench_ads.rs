@@ -86,7 +86,10 @@ fn measure(
         .collect();
     let mut all = Vec::new();
     for h in handles {
-        all.extend(h.join().map_err(|_| anyhow::anyhow!("a decision thread panicked"))??);
+        all.extend(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a decision thread panicked"))??,
+        );
     }
     let wall = started.elapsed().as_secs_f64();
     let mut lat: Vec<f64> = all.iter().map(|x| x.0).collect();
@@ -130,15 +133,29 @@ async fn run(a: &AdsBenchArgs) -> Result<()> {
     let op = Scope::Operator;
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let bar = ProgressBar::new(a.groups as u64);
-    bar.set_style(ProgressStyle::with_template("inventory [{bar:30}] {pos}/{len} ad groups ({eta})")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("inventory [{bar:30}] {pos}/{len} ad groups ({eta})")?
+            .progress_chars("=> "),
+    );
     let advertisers = (a.campaigns / 10).max(1);
     let mut adv_ids = Vec::new();
     for i in 0..advertisers {
-        adv_ids.push(store.create_advertiser(&format!("bench advertiser {i}")).await?.0.id);
+        adv_ids.push(
+            store
+                .create_advertiser(&format!("bench advertiser {i}"))
+                .await?
+                .0
+                .id,
+        );
     }
     let mut campaign_ids = Vec::new();
     for c in 0..a.campaigns {
-        let bid_type = [BidType::MaxCpc, BidType::MaxCpc, BidType::Cpm, BidType::TargetCpc][c % 4];
+        let bid_type = [
+            BidType::MaxCpc,
+            BidType::MaxCpc,
+            BidType::Cpm,
+            BidType::TargetCpc,
+        ][c % 4];
         let camp = store
             .create_campaign(
                 &op,
@@ -231,11 +248,22 @@ async fn run(a: &AdsBenchArgs) -> Result<()> {
         language: Some("en".into()),
         slots: a.slots,
     };
-    let known: Arc<Vec<DecideRequest>> =
-        Arc::new(vectors.into_iter().enumerate().map(|(i, v)| request(i, Some(v))).collect());
-    let fresh: Arc<Vec<DecideRequest>> = Arc::new((0..texts.len()).map(|i| request(i, None)).collect());
+    let known: Arc<Vec<DecideRequest>> = Arc::new(
+        vectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| request(i, Some(v)))
+            .collect(),
+    );
+    let fresh: Arc<Vec<DecideRequest>> =
+        Arc::new((0..texts.len()).map(|i| request(i, None)).collect());
     // Warm-up (first-touch allocations, caches).
-    measure("warm-up", &server, &Arc::new(known.iter().take(200).cloned().collect()), a.threads)?;
+    measure(
+        "warm-up",
+        &server,
+        &Arc::new(known.iter().take(200).cloned().collect()),
+        a.threads,
+    )?;
     let rows = vec![
         measure("context vector known", &server, &known, a.threads)?,
         measure("fresh context, embedded", &server, &fresh, a.threads)?,

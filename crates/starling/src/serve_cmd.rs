@@ -208,20 +208,45 @@ async fn ads_smoke(base: &str) -> Result<()> {
     use serde_json::{json, Value};
     let client = reqwest::Client::new();
     let t = std::time::Instant::now();
-    async fn call(client: &reqwest::Client, req: reqwest::RequestBuilder, what: &str) -> Result<Value> {
+    async fn call(
+        client: &reqwest::Client,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Value> {
         let _ = client;
-        let r = req.send().await.with_context(|| format!("ads smoke: {what}"))?;
+        let r = req
+            .send()
+            .await
+            .with_context(|| format!("ads smoke: {what}"))?;
         let status = r.status();
-        let body: Value = r.json().await.with_context(|| format!("ads smoke: {what}"))?;
+        let body: Value = r
+            .json()
+            .await
+            .with_context(|| format!("ads smoke: {what}"))?;
         if !status.is_success() {
             bail!("ads smoke: {what}: {status} {body}");
         }
         Ok(body)
     }
-    let adv = call(&client, client.post(format!("{base}/v1/ads/advertisers")).json(&json!({"name": "demo sports shop"})), "advertiser").await?;
+    let adv = call(
+        &client,
+        client
+            .post(format!("{base}/v1/ads/advertisers"))
+            .json(&json!({"name": "demo sports shop"})),
+        "advertiser",
+    )
+    .await?;
     let key = adv["api_key"].as_str().unwrap_or_default().to_string();
-    let camp = call(&client, client.post(format!("{base}/v1/ads/campaigns")).bearer_auth(&key).json(&json!({
-        "name": "game night", "bid_type": "max_cpc", "daily_budget_micros": 20_000_000})), "campaign").await?;
+    let camp = call(
+        &client,
+        client
+            .post(format!("{base}/v1/ads/campaigns"))
+            .bearer_auth(&key)
+            .json(&json!({
+        "name": "game night", "bid_type": "max_cpc", "daily_budget_micros": 20_000_000})),
+        "campaign",
+    )
+    .await?;
     let group = call(&client, client.post(format!("{base}/v1/ads/groups")).bearer_auth(&key).json(&json!({
         "campaign_id": camp["id"], "name": "basketball fans", "bid_micros": 1_500_000,
         "keywords": ["nba", "#nba", "basketball"], "description": "basketball fans watching the game tonight"})), "group").await?;
@@ -234,10 +259,22 @@ async fn ads_smoke(base: &str) -> Result<()> {
     };
     let imp = ad["impression_id"].clone();
     for (kind, key) in [("impression", "smoke-imp"), ("click", "smoke-click")] {
-        call(&client, client.post(format!("{base}/v1/ads/events")).json(&json!({
-            "type": kind, "impression_id": imp, "idempotency_key": key})), kind).await?;
+        call(
+            &client,
+            client.post(format!("{base}/v1/ads/events")).json(&json!({
+            "type": kind, "impression_id": imp, "idempotency_key": key})),
+            kind,
+        )
+        .await?;
     }
-    let rep = call(&client, client.get(format!("{base}/v1/ads/reports")).bearer_auth(&key), "report").await?;
+    let rep = call(
+        &client,
+        client
+            .get(format!("{base}/v1/ads/reports"))
+            .bearer_auth(&key),
+        "report",
+    )
+    .await?;
     let r = &rep["data"][0];
     println!(
         "serve --smoke: ads answered in {:.2}s: \"{}\" at {} micros per click (pCTR {:.4}); report: {} impression, {} click, spend {} micros",

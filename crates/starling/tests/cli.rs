@@ -63,6 +63,7 @@ fn demo_runs_synth_then_corpus_and_reports() {
     assert!(
         stdout.contains("serve: open http://127.0.0.1:")
             && stdout.contains("serve --smoke: answered")
+            && stdout.contains("serve --smoke: ads answered")
             && stdout.contains("grounded on 3 posts"),
         "{stdout}"
     );
@@ -152,6 +153,179 @@ fn csv_without_text_column_says_how_to_map_one() {
         ok.status.success(),
         "{}",
         String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn ads_inventory_decisions_reports_and_a_simulated_day_through_the_binary() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("ads.db");
+    let ads = |args: &[&str]| {
+        let mut c = starling();
+        c.arg("ads").args(args).arg("--db").arg(&db);
+        c
+    };
+    let out = run_ok(&mut ads(&["advertiser", "create", "--name", "Acme"]));
+    assert!(out.contains("api key (shown once): sk-adv-"), "{out}");
+    let adv = out.split_whitespace().nth(1).expect("id").to_string();
+    let c: serde_json::Value = serde_json::from_str(&run_ok(&mut ads(&[
+        "campaign",
+        "create",
+        "--advertiser",
+        &adv,
+        "--name",
+        "spring",
+        "--bid-type",
+        "max_cpc",
+        "--daily-budget",
+        "12.50",
+    ])))
+    .expect("campaign json");
+    assert_eq!(c["daily_budget_micros"], 12_500_000);
+    let cid = c["id"].as_str().expect("id").to_string();
+    let g: serde_json::Value = serde_json::from_str(&run_ok(&mut ads(&[
+        "group",
+        "create",
+        "--campaign",
+        &cid,
+        "--name",
+        "runners",
+        "--bid",
+        "0.80",
+        "--keywords",
+        "marathon,#running",
+        "--hours",
+        "0-24",
+    ])))
+    .expect("group json");
+    let gid = g["id"].as_str().expect("id").to_string();
+    run_ok(&mut ads(&[
+        "creative",
+        "create",
+        "--group",
+        &gid,
+        "--text",
+        "Race-day sneakers",
+    ]));
+    let d: serde_json::Value = serde_json::from_str(&run_ok(&mut ads(&[
+        "decide",
+        "--context",
+        "my first #running marathon",
+        "--slots",
+        "2",
+    ])))
+    .expect("decision json");
+    assert_eq!(d["ads"][0]["campaign_id"], cid.as_str());
+    // Only bidder: the reserve ($0.50 CPM -> 500 micros per impression) at pCTR 1% is 50,000 + a cent.
+    assert_eq!(d["ads"][0]["price_micros"], 60_000);
+    run_ok(&mut ads(&["campaign", "pause", &cid]));
+    let d: serde_json::Value =
+        serde_json::from_str(&run_ok(&mut ads(&["decide", "--context", "#running"])))
+            .expect("json");
+    assert_eq!(d["ads"], serde_json::json!([]));
+    assert!(run_ok(&mut ads(&["report"])).contains("| spring |"));
+    // Bad values are refused by name, and nothing is written.
+    for (args, says) in [
+        (
+            vec![
+                "campaign",
+                "create",
+                "--advertiser",
+                &adv,
+                "--name",
+                "x",
+                "--daily-budget=-3",
+            ],
+            "--daily-budget",
+        ),
+        (
+            vec![
+                "group",
+                "create",
+                "--campaign",
+                &cid,
+                "--name",
+                "x",
+                "--bid",
+                "1",
+                "--keywords",
+                "a",
+                "--hours",
+                "9-30",
+            ],
+            "hour",
+        ),
+        (
+            vec![
+                "group",
+                "create",
+                "--campaign",
+                "cmp_nope",
+                "--name",
+                "x",
+                "--bid",
+                "1",
+                "--keywords",
+                "a",
+            ],
+            "no campaign",
+        ),
+        (
+            vec![
+                "campaign",
+                "create",
+                "--advertiser",
+                &adv,
+                "--name",
+                "x",
+                "--daily-budget",
+                "1",
+                "--bid-type",
+                "free",
+            ],
+            "bid_type",
+        ),
+    ] {
+        let o = ads(&args).output().expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(run_ok(&mut ads(&["campaign", "list"])).lines().count(), 1);
+
+    // A small simulated day: every policy reported, no budget exceeded, semantic beats keyword-only.
+    let sim = tmp.path().join("sim");
+    let out = run_ok(
+        starling()
+            .args([
+                "ads",
+                "simulate",
+                "--requests",
+                "3000",
+                "--campaigns",
+                "12",
+                "--out",
+            ])
+            .arg(&sim),
+    );
+    for row in [
+        "| starling |",
+        "| keyword-only |",
+        "| random pCTR |",
+        "no campaign charged past its budget",
+    ] {
+        assert!(out.contains(row), "{row}: {out}");
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sim.join("results.json")).expect("results"))
+            .expect("json");
+    for r in results.as_array().expect("array") {
+        assert!(r["max_spend_share"].as_f64().unwrap_or(2.0) <= 1.0, "{r}");
+        assert!(r["impressions"].as_u64().unwrap_or(0) > 1000, "{r}");
+    }
+    let (s, k) = (&results[0], &results[1]);
+    assert!(
+        s["impressions"].as_u64() > k["impressions"].as_u64(),
+        "semantic targeting reaches contexts keywords miss: {s} vs {k}"
     );
 }
 
