@@ -76,10 +76,13 @@ CREATE TABLE ad_events (
     day BIGINT NOT NULL,
     ts_ms BIGINT NOT NULL,
     cost_micros BIGINT NOT NULL,
-    unbilled_micros BIGINT NOT NULL
+    unbilled_micros BIGINT NOT NULL,
+    -- What the pCTR model saw (JSON): a restarted server learns again from the log.
+    features TEXT NOT NULL
 );
 CREATE UNIQUE INDEX ad_events_once ON ad_events (kind, impression_id);
 CREATE INDEX ad_events_campaign ON ad_events (campaign_id, day);
+CREATE INDEX ad_events_time ON ad_events (ts_ms);
 
 -- Charged spend per campaign and UTC day; only ever raised by a conditional update that keeps it within the budget.
 CREATE TABLE campaign_spend (

@@ -43,6 +43,8 @@ pub struct DecideConfig {
     pub semantic: bool,
     /// Replace pCTR by a random draw around the prior (the simulation's random baseline).
     pub random_pctr: bool,
+    /// Days of logged events a starting server learns pCTR (and frequency windows) from.
+    pub replay_days: i64,
 }
 
 impl Default for DecideConfig {
@@ -58,6 +60,7 @@ impl Default for DecideConfig {
             pace: true,
             semantic: true,
             random_pctr: false,
+            replay_days: 7,
         }
     }
 }
@@ -88,6 +91,9 @@ pub struct DecideRequest {
     /// Slots to fill.
     #[serde(default = "one")]
     pub slots: usize,
+    /// Advertisers not to show (the publisher's blocks, the viewer's mutes).
+    #[serde(default)]
+    pub exclude_advertisers: Vec<String>,
 }
 
 fn one() -> usize {
@@ -138,7 +144,7 @@ pub struct Dropped {
     pub pacing: usize,
     /// The user saw the campaign often enough.
     pub frequency: usize,
-    /// The context holds a term the advertiser excluded.
+    /// The context holds a term the advertiser excluded, or the request excluded the advertiser.
     pub exclusion: usize,
     /// The whole context was unsafe for brands.
     pub brand_safety: usize,
@@ -334,6 +340,7 @@ impl AdServer {
             }),
         };
         server.reload(now_ms()).await?;
+        server.learn_from_log(now_ms()).await?;
         Ok(server)
     }
 
@@ -485,6 +492,39 @@ impl AdServer {
         Ok(())
     }
 
+    /// Learns pCTR and frequency windows again from the events logged in the `replay_days` before
+    /// `now_ms` (a starting server does this for the current time). Returns the events read.
+    pub async fn learn_from_log(&self, now_ms: i64) -> Result<usize> {
+        let events = self
+            .store
+            .events_since(now_ms - self.config.replay_days * DAY_MS)
+            .await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut model = self.model.write().map_err(lock_err)?;
+        let mut live = self.live.lock().map_err(lock_err)?;
+        let mut unreadable = 0usize;
+        for e in &events {
+            let Ok(f) = serde_json::from_str::<AdFeatures>(&e.features) else {
+                unreadable += 1;
+                continue;
+            };
+            match e.kind {
+                EventKind::Impression => {
+                    model.learn_impression(&f);
+                    live.seen
+                        .entry((e.user_id.clone(), e.campaign_id.clone()))
+                        .or_default()
+                        .push_back(e.ts_ms);
+                }
+                EventKind::Click => model.learn_click(&f),
+            }
+        }
+        tracing::info!(events = events.len(), unreadable, "pCTR learned again from the event log");
+        Ok(events.len())
+    }
+
     /// Decides the ads for one request at the current time.
     pub fn decide(&self, req: &DecideRequest) -> Result<Decision> {
         self.decide_at(req, now_ms(), &mut rand::thread_rng())
@@ -505,6 +545,9 @@ impl AdServer {
         }
         if req.user_id.is_empty() || req.user_id.len() > 256 {
             return Err(Error::invalid("user_id", "1 to 256 bytes"));
+        }
+        if req.exclude_advertisers.len() > 1_000 {
+            return Err(Error::invalid("exclude_advertisers", "at most 1,000"));
         }
         if req.context.text.chars().count() > 20_000 {
             return Err(Error::invalid("context.text", "at most 20,000 characters"));
@@ -624,6 +667,7 @@ impl AdServer {
                 if c.excluded_terms
                     .iter()
                     .any(|t| term_set.contains(t.as_str()))
+                    || req.exclude_advertisers.contains(&c.advertiser_id)
                 {
                     dropped.exclusion += 1;
                     continue;
@@ -853,6 +897,7 @@ impl AdServer {
             position: facts.position as i64,
             ts_ms: now_ms,
             cost_micros: cost,
+            features: serde_json::to_string(&facts.features).unwrap_or_default(),
         };
         let outcome = self.store.record_event(&rec).await?;
         if outcome != EventOutcome::Duplicate {

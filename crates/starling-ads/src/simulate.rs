@@ -493,6 +493,7 @@ async fn run_policy(
             user_id: format!("u{}", r.user),
             language: Some("en".into()),
             slots: cfg.slots,
+            exclude_advertisers: vec![],
         };
         let d = server.decide_at(&req, r.ts_ms, &mut click_rng)?;
         for ad in &d.ads {

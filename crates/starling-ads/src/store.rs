@@ -95,6 +95,23 @@ pub struct EventRecord {
     pub ts_ms: i64,
     /// What the event costs (0 when this kind is not charged).
     pub cost_micros: Micros,
+    /// What the pCTR model saw, as JSON (replayed after a restart).
+    pub features: String,
+}
+
+/// A logged event, as replayed into a restarted server.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    /// Impression or click.
+    pub kind: EventKind,
+    /// Viewer.
+    pub user_id: String,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Time.
+    pub ts_ms: i64,
+    /// The pCTR model's features, as JSON.
+    pub features: String,
 }
 
 /// Event kinds.
@@ -834,8 +851,8 @@ impl AdStore {
         }
         let inserted = sqlx::query(
             "INSERT INTO ad_events (idempotency_key, kind, impression_id, advertiser_id, campaign_id, group_id, creative_id, \
-             user_id, placement, position, day, ts_ms, cost_micros, unbilled_micros) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0) ON CONFLICT DO NOTHING",
+             user_id, placement, position, day, ts_ms, cost_micros, unbilled_micros, features) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, 0, $13) ON CONFLICT DO NOTHING",
         )
         .bind(&e.idempotency_key)
         .bind(e.kind.as_str())
@@ -849,6 +866,7 @@ impl AdStore {
         .bind(e.position)
         .bind(day)
         .bind(e.ts_ms)
+        .bind(&e.features)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -895,6 +913,32 @@ impl AdStore {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Events since `since_ms`, oldest first (an impression before its click).
+    pub async fn events_since(&self, since_ms: i64) -> Result<Vec<LoggedEvent>> {
+        let rows = sqlx::query(
+            "SELECT kind, user_id, campaign_id, ts_ms, features FROM ad_events WHERE ts_ms >= $1 ORDER BY ts_ms, kind DESC",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(LoggedEvent {
+                    kind: if kind == "click" {
+                        EventKind::Click
+                    } else {
+                        EventKind::Impression
+                    },
+                    user_id: r.try_get("user_id")?,
+                    campaign_id: r.try_get("campaign_id")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    features: r.try_get("features")?,
+                })
+            })
+            .collect()
     }
 
     /// Delivery of the campaigns `scope` may see (one when `campaign` is given) over UTC days

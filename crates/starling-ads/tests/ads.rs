@@ -55,6 +55,7 @@ fn event(
         position: 0,
         ts_ms: ts,
         cost_micros: cost,
+        features: "{}".into(),
     }
 }
 
@@ -443,6 +444,7 @@ fn req(text: &str, placement: Placement, user: &str) -> DecideRequest {
         user_id: user.into(),
         language: Some("en".into()),
         slots: 2,
+        exclude_advertisers: vec![],
     }
 }
 
@@ -509,6 +511,10 @@ async fn decisions_target_filter_price_and_charge() {
             &mut rng,
         )
         .unwrap();
+    assert!(d.ads.is_empty() && d.dropped.exclusion == 1);
+    let mut blocked = req("#marathon", Placement::Search, "u1");
+    blocked.exclude_advertisers = vec![m.running.advertiser_id.clone()];
+    let d = m.server.decide_at(&blocked, now, &mut rng).unwrap();
     assert!(d.ads.is_empty() && d.dropped.exclusion == 1);
     // Bad requests name the field.
     let mut zero = req("x", Placement::Search, "u1");
@@ -611,6 +617,17 @@ async fn decisions_target_filter_price_and_charge() {
         m.server.record_at(&late, now + 2 * 3_600_000).await,
         Err(Error::Event(_))
     ));
+
+    // A restarted server learns again from the log: the same caps, a pCTR that moved the same way.
+    let facts = m.server.impression_facts(&d.ads[0].impression_id).unwrap();
+    let live = m.server.predict(&facts.features).unwrap();
+    let e: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(128));
+    let restarted = AdServer::new(m.server.store().clone(), Some(e), None, DecideConfig::default()).await.unwrap();
+    assert_eq!(restarted.learn_from_log(now + 10_000).await.unwrap(), 4);
+    let replayed = restarted.predict(&facts.features).unwrap();
+    assert!(live > 0.01 && (replayed - live).abs() < 0.1 * live, "live {live}, replayed {replayed}");
+    let d = restarted.decide_at(&req("#marathon", Placement::Search, "u2"), now + 10_000, &mut rng).unwrap();
+    assert!(d.ads.is_empty() && d.dropped.frequency == 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

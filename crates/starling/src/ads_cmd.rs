@@ -642,6 +642,7 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
                 user_id: a.user.clone(),
                 language: a.language.clone(),
                 slots: a.slots,
+                exclude_advertisers: vec![],
             })?;
             print_json(&d)?;
         }

@@ -247,6 +247,7 @@ async fn run(a: &AdsBenchArgs) -> Result<()> {
         user_id: format!("user{}", i % 5_000),
         language: Some("en".into()),
         slots: a.slots,
+        exclude_advertisers: vec![],
     };
     let known: Arc<Vec<DecideRequest>> = Arc::new(
         vectors
