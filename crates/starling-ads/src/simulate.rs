@@ -274,6 +274,9 @@ pub struct PolicyResult {
     pub max_spend_share: f64,
     /// Campaigns.
     pub campaigns: usize,
+    /// Mean over campaigns that spent at least half their budget of the share of their day's spend
+    /// charged by the end of each UTC hour (24 values; the even line is (h + 1) / 24).
+    pub cumulative_spend_share: Vec<f64>,
 }
 
 struct World {
@@ -327,7 +330,9 @@ async fn build_inventory(store: &AdStore, cfg: &SimConfig, rng: &mut ChaCha8Rng)
             6..=7 => BidType::Cpm,
             _ => BidType::TargetCpc,
         };
-        let budget = rng.gen_range(20..=150) as Micros * 1_000_000;
+        // $20-150 a day at 60,000 requests, scaled with the traffic so any size is budget-bound alike.
+        let scale = cfg.requests as f64 / 60_000.0;
+        let budget = ((rng.gen_range(20..=150) as f64 * scale).max(1.0) * 1e6) as Micros;
         let camp = store
             .create_campaign(
                 &scope,
@@ -548,7 +553,16 @@ async fn run_policy(
         .await?;
     let (mut delivered, mut share_sum, mut max_share, mut gaps) = (0usize, 0.0, 0.0f64, Vec::new());
     let (mut revenue, mut unbilled) = (0, 0);
+    let (mut curve, mut curved) = (vec![0.0; 24], 0usize);
     for rep in &reports {
+        if rep.spend_micros * 2 >= rep.daily_budget_micros {
+            let mut cum = 0;
+            for (h, s) in rep.spend_by_hour.iter().enumerate() {
+                cum += s;
+                curve[h] += cum as f64 / rep.spend_micros as f64;
+            }
+            curved += 1;
+        }
         let share = rep.spend_micros as f64 / rep.daily_budget_micros as f64;
         revenue += rep.spend_micros;
         unbilled += rep.unbilled_micros;
@@ -591,6 +605,11 @@ async fn run_policy(
         },
         max_spend_share: max_share,
         campaigns: reports.len(),
+        cumulative_spend_share: if curved == 0 {
+            vec![]
+        } else {
+            curve.iter().map(|c| c / curved as f64).collect()
+        },
     })
 }
 
@@ -686,4 +705,60 @@ pub fn table(results: &[PolicyResult]) -> String {
         ));
     }
     s
+}
+
+/// Draws each policy's mean cumulative spend share by hour against the even line into `path`
+/// (PNG, written to a temp file and renamed).
+pub fn pacing_png(results: &[PolicyResult], path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+    let tmp = path.with_extension("tmp.png");
+    let fail = |e: &dyn std::fmt::Display| crate::Error::io(path, std::io::Error::other(e.to_string()));
+    {
+        let root = BitMapBackend::new(&tmp, (960, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Pacing: share of the day's spend charged by each hour", ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..24.0, 0.0..1.02)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("UTC hour of the simulated day")
+            .y_desc("cumulative spend / day's spend (campaigns that spent half their budget)")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (24.0, 1.0)], BLACK.stroke_width(1)))
+            .map_err(|e| fail(&e))?
+            .label("even")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK));
+        let colors = [BLUE, RED, GREEN, MAGENTA, CYAN];
+        for (i, r) in results.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            let points = std::iter::once((0.0, 0.0))
+                .chain(r.cumulative_spend_share.iter().enumerate().map(|(h, v)| ((h + 1) as f64, *v)));
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|e| fail(&e))?
+                .label(r.policy.clone())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e))
 }

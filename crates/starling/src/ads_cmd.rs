@@ -717,13 +717,16 @@ async fn simulate_cmd(a: &SimulateArgs) -> Result<()> {
     if worst > 1.0 {
         bail!("a campaign was charged past its budget ({worst:.4})");
     }
+    let png = a.out.join("pacing.png");
+    simulate::pacing_png(&results, &png)?;
     let path = a.out.join("results.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&results)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!(
-        "ads simulate: done in {:.0}s → {}",
+        "ads simulate: done in {:.0}s → {} and {}",
         started.elapsed().as_secs_f64(),
-        path.display()
+        path.display(),
+        png.display()
     );
     Ok(())
 }
