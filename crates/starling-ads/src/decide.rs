@@ -74,6 +74,10 @@ pub struct AdContext {
     /// The context's embedding when already known (search results, indexed posts): skips embedding.
     #[serde(default)]
     pub vector: Option<Vec<f32>>,
+    /// Indexed posts being viewed: `starling serve` takes their stored vectors as `vector` (their
+    /// mean) when no vector is given; the library itself does not read them.
+    #[serde(default)]
+    pub post_ids: Vec<String>,
 }
 
 /// A decision request.
@@ -521,7 +525,11 @@ impl AdServer {
                 EventKind::Click => model.learn_click(&f),
             }
         }
-        tracing::info!(events = events.len(), unreadable, "pCTR learned again from the event log");
+        tracing::info!(
+            events = events.len(),
+            unreadable,
+            "pCTR learned again from the event log"
+        );
         Ok(events.len())
     }
 

@@ -494,6 +494,7 @@ async fn run_policy(
             context: AdContext {
                 text: r.text.clone(),
                 vector: v,
+                post_ids: vec![],
             },
             user_id: format!("u{}", r.user),
             language: Some("en".into()),
@@ -713,15 +714,23 @@ pub fn pacing_png(results: &[PolicyResult], path: &Path) -> Result<()> {
     use plotters::prelude::*;
     static FONT: std::sync::Once = std::sync::Once::new();
     FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
     let tmp = path.with_extension("tmp.png");
-    let fail = |e: &dyn std::fmt::Display| crate::Error::io(path, std::io::Error::other(e.to_string()));
+    let fail =
+        |e: &dyn std::fmt::Display| crate::Error::io(path, std::io::Error::other(e.to_string()));
     {
         let root = BitMapBackend::new(&tmp, (960, 600)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(&e))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Pacing: share of the day's spend charged by each hour", ("sans-serif", 22))
+            .caption(
+                "Pacing: share of the day's spend charged by each hour",
+                ("sans-serif", 22),
+            )
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(56)
@@ -735,20 +744,29 @@ pub fn pacing_png(results: &[PolicyResult], path: &Path) -> Result<()> {
             .draw()
             .map_err(|e| fail(&e))?;
         chart
-            .draw_series(LineSeries::new([(0.0, 0.0), (24.0, 1.0)], BLACK.stroke_width(1)))
+            .draw_series(LineSeries::new(
+                [(0.0, 0.0), (24.0, 1.0)],
+                BLACK.stroke_width(1),
+            ))
             .map_err(|e| fail(&e))?
             .label("even")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK));
         let colors = [BLUE, RED, GREEN, MAGENTA, CYAN];
         for (i, r) in results.iter().enumerate() {
             let color = colors[i % colors.len()];
-            let points = std::iter::once((0.0, 0.0))
-                .chain(r.cumulative_spend_share.iter().enumerate().map(|(h, v)| ((h + 1) as f64, *v)));
+            let points = std::iter::once((0.0, 0.0)).chain(
+                r.cumulative_spend_share
+                    .iter()
+                    .enumerate()
+                    .map(|(h, v)| ((h + 1) as f64, *v)),
+            );
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| fail(&e))?
                 .label(r.policy.clone())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

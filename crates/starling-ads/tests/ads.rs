@@ -440,6 +440,7 @@ fn req(text: &str, placement: Placement, user: &str) -> DecideRequest {
         context: AdContext {
             text: text.into(),
             vector: None,
+            post_ids: vec![],
         },
         user_id: user.into(),
         language: Some("en".into()),
@@ -622,11 +623,27 @@ async fn decisions_target_filter_price_and_charge() {
     let facts = m.server.impression_facts(&d.ads[0].impression_id).unwrap();
     let live = m.server.predict(&facts.features).unwrap();
     let e: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(128));
-    let restarted = AdServer::new(m.server.store().clone(), Some(e), None, DecideConfig::default()).await.unwrap();
+    let restarted = AdServer::new(
+        m.server.store().clone(),
+        Some(e),
+        None,
+        DecideConfig::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(restarted.learn_from_log(now + 10_000).await.unwrap(), 4);
     let replayed = restarted.predict(&facts.features).unwrap();
-    assert!(live > 0.01 && (replayed - live).abs() < 0.1 * live, "live {live}, replayed {replayed}");
-    let d = restarted.decide_at(&req("#marathon", Placement::Search, "u2"), now + 10_000, &mut rng).unwrap();
+    assert!(
+        live > 0.01 && (replayed - live).abs() < 0.1 * live,
+        "live {live}, replayed {replayed}"
+    );
+    let d = restarted
+        .decide_at(
+            &req("#marathon", Placement::Search, "u2"),
+            now + 10_000,
+            &mut rng,
+        )
+        .unwrap();
     assert!(d.ads.is_empty() && d.dropped.frequency == 1);
 }
 

@@ -223,6 +223,16 @@ impl DenseIndex {
             .collect())
     }
 
+    /// The stored vector of `key`, if there is one.
+    pub fn vector(&self, key: u64) -> Result<Option<Vec<f32>>> {
+        if !self.ann.contains(key) {
+            return Ok(None);
+        }
+        let mut v = vec![0f32; self.dim];
+        let n = self.ann.get(key, &mut v).map_err(|e| err("get", e))?;
+        Ok((n > 0).then_some(v))
+    }
+
     /// Bytes the graph and its vectors take in memory.
     pub fn memory_bytes(&self) -> usize {
         self.ann.memory_usage()

@@ -1164,6 +1164,22 @@ impl PostIndex {
         self.delete(&ids)
     }
 
+    /// The stored vectors of the posts `ids` that have one (in the order given; missing ids are skipped).
+    pub fn post_vectors(&self, ids: &[String]) -> Result<Vec<Vec<f32>>> {
+        let Some(dense) = &self.dense else {
+            return Ok(Vec::new());
+        };
+        let d = dense
+            .read()
+            .map_err(|_| Error::Format("the vector index lock is poisoned".into()))?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(v) = d.vector(dense::key(id))? {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
     /// Writes what lives only in memory (the ANN graph, the post count, the newest time) to the
     /// index directory, atomically; the text index is already durable after each add and delete.
     pub fn flush(&self) -> Result<IndexMeta> {

@@ -261,6 +261,16 @@ fn dense_and_hybrid_search_with_filters_and_model_checks() {
         .expect("dense");
     assert_eq!(dense[0].id, "102", "{dense:?}");
     assert!(dense[0].score > dense[1].score);
+    // The stored vector of a post is the one search scored (ads read it as a known context).
+    let stored = idx
+        .post_vectors(&["102".to_string(), "no-such-post".to_string()])
+        .expect("vectors");
+    assert_eq!(stored.len(), 1);
+    let mut q = e.embed(&["good morning traders"]).expect("embed").remove(0);
+    let mut v = stored[0].clone();
+    starling_embed::normalize(&mut q);
+    starling_embed::normalize(&mut v);
+    assert!((f64::from(starling_embed::dot(&q, &v)) - dense[0].score).abs() < 1e-3);
     // Operators filter the nearest neighbours.
     let dense = idx
         .search_with(&request(

@@ -521,18 +521,40 @@ async fn decide(
 ) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     operator_only(&scope(&s, &ads, &headers).await?)?;
-    let req: DecideRequest = body(&headers, b)?;
-    // Embedding a fresh context runs the model: off the async threads.
-    let d = tokio::task::spawn_blocking(move || ads.decide(&req))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                e.to_string(),
-            )
-        })?
-        .map_err(api)?;
+    let mut req: DecideRequest = body(&headers, b)?;
+    if req.context.post_ids.len() > 100 {
+        return Err(ApiError::invalid("context.post_ids", "at most 100 posts"));
+    }
+    let index = s.index().cloned();
+    // Embedding a fresh context runs the model, reading stored vectors touches the index: off the
+    // async threads.
+    let d = tokio::task::spawn_blocking(move || {
+        if req.context.vector.is_none() && !req.context.post_ids.is_empty() {
+            if let Some(index) = index {
+                let vs = index.post_vectors(&req.context.post_ids).map_err(|e| {
+                    starling_ads::Error::Event(format!("reading post vectors: {e}"))
+                })?;
+                if let Some(first) = vs.first() {
+                    let mut mean = vec![0f32; first.len()];
+                    for v in &vs {
+                        mean.iter_mut().zip(v).for_each(|(m, x)| *m += x);
+                    }
+                    starling_embed::normalize(&mut mean);
+                    req.context.vector = Some(mean);
+                }
+            }
+        }
+        ads.decide(&req)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            e.to_string(),
+        )
+    })?
+    .map_err(api)?;
     Ok(Json(d).into_response())
 }
 

@@ -140,6 +140,11 @@ impl AppState {
         self.ads.get()
     }
 
+    /// The search index, if any.
+    pub fn index(&self) -> Option<&Arc<PostIndex>> {
+        self.index.as_ref()
+    }
+
     /// The embedder of queries and posts, if any.
     pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
         self.embedder.as_ref()

@@ -912,6 +912,23 @@ async fn ads_api_keeps_advertisers_apart_and_charges_once() {
         (json!(1), json!(1))
     );
     assert_eq!(r["spend_micros"], ad["price_micros"]);
+    // A context of indexed posts is decided on their stored vectors; too many is refused.
+    let (code, d) = ads_call("POST", format!("{b}/v1/ads/decide"), op, Some(json!({
+        "placement": "conversation", "context": {"text": "", "post_ids": ["1000", "1001"]}, "user_id": "u3"}))).await;
+    assert_eq!(code, 200, "{d}");
+    let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+    let (code, e) = ads_call(
+        "POST",
+        format!("{b}/v1/ads/decide"),
+        op,
+        Some(json!({
+        "placement": "search", "context": {"post_ids": many}, "user_id": "u3"})),
+    )
+    .await;
+    assert_eq!(
+        (code, e["error"]["param"].clone()),
+        (400, json!("context.post_ids"))
+    );
     // Pausing stops delivery.
     let (code, _) = ads_call(
         "POST",

@@ -638,6 +638,7 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
                 context: AdContext {
                     text: a.context.clone(),
                     vector: None,
+                    post_ids: vec![],
                 },
                 user_id: a.user.clone(),
                 language: a.language.clone(),

@@ -243,6 +243,7 @@ async fn run(a: &AdsBenchArgs) -> Result<()> {
         context: AdContext {
             text: texts[i].clone(),
             vector,
+            post_ids: vec![],
         },
         user_id: format!("user{}", i % 5_000),
         language: Some("en".into()),
