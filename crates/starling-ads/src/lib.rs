@@ -27,5 +27,5 @@ pub mod types;
 pub use decide::{AdContext, AdServer, AdSlot, DecideConfig, DecideRequest, Decision, EventInput};
 pub use error::{Error, Result};
 pub use safety::BrandSafety;
-pub use store::{AdStore, Backend, CampaignReport, EventKind, EventOutcome, Scope};
+pub use store::{AdStore, Backend, CampaignReport, EventKind, EventOutcome, InventoryItem, Scope};
 pub use types::*;

@@ -1010,3 +1010,117 @@ fn advertiser_row(r: &AnyRow) -> Result<Advertiser> {
         created_ms: r.try_get("created_ms")?,
     })
 }
+
+/// One kind of inventory item, managed the same way everywhere (CLI, HTTP): created from a spec,
+/// read, listed under a parent, changed (pause, resume and delete are status changes).
+pub trait InventoryItem: Sized + serde::Serialize + Send + Sync + 'static {
+    /// Fields of a new or changed item.
+    type Spec: serde::de::DeserializeOwned + Default + Send + Sync + 'static;
+    /// What it is called in messages.
+    const KIND: &'static str;
+    /// The query parameter naming its parent in listings.
+    const PARENT: &'static str;
+    /// Creates one (vectors, when the kind has them, are computed by the server later).
+    fn create(
+        store: &AdStore,
+        scope: &Scope,
+        spec: &Self::Spec,
+    ) -> impl std::future::Future<Output = Result<Self>> + Send;
+    /// Reads one `scope` may see.
+    fn get(
+        store: &AdStore,
+        scope: &Scope,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Self>> + Send;
+    /// Lists those `scope` may see, of one parent when given.
+    fn list(
+        store: &AdStore,
+        scope: &Scope,
+        parent: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<Vec<Self>>> + Send;
+    /// Changes one.
+    fn update(
+        store: &AdStore,
+        scope: &Scope,
+        id: &str,
+        spec: &Self::Spec,
+    ) -> impl std::future::Future<Output = Result<Self>> + Send;
+    /// A spec that only sets the status.
+    fn status_spec(status: Status) -> Self::Spec;
+}
+
+impl InventoryItem for Campaign {
+    type Spec = CampaignSpec;
+    const KIND: &'static str = "campaign";
+    const PARENT: &'static str = "advertiser_id";
+    async fn create(store: &AdStore, scope: &Scope, spec: &CampaignSpec) -> Result<Self> {
+        store.create_campaign(scope, spec).await
+    }
+    async fn get(store: &AdStore, scope: &Scope, id: &str) -> Result<Self> {
+        store.campaign(scope, id).await
+    }
+    async fn list(store: &AdStore, scope: &Scope, parent: Option<&str>) -> Result<Vec<Self>> {
+        let all = store.campaigns(scope).await?;
+        Ok(all
+            .into_iter()
+            .filter(|c| parent.is_none_or(|p| p == c.advertiser_id))
+            .collect())
+    }
+    async fn update(store: &AdStore, scope: &Scope, id: &str, spec: &CampaignSpec) -> Result<Self> {
+        store.update_campaign(scope, id, spec).await
+    }
+    fn status_spec(status: Status) -> CampaignSpec {
+        CampaignSpec {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+}
+
+impl InventoryItem for AdGroup {
+    type Spec = GroupSpec;
+    const KIND: &'static str = "ad group";
+    const PARENT: &'static str = "campaign_id";
+    async fn create(store: &AdStore, scope: &Scope, spec: &GroupSpec) -> Result<Self> {
+        store.create_group(scope, spec, None).await
+    }
+    async fn get(store: &AdStore, scope: &Scope, id: &str) -> Result<Self> {
+        store.group(scope, id).await
+    }
+    async fn list(store: &AdStore, scope: &Scope, parent: Option<&str>) -> Result<Vec<Self>> {
+        store.groups(scope, parent).await
+    }
+    async fn update(store: &AdStore, scope: &Scope, id: &str, spec: &GroupSpec) -> Result<Self> {
+        store.update_group(scope, id, spec, None).await
+    }
+    fn status_spec(status: Status) -> GroupSpec {
+        GroupSpec {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+}
+
+impl InventoryItem for Creative {
+    type Spec = CreativeSpec;
+    const KIND: &'static str = "creative";
+    const PARENT: &'static str = "group_id";
+    async fn create(store: &AdStore, scope: &Scope, spec: &CreativeSpec) -> Result<Self> {
+        store.create_creative(scope, spec, None).await
+    }
+    async fn get(store: &AdStore, scope: &Scope, id: &str) -> Result<Self> {
+        store.creative(scope, id).await
+    }
+    async fn list(store: &AdStore, scope: &Scope, parent: Option<&str>) -> Result<Vec<Self>> {
+        store.creatives(scope, parent).await
+    }
+    async fn update(store: &AdStore, scope: &Scope, id: &str, spec: &CreativeSpec) -> Result<Self> {
+        store.update_creative(scope, id, spec, None).await
+    }
+    fn status_spec(status: Status) -> CreativeSpec {
+        CreativeSpec {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+}

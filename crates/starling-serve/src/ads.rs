@@ -21,8 +21,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use starling_ads::{
-    day_of, now_ms, AdServer, CampaignSpec, CreativeSpec, DecideRequest, EventInput, GroupSpec,
-    Scope, Status,
+    day_of, now_ms, AdGroup, AdServer, Campaign, Creative, DecideRequest, EventInput,
+    InventoryItem, Scope, Status,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,34 +34,9 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/v1/ads/advertisers",
             post(create_advertiser).get(list_advertisers),
         )
-        .route(
-            "/v1/ads/campaigns",
-            post(create_campaign).get(list_campaigns),
-        )
-        .route(
-            "/v1/ads/campaigns/{id}",
-            get(get_campaign)
-                .patch(update_campaign)
-                .delete(delete_campaign),
-        )
-        .route("/v1/ads/campaigns/{id}/{action}", post(campaign_action))
-        .route("/v1/ads/groups", post(create_group).get(list_groups))
-        .route(
-            "/v1/ads/groups/{id}",
-            get(get_group).patch(update_group).delete(delete_group),
-        )
-        .route("/v1/ads/groups/{id}/{action}", post(group_action))
-        .route(
-            "/v1/ads/creatives",
-            post(create_creative).get(list_creatives),
-        )
-        .route(
-            "/v1/ads/creatives/{id}",
-            get(get_creative)
-                .patch(update_creative)
-                .delete(delete_creative),
-        )
-        .route("/v1/ads/creatives/{id}/{action}", post(creative_action))
+        .merge(item_routes::<Campaign>("/v1/ads/campaigns"))
+        .merge(item_routes::<AdGroup>("/v1/ads/groups"))
+        .merge(item_routes::<Creative>("/v1/ads/creatives"))
         .route("/v1/ads/reports", get(reports))
         .route("/v1/ads/decide", post(decide))
         .route("/v1/ads/events", post(events))
@@ -195,286 +170,101 @@ async fn list_advertisers(
 
 type Params = Query<HashMap<String, String>>;
 
-async fn create_campaign(
+async fn create<T: InventoryItem>(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
-    let spec: CampaignSpec = body(&headers, b)?;
-    let c = ads.store().create_campaign(&sc, &spec).await.map_err(api)?;
+    let spec: T::Spec = body(&headers, b)?;
+    let item = T::create(ads.store(), &sc, &spec).await.map_err(api)?;
     refresh(&ads).await?;
-    Ok((StatusCode::CREATED, Json(c)).into_response())
+    Ok((StatusCode::CREATED, Json(item)).into_response())
 }
 
-async fn list_campaigns(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
-    let list = ads.store().campaigns(&sc).await.map_err(api)?;
-    Ok(Json(json!({"data": list})).into_response())
-}
-
-async fn get_campaign(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
-    Ok(Json(ads.store().campaign(&sc, &id).await.map_err(api)?).into_response())
-}
-
-async fn change_campaign(
-    s: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-    spec: CampaignSpec,
-) -> Result<Response, ApiError> {
-    let ads = ads(s)?;
-    let sc = scope(s, &ads, headers).await?;
-    let c = ads
-        .store()
-        .update_campaign(&sc, id, &spec)
-        .await
-        .map_err(api)?;
-    refresh(&ads).await?;
-    Ok(Json(c).into_response())
-}
-
-async fn update_campaign(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let spec: CampaignSpec = body(&headers, b)?;
-    change_campaign(&s, &headers, &id, spec).await
-}
-
-async fn delete_campaign(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let spec = CampaignSpec {
-        status: Some(Status::Deleted),
-        ..Default::default()
-    };
-    change_campaign(&s, &headers, &id, spec).await
-}
-
-fn action_status(action: &str) -> Result<Status, ApiError> {
-    match action {
-        "pause" => Ok(Status::Paused),
-        "resume" => Ok(Status::Active),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            format!("no action {action:?} (pause, resume)"),
-        )),
-    }
-}
-
-async fn campaign_action(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let spec = CampaignSpec {
-        status: Some(action_status(&action)?),
-        ..Default::default()
-    };
-    change_campaign(&s, &headers, &id, spec).await
-}
-
-async fn create_group(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
-    let spec: GroupSpec = body(&headers, b)?;
-    let g = ads
-        .store()
-        .create_group(&sc, &spec, None)
-        .await
-        .map_err(api)?;
-    refresh(&ads).await?;
-    Ok((StatusCode::CREATED, Json(g)).into_response())
-}
-
-async fn list_groups(
+async fn list<T: InventoryItem>(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
-    let list = ads
-        .store()
-        .groups(&sc, q.get("campaign_id").map(String::as_str))
+    let items = T::list(ads.store(), &sc, q.get(T::PARENT).map(String::as_str))
         .await
         .map_err(api)?;
-    Ok(Json(json!({"data": list})).into_response())
+    Ok(Json(json!({"data": items})).into_response())
 }
 
-async fn get_group(
+async fn get_one<T: InventoryItem>(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
-    Ok(Json(ads.store().group(&sc, &id).await.map_err(api)?).into_response())
+    Ok(Json(T::get(ads.store(), &sc, &id).await.map_err(api)?).into_response())
 }
 
-async fn change_group(
+async fn change<T: InventoryItem>(
     s: &AppState,
     headers: &HeaderMap,
     id: &str,
-    spec: GroupSpec,
+    spec: T::Spec,
 ) -> Result<Response, ApiError> {
     let ads = ads(s)?;
     let sc = scope(s, &ads, headers).await?;
-    let g = ads
-        .store()
-        .update_group(&sc, id, &spec, None)
-        .await
-        .map_err(api)?;
+    let item = T::update(ads.store(), &sc, id, &spec).await.map_err(api)?;
     refresh(&ads).await?;
-    Ok(Json(g).into_response())
+    Ok(Json(item).into_response())
 }
 
-async fn update_group(
+async fn update<T: InventoryItem>(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let spec: GroupSpec = body(&headers, b)?;
-    change_group(&s, &headers, &id, spec).await
+    let spec: T::Spec = body(&headers, b)?;
+    change::<T>(&s, &headers, &id, spec).await
 }
 
-async fn delete_group(
+async fn delete<T: InventoryItem>(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let spec = GroupSpec {
-        status: Some(Status::Deleted),
-        ..Default::default()
-    };
-    change_group(&s, &headers, &id, spec).await
+    change::<T>(&s, &headers, &id, T::status_spec(Status::Deleted)).await
 }
 
-async fn group_action(
+async fn action<T: InventoryItem>(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let spec = GroupSpec {
-        status: Some(action_status(&action)?),
-        ..Default::default()
+    let status = match action.as_str() {
+        "pause" => Status::Paused,
+        "resume" => Status::Active,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("no action {action:?} for a {} (pause, resume)", T::KIND),
+            ))
+        }
     };
-    change_group(&s, &headers, &id, spec).await
+    change::<T>(&s, &headers, &id, T::status_spec(status)).await
 }
 
-async fn create_creative(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
-    let spec: CreativeSpec = body(&headers, b)?;
-    let c = ads
-        .store()
-        .create_creative(&sc, &spec, None)
-        .await
-        .map_err(api)?;
-    refresh(&ads).await?;
-    Ok((StatusCode::CREATED, Json(c)).into_response())
-}
-
-async fn list_creatives(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Params,
-) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
-    let list = ads
-        .store()
-        .creatives(&sc, q.get("group_id").map(String::as_str))
-        .await
-        .map_err(api)?;
-    Ok(Json(json!({"data": list})).into_response())
-}
-
-async fn get_creative(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
-    Ok(Json(ads.store().creative(&sc, &id).await.map_err(api)?).into_response())
-}
-
-async fn change_creative(
-    s: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-    spec: CreativeSpec,
-) -> Result<Response, ApiError> {
-    let ads = ads(s)?;
-    let sc = scope(s, &ads, headers).await?;
-    let c = ads
-        .store()
-        .update_creative(&sc, id, &spec, None)
-        .await
-        .map_err(api)?;
-    refresh(&ads).await?;
-    Ok(Json(c).into_response())
-}
-
-async fn update_creative(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let spec: CreativeSpec = body(&headers, b)?;
-    change_creative(&s, &headers, &id, spec).await
-}
-
-async fn delete_creative(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let spec = CreativeSpec {
-        status: Some(Status::Deleted),
-        ..Default::default()
-    };
-    change_creative(&s, &headers, &id, spec).await
-}
-
-async fn creative_action(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let spec = CreativeSpec {
-        status: Some(action_status(&action)?),
-        ..Default::default()
-    };
-    change_creative(&s, &headers, &id, spec).await
+/// The five routes of one kind of item under `base` (`/v1/ads/campaigns`, ...).
+fn item_routes<T: InventoryItem>(base: &str) -> Router<Arc<AppState>> {
+    Router::new()
+        .route(base, post(create::<T>).get(list::<T>))
+        .route(
+            &format!("{base}/{{id}}"),
+            get(get_one::<T>).patch(update::<T>).delete(delete::<T>),
+        )
+        .route(&format!("{base}/{{id}}/{{action}}"), post(action::<T>))
 }
 
 fn parse_day(field: &str, s: &str) -> Result<i64, ApiError> {

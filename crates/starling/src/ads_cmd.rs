@@ -349,10 +349,34 @@ fn creative_spec(f: &CreativeFlags) -> CreativeSpec {
     }
 }
 
-fn status_spec<T: Default>(set: impl FnOnce(&mut T)) -> T {
-    let mut t = T::default();
-    set(&mut t);
-    t
+/// Runs one of the shared item commands on an item of kind `T`, printing JSON (or a line per
+/// item for `list`).
+async fn item_cmd<T: InventoryItem, F: Args>(
+    store: &AdStore,
+    cmd: &ItemCmd<F>,
+    spec: impl Fn(&F) -> Result<T::Spec>,
+    line: impl Fn(&T) -> String,
+) -> Result<()> {
+    let op = Scope::Operator;
+    let item = match cmd {
+        ItemCmd::Create(f) => T::create(store, &op, &spec(f)?).await?,
+        ItemCmd::List { parent } => {
+            for item in T::list(store, &op, parent.as_deref()).await? {
+                println!("{}", line(&item));
+            }
+            return Ok(());
+        }
+        ItemCmd::Get { id } => T::get(store, &op, id).await?,
+        ItemCmd::Update { id, flags } => T::update(store, &op, id, &spec(flags)?).await?,
+        ItemCmd::Pause { id } => T::update(store, &op, id, &T::status_spec(Status::Paused)).await?,
+        ItemCmd::Resume { id } => {
+            T::update(store, &op, id, &T::status_spec(Status::Active)).await?
+        }
+        ItemCmd::Delete { id } => {
+            T::update(store, &op, id, &T::status_spec(Status::Deleted)).await?
+        }
+    };
+    print_json(&item)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -427,171 +451,48 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
             }
         }
         AdsCommand::Campaign { which } => {
-            let store = open(db).await?;
-            let c = match which {
-                ItemCmd::Create(f) => store.create_campaign(&op, &campaign_spec(f)?).await?,
-                ItemCmd::List { parent } => {
-                    for c in store.campaigns(&op).await? {
-                        if parent.as_ref().is_none_or(|p| *p == c.advertiser_id) {
-                            println!(
-                                "{}\t{}\t{}\t{} USD/day\t{}",
-                                c.id,
-                                c.status.as_str(),
-                                c.bid_type.as_str(),
-                                usd(c.daily_budget_micros),
-                                c.name
-                            );
-                        }
-                    }
-                    return Ok(());
-                }
-                ItemCmd::Get { id } => store.campaign(&op, id).await?,
-                ItemCmd::Update { id, flags } => {
-                    store
-                        .update_campaign(&op, id, &campaign_spec(flags)?)
-                        .await?
-                }
-                ItemCmd::Pause { id } => {
-                    store
-                        .update_campaign(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Paused)),
-                        )
-                        .await?
-                }
-                ItemCmd::Resume { id } => {
-                    store
-                        .update_campaign(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Active)),
-                        )
-                        .await?
-                }
-                ItemCmd::Delete { id } => {
-                    store
-                        .update_campaign(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut CampaignSpec| s.status = Some(Status::Deleted)),
-                        )
-                        .await?
-                }
-            };
-            print_json(&c)?;
+            item_cmd::<Campaign, _>(&open(db).await?, which, campaign_spec, |c| {
+                format!(
+                    "{}\t{}\t{}\t{} USD/day\t{}",
+                    c.id,
+                    c.status.as_str(),
+                    c.bid_type.as_str(),
+                    usd(c.daily_budget_micros),
+                    c.name
+                )
+            })
+            .await?
         }
         AdsCommand::Group { which } => {
-            let store = open(db).await?;
-            let g = match which {
-                ItemCmd::Create(f) => store.create_group(&op, &group_spec(f)?, None).await?,
-                ItemCmd::List { parent } => {
-                    for g in store.groups(&op, parent.as_deref()).await? {
-                        println!(
-                            "{}\t{}\t{}\tbid {} USD\t{}\t{}",
-                            g.id,
-                            g.campaign_id,
-                            g.status.as_str(),
-                            usd(g.bid_micros),
-                            g.keywords.join(","),
-                            g.name
-                        );
-                    }
-                    return Ok(());
-                }
-                ItemCmd::Get { id } => store.group(&op, id).await?,
-                ItemCmd::Update { id, flags } => {
-                    store
-                        .update_group(&op, id, &group_spec(flags)?, None)
-                        .await?
-                }
-                ItemCmd::Pause { id } => {
-                    store
-                        .update_group(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Paused)),
-                            None,
-                        )
-                        .await?
-                }
-                ItemCmd::Resume { id } => {
-                    store
-                        .update_group(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Active)),
-                            None,
-                        )
-                        .await?
-                }
-                ItemCmd::Delete { id } => {
-                    store
-                        .update_group(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut GroupSpec| s.status = Some(Status::Deleted)),
-                            None,
-                        )
-                        .await?
-                }
-            };
-            print_json(&g)?;
+            item_cmd::<AdGroup, _>(&open(db).await?, which, group_spec, |g| {
+                format!(
+                    "{}\t{}\t{}\tbid {} USD\t{}\t{}",
+                    g.id,
+                    g.campaign_id,
+                    g.status.as_str(),
+                    usd(g.bid_micros),
+                    g.keywords.join(","),
+                    g.name
+                )
+            })
+            .await?
         }
         AdsCommand::Creative { which } => {
-            let store = open(db).await?;
-            let c = match which {
-                ItemCmd::Create(f) => store.create_creative(&op, &creative_spec(f), None).await?,
-                ItemCmd::List { parent } => {
-                    for c in store.creatives(&op, parent.as_deref()).await? {
-                        println!(
-                            "{}\t{}\t{}\t{}",
-                            c.id,
-                            c.group_id,
-                            c.status.as_str(),
-                            c.text
-                        );
-                    }
-                    return Ok(());
-                }
-                ItemCmd::Get { id } => store.creative(&op, id).await?,
-                ItemCmd::Update { id, flags } => {
-                    store
-                        .update_creative(&op, id, &creative_spec(flags), None)
-                        .await?
-                }
-                ItemCmd::Pause { id } => {
-                    store
-                        .update_creative(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Paused)),
-                            None,
-                        )
-                        .await?
-                }
-                ItemCmd::Resume { id } => {
-                    store
-                        .update_creative(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Active)),
-                            None,
-                        )
-                        .await?
-                }
-                ItemCmd::Delete { id } => {
-                    store
-                        .update_creative(
-                            &op,
-                            id,
-                            &status_spec(|s: &mut CreativeSpec| s.status = Some(Status::Deleted)),
-                            None,
-                        )
-                        .await?
-                }
-            };
-            print_json(&c)?;
+            item_cmd::<Creative, _>(
+                &open(db).await?,
+                which,
+                |f| Ok(creative_spec(f)),
+                |c| {
+                    format!(
+                        "{}\t{}\t{}\t{}",
+                        c.id,
+                        c.group_id,
+                        c.status.as_str(),
+                        c.text
+                    )
+                },
+            )
+            .await?
         }
         AdsCommand::Report {
             campaign,
