@@ -9,7 +9,7 @@
 
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
-use crate::openai::parse_json;
+use crate::openai::{parse_json, typed};
 use crate::server::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -121,11 +121,7 @@ fn body<T: DeserializeOwned>(
     headers: &HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let v = parse_json(headers, b)?;
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::invalid(&path, format!("{path}: {}", e.inner()))
-    })
+    typed(&parse_json(headers, b)?)
 }
 
 async fn refresh(ads: &AdServer) -> Result<(), ApiError> {
@@ -363,10 +359,7 @@ async fn events(
     ) {
         obj.entry("idempotency_key").or_insert(json!(k));
     }
-    let ev: EventInput = serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::invalid(&path, format!("{path}: {}", e.inner()))
-    })?;
+    let ev: EventInput = typed(&v)?;
     let r = ads.record(&ev).await.map_err(api)?;
     Ok(Json(r).into_response())
 }
