@@ -647,8 +647,19 @@ fn train_safety(a: &TrainSafetyArgs) -> Result<()> {
         )?
         .progress_chars("=> "),
     );
-    let s =
-        starling_ads::safety::train(&embedder, &data, a.epochs, &|n| bar.set_position(n as u64))?;
+    // Without a terminal the bar is hidden: a line every tenth of the way instead.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let step = (total / 10).max(1);
+    let t = Instant::now();
+    let s = starling_ads::safety::train(&embedder, &data, a.epochs, &|n| {
+        if plain && n / step != n.saturating_sub(64) / step {
+            eprintln!(
+                "train-safety: embedded {n}/{total} tweets in {:.0}s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        bar.set_position(n as u64)
+    })?;
     bar.finish_and_clear();
     if let Some(r) = &s.report {
         println!(
