@@ -239,6 +239,7 @@ struct CreativeEntry {
 struct Index {
     campaigns: Vec<Campaign>,
     campaign_by_id: HashMap<String, usize>,
+    group_by_id: HashMap<String, usize>,
     groups: Vec<GroupEntry>,
     creatives: Vec<CreativeEntry>,
     keywords: HashMap<String, Vec<usize>>,
@@ -434,13 +435,12 @@ impl AdServer {
             ix.campaign_by_id.insert(c.id.clone(), ix.campaigns.len());
             ix.campaigns.push(c);
         }
-        let mut group_by_id = HashMap::new();
         for ((g, _), v) in inv.groups.into_iter().zip(group_vecs) {
             let Some(&campaign) = ix.campaign_by_id.get(&g.campaign_id) else {
                 continue;
             };
             let gi = ix.groups.len();
-            group_by_id.insert(g.id.clone(), gi);
+            ix.group_by_id.insert(g.id.clone(), gi);
             for k in &g.keywords {
                 let keys = if k.starts_with('#') {
                     vec![k.clone()]
@@ -462,7 +462,7 @@ impl AdServer {
             });
         }
         for ((c, _), v) in inv.creatives.into_iter().zip(creative_vecs) {
-            let Some(&gi) = group_by_id.get(&c.group_id) else {
+            let Some(&gi) = ix.group_by_id.get(&c.group_id) else {
                 continue;
             };
             // Creatives do not retrieve (their text is the advertiser's copy, not its audience);
@@ -920,7 +920,7 @@ impl AdServer {
                     }
                     e.1 += cost_micros;
                     if ev.kind == EventKind::Click && cost_micros > 0 {
-                        if let Some(g) = ix.groups.iter().find(|g| g.group.id == facts.group) {
+                        if let Some(g) = ix.group_by_id.get(&facts.group).map(|&i| &ix.groups[i]) {
                             if ix.campaigns[g.campaign].bid_type == BidType::TargetCpc {
                                 let bid = g.group.bid_micros;
                                 live.target
