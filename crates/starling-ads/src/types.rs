@@ -29,6 +29,17 @@ pub fn day_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(DAY_MS)
 }
 
+/// The UTC day number of a date `YYYY-MM-DD` given as `field`.
+pub fn day_from_date(field: &str, s: &str) -> Result<i64> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| Error::invalid(field, format!("{s:?} is not a date YYYY-MM-DD")))?;
+    let ms = d
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| Error::invalid(field, format!("{s:?} is not a date YYYY-MM-DD")))?;
+    Ok(day_of(ms))
+}
+
 /// Lifecycle of any inventory item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -617,6 +628,13 @@ mod tests {
         assert!(g.validate().unwrap_err().to_string().contains("bid_micros"));
         g.bid_micros = MAX_BID + 1;
         assert!(g.validate().is_err());
+    }
+
+    #[test]
+    fn dates_become_utc_days_and_bad_ones_name_the_field() {
+        assert_eq!(day_from_date("from", "1970-01-02").unwrap(), 1);
+        let e = day_from_date("from", "2026-13-01").unwrap_err().to_string();
+        assert!(e.starts_with("from:") && e.contains("YYYY-MM-DD"), "{e}");
     }
 
     #[test]

@@ -21,8 +21,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use starling_ads::{
-    day_of, now_ms, AdGroup, AdServer, Campaign, Creative, DecideRequest, EventInput,
-    InventoryItem, Scope, Status,
+    day_from_date, day_of, now_ms, AdGroup, AdServer, Campaign, Creative, DecideRequest,
+    EventInput, InventoryItem, Scope, Status,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -263,17 +263,6 @@ fn item_routes<T: InventoryItem>(base: &str) -> Router<Arc<AppState>> {
         .route(&format!("{base}/{{id}}/{{action}}"), post(action::<T>))
 }
 
-fn parse_day(field: &str, s: &str) -> Result<i64, ApiError> {
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-        ApiError::invalid(field, format!("{field}: {s:?} is not a date YYYY-MM-DD"))
-    })?;
-    let ms = d
-        .and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc().timestamp_millis())
-        .ok_or_else(|| ApiError::invalid(field, "not a date"))?;
-    Ok(day_of(ms))
-}
-
 async fn reports(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -282,11 +271,11 @@ async fn reports(
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
     let from = match q.get("from") {
-        Some(d) => parse_day("from", d)?,
+        Some(d) => day_from_date("from", d).map_err(api)?,
         None => day_of(now_ms()),
     };
     let to = match q.get("to") {
-        Some(d) => parse_day("to", d)?,
+        Some(d) => day_from_date("to", d).map_err(api)?,
         None => from,
     };
     if to < from || to - from > 366 {

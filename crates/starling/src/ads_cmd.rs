@@ -384,17 +384,6 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
-fn parse_day(s: &str) -> Result<i64> {
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .with_context(|| format!("{s:?}: a date YYYY-MM-DD expected"))?;
-    let ms = d
-        .and_hms_opt(0, 0, 0)
-        .context("midnight")?
-        .and_utc()
-        .timestamp_millis();
-    Ok(day_of(ms))
-}
-
 fn embedder_for(model: Option<&Path>) -> Result<Option<Arc<dyn Embedder>>> {
     match model {
         Some(m) => Ok(Some(Arc::new(crate::search_cmd::load_embedder(
@@ -502,11 +491,11 @@ async fn run_async(db: &DbArg, cmd: &AdsCommand) -> Result<()> {
         } => {
             let store = open(db).await?;
             let from = match from {
-                Some(s) => parse_day(s)?,
+                Some(s) => day_from_date("--from", s)?,
                 None => day_of(now_ms()),
             };
             let to = match to {
-                Some(s) => parse_day(s)?,
+                Some(s) => day_from_date("--to", s)?,
                 None => from,
             };
             let reports = store.reports(&op, campaign.as_deref(), from, to).await?;
@@ -622,7 +611,7 @@ async fn simulate_cmd(a: &SimulateArgs) -> Result<()> {
     let png = a.out.join("pacing.png");
     simulate::pacing_png(&results, &png)?;
     let path = a.out.join("results.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&results)?)
+    starling_model::write_atomic(&path, &serde_json::to_vec_pretty(&results)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!(
         "ads simulate: done in {:.0}s → {} and {}",
@@ -679,10 +668,8 @@ fn train_safety(a: &TrainSafetyArgs) -> Result<()> {
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = a.out.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&s)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    starling_model::write_atomic(&a.out, &serde_json::to_vec_pretty(&s)?)
+        .with_context(|| format!("writing {}", a.out.display()))?;
     println!(
         "brand safety: {} in {:.0}s",
         a.out.display(),
