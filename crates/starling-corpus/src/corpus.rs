@@ -1,11 +1,13 @@
 //! Building a corpus directory: read every input, curate every post, write shards, quarantine,
 //! manifest and data card; and reading one back.
 
+use crate::bots::{AuthorProfiles, BotAuthor, BotModel};
 use crate::curate::{CurateConfig, CurateStats, Curator, Prepared};
+use crate::order::{sort_key, spill_dir, Entry, Sorter};
 use crate::error::{Error, Result};
 use crate::hash::fx64;
 use crate::post::{Post, Verdict};
-use crate::read::{read_file, Compression, Deletion, Format, Item, ReadOptions};
+use crate::read::{read_file, Compression, Deletion, Format, Item, Quarantined, ReadOptions};
 use crate::write::{sha256_file, write_atomic, AtomicFile};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,9 @@ pub struct CorpusConfig {
     pub val_fraction: f64,
     /// Posts per shard. By default 100,000.
     pub shard_posts: usize,
+    /// Memory for sorting posts by time before curation, in MiB; past it, sorted runs go to disk
+    /// inside the output directory. By default 2,048.
+    pub sort_memory_mb: usize,
 }
 
 impl Default for CorpusConfig {
@@ -40,6 +45,7 @@ impl Default for CorpusConfig {
             curate: CurateConfig::default(),
             val_fraction: 0.02,
             shard_posts: 100_000,
+            sort_memory_mb: 2048,
         }
     }
 }
@@ -207,6 +213,25 @@ pub struct Manifest {
     pub quarantine: ShardRecord,
     /// Deletions applied.
     pub lineage: Lineage,
+    /// Authors judged automated.
+    #[serde(default)]
+    pub bots: BotSummary,
+    /// Things an operator should look at (also logged as warnings).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// What the author-level automation rule did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BotSummary {
+    /// Authors profiled.
+    pub authors_profiled: u64,
+    /// Authors judged automated.
+    pub authors_flagged: u64,
+    /// Posts read of those authors.
+    pub posts_of_flagged: u64,
+    /// The flagged authors with the most posts (up to 25), with the reason.
+    pub top: Vec<BotAuthor>,
 }
 
 /// Size of the dedup state at the end of the build.
@@ -387,6 +412,7 @@ impl CorpusBuilder {
             kept_untimed: Vec::new(),
             card: CardStats::default(),
             synthetic: false,
+            by_file: HashMap::new(),
         };
         let qpath = out.join("quarantine.jsonl");
         let mut quarantine = AtomicFile::create(&qpath)?;
@@ -398,75 +424,198 @@ impl CorpusBuilder {
         };
         let read_opts = &self.config.read;
         let shard_posts = self.config.shard_posts;
-        let (shard_records, (qsha, qbytes)) =
-            std::thread::scope(|scope| -> Result<(Vec<ShardRecord>, (String, u64))> {
-                // reader → W preparers (batch k to preparer k % W) → this thread, reading the
-                // preparers' outputs round-robin, so order is restored exactly.
-                let workers = std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-                    .clamp(1, 8);
-                let (post_tx, post_rx) = std::sync::mpsc::sync_channel::<Vec<Box<Post>>>(8);
-                let mut to_workers = Vec::new();
-                let mut from_workers = Vec::new();
-                for _ in 0..workers {
-                    let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<RawMsg>(4);
-                    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<ReadMsg>(4);
-                    let preparer = st.curator.preparer();
-                    scope.spawn(move || {
-                        for msg in in_rx {
-                            let out = match msg {
-                                RawMsg::Items(items) => ReadMsg::Items(
-                                    items
-                                        .into_iter()
-                                        .map(|item| match item {
-                                            Item::Post(mut post) => {
-                                                let prep = preparer.prepare(&mut post);
-                                                Work::Post(post, prep)
+        let mut sorter = Sorter::new(spill_dir(out), self.config.sort_memory_mb << 20);
+        let mut profiles = AuthorProfiles::default();
+        // Phase 1: read, prepare (W threads), profile authors and sort by (time, id): no verdict
+        // that depends on other posts is decided before every post is in.
+        std::thread::scope(|scope| -> Result<()> {
+            // reader → W preparers (batch k to preparer k % W) → this thread, reading the
+            // preparers' outputs round-robin, so order is restored exactly.
+            let workers = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 8);
+            let mut to_workers = Vec::new();
+            let mut from_workers = Vec::new();
+            for _ in 0..workers {
+                let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<RawMsg>(4);
+                let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<ReadMsg>(4);
+                let preparer = st.curator.preparer();
+                scope.spawn(move || {
+                    for msg in in_rx {
+                        let out = match msg {
+                            RawMsg::Items(items) => ReadMsg::Items(
+                                items
+                                    .into_iter()
+                                    .map(|item| match item {
+                                        Item::Post(mut post) => {
+                                            match preparer.try_prepare(&mut post) {
+                                                Ok(prep) => Work::Post(post, prep),
+                                                Err(panic) => Work::Other(panicked(&post, &panic)),
                                             }
-                                            other => Work::Other(other),
-                                        })
-                                        .collect(),
-                                ),
-                                RawMsg::FileDone(h, r) => ReadMsg::FileDone(h, r),
-                            };
-                            if out_tx.send(out).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    to_workers.push(in_tx);
-                    from_workers.push(out_rx);
-                }
-                let files_ref = &files;
-                let reader = scope.spawn(move || {
-                    let mut k = 0usize;
-                    let mut send = |msg: RawMsg| {
-                        let ok = to_workers[k % to_workers.len()].send(msg).is_ok();
-                        k += 1;
-                        ok
-                    };
-                    for file in files_ref {
-                        let hashed = sha256_file(file);
-                        let mut batch = Vec::with_capacity(BATCH);
-                        let mut alive = true;
-                        let mut sink = |item: Item| {
-                            batch.push(item);
-                            if batch.len() >= BATCH && alive {
-                                alive = send(RawMsg::Items(std::mem::replace(
-                                    &mut batch,
-                                    Vec::with_capacity(BATCH),
-                                )));
-                            }
+                                        }
+                                        other => Work::Other(other),
+                                    })
+                                    .collect(),
+                            ),
+                            RawMsg::FileDone(h, r) => ReadMsg::FileDone(h, r),
                         };
-                        let result = read_file(file, read_opts, &mut sink);
-                        if !send(RawMsg::Items(batch)) || !send(RawMsg::FileDone(hashed, result)) {
+                        if out_tx.send(out).is_err() {
                             return;
                         }
                     }
                 });
-                let item_rx =
-                    (0..).map_while(|k: usize| from_workers[k % from_workers.len()].recv().ok());
+                to_workers.push(in_tx);
+                from_workers.push(out_rx);
+            }
+            let files_ref = &files;
+            let reader = scope.spawn(move || {
+                let mut k = 0usize;
+                let mut send = |msg: RawMsg| {
+                    let ok = to_workers[k % to_workers.len()].send(msg).is_ok();
+                    k += 1;
+                    ok
+                };
+                for file in files_ref {
+                    let hashed = sha256_file(file);
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let mut alive = true;
+                    let mut sink = |item: Item| {
+                        batch.push(item);
+                        if batch.len() >= BATCH && alive {
+                            alive = send(RawMsg::Items(std::mem::replace(
+                                &mut batch,
+                                Vec::with_capacity(BATCH),
+                            )));
+                        }
+                    };
+                    // A reader that panics costs its file, not the run: the error names it.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        read_file(file, read_opts, &mut sink)
+                    }))
+                    .unwrap_or_else(|p| {
+                        Err(Error::Format {
+                            path: file.clone(),
+                            line: 0,
+                            message: format!(
+                                "reader failed: {}",
+                                starling_text::panic_message(p.as_ref())
+                            ),
+                        })
+                    });
+                    if !send(RawMsg::Items(batch)) || !send(RawMsg::FileDone(hashed, result)) {
+                        return;
+                    }
+                }
+            });
+            // Owning the receivers: leaving the loop early drops them, which unblocks the
+            // preparers and then the reader, so joining it cannot hang.
+            let item_rx = (0..)
+                .map_while(move |k: usize| from_workers[k % from_workers.len()].recv().ok());
+            let mut file_iter = files.iter();
+            let mut rec = new_input(file_iter.next());
+            let mut outcome: Result<()> = Ok(());
+            let mut profiled: HashSet<u64> = HashSet::new();
+            for msg in item_rx {
+                match msg {
+                    ReadMsg::Items(items) => {
+                        for item in items {
+                            match item {
+                                Work::Post(post, mut prep) => {
+                                    rec.posts += 1;
+                                    prog.posts += 1;
+                                    let signal = prep.signal.take();
+                                    let deleted = deleted_posts.contains(&post.id)
+                                        || post
+                                            .author_id
+                                            .as_ref()
+                                            .is_some_and(|a| deleted_users.contains(a));
+                                    if let (Some(author), Some(signal), false) =
+                                        (AuthorProfiles::author_of(&post), signal, deleted)
+                                    {
+                                        if profiled.insert(fx64(post.id.as_bytes())) {
+                                            let t = post.created_at.map(|t| t.timestamp_millis());
+                                            profiles.observe(author, &signal, t);
+                                        }
+                                    }
+                                    if let Err(e) = sorter.push(Entry {
+                                        key: sort_key(&post),
+                                        post,
+                                        prep,
+                                    }) {
+                                        outcome = Err(e);
+                                    }
+                                }
+                                Work::Other(Item::Post(_)) => {}
+                                Work::Other(Item::Deletion(_)) => rec.deletions += 1,
+                                Work::Other(Item::Notice(kind)) => {
+                                    rec.notices += 1;
+                                    *st.counts.notices.entry(kind.to_string()).or_default() += 1;
+                                }
+                                Work::Other(Item::Quarantined(q)) => {
+                                    rec.quarantined += 1;
+                                    st.counts.read += 1;
+                                    st.counts.quarantined += 1;
+                                    let line = serde_json::to_vec(&q).unwrap_or_default();
+                                    if let Err(e) = quarantine
+                                        .write_all(&line)
+                                        .and_then(|_| quarantine.write_all(b"\n"))
+                                    {
+                                        outcome = Err(Error::io(&qpath, e));
+                                    }
+                                }
+                            }
+                        }
+                        progress(prog);
+                    }
+                    ReadMsg::FileDone(hashed, result) => {
+                        let step =
+                            hashed.and_then(|(sha256, bytes)| result.map(|sn| (sha256, bytes, sn)));
+                        match step {
+                            Ok((sha256, bytes, sniffed)) => {
+                                rec.sha256 = sha256;
+                                rec.bytes = bytes;
+                                rec.format = sniffed.format;
+                                rec.compression = sniffed.compression;
+                                if rec.posts + rec.quarantined + rec.notices + rec.deletions == 0 {
+                                    tracing::warn!(file = %rec.path, "no records in file");
+                                }
+                                inputs.push(std::mem::replace(
+                                    &mut rec,
+                                    new_input(file_iter.next()),
+                                ));
+                                prog.files_done += 1;
+                                progress(prog);
+                            }
+                            Err(e) => outcome = Err(e),
+                        }
+                    }
+                }
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            let _ = reader.join();
+            outcome
+        })?;
+
+        // Between the phases: every author's posts are in, so automation is judged by author.
+        let bot_model = match (&self.config.curate.bots.model, self.config.curate.bots.content) {
+            (_, false) => None,
+            (Some(path), true) => Some(BotModel::load(Path::new(path))?),
+            (None, true) => Some(BotModel::builtin()),
+        };
+        let (bot_authors, bot_keys) = profiles.judge(&self.config.curate.bots, bot_model.as_ref());
+        let authors_profiled = profiles.len() as u64;
+        drop(profiles);
+        st.curator.set_bot_authors(bot_keys);
+
+        // Phase 2: decide in (time, id) order and write.
+        let spilled = sorter.spilled;
+        let mut merged = sorter.finish()?;
+        let (shard_records, (qsha, qbytes)) =
+            std::thread::scope(|scope| -> Result<(Vec<ShardRecord>, (String, u64))> {
+                let (post_tx, post_rx) = std::sync::mpsc::sync_channel::<Vec<Box<Post>>>(8);
                 let out_dir = out.to_path_buf();
                 let writer = scope.spawn(move || -> Result<Vec<ShardRecord>> {
                     let mut shards = ShardSink {
@@ -485,95 +634,45 @@ impl CorpusBuilder {
                     shards.close()?;
                     Ok(shards.done)
                 });
-                let mut file_iter = files.iter();
-                let mut rec = new_input(file_iter.next());
                 let mut outcome: Result<()> = Ok(());
-                for msg in item_rx {
-                    match msg {
-                        ReadMsg::Items(items) => {
-                            let mut written = Vec::with_capacity(items.len());
-                            for item in items {
-                                match item {
-                                    Work::Post(mut post, prep) => {
-                                        rec.posts += 1;
-                                        prog.posts += 1;
-                                        if st.accept(
-                                            &mut post,
-                                            prep,
-                                            &deleted_posts,
-                                            &deleted_users,
-                                        ) {
-                                            written.push(post);
-                                        }
-                                    }
-                                    Work::Other(Item::Post(_)) => {}
-                                    Work::Other(Item::Deletion(_)) => rec.deletions += 1,
-                                    Work::Other(Item::Notice(kind)) => {
-                                        rec.notices += 1;
-                                        *st.counts.notices.entry(kind.to_string()).or_default() +=
-                                            1;
-                                    }
-                                    Work::Other(Item::Quarantined(q)) => {
-                                        rec.quarantined += 1;
-                                        st.counts.read += 1;
-                                        st.counts.quarantined += 1;
-                                        let line = serde_json::to_vec(&q).unwrap_or_default();
-                                        if let Err(e) = quarantine
-                                            .write_all(&line)
-                                            .and_then(|_| quarantine.write_all(b"\n"))
-                                        {
-                                            outcome = Err(Error::io(&qpath, e));
-                                        }
-                                    }
-                                }
-                            }
-                            if !written.is_empty() && post_tx.send(written).is_err() {
-                                break;
-                            }
-                            progress(prog);
+                let mut written = Vec::with_capacity(BATCH);
+                loop {
+                    let entry = match merged.next_entry() {
+                        Ok(Some(e)) => e,
+                        Ok(None) => break,
+                        Err(e) => {
+                            outcome = Err(e);
+                            break;
                         }
-                        ReadMsg::FileDone(hashed, result) => {
-                            let step = hashed
-                                .and_then(|(sha256, bytes)| result.map(|sn| (sha256, bytes, sn)));
-                            match step {
-                                Ok((sha256, bytes, sniffed)) => {
-                                    rec.sha256 = sha256;
-                                    rec.bytes = bytes;
-                                    rec.format = sniffed.format;
-                                    rec.compression = sniffed.compression;
-                                    if rec.posts + rec.quarantined + rec.notices + rec.deletions
-                                        == 0
-                                    {
-                                        tracing::warn!(file = %rec.path, "no records in file");
-                                    }
-                                    inputs.push(std::mem::replace(
-                                        &mut rec,
-                                        new_input(file_iter.next()),
-                                    ));
-                                    prog.files_done += 1;
-                                    progress(prog);
-                                }
-                                Err(e) => {
-                                    outcome = Err(e);
-                                    break;
-                                }
-                            }
+                    };
+                    let Entry { mut post, prep, .. } = entry;
+                    if st.accept(&mut post, prep, &deleted_posts, &deleted_users) {
+                        written.push(post);
+                        if written.len() >= BATCH
+                            && post_tx
+                                .send(std::mem::replace(&mut written, Vec::with_capacity(BATCH)))
+                                .is_err()
+                        {
+                            break;
                         }
                     }
-                    if outcome.is_err() {
-                        break;
-                    }
+                }
+                if !written.is_empty() {
+                    let _ = post_tx.send(written);
                 }
                 drop(post_tx);
                 let shards = writer.join().map_err(|_| Error::Config {
                     field: "writer",
                     message: "shard writer thread panicked".into(),
                 })?;
-                let _ = reader.join();
                 outcome?;
                 let shards = shards?;
                 Ok((shards, quarantine.finish()?))
             })?;
+        drop(merged);
+        if spilled > 0 {
+            tracing::info!(spilled, "sorted by time through runs on disk");
+        }
         remove_stale_shards(out, &shard_records)?;
         let BuildState {
             curator,
@@ -584,8 +683,19 @@ impl CorpusBuilder {
             kept_untimed,
             card,
             synthetic,
+            by_file,
             ..
         } = st;
+        let warnings = rule_warnings(&by_file, &bot_authors);
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let bots = BotSummary {
+            authors_profiled,
+            authors_flagged: bot_authors.len() as u64,
+            posts_of_flagged: bot_authors.iter().map(|b| b.posts).sum(),
+            top: bot_authors.iter().take(25).cloned().collect(),
+        };
         let split = make_split(self.config.val_fraction, &mut kept_times, &kept_untimed);
         removed_posts.sort();
         removed_posts.dedup();
@@ -619,6 +729,8 @@ impl CorpusBuilder {
                 deleted_posts: removed_posts,
                 deleted_users: removed_users,
             },
+            bots,
+            warnings,
         };
         write_atomic(
             &out.join("data-card.md"),
@@ -628,6 +740,59 @@ impl CorpusBuilder {
         write_atomic(&out.join("manifest.json"), &json)?;
         Ok(manifest)
     }
+}
+
+/// A record whose preparation panicked (a parser bug it tripped), as a quarantine entry.
+fn panicked(post: &Post, message: &str) -> Item {
+    let raw: String = post.text.chars().take(16 << 10).collect();
+    Item::Quarantined(Quarantined {
+        file: post.origin.file.clone(),
+        line: post.origin.line,
+        reason: format!("preparing the post failed (a parser bug): {message}"),
+        raw_bytes: post.text.len() as u64,
+        raw,
+    })
+}
+
+/// Share of one input's posts above which one rule's verdict is worth a warning.
+const RULE_WARN_SHARE: f64 = 0.2;
+
+/// Warnings for inputs where one rule removed more than [`RULE_WARN_SHARE`] of the posts
+/// (reposts, held-out and same-id aside), and for the authors the bot rule removed.
+fn rule_warnings(
+    by_file: &HashMap<String, BTreeMap<Verdict, u64>>,
+    bots: &[BotAuthor],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = by_file.iter().collect();
+    files.sort_by(|a, b| a.0.cmp(b.0));
+    for (file, verdicts) in files {
+        let total: u64 = verdicts.values().sum();
+        for (v, n) in verdicts {
+            let judged = !matches!(
+                v,
+                Verdict::Kept | Verdict::Repost | Verdict::HeldOut | Verdict::SameId
+            );
+            if judged && total >= 20 && *n as f64 > RULE_WARN_SHARE * total as f64 {
+                out.push(format!(
+                    "{file}: rule `{}` removed {n} of its {total} posts ({:.0}%)",
+                    v.name(),
+                    100.0 * *n as f64 / total as f64
+                ));
+            }
+        }
+    }
+    if let Some(b) = bots.first() {
+        out.push(format!(
+            "bot rule: {} authors judged automated ({} posts); most posts: {} ({}, {})",
+            bots.len(),
+            bots.iter().map(|b| b.posts).sum::<u64>(),
+            b.author,
+            b.posts,
+            b.reason
+        ));
+    }
+    out
 }
 
 /// Items per batch passed between the build threads.
@@ -674,6 +839,8 @@ struct BuildState {
     kept_untimed: Vec<u64>,
     card: CardStats,
     synthetic: bool,
+    /// Verdicts by input file (for the "one rule removed most of a file" warning).
+    by_file: HashMap<String, BTreeMap<Verdict, u64>>,
 }
 
 impl BuildState {
@@ -703,6 +870,12 @@ impl BuildState {
             return false;
         }
         self.curator.decide(post, prep);
+        *self
+            .by_file
+            .entry(post.origin.file.clone())
+            .or_default()
+            .entry(post.verdict)
+            .or_default() += 1;
         self.synthetic |= post.synthetic;
         self.counts.add(post.verdict, 1);
         self.counts.written += 1;
@@ -944,6 +1117,29 @@ fn data_card(m: &Manifest, card: &CardStats) -> String {
         m.lineage.deleted_posts.len(),
         m.lineage.deleted_users.len()
     ));
+    s.push_str(&format!(
+        "Automation: {} of {} authors judged automated ({} posts).\n\n",
+        m.bots.authors_flagged, m.bots.authors_profiled, m.bots.posts_of_flagged
+    ));
+    if !m.bots.top.is_empty() {
+        s.push_str("| author | posts | reason |\n|---|---|---|\n");
+        for b in m.bots.top.iter().take(10) {
+            s.push_str(&format!(
+                "| {} | {} | {} |\n",
+                b.author.replace('|', "\\|"),
+                b.posts,
+                b.reason
+            ));
+        }
+        s.push('\n');
+    }
+    if !m.warnings.is_empty() {
+        s.push_str("## Warnings\n\n");
+        for w in &m.warnings {
+            s.push_str(&format!("- {w}\n"));
+        }
+        s.push('\n');
+    }
     s.push_str("## Languages (written posts)\n\n| lang | posts |\n|---|---|\n");
     for (k, v) in top(&card.langs, 15) {
         s.push_str(&format!("| {k} | {v} |\n"));

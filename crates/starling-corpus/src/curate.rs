@@ -1,11 +1,12 @@
 //! Curation: each post gets its entities, training text, language and a verdict.
 
+use crate::bots::{author_key, AuthorProfiles, BotConfig, PostSignal};
 use crate::dedup::{shingle_text, shingles, ExactDedup, MinHasher, NearDupConfig, NearDupIndex};
 use crate::hash::fx64;
 use crate::post::{Post, Verdict};
 use serde::{Deserialize, Serialize};
 use starling_text::{extract_entities, NormalizeConfig, Normalizer, PiiCounts};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashSet;
 
 /// Curation settings; each filter can be turned off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,10 +32,8 @@ pub struct CurateConfig {
     pub max_urls: usize,
     /// A run of this many identical characters is spam. By default 12.
     pub max_char_run: usize,
-    /// Posts by one author within `burst_window_secs` above which the rest are bot output. By default 8.
-    pub burst_posts: usize,
-    /// The burst window in seconds. By default 60.
-    pub burst_window_secs: i64,
+    /// Automation judged by author: repeated bursts, scheduled posting, the content model.
+    pub bots: BotConfig,
     /// Client names (the `source` field) that mark automated posting. By default a few known bot clients.
     pub bot_sources: Vec<String>,
     /// Drop exact duplicates of training text. By default true.
@@ -56,8 +55,7 @@ impl Default for CurateConfig {
             max_mentions: 10,
             max_urls: 4,
             max_char_run: 12,
-            burst_posts: 8,
-            burst_window_secs: 60,
+            bots: BotConfig::default(),
             bot_sources: [
                 "twittbot.net",
                 "IFTTT",
@@ -102,15 +100,17 @@ pub struct Preparer {
 #[derive(Debug, Clone, Default)]
 pub struct Prepared {
     /// A stateless filter's verdict, if one applies.
-    verdict: Option<Verdict>,
+    pub(crate) verdict: Option<Verdict>,
     /// Hash of the training text (exact dedup).
-    text_hash: u64,
+    pub(crate) text_hash: u64,
     /// MinHash signature of the shingle text (near dedup).
-    signature: Vec<u32>,
-    pii: PiiCounts,
-    urls: usize,
-    mentions: usize,
-    lang_detected: bool,
+    pub(crate) signature: Vec<u32>,
+    pub(crate) pii: PiiCounts,
+    pub(crate) urls: usize,
+    pub(crate) mentions: usize,
+    pub(crate) lang_detected: bool,
+    /// What the post tells about its author (taken by the author profiles).
+    pub(crate) signal: Option<PostSignal>,
 }
 
 impl Preparer {
@@ -123,10 +123,21 @@ impl Preparer {
         }
     }
 
+    /// [`Preparer::prepare`], with a panic inside it (a parser bug tripped by this record)
+    /// returned as its message, so the record can be quarantined and the run go on.
+    pub fn try_prepare(&self, post: &mut Post) -> Result<Prepared, String> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare(post)))
+            .map_err(|p| starling_text::panic_message(p.as_ref()))
+    }
+
     /// Fills entities, training text and language; applies the filters that need no state.
     pub fn prepare(&self, post: &mut Post) -> Prepared {
         let mut prep = Prepared::default();
         if post.verdict == Verdict::Repost {
+            prep.signal = Some(PostSignal {
+                repost: true,
+                ..Default::default()
+            });
             return prep;
         }
         post.entities = extract_entities(&post.text);
@@ -145,6 +156,12 @@ impl Preparer {
                 post.lang = "und".into();
             }
         }
+        prep.signal = Some(PostSignal::of(
+            &post.text,
+            &post.train_text,
+            &post.entities,
+            false,
+        ));
         if post.verdict == Verdict::Kept {
             prep.verdict = self.stateless_verdict(post);
         }
@@ -192,14 +209,15 @@ impl Preparer {
     }
 }
 
-/// Decides each post's verdict in input order: the stateful filters (bursts, exact and near dedup).
+/// Decides each post's verdict: automated authors, then exact and near dedup (the first copy
+/// decided is kept, so the caller decides posts in time order).
 #[derive(Debug)]
 pub struct Curator {
-    config: CurateConfig,
     preparer: Preparer,
+    config: CurateConfig,
     exact: ExactDedup,
     near: Option<NearDupIndex>,
-    recent: HashMap<u64, VecDeque<i64>>,
+    bot_authors: HashSet<u64>,
     next_key: u32,
     /// Totals so far.
     pub stats: CurateStats,
@@ -212,7 +230,7 @@ impl Curator {
             preparer: Preparer::new(config.clone()),
             near: config.near_dup.map(NearDupIndex::new),
             exact: ExactDedup::default(),
-            recent: HashMap::new(),
+            bot_authors: HashSet::new(),
             next_key: 0,
             config,
             stats: CurateStats::default(),
@@ -227,6 +245,11 @@ impl Curator {
     /// The near-duplicate index, when enabled.
     pub fn near_index(&self) -> Option<&NearDupIndex> {
         self.near.as_ref()
+    }
+
+    /// Marks the authors whose posts are all `bot` (from [`AuthorProfiles::judge`]).
+    pub fn set_bot_authors(&mut self, keys: HashSet<u64>) {
+        self.bot_authors = keys;
     }
 
     /// Prepares and decides one post (both steps on this thread).
@@ -254,27 +277,14 @@ impl Curator {
         if post.verdict != Verdict::Kept {
             return;
         }
+        let bot_author = !self.bot_authors.is_empty()
+            && AuthorProfiles::author_of(post)
+                .is_some_and(|a| self.bot_authors.contains(&author_key(a)));
         post.verdict = match prep.verdict {
+            _ if bot_author => Verdict::Bot,
             Some(v) => v,
-            None if self.burst(post) => Verdict::Bot,
             None => self.dedup(&prep),
         };
-    }
-
-    fn burst(&mut self, post: &Post) -> bool {
-        let (Some(author), Some(t)) = (&post.author_id, post.created_at) else {
-            return false;
-        };
-        let q = self.recent.entry(fx64(author.as_bytes())).or_default();
-        let now = t.timestamp();
-        while q
-            .front()
-            .is_some_and(|&f| now - f > self.config.burst_window_secs)
-        {
-            q.pop_front();
-        }
-        q.push_back(now);
-        q.len() > self.config.burst_posts
     }
 
     fn dedup(&mut self, prep: &Prepared) -> Verdict {

@@ -10,10 +10,12 @@ pub mod read;
 
 pub use error::{Error, Result};
 pub use post::{Engagement, Origin, Post, References, Verdict};
+pub mod bots;
 pub mod corpus;
 pub mod curate;
 pub mod dedup;
 pub mod lang;
+mod order;
 pub mod write;
 pub use corpus::{Corpus, CorpusBuilder, CorpusConfig, Counts, Manifest};
 pub mod synth;

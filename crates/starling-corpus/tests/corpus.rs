@@ -150,7 +150,11 @@ fn airline_csv_and_tweeteval_text_load() {
     assert!(posts
         .iter()
         .all(|p| p.created_at.is_some() && p.author_handle.is_some()));
-    assert_eq!(posts[0].id, "570306133677760513");
+    assert!(posts.iter().any(|p| p.id == "570306133677760513"));
+    // Shards hold posts in (time, id) order, whatever order the file lists them in.
+    assert!(posts
+        .windows(2)
+        .all(|w| (w[0].created_at, w[0].id.len(), &w[0].id) <= (w[1].created_at, w[1].id.len(), &w[1].id)));
 
     let out2 = tempfile::tempdir().expect("tmp");
     let files = vec![te.join("train_text.txt"), te.join("test_text.txt")];

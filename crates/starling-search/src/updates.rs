@@ -26,8 +26,19 @@ impl Updates {
         read_file(path, &ReadOptions::default(), &mut |item| match item {
             Item::Post(p) => {
                 let mut p = *p;
-                p.entities = starling_text::extract_entities(&p.text);
-                self.posts.push(p);
+                match starling_text::try_extract_entities(&p.text) {
+                    Ok(e) => {
+                        p.entities = e;
+                        self.posts.push(p);
+                    }
+                    Err(message) => self.quarantined.push(Quarantined {
+                        raw_bytes: p.text.len() as u64,
+                        reason: format!("entity extraction failed: {message}"),
+                        file: p.origin.file,
+                        line: p.origin.line,
+                        raw: p.text,
+                    }),
+                }
             }
             Item::Deletion(Deletion::Post(id)) => self.deletions.push(id),
             Item::Deletion(Deletion::User(u)) => self.user_deletions.push(u),

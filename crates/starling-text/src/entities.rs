@@ -71,6 +71,23 @@ impl Entities {
     }
 }
 
+/// [`extract_entities`], with a panic inside the third-party parser returned as its message.
+///
+/// A record that trips a parser bug must cost that record, not the run: corpus building,
+/// `index add` and the server quarantine it with this message.
+pub fn try_extract_entities(text: &str) -> Result<Entities, String> {
+    std::panic::catch_unwind(|| extract_entities(text)).map_err(|p| panic_message(p.as_ref()))
+}
+
+/// The message of a caught panic (`"unknown panic"` when it is not a string).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Extracts mentions, lists, hashtags, cashtags and URLs from `text` by the twitter-text rules.
 pub fn extract_entities(text: &str) -> Entities {
     let extractor = Extractor::new();

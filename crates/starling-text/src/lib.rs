@@ -22,7 +22,7 @@ mod normalize;
 mod pii;
 
 pub use entities::{
-    extract_entities, is_valid_hashtag, is_valid_list, is_valid_url, is_valid_username, reply_to,
+    extract_entities, is_valid_hashtag, panic_message, try_extract_entities, is_valid_list, is_valid_url, is_valid_username, reply_to,
     weighted_length, weighted_length_with, Entities, Entity, EntityKind, LengthConfig,
     WeightedLength,
 };

@@ -1,0 +1,702 @@
+//! Automation found by author, not by volume: each author's posts are profiled while the corpus is
+//! read (content signals that need no timestamps, and the times themselves), and once every post
+//! is in, an author whose posting is sustained-automatic gets the `bot` verdict on all its posts.
+//!
+//! - Timing: bursts (more than `burst_posts` inside `burst_window_secs`) on `burst_days` or more
+//!   distinct days, or gaps between posts that repeat to the second (scheduled posting).
+//!   One burst is a person live-posting an event, and is kept.
+//! - Content: a logistic model over the author's shares of templated, linked, reposted and
+//!   replying posts and its vocabulary ([`AuthorFeatures`]); fitted on PAN 2019's labelled
+//!   authors (`starling corpus-bots`), shipped in `bot_model.json`.
+//!
+//! Profiles are sums and fixed-size sketches, so they do not depend on the order posts arrive in;
+//! memory is ~3 KiB per author plus 8 bytes per timed post.
+
+use crate::hash::{fx64, mix64};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+
+/// Settings of the author-level automation rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BotConfig {
+    /// Judge authors by content with the bot model. By default true.
+    pub content: bool,
+    /// Fewest posts of an author before its content is judged. By default 20.
+    pub min_posts: u32,
+    /// More posts than this inside `burst_window_secs` is a burst. By default 8.
+    pub burst_posts: usize,
+    /// The burst window in seconds. By default 60.
+    pub burst_window_secs: i64,
+    /// Bursts on this many distinct days make an author automated. By default 3.
+    pub burst_days: usize,
+    /// Share of gaps between consecutive posts equal to the second at or above which posting is
+    /// scheduled (with at least 20 gaps of a minute or more). By default 0.5.
+    pub periodic_share: f64,
+    /// A bot model file (JSON, as `starling corpus-bots --out` writes) instead of the built-in one.
+    pub model: Option<String>,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            content: true,
+            min_posts: 20,
+            burst_posts: 8,
+            burst_window_secs: 60,
+            burst_days: 3,
+            periodic_share: 0.5,
+            model: None,
+        }
+    }
+}
+
+/// Bottom-k sketch of distinct 64-bit hashes (KMV): exact below k values, an estimate above.
+#[derive(Debug, Clone, Default)]
+struct Kmv {
+    k: usize,
+    v: Vec<u64>,
+}
+
+impl Kmv {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            v: Vec::with_capacity(k.min(16)),
+        }
+    }
+
+    fn insert(&mut self, h: u64) {
+        let h = mix64(h);
+        if self.v.len() >= self.k && self.v.last().is_some_and(|&m| h >= m) {
+            return;
+        }
+        if let Err(i) = self.v.binary_search(&h) {
+            self.v.insert(i, h);
+            if self.v.len() > self.k {
+                self.v.pop();
+            }
+        }
+    }
+
+    fn estimate(&self) -> f64 {
+        match self.v.last() {
+            Some(&m) if self.v.len() >= self.k => (self.k as f64 - 1.0) * (u64::MAX as f64 / m as f64),
+            _ => self.v.len() as f64,
+        }
+    }
+}
+
+/// What one post tells about its author, computed with the rest of the post's preparation.
+#[derive(Debug, Clone, Default)]
+pub struct PostSignal {
+    /// A repost (platform repost or a manual `RT @user:`).
+    pub repost: bool,
+    /// Hash of the post's template: lower-cased training text, digits as `0`.
+    pub template: u64,
+    /// Hash of the template's first three words.
+    pub prefix: u64,
+    /// Hashes of its lower-cased words.
+    pub words: Vec<u64>,
+    /// Carries a URL.
+    pub url: bool,
+    /// Ends with a URL.
+    pub ends_url: bool,
+    /// Starts with a mention (a reply).
+    pub reply: bool,
+    /// Mentions someone.
+    pub mention: bool,
+    /// Hashtags in it.
+    pub hashtags: u32,
+    /// Characters of the text.
+    pub chars: u32,
+    /// Digits in the text.
+    pub digits: u32,
+    /// Letters in the text.
+    pub letters: u32,
+    /// Upper-case letters in the text.
+    pub upper: u32,
+    /// Characters that are neither letters, digits, whitespace nor ASCII (emoji, symbols).
+    pub symbols: u32,
+    /// Has a line break.
+    pub newline: bool,
+    /// Ends with `…` (a truncated feed title).
+    pub ellipsis: bool,
+}
+
+impl PostSignal {
+    /// The signal of a post from its display text and training text.
+    pub fn of(text: &str, train_text: &str, entities: &starling_text::Entities, repost: bool) -> Self {
+        let manual_rt = text.trim_start().starts_with("RT @");
+        let mut s = PostSignal {
+            repost: repost || manual_rt,
+            url: !entities.urls.is_empty(),
+            mention: !entities.mentions.is_empty(),
+            reply: text.trim_start().starts_with('@'),
+            hashtags: entities.hashtags.len() as u32,
+            ends_url: entities
+                .urls
+                .last()
+                .is_some_and(|u| u.end + 1 >= text.chars().count()),
+            newline: text.contains('\n'),
+            ellipsis: text.trim_end().ends_with('…') || text.trim_end().ends_with("..."),
+            ..Default::default()
+        };
+        if repost {
+            return s;
+        }
+        for c in text.chars() {
+            s.chars += 1;
+            if c.is_ascii_digit() {
+                s.digits += 1;
+            } else if c.is_alphabetic() {
+                s.letters += 1;
+                s.upper += u32::from(c.is_uppercase());
+            } else if !c.is_whitespace() && !c.is_ascii() {
+                s.symbols += 1;
+            }
+        }
+        let template: String = train_text
+            .chars()
+            .flat_map(char::to_lowercase)
+            .map(|c| if c.is_ascii_digit() { '0' } else { c })
+            .collect();
+        let mut words = template.split_whitespace();
+        let prefix: Vec<&str> = words.by_ref().take(3).collect();
+        s.prefix = fx64(prefix.join(" ").as_bytes());
+        s.template = fx64(template.split_whitespace().collect::<Vec<_>>().join(" ").as_bytes());
+        s.words = template
+            .split(|c: char| !c.is_alphanumeric() && c != '<' && c != '>' && c != '|')
+            .filter(|w| !w.is_empty())
+            .map(|w| fx64(w.as_bytes()))
+            .collect();
+        s
+    }
+}
+
+/// One author's posts, summed: counts, sketches and times.
+#[derive(Debug, Clone)]
+pub struct AuthorProfile {
+    posts: u32,
+    reposts: u32,
+    urls: u32,
+    ends_url: u32,
+    replies: u32,
+    mentions: u32,
+    hashtag_posts: u32,
+    hashtags: u32,
+    newlines: u32,
+    ellipses: u32,
+    chars: u64,
+    chars_sq: f64,
+    digits: u64,
+    letters: u64,
+    upper: u64,
+    symbols: u64,
+    words: u64,
+    templates: Kmv,
+    prefixes: Kmv,
+    vocab: Kmv,
+    times: Vec<i64>,
+}
+
+impl Default for AuthorProfile {
+    fn default() -> Self {
+        Self {
+            posts: 0,
+            reposts: 0,
+            urls: 0,
+            ends_url: 0,
+            replies: 0,
+            mentions: 0,
+            hashtag_posts: 0,
+            hashtags: 0,
+            newlines: 0,
+            ellipses: 0,
+            chars: 0,
+            chars_sq: 0.0,
+            digits: 0,
+            letters: 0,
+            upper: 0,
+            symbols: 0,
+            words: 0,
+            templates: Kmv::new(64),
+            prefixes: Kmv::new(64),
+            vocab: Kmv::new(256),
+            times: Vec::new(),
+        }
+    }
+}
+
+/// Names of [`AuthorFeatures`] values, in order.
+pub const FEATURE_NAMES: [&str; 18] = [
+    "repost_share",
+    "url_share",
+    "ends_url_share",
+    "reply_share",
+    "mention_share",
+    "hashtag_share",
+    "hashtags_per_post",
+    "distinct_template_ratio",
+    "distinct_prefix_ratio",
+    "herdan_c",
+    "mean_chars",
+    "sd_chars",
+    "digit_share",
+    "upper_share",
+    "symbol_share",
+    "newline_share",
+    "ellipsis_share",
+    "words_per_post",
+];
+
+/// An author's content features (see [`FEATURE_NAMES`]); they do not grow with the author's volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthorFeatures(pub Vec<f64>);
+
+impl AuthorProfile {
+    /// Adds one post (its time, when it has one).
+    pub fn observe(&mut self, s: &PostSignal, time: Option<i64>) {
+        self.posts += 1;
+        if let Some(t) = time {
+            self.times.push(t);
+        }
+        self.urls += u32::from(s.url);
+        self.ends_url += u32::from(s.ends_url);
+        self.mentions += u32::from(s.mention && !s.repost);
+        self.hashtag_posts += u32::from(s.hashtags > 0);
+        self.hashtags += s.hashtags;
+        if s.repost {
+            self.reposts += 1;
+            return;
+        }
+        self.replies += u32::from(s.reply);
+        self.newlines += u32::from(s.newline);
+        self.ellipses += u32::from(s.ellipsis);
+        self.chars += u64::from(s.chars);
+        self.chars_sq += f64::from(s.chars).powi(2);
+        self.digits += u64::from(s.digits);
+        self.letters += u64::from(s.letters);
+        self.upper += u64::from(s.upper);
+        self.symbols += u64::from(s.symbols);
+        self.words += s.words.len() as u64;
+        self.templates.insert(s.template);
+        self.prefixes.insert(s.prefix);
+        for &w in &s.words {
+            self.vocab.insert(w);
+        }
+    }
+
+    /// Posts seen.
+    pub fn posts(&self) -> u32 {
+        self.posts
+    }
+
+    /// The content features.
+    pub fn features(&self) -> AuthorFeatures {
+        let n = f64::from(self.posts.max(1));
+        let own = f64::from((self.posts - self.reposts).max(1));
+        let chars = self.chars as f64;
+        let mean = chars / own;
+        let sd = (self.chars_sq / own - mean * mean).max(0.0).sqrt();
+        let w = self.words as f64;
+        let herdan = if w > 1.0 {
+            self.vocab.estimate().max(1.0).ln() / w.ln()
+        } else {
+            1.0
+        };
+        AuthorFeatures(vec![
+            f64::from(self.reposts) / n,
+            f64::from(self.urls) / n,
+            f64::from(self.ends_url) / n,
+            f64::from(self.replies) / own,
+            f64::from(self.mentions) / n,
+            f64::from(self.hashtag_posts) / n,
+            f64::from(self.hashtags) / n,
+            (self.templates.estimate() / own).min(1.0),
+            (self.prefixes.estimate() / own).min(1.0),
+            herdan.min(1.5),
+            mean / 100.0,
+            sd / 100.0,
+            self.digits as f64 / chars.max(1.0),
+            self.upper as f64 / (self.letters as f64).max(1.0),
+            self.symbols as f64 / chars.max(1.0),
+            f64::from(self.newlines) / own,
+            f64::from(self.ellipses) / own,
+            w / own / 10.0,
+        ])
+    }
+
+    /// Why the author's timing is automatic, if it is: repeated bursts or scheduled gaps.
+    pub fn timing_verdict(&mut self, c: &BotConfig) -> Option<&'static str> {
+        if self.times.len() <= c.burst_posts {
+            return None;
+        }
+        self.times.sort_unstable();
+        let t = &self.times;
+        let mut burst_days = BTreeSet::new();
+        let mut lo = 0;
+        for (hi, &now) in t.iter().enumerate() {
+            while now - t[lo] >= c.burst_window_secs * 1000 {
+                lo += 1;
+            }
+            if hi - lo + 1 > c.burst_posts {
+                burst_days.insert(now.div_euclid(86_400_000));
+            }
+        }
+        if burst_days.len() >= c.burst_days {
+            return Some("repeated bursts");
+        }
+        let mut gaps: HashMap<i64, u32> = HashMap::new();
+        let mut long_gaps = 0u32;
+        for w in t.windows(2) {
+            let g = (w[1] - w[0]) / 1000;
+            if g >= 60 {
+                long_gaps += 1;
+                *gaps.entry(g).or_default() += 1;
+            }
+        }
+        let modal = gaps.values().copied().max().unwrap_or(0);
+        if long_gaps >= 20 && f64::from(modal) >= c.periodic_share * f64::from(long_gaps) {
+            return Some("scheduled posting");
+        }
+        None
+    }
+}
+
+/// A logistic model over standardised [`AuthorFeatures`]: bot when the score reaches `threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BotModel {
+    /// Feature names, in order (must equal [`FEATURE_NAMES`]).
+    pub features: Vec<String>,
+    /// Mean of each feature over the training authors.
+    pub mean: Vec<f64>,
+    /// Standard deviation of each feature over the training authors.
+    pub sd: Vec<f64>,
+    /// Weight of each standardised feature.
+    pub weights: Vec<f64>,
+    /// Intercept.
+    pub bias: f64,
+    /// Probability at or above which an author is a bot.
+    pub threshold: f64,
+    /// What it was fitted on.
+    pub trained_on: String,
+}
+
+/// The model shipped with starling (fitted by `starling corpus-bots` on 80% of PAN 2019's authors).
+const BUILTIN_MODEL: &str = include_str!("bot_model.json");
+
+impl BotModel {
+    /// The built-in model.
+    pub fn builtin() -> Self {
+        serde_json::from_str(BUILTIN_MODEL).expect("bot_model.json is valid (tested)")
+    }
+
+    /// Reads a model file and checks it matches this build's features.
+    pub fn load(path: &std::path::Path) -> crate::Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+        let m: BotModel = serde_json::from_slice(&bytes).map_err(|e| crate::Error::Format {
+            path: path.into(),
+            line: e.line() as u64,
+            message: e.to_string(),
+        })?;
+        m.check().map_err(|message| crate::Error::Format {
+            path: path.into(),
+            line: 0,
+            message,
+        })?;
+        Ok(m)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.features != FEATURE_NAMES {
+            return Err(format!(
+                "bot model features {:?} differ from this build's {:?}",
+                self.features, FEATURE_NAMES
+            ));
+        }
+        let n = FEATURE_NAMES.len();
+        if self.mean.len() != n || self.sd.len() != n || self.weights.len() != n {
+            return Err(format!("bot model needs {n} means, sds and weights"));
+        }
+        Ok(())
+    }
+
+    /// Probability that an author with these features is a bot.
+    pub fn score(&self, f: &AuthorFeatures) -> f64 {
+        let z: f64 = f
+            .0
+            .iter()
+            .zip(&self.mean)
+            .zip(&self.sd)
+            .zip(&self.weights)
+            .map(|(((x, m), s), w)| w * (x - m) / s.max(1e-9))
+            .sum::<f64>()
+            + self.bias;
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// Fits an L2-regularised logistic regression (Newton's method) on labelled authors.
+    pub fn fit(x: &[AuthorFeatures], bot: &[bool], l2: f64, trained_on: &str) -> Self {
+        let d = FEATURE_NAMES.len();
+        let n = x.len().max(1) as f64;
+        let mut mean = vec![0.0; d];
+        for f in x {
+            for (m, v) in mean.iter_mut().zip(&f.0) {
+                *m += v / n;
+            }
+        }
+        let mut sd = vec![0.0; d];
+        for f in x {
+            for ((s, v), m) in sd.iter_mut().zip(&f.0).zip(&mean) {
+                *s += (v - m).powi(2) / n;
+            }
+        }
+        let sd: Vec<f64> = sd.into_iter().map(|v| v.sqrt().max(1e-6)).collect();
+        let z: Vec<Vec<f64>> = x
+            .iter()
+            .map(|f| {
+                let mut r: Vec<f64> = f.0.iter().zip(&mean).zip(&sd).map(|((v, m), s)| (v - m) / s).collect();
+                r.push(1.0);
+                r
+            })
+            .collect();
+        let p = d + 1;
+        let mut w = vec![0.0; p];
+        for _ in 0..30 {
+            let mut g = vec![0.0; p];
+            let mut h = vec![vec![0.0; p]; p];
+            for (zi, &yi) in z.iter().zip(bot) {
+                let s: f64 = zi.iter().zip(&w).map(|(a, b)| a * b).sum();
+                let pr = 1.0 / (1.0 + (-s).exp());
+                let r = pr - f64::from(u8::from(yi));
+                let wt = (pr * (1.0 - pr)).max(1e-9);
+                for a in 0..p {
+                    g[a] += r * zi[a];
+                    for b in 0..p {
+                        h[a][b] += wt * zi[a] * zi[b];
+                    }
+                }
+            }
+            for a in 0..d {
+                g[a] += l2 * w[a];
+                h[a][a] += l2;
+            }
+            let step = solve(h, g);
+            for (wa, sa) in w.iter_mut().zip(&step) {
+                *wa -= sa;
+            }
+            if step.iter().map(|s| s.abs()).fold(0.0, f64::max) < 1e-8 {
+                break;
+            }
+        }
+        BotModel {
+            features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+            mean,
+            sd,
+            bias: w[d],
+            weights: w[..d].to_vec(),
+            threshold: 0.5,
+            trained_on: trained_on.to_string(),
+        }
+    }
+}
+
+/// Solves `a x = b` by Gaussian elimination with partial pivoting (small dense systems).
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for c in 0..n {
+        let piv = (c..n)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap_or(c);
+        a.swap(c, piv);
+        b.swap(c, piv);
+        let d = if a[c][c].abs() < 1e-12 { 1e-12 } else { a[c][c] };
+        for r in c + 1..n {
+            let f = a[r][c] / d;
+            if f != 0.0 {
+                for k in c..n {
+                    a[r][k] -= f * a[c][k];
+                }
+                b[r] -= f * b[c];
+            }
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        let s: f64 = (r + 1..n).map(|k| a[r][k] * x[k]).sum();
+        let d = if a[r][r].abs() < 1e-12 { 1e-12 } else { a[r][r] };
+        x[r] = (b[r] - s) / d;
+    }
+    x
+}
+
+/// Every author's profile, keyed by author, and the verdicts drawn from them.
+#[derive(Debug, Default)]
+pub struct AuthorProfiles {
+    profiles: HashMap<u64, (String, AuthorProfile)>,
+}
+
+/// An author the rule judged automated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BotAuthor {
+    /// The author id (or handle when the source has no ids).
+    pub author: String,
+    /// Posts of it that were read.
+    pub posts: u64,
+    /// Why: `repeated bursts`, `scheduled posting` or `content` (with the model's score).
+    pub reason: String,
+}
+
+impl AuthorProfiles {
+    /// The key of a post's author: its id, else its handle.
+    pub fn author_of(post: &crate::Post) -> Option<&str> {
+        post.author_id.as_deref().or(post.author_handle.as_deref())
+    }
+
+    /// Adds one post of `author`.
+    pub fn observe(&mut self, author: &str, s: &PostSignal, time: Option<i64>) {
+        self.profiles
+            .entry(fx64(author.as_bytes()))
+            .or_insert_with(|| (author.to_string(), AuthorProfile::default()))
+            .1
+            .observe(s, time);
+    }
+
+    /// Authors profiled.
+    pub fn len(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// True when no author was profiled.
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty()
+    }
+
+    /// Each author's features and post count (authors with at least `min_posts`).
+    pub fn features(&self, min_posts: u32) -> Vec<(String, u32, AuthorFeatures)> {
+        let mut v: Vec<_> = self
+            .profiles
+            .values()
+            .filter(|(_, p)| p.posts >= min_posts)
+            .map(|(a, p)| (a.clone(), p.posts, p.features()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Judges every author; returns the automated ones (sorted by posts, most first) and their keys.
+    pub fn judge(&mut self, c: &BotConfig, model: Option<&BotModel>) -> (Vec<BotAuthor>, std::collections::HashSet<u64>) {
+        let mut out = Vec::new();
+        let mut keys = std::collections::HashSet::new();
+        for (key, (author, p)) in &mut self.profiles {
+            let mut reason = p.timing_verdict(c).map(str::to_string);
+            if reason.is_none() && p.posts >= c.min_posts {
+                if let Some(m) = model {
+                    let s = m.score(&p.features());
+                    if s >= m.threshold {
+                        reason = Some(format!("content ({s:.2})"));
+                    }
+                }
+            }
+            if let Some(reason) = reason {
+                keys.insert(*key);
+                out.push(BotAuthor {
+                    author: author.clone(),
+                    posts: u64::from(p.posts),
+                    reason,
+                });
+            }
+        }
+        out.sort_by(|a, b| b.posts.cmp(&a.posts).then(a.author.cmp(&b.author)));
+        (out, keys)
+    }
+}
+
+/// The key [`AuthorProfiles::judge`] returns for an author.
+pub fn author_key(author: &str) -> u64 {
+    fx64(author.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_model_matches_the_features() {
+        BotModel::builtin().check().unwrap();
+    }
+
+    #[test]
+    fn kmv_is_exact_below_k_and_close_above() {
+        let mut k = Kmv::new(256);
+        for i in 0..100u64 {
+            k.insert(i);
+            k.insert(i);
+        }
+        assert_eq!(k.estimate(), 100.0);
+        for i in 0..100_000u64 {
+            k.insert(i);
+        }
+        let e = k.estimate();
+        assert!((e - 100_000.0).abs() < 15_000.0, "{e}");
+    }
+
+    fn profile(times: &[i64]) -> AuthorProfile {
+        let mut p = AuthorProfile::default();
+        for &t in times {
+            p.observe(&PostSignal::default(), Some(t * 1000));
+        }
+        p
+    }
+
+    #[test]
+    fn one_burst_is_a_person_repeated_bursts_are_a_bot() {
+        let c = BotConfig::default();
+        // 25 posts a day for 10 days, irregular, with one burst of 10 in 50 s on day 3.
+        let mut t = Vec::new();
+        let mut x = 7u64;
+        for day in 0..10i64 {
+            for _ in 0..25 {
+                x = mix64(x);
+                t.push(day * 86_400 + 28_800 + (x % 50_000) as i64);
+            }
+        }
+        for i in 0..10 {
+            t.push(3 * 86_400 + 40_000 + i * 5);
+        }
+        assert_eq!(profile(&t).timing_verdict(&c), None);
+        for day in [5, 7] {
+            for i in 0..10 {
+                t.push(day * 86_400 + 10_000 + i * 5);
+            }
+        }
+        assert_eq!(profile(&t).timing_verdict(&c), Some("repeated bursts"));
+        // Arrival order does not matter.
+        t.reverse();
+        assert_eq!(profile(&t).timing_verdict(&c), Some("repeated bursts"));
+    }
+
+    #[test]
+    fn scheduled_posting_is_found() {
+        let c = BotConfig::default();
+        let t: Vec<i64> = (0..50).map(|i| i * 3600 + (i % 3)).collect();
+        assert_eq!(profile(&t).timing_verdict(&c), Some("scheduled posting"));
+    }
+
+    #[test]
+    fn fit_separates_separable_authors() {
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..200 {
+            let mut f = vec![0.5; FEATURE_NAMES.len()];
+            let bot = i % 2 == 0;
+            f[7] = if bot { 0.2 } else { 0.95 } + (i % 7) as f64 * 0.01;
+            x.push(AuthorFeatures(f));
+            y.push(bot);
+        }
+        let m = BotModel::fit(&x, &y, 1.0, "test");
+        let acc = x.iter().zip(&y).filter(|(f, &b)| (m.score(f) >= 0.5) == b).count();
+        assert_eq!(acc, 200);
+    }
+}
