@@ -81,7 +81,9 @@ impl Kmv {
 
     fn estimate(&self) -> f64 {
         match self.v.last() {
-            Some(&m) if self.v.len() >= self.k => (self.k as f64 - 1.0) * (u64::MAX as f64 / m as f64),
+            Some(&m) if self.v.len() >= self.k => {
+                (self.k as f64 - 1.0) * (u64::MAX as f64 / m as f64)
+            }
             _ => self.v.len() as f64,
         }
     }
@@ -94,10 +96,8 @@ pub struct PostSignal {
     pub repost: bool,
     /// Hash of the post's template: lower-cased training text, digits as `0`.
     pub template: u64,
-    /// Hash of the template's first three words.
-    pub prefix: u64,
-    /// Hashes of its lower-cased words.
-    pub words: Vec<u64>,
+    /// Words in it.
+    pub words: u32,
     /// Carries a URL.
     pub url: bool,
     /// Ends with a URL.
@@ -122,11 +122,41 @@ pub struct PostSignal {
     pub newline: bool,
     /// Ends with `…` (a truncated feed title).
     pub ellipsis: bool,
+    /// Hashes of its URLs (one link posted again and again is a spam pattern).
+    pub links: Vec<u64>,
+    /// Uses a first-person word (`I`, `my`, `yo`, `mi`, ...).
+    pub first_person: bool,
+    /// Ends with an attribution (`... - Name`, `—Name`): quote feeds.
+    pub attribution: bool,
+    /// Starts with a lower-case letter.
+    pub lower_start: bool,
+    /// Has `!`.
+    pub exclaim: bool,
+    /// Has `?`.
+    pub question: bool,
+    /// Laughs or chat words (`lol`, `haha`, `jaja`, `omg`, ...).
+    pub informal: bool,
 }
+
+/// Words that make a post first-person (English and Spanish).
+const FIRST_PERSON: [&str; 16] = [
+    "i", "i'm", "im", "me", "my", "mine", "i've", "i'll", "myself", "yo", "mi", "mis", "me",
+    "conmigo", "estoy", "soy",
+];
+
+/// Laughter and chat words.
+const INFORMAL: [&str; 12] = [
+    "lol", "haha", "hahaha", "jaja", "jajaja", "omg", "lmao", "xd", "jajajaja", "wtf", "idk", "tbh",
+];
 
 impl PostSignal {
     /// The signal of a post from its display text and training text.
-    pub fn of(text: &str, train_text: &str, entities: &starling_text::Entities, repost: bool) -> Self {
+    pub fn of(
+        text: &str,
+        train_text: &str,
+        entities: &starling_text::Entities,
+        repost: bool,
+    ) -> Self {
         let manual_rt = text.trim_start().starts_with("RT @");
         let mut s = PostSignal {
             repost: repost || manual_rt,
@@ -145,6 +175,42 @@ impl PostSignal {
         if repost {
             return s;
         }
+        s.links = entities
+            .urls
+            .iter()
+            .map(|u| fx64(u.text.as_bytes()))
+            .collect();
+        let trimmed = text.trim();
+        s.lower_start = trimmed.chars().next().is_some_and(char::is_lowercase);
+        s.exclaim = text.contains('!');
+        s.question = text.contains('?') || text.contains('¿');
+        let tail: String = {
+            let no_url = entities
+                .urls
+                .last()
+                .filter(|u| u.end + 1 >= text.chars().count());
+            let body: String = match no_url {
+                Some(u) => text.chars().take(u.start).collect(),
+                None => text.to_string(),
+            };
+            let chars: Vec<char> = body.trim_end().chars().collect();
+            chars[chars.len().saturating_sub(40)..].iter().collect()
+        };
+        s.attribution = ["- ", "— ", "―", "—", "~ ", "-- "].iter().any(|d| {
+            tail.rfind(d).is_some_and(|i| {
+                let after = tail[i + d.len()..].trim_start();
+                after.chars().next().is_some_and(char::is_uppercase)
+                    && after.split_whitespace().count() <= 5
+            })
+        });
+        for w in text
+            .split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .filter(|w| !w.is_empty())
+        {
+            let w = w.to_lowercase();
+            s.first_person |= FIRST_PERSON.contains(&w.as_str());
+            s.informal |= INFORMAL.contains(&w.as_str());
+        }
         for c in text.chars() {
             s.chars += 1;
             if c.is_ascii_digit() {
@@ -161,15 +227,14 @@ impl PostSignal {
             .flat_map(char::to_lowercase)
             .map(|c| if c.is_ascii_digit() { '0' } else { c })
             .collect();
-        let mut words = template.split_whitespace();
-        let prefix: Vec<&str> = words.by_ref().take(3).collect();
-        s.prefix = fx64(prefix.join(" ").as_bytes());
-        s.template = fx64(template.split_whitespace().collect::<Vec<_>>().join(" ").as_bytes());
-        s.words = template
-            .split(|c: char| !c.is_alphanumeric() && c != '<' && c != '>' && c != '|')
-            .filter(|w| !w.is_empty())
-            .map(|w| fx64(w.as_bytes()))
-            .collect();
+        s.template = fx64(
+            template
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .as_bytes(),
+        );
+        s.words = template.split_whitespace().count() as u32;
         s
     }
 }
@@ -195,8 +260,14 @@ pub struct AuthorProfile {
     symbols: u64,
     words: u64,
     templates: Kmv,
-    prefixes: Kmv,
-    vocab: Kmv,
+    links: u32,
+    distinct_links: Kmv,
+    first_person: u32,
+    attribution: u32,
+    lower_start: u32,
+    exclaim: u32,
+    question: u32,
+    informal: u32,
     times: Vec<i64>,
 }
 
@@ -221,15 +292,21 @@ impl Default for AuthorProfile {
             symbols: 0,
             words: 0,
             templates: Kmv::new(64),
-            prefixes: Kmv::new(64),
-            vocab: Kmv::new(256),
+            links: 0,
+            distinct_links: Kmv::new(64),
+            first_person: 0,
+            attribution: 0,
+            lower_start: 0,
+            exclaim: 0,
+            question: 0,
+            informal: 0,
             times: Vec::new(),
         }
     }
 }
 
 /// Names of [`AuthorFeatures`] values, in order.
-pub const FEATURE_NAMES: [&str; 18] = [
+pub const FEATURE_NAMES: [&str; 23] = [
     "repost_share",
     "url_share",
     "ends_url_share",
@@ -238,8 +315,6 @@ pub const FEATURE_NAMES: [&str; 18] = [
     "hashtag_share",
     "hashtags_per_post",
     "distinct_template_ratio",
-    "distinct_prefix_ratio",
-    "herdan_c",
     "mean_chars",
     "sd_chars",
     "digit_share",
@@ -248,6 +323,13 @@ pub const FEATURE_NAMES: [&str; 18] = [
     "newline_share",
     "ellipsis_share",
     "words_per_post",
+    "repeated_link_share",
+    "first_person_share",
+    "attribution_share",
+    "lower_start_share",
+    "exclaim_share",
+    "question_share",
+    "informal_share",
 ];
 
 /// An author's content features (see [`FEATURE_NAMES`]); they do not grow with the author's volume.
@@ -279,12 +361,18 @@ impl AuthorProfile {
         self.letters += u64::from(s.letters);
         self.upper += u64::from(s.upper);
         self.symbols += u64::from(s.symbols);
-        self.words += s.words.len() as u64;
+        self.words += u64::from(s.words);
         self.templates.insert(s.template);
-        self.prefixes.insert(s.prefix);
-        for &w in &s.words {
-            self.vocab.insert(w);
+        self.links += s.links.len() as u32;
+        for &l in &s.links {
+            self.distinct_links.insert(l);
         }
+        self.first_person += u32::from(s.first_person);
+        self.attribution += u32::from(s.attribution);
+        self.lower_start += u32::from(s.lower_start);
+        self.exclaim += u32::from(s.exclaim);
+        self.question += u32::from(s.question);
+        self.informal += u32::from(s.informal);
     }
 
     /// Posts seen.
@@ -300,11 +388,6 @@ impl AuthorProfile {
         let mean = chars / own;
         let sd = (self.chars_sq / own - mean * mean).max(0.0).sqrt();
         let w = self.words as f64;
-        let herdan = if w > 1.0 {
-            self.vocab.estimate().max(1.0).ln() / w.ln()
-        } else {
-            1.0
-        };
         AuthorFeatures(vec![
             f64::from(self.reposts) / n,
             f64::from(self.urls) / n,
@@ -314,8 +397,6 @@ impl AuthorProfile {
             f64::from(self.hashtag_posts) / n,
             f64::from(self.hashtags) / n,
             (self.templates.estimate() / own).min(1.0),
-            (self.prefixes.estimate() / own).min(1.0),
-            herdan.min(1.5),
             mean / 100.0,
             sd / 100.0,
             self.digits as f64 / chars.max(1.0),
@@ -324,6 +405,13 @@ impl AuthorProfile {
             f64::from(self.newlines) / own,
             f64::from(self.ellipses) / own,
             w / own / 10.0,
+            1.0 - (self.distinct_links.estimate() / f64::from(self.links.max(1))).min(1.0),
+            f64::from(self.first_person) / own,
+            f64::from(self.attribution) / own,
+            f64::from(self.lower_start) / own,
+            f64::from(self.exclaim) / own,
+            f64::from(self.question) / own,
+            f64::from(self.informal) / own,
         ])
     }
 
@@ -373,7 +461,9 @@ pub struct BotModel {
     pub mean: Vec<f64>,
     /// Standard deviation of each feature over the training authors.
     pub sd: Vec<f64>,
-    /// Weight of each standardised feature.
+    /// 1: linear in the standardised features; 2: also their squares and pairwise products.
+    pub degree: u8,
+    /// Weight of each term (standardised features, then squares and products in degree 2).
     pub weights: Vec<f64>,
     /// Intercept.
     pub bias: f64,
@@ -416,28 +506,35 @@ impl BotModel {
             ));
         }
         let n = FEATURE_NAMES.len();
-        if self.mean.len() != n || self.sd.len() != n || self.weights.len() != n {
-            return Err(format!("bot model needs {n} means, sds and weights"));
+        let terms = expand(&vec![0.0; n], self.degree).len();
+        if self.mean.len() != n || self.sd.len() != n || self.weights.len() != terms {
+            return Err(format!(
+                "bot model needs {n} means and sds and {terms} weights (degree {})",
+                self.degree
+            ));
         }
         Ok(())
     }
 
     /// Probability that an author with these features is a bot.
     pub fn score(&self, f: &AuthorFeatures) -> f64 {
-        let z: f64 = f
-            .0
+        let z: Vec<f64> =
+            f.0.iter()
+                .zip(&self.mean)
+                .zip(&self.sd)
+                .map(|((x, m), s)| ((x - m) / s.max(1e-9)).clamp(-8.0, 8.0))
+                .collect();
+        let t: f64 = expand(&z, self.degree)
             .iter()
-            .zip(&self.mean)
-            .zip(&self.sd)
             .zip(&self.weights)
-            .map(|(((x, m), s), w)| w * (x - m) / s.max(1e-9))
+            .map(|(a, b)| a * b)
             .sum::<f64>()
             + self.bias;
-        1.0 / (1.0 + (-z).exp())
+        1.0 / (1.0 + (-t).exp())
     }
 
     /// Fits an L2-regularised logistic regression (Newton's method) on labelled authors.
-    pub fn fit(x: &[AuthorFeatures], bot: &[bool], l2: f64, trained_on: &str) -> Self {
+    pub fn fit(x: &[AuthorFeatures], bot: &[bool], degree: u8, l2: f64, trained_on: &str) -> Self {
         let d = FEATURE_NAMES.len();
         let n = x.len().max(1) as f64;
         let mut mean = vec![0.0; d];
@@ -456,11 +553,18 @@ impl BotModel {
         let z: Vec<Vec<f64>> = x
             .iter()
             .map(|f| {
-                let mut r: Vec<f64> = f.0.iter().zip(&mean).zip(&sd).map(|((v, m), s)| (v - m) / s).collect();
+                let z: Vec<f64> =
+                    f.0.iter()
+                        .zip(&mean)
+                        .zip(&sd)
+                        .map(|((v, m), s)| ((v - m) / s).clamp(-8.0, 8.0))
+                        .collect();
+                let mut r = expand(&z, degree);
                 r.push(1.0);
                 r
             })
             .collect();
+        let d = z.first().map_or(d, |r| r.len() - 1);
         let p = d + 1;
         let mut w = vec![0.0; p];
         for _ in 0..30 {
@@ -494,12 +598,26 @@ impl BotModel {
             features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
             mean,
             sd,
+            degree,
             bias: w[d],
             weights: w[..d].to_vec(),
             threshold: 0.5,
             trained_on: trained_on.to_string(),
         }
     }
+}
+
+/// The model's terms: `z`, then (degree 2) each `z_i * z_j` for `i <= j`.
+fn expand(z: &[f64], degree: u8) -> Vec<f64> {
+    let mut out = z.to_vec();
+    if degree >= 2 {
+        for i in 0..z.len() {
+            for j in i..z.len() {
+                out.push(z[i] * z[j]);
+            }
+        }
+    }
+    out
 }
 
 /// Solves `a x = b` by Gaussian elimination with partial pivoting (small dense systems).
@@ -511,21 +629,31 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             .unwrap_or(c);
         a.swap(c, piv);
         b.swap(c, piv);
-        let d = if a[c][c].abs() < 1e-12 { 1e-12 } else { a[c][c] };
-        for r in c + 1..n {
-            let f = a[r][c] / d;
+        let d = if a[c][c].abs() < 1e-12 {
+            1e-12
+        } else {
+            a[c][c]
+        };
+        let (top, rest) = a.split_at_mut(c + 1);
+        let pivot_row = &top[c];
+        for (r, row) in rest.iter_mut().enumerate() {
+            let f = row[c] / d;
             if f != 0.0 {
-                for k in c..n {
-                    a[r][k] -= f * a[c][k];
+                for (x, p) in row[c..].iter_mut().zip(&pivot_row[c..]) {
+                    *x -= f * p;
                 }
-                b[r] -= f * b[c];
+                b[c + 1 + r] -= f * b[c];
             }
         }
     }
     let mut x = vec![0.0; n];
     for r in (0..n).rev() {
         let s: f64 = (r + 1..n).map(|k| a[r][k] * x[k]).sum();
-        let d = if a[r][r].abs() < 1e-12 { 1e-12 } else { a[r][r] };
+        let d = if a[r][r].abs() < 1e-12 {
+            1e-12
+        } else {
+            a[r][r]
+        };
         x[r] = (b[r] - s) / d;
     }
     x
@@ -586,7 +714,11 @@ impl AuthorProfiles {
     }
 
     /// Judges every author; returns the automated ones (sorted by posts, most first) and their keys.
-    pub fn judge(&mut self, c: &BotConfig, model: Option<&BotModel>) -> (Vec<BotAuthor>, std::collections::HashSet<u64>) {
+    pub fn judge(
+        &mut self,
+        c: &BotConfig,
+        model: Option<&BotModel>,
+    ) -> (Vec<BotAuthor>, std::collections::HashSet<u64>) {
         let mut out = Vec::new();
         let mut keys = std::collections::HashSet::new();
         for (key, (author, p)) in &mut self.profiles {
@@ -695,8 +827,12 @@ mod tests {
             x.push(AuthorFeatures(f));
             y.push(bot);
         }
-        let m = BotModel::fit(&x, &y, 1.0, "test");
-        let acc = x.iter().zip(&y).filter(|(f, &b)| (m.score(f) >= 0.5) == b).count();
+        let m = BotModel::fit(&x, &y, 1, 1.0, "test");
+        let acc = x
+            .iter()
+            .zip(&y)
+            .filter(|(f, &b)| (m.score(f) >= 0.5) == b)
+            .count();
         assert_eq!(acc, 200);
     }
 }

@@ -3,9 +3,9 @@
 
 use crate::bots::{AuthorProfiles, BotAuthor, BotModel};
 use crate::curate::{CurateConfig, CurateStats, Curator, Prepared};
-use crate::order::{sort_key, spill_dir, Entry, Sorter};
 use crate::error::{Error, Result};
 use crate::hash::fx64;
+use crate::order::{sort_key, spill_dir, Entry, Sorter};
 use crate::post::{Post, Verdict};
 use crate::read::{read_file, Compression, Deletion, Format, Item, Quarantined, ReadOptions};
 use crate::write::{sha256_file, write_atomic, AtomicFile};
@@ -510,8 +510,8 @@ impl CorpusBuilder {
             });
             // Owning the receivers: leaving the loop early drops them, which unblocks the
             // preparers and then the reader, so joining it cannot hang.
-            let item_rx = (0..)
-                .map_while(move |k: usize| from_workers[k % from_workers.len()].recv().ok());
+            let item_rx =
+                (0..).map_while(move |k: usize| from_workers[k % from_workers.len()].recv().ok());
             let mut file_iter = files.iter();
             let mut rec = new_input(file_iter.next());
             let mut outcome: Result<()> = Ok(());
@@ -580,10 +580,8 @@ impl CorpusBuilder {
                                 if rec.posts + rec.quarantined + rec.notices + rec.deletions == 0 {
                                     tracing::warn!(file = %rec.path, "no records in file");
                                 }
-                                inputs.push(std::mem::replace(
-                                    &mut rec,
-                                    new_input(file_iter.next()),
-                                ));
+                                inputs
+                                    .push(std::mem::replace(&mut rec, new_input(file_iter.next())));
                                 prog.files_done += 1;
                                 progress(prog);
                             }
@@ -600,7 +598,10 @@ impl CorpusBuilder {
         })?;
 
         // Between the phases: every author's posts are in, so automation is judged by author.
-        let bot_model = match (&self.config.curate.bots.model, self.config.curate.bots.content) {
+        let bot_model = match (
+            &self.config.curate.bots.model,
+            self.config.curate.bots.content,
+        ) {
             (_, false) => None,
             (Some(path), true) => Some(BotModel::load(Path::new(path))?),
             (None, true) => Some(BotModel::builtin()),

@@ -140,7 +140,11 @@ impl Preparer {
             });
             return prep;
         }
+        let platform = std::mem::take(&mut post.entities);
         post.entities = extract_entities(&post.text);
+        if !platform.is_empty() {
+            post.entities.merge_named(&post.text, &platform);
+        }
         let n = self
             .normalizer
             .normalize_display(&post.text, &post.entities);

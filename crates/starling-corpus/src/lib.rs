@@ -11,6 +11,7 @@ pub mod read;
 pub use error::{Error, Result};
 pub use post::{Engagement, Origin, Post, References, Verdict};
 pub mod bots;
+pub mod bots_eval;
 pub mod corpus;
 pub mod curate;
 pub mod dedup;

@@ -319,7 +319,7 @@ mod tests {
             let prep = Prepared {
                 text_hash: *i,
                 signature: vec![*i as u32; 3],
-                verdict: (i % 5 == 0).then_some(Verdict::Spam),
+                verdict: i.is_multiple_of(5).then_some(Verdict::Spam),
                 ..Default::default()
             };
             s.push(Entry {
@@ -336,7 +336,7 @@ mod tests {
             assert_eq!(e.post.id, n.to_string());
             assert_eq!(e.prep.text_hash, n);
             assert_eq!(e.prep.signature, vec![n as u32; 3]);
-            assert_eq!(e.prep.verdict, (n % 5 == 0).then_some(Verdict::Spam));
+            assert_eq!(e.prep.verdict, n.is_multiple_of(5).then_some(Verdict::Spam));
             n += 1;
         }
         assert_eq!(n, 500);

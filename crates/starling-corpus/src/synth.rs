@@ -624,3 +624,125 @@ pub fn write_file(cfg: &SynthConfig, path: &Path) -> Result<SynthSummary> {
     };
     Ok(summary)
 }
+
+/// A one-author account archive: Twitter API v1.1 statuses, one JSON array file per year,
+/// each newest first (the order the timeline API returns).
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// Days of posting.
+    pub days: u32,
+    /// Fewest and most posts a day.
+    pub per_day: (u32, u32),
+    /// Chance that a day has a burst of 5-10 posts within a few minutes.
+    pub burst_chance: f64,
+    /// Seed; the same seed gives the same bytes.
+    pub seed: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            days: 1200,
+            per_day: (20, 30),
+            burst_chance: 0.08,
+            seed: 7,
+        }
+    }
+}
+
+/// What [`write_archive`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveSummary {
+    /// Files written, oldest year first.
+    pub files: Vec<std::path::PathBuf>,
+    /// Statuses written.
+    pub posts: u64,
+    /// Of which retweets.
+    pub retweets: u64,
+    /// Bursts planted.
+    pub bursts: u64,
+}
+
+/// Writes a prolific human's archive into `dir` (`tweets-YYYY.json`).
+pub fn write_archive(cfg: &ArchiveConfig, dir: &Path) -> Result<ArchiveSummary> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut g = Gen {
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        users: Zipf::new(2000, 1.1),
+        cfg: SynthConfig::default(),
+        time_ms: 0,
+        next_id: 500_000_000_000_000_000,
+        history: Vec::new(),
+        summary: SynthSummary::default(),
+    };
+    let me = 4242u64;
+    let start = 1_420_070_400_000i64; // 2015-01-01
+    let mut by_year: std::collections::BTreeMap<i32, Vec<Value>> = Default::default();
+    let mut summary = ArchiveSummary::default();
+    let mut recent: Vec<(u64, String)> = Vec::new();
+    for day in 0..i64::from(cfg.days) {
+        let n = g
+            .rng
+            .gen_range(cfg.per_day.0..=cfg.per_day.1.max(cfg.per_day.0));
+        let mut times: Vec<i64> = (0..n)
+            .map(|_| start + day * 86_400_000 + g.rng.gen_range(7 * 3_600_000..24 * 3_600_000))
+            .collect();
+        if g.rng.gen_bool(cfg.burst_chance.clamp(0.0, 1.0)) {
+            // Live-posting an event: 5-10 posts spread over 2-8 minutes.
+            let at = start + day * 86_400_000 + g.rng.gen_range(9 * 3_600_000..22 * 3_600_000);
+            let k = g.rng.gen_range(5..=10);
+            let span = g.rng.gen_range(120_000..480_000);
+            times.extend((0..k).map(|i| at + span * i / k + g.rng.gen_range(0..5_000)));
+            summary.bursts += 1;
+        }
+        times.sort_unstable();
+        for t in times {
+            g.next_id += g.rng.gen_range(1_000..1_000_000);
+            let id = g.next_id;
+            let kind = g.rng.gen_range(0..100);
+            let mut st = if kind < 8 && !recent.is_empty() {
+                // A retweet of someone else's post.
+                let other = g.users.sample(&mut g.rng) + 1;
+                let text = g.text("en");
+                let orig = g.status(id - 1, other, &text, "en", t - 60_000);
+                summary.retweets += 1;
+                let mut s = g.status(id, me, &format!("RT @{}: {text}", g.handle(other)), "en", t);
+                s["retweeted_status"] = orig;
+                s
+            } else if kind < 40 {
+                // A reply: to someone's post, or (no status id) to a user.
+                let other = g.users.sample(&mut g.rng) + 1;
+                let body = g.text("en");
+                let mut s = g.status(id, me, &format!("@{} {body}", g.handle(other)), "en", t);
+                s["in_reply_to_user_id_str"] = json!((other + 1000).to_string());
+                s["in_reply_to_screen_name"] = json!(g.handle(other));
+                if g.rng.gen_bool(0.8) {
+                    s["in_reply_to_status_id_str"] = json!((id - 7).to_string());
+                }
+                s
+            } else {
+                let text = g.text("en");
+                g.status(id, me, &text, "en", t)
+            };
+            st.as_object_mut().map(|o| o.remove("timestamp_ms"));
+            let text = st["text"].as_str().unwrap_or_default().to_string();
+            recent.push((id, text));
+            if recent.len() > 50 {
+                recent.remove(0);
+            }
+            let year = chrono::DateTime::from_timestamp_millis(t)
+                .map(|d| chrono::Datelike::year(&d))
+                .unwrap_or(2015);
+            by_year.entry(year).or_default().push(st);
+            summary.posts += 1;
+        }
+    }
+    for (year, mut statuses) in by_year {
+        statuses.reverse(); // newest first
+        let path = dir.join(format!("tweets-{year}.json"));
+        let bytes = serde_json::to_vec(&statuses).map_err(|e| Error::io(&path, e.into()))?;
+        crate::write::write_atomic(&path, &bytes)?;
+        summary.files.push(path);
+    }
+    Ok(summary)
+}

@@ -154,7 +154,8 @@ fn airline_csv_and_tweeteval_text_load() {
     // Shards hold posts in (time, id) order, whatever order the file lists them in.
     assert!(posts
         .windows(2)
-        .all(|w| (w[0].created_at, w[0].id.len(), &w[0].id) <= (w[1].created_at, w[1].id.len(), &w[1].id)));
+        .all(|w| (w[0].created_at, w[0].id.len(), &w[0].id)
+            <= (w[1].created_at, w[1].id.len(), &w[1].id)));
 
     let out2 = tempfile::tempdir().expect("tmp");
     let files = vec![te.join("train_text.txt"), te.join("test_text.txt")];
@@ -383,4 +384,316 @@ fn deletion_list_and_archive() {
         .build(&d.join("out2"), &mut |_| {})
         .expect_err("bad list");
     assert!(err.to_string().contains("bad.txt:2"), "{err}");
+}
+
+/// Verdict of every post by id.
+fn verdicts(out: &Path) -> std::collections::BTreeMap<String, Verdict> {
+    posts_of(out)
+        .into_iter()
+        .map(|p| (p.id, p.verdict))
+        .collect()
+}
+
+/// Writes `statuses` as JSON arrays split over `files` files in `dir`.
+fn write_arrays(dir: &Path, statuses: &[serde_json::Value], files: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let per = statuses.len().div_ceil(files.max(1)).max(1);
+    statuses
+        .chunks(per)
+        .enumerate()
+        .map(|(i, c)| {
+            let p = dir.join(format!("part-{i}.json"));
+            std::fs::write(&p, serde_json::to_vec(c).expect("json")).expect("write");
+            p
+        })
+        .collect()
+}
+
+fn read_arrays(files: &[PathBuf]) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for f in files {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f).expect("read")).expect("json");
+        all.extend(v.as_array().cloned().unwrap_or_default());
+    }
+    all
+}
+
+fn shuffle<T>(v: &mut [T], seed: u64) {
+    use rand::{seq::SliceRandom, SeedableRng};
+    v.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+}
+
+#[test]
+fn a_prolific_humans_archive_gets_the_same_verdicts_in_any_order() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let archive = starling_corpus::synth::write_archive(
+        &starling_corpus::synth::ArchiveConfig {
+            days: 200,
+            burst_chance: 0.15,
+            ..Default::default()
+        },
+        &tmp.path().join("archive"),
+    )
+    .expect("archive");
+    assert!(archive.posts > 4000 && archive.bursts > 10, "{archive:?}");
+    // As written: one array per year, newest first.
+    let newest_first = build(archive.files.clone(), &tmp.path().join("a"));
+    assert!(newest_first.counts.balanced());
+    // The same files named in another order: the same shard bytes.
+    let mut reordered = archive.files.clone();
+    reordered.reverse();
+    let b = build(reordered, &tmp.path().join("b"));
+    assert_eq!(
+        newest_first
+            .shards
+            .iter()
+            .map(|s| &s.sha256)
+            .collect::<Vec<_>>(),
+        b.shards.iter().map(|s| &s.sha256).collect::<Vec<_>>()
+    );
+    // Oldest first, and shuffled across three files.
+    let mut all = read_arrays(&archive.files);
+    all.reverse();
+    let oldest = write_arrays(&tmp.path().join("oldest"), &all, 1);
+    shuffle(&mut all, 3);
+    let shuffled = write_arrays(&tmp.path().join("shuffled"), &all, 3);
+    let want = verdicts(&tmp.path().join("a"));
+    for (name, files) in [("oldest first", oldest), ("shuffled", shuffled)] {
+        let out = tmp.path().join(name);
+        let m = build(files, &out);
+        assert!(m.counts.balanced());
+        assert_eq!(verdicts(&out), want, "{name}");
+    }
+    // The person keeps what the other rules leave: bursts and volume are not automation.
+    // (The retweeted originals' authors are word salad by `synth`; only the archive's owner counts.)
+    let owner: Vec<Verdict> = posts_of(&tmp.path().join("a"))
+        .into_iter()
+        .filter(|p| p.author_id.as_deref() == Some("5242"))
+        .map(|p| p.verdict)
+        .collect();
+    let bot = owner.iter().filter(|v| **v == Verdict::Bot).count();
+    let kept = owner.iter().filter(|v| **v == Verdict::Kept).count();
+    assert!(kept > 4000, "kept {kept}");
+    assert!(
+        kept as f64 >= 0.98 * (kept + bot) as f64,
+        "kept {kept}, bot {bot}: {:?}",
+        newest_first.bots
+    );
+}
+
+#[test]
+fn v11_timelines_get_the_same_verdicts_newest_oldest_or_shuffled() {
+    let Some(dir) = shared("twitter-api-v1.1-samples") else {
+        return;
+    };
+    let files: Vec<PathBuf> = [
+        "get_user_timeline_count.json",
+        "get_home_timeline.json",
+        "get_list_timeline.json",
+        "get_mentions.json",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let as_given = build(files.clone(), &tmp.path().join("given"));
+    assert!(
+        as_given.counts.balanced() && as_given.counts.read > 150,
+        "{:?}",
+        as_given.counts
+    );
+    let want = verdicts(&tmp.path().join("given"));
+    let mut all = read_arrays(&files);
+    all.reverse();
+    let oldest = write_arrays(&tmp.path().join("oldest"), &all, 2);
+    shuffle(&mut all, 11);
+    let shuffled = write_arrays(&tmp.path().join("shuffled"), &all, 5);
+    for (name, files) in [("oldest first", oldest), ("shuffled", shuffled)] {
+        let out = tmp.path().join(name);
+        build(files, &out);
+        assert_eq!(verdicts(&out), want, "{name}");
+    }
+}
+
+#[test]
+fn untimed_posts_give_the_same_text_and_verdict_multiset_in_any_order() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut lines: Vec<String> = (0..400)
+        .map(|i| format!("post number {} about the game tonight", i % 170))
+        .collect();
+    let multiset = |out: &Path| {
+        let mut v: Vec<(String, Verdict)> = posts_of(out)
+            .into_iter()
+            .map(|p| (p.text, p.verdict))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want = None;
+    for seed in 0..3u64 {
+        if seed > 0 {
+            shuffle(&mut lines, seed);
+        }
+        let f = tmp.path().join(format!("posts-{seed}.txt"));
+        std::fs::write(&f, lines.join("\n")).expect("write");
+        let out = tmp.path().join(format!("c{seed}"));
+        build(vec![f], &out);
+        let got = multiset(&out);
+        assert!(got.iter().any(|(_, v)| *v == Verdict::ExactDuplicate));
+        match &want {
+            None => want = Some(got),
+            Some(w) => assert_eq!(&got, w, "seed {seed}"),
+        }
+    }
+}
+
+/// Random text heavy in sigils, quotes, ellipses, URLs and multi-byte letters.
+fn hostile_text(rng: &mut impl rand::Rng) -> String {
+    const PARTS: &[&str] = &[
+        "@",
+        "#",
+        "$",
+        "“",
+        "”",
+        "’",
+        "‘",
+        "…",
+        "f",
+        "RT",
+        "RT:",
+        ":",
+        "x",
+        "é",
+        "ñ",
+        "日本",
+        "😂",
+        "https://t.co/",
+        "http://",
+        "www.",
+        ".com",
+        "/",
+        "-",
+        "--",
+        "_",
+        " ",
+        " ",
+        "\u{200d}",
+        "＠",
+        "＃",
+        "ß",
+        "İ",
+        "a1",
+        "&amp;",
+        "\u{301}",
+        "user",
+        "tag",
+        "TSLA",
+    ];
+    let n = rng.gen_range(1..40);
+    // A word first, so no line is blank (blank lines are not records).
+    std::iter::once("p ")
+        .chain((0..n).map(|_| PARTS[rng.gen_range(0..PARTS.len())]))
+        .collect()
+}
+
+#[test]
+fn random_hostile_text_never_panics_and_counts_add_up() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let texts: Vec<String> = (0..4000).map(|_| hostile_text(&mut rng)).collect();
+    for t in &texts {
+        let e = starling_text::try_extract_entities(t).expect("no panic in entity extraction");
+        for x in e.all() {
+            assert!(
+                x.start <= x.end && x.end <= t.chars().count(),
+                "{t:?}: {x:?}"
+            );
+        }
+    }
+    // The two records that aborted whole PAN files, among the rest.
+    let mut lines = texts.clone();
+    lines.push("in support of the “f@cking gunfight” line, however.".into());
+    lines.push("@CSIFCV reprueba “la falta de diálogo directo” del conseller".into());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let txt = tmp.path().join("hostile.txt");
+    std::fs::write(&txt, lines.join("\n")).expect("write");
+    let jsonl = tmp.path().join("hostile.jsonl");
+    let json: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"id_str": (i + 1).to_string(), "text": t,
+                "created_at": "Wed Oct 10 20:19:24 +0000 2018",
+                "user": {"id_str": (i % 7).to_string(), "screen_name": format!("u{}", i % 7)}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&jsonl, json.join("\n")).expect("write");
+    let m = build(vec![txt, jsonl], &tmp.path().join("c"));
+    assert!(m.counts.balanced(), "{:?}", m.counts);
+    assert_eq!(m.counts.read, 2 * lines.len() as u64);
+    assert_eq!(m.counts.quarantined, 0);
+}
+
+/// The first `authors` authors' rows of a PAN file, and their labels.
+fn pan_slice(file: &Path, authors: usize, out: &Path) -> usize {
+    let rows = std::io::BufReader::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(file).expect("open"),
+    ));
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out).expect("create"));
+    let mut r = csv::Reader::from_reader(rows);
+    let mut wtr = csv::Writer::from_writer(&mut w);
+    wtr.write_record(["author", "lang", "text"])
+        .expect("header");
+    let mut seen = Vec::<String>::new();
+    for rec in r.records() {
+        let rec = rec.expect("row");
+        if seen.last().map(String::as_str) != Some(&rec[0]) {
+            if seen.len() == authors {
+                break;
+            }
+            seen.push(rec[0].to_string());
+        }
+        wtr.write_record(&rec).expect("row");
+    }
+    wtr.flush().expect("flush");
+    seen.len()
+}
+
+#[test]
+fn a_slice_of_pan_ingests_whole_and_the_bot_rule_finds_bots() {
+    let Some(dir) = shared("pan19-bots") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    for lang in ["en", "es"] {
+        let slice = tmp.path().join(format!("pan-{lang}.csv"));
+        let n = pan_slice(&dir.join(format!("train-{lang}.csv.gz")), 150, &slice);
+        let truth =
+            starling_corpus::bots_eval::read_truth(&dir.join(format!("truth-train-{lang}.tsv")))
+                .expect("truth");
+        // Score every author of the slice (most were among the model's training authors).
+        let all: std::collections::HashMap<_, _> = truth
+            .into_iter()
+            .map(|(a, mut l)| {
+                l.held_out = true;
+                (a, l)
+            })
+            .collect();
+        let s = starling_corpus::bots_eval::evaluate(
+            &slice,
+            &all,
+            &CorpusConfig::default(),
+            &tmp.path().join(lang),
+        )
+        .expect("corpus");
+        assert_eq!((s.read, s.quarantined), (n as u64 * 100, 0), "{lang}");
+        assert!(
+            s.bots + s.humans == n as u64 && s.bots > 20 && s.humans > 20,
+            "{s:?}"
+        );
+        assert!(s.precision >= 0.9 && s.recall >= 0.6, "{lang}: {s:?}");
+        assert!(s.human_posts_removed <= 0.03, "{lang}: {s:?}");
+    }
 }

@@ -30,7 +30,7 @@ use tantivy::{
 };
 
 /// Version of the index directory layout and schema.
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
 /// File beside tantivy's own that says what built the index.
 pub const META_FILE: &str = "starling-index.json";
 /// Name under which the post analyzer is registered.
@@ -267,7 +267,7 @@ impl PostTokenizer {
 
 /// Byte spans of the tokens of `text`.
 fn spans(text: &str, url_parts: bool) -> Vec<(usize, usize)> {
-    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let word = |c: char| (c.is_alphanumeric() || c == '_') && !is_apostrophe(c);
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let end_of = |i: usize| chars.get(i).map(|c| c.0).unwrap_or(text.len());
     let mut out = Vec::new();
@@ -319,7 +319,7 @@ fn spans(text: &str, url_parts: bool) -> Vec<(usize, usize)> {
             while i < chars.len() {
                 let ch = chars[i].1;
                 // An apostrophe inside a word ("don't") stays in it.
-                let inner_apostrophe = matches!(ch, '\'' | '’')
+                let inner_apostrophe = is_apostrophe(ch)
                     && !sigil
                     && chars.get(i + 1).is_some_and(|n| n.1.is_alphabetic());
                 if word(ch) || inner_apostrophe {
@@ -329,11 +329,23 @@ fn spans(text: &str, url_parts: bool) -> Vec<(usize, usize)> {
                 }
             }
             out.push((chars[s].0, end_of(i)));
+            // `@CNN's`, `#Tag’s`: the possessive is no word of its own.
+            let possessive = chars.get(i).is_some_and(|c| is_apostrophe(c.1))
+                && chars.get(i + 1).is_some_and(|c| matches!(c.1, 's' | 'S'))
+                && !chars.get(i + 2).is_some_and(|c| word(c.1));
+            if sigil && possessive {
+                i += 2;
+            }
             continue;
         }
         i += 1;
     }
     out
+}
+
+/// Apostrophes as typed: ASCII, typographic (’ ‘), modifier letter (ʼ), full-width, grave, acute.
+fn is_apostrophe(c: char) -> bool {
+    matches!(c, '\'' | '’' | '‘' | 'ʼ' | '＇' | '`' | '´')
 }
 
 /// The token stream of [`PostTokenizer`].
@@ -364,14 +376,21 @@ impl TokenStream for PostTokenStream<'_> {
         };
         self.next += 1;
         self.token.text.clear();
-        // Fold the typographic apostrophe and full-width sigils to their ASCII forms.
+        // Fold apostrophe variants and full-width sigils to their ASCII forms.
         for c in self.text[from..to].chars() {
             self.token.text.push(match c {
-                '’' => '\'',
+                c if is_apostrophe(c) => '\'',
                 '＃' => '#',
                 '＠' => '@',
                 other => other,
             });
+        }
+        // English possessives: `Hillary's` is found by `hillary` (and `China’s` by `china`).
+        let t = &self.token.text;
+        let plain = !t.starts_with(['#', '@', '$']) && !t.contains("://");
+        if plain && t.len() > 2 && (t.ends_with("'s") || t.ends_with("'S")) {
+            let keep = t.len() - 2;
+            self.token.text.truncate(keep);
         }
         self.token.offset_from = from;
         self.token.offset_to = to;
@@ -453,7 +472,12 @@ fn document(f: &Fields, p: &Post) -> TantivyDocument {
     d.add_u64(f.quotes, e.quotes);
     let ents = &p.entities;
     let flags = [
-        (p.refs.reply_to.is_some(), Filter::Replies),
+        // The platform's definition: a reply to a post, or to a user (a post that starts with
+        // a mention carries `in_reply_to_user_id` without a status id).
+        (
+            p.refs.reply_to.is_some() || p.refs.reply_to_user.is_some(),
+            Filter::Replies,
+        ),
         (p.refs.repost_of.is_some(), Filter::Retweets),
         (p.refs.quote_of.is_some(), Filter::Quote),
         (!ents.urls.is_empty(), Filter::Links),
@@ -1426,6 +1450,33 @@ mod tests {
         assert_eq!(
             domain("https://www.Example.com:8080/x?y").as_deref(),
             Some("example.com")
+        );
+    }
+
+    #[test]
+    fn the_analyzer_splits_punctuation_and_folds_possessives() {
+        let mut a = post_analyzer();
+        assert_eq!(
+            analyze(
+                &mut a,
+                "@BarackObama--he can't… Crooked Hillary's and China’s/India‘s ʼem ok`s"
+            ),
+            vec![
+                "@barackobama",
+                "he",
+                "can't",
+                "crooked",
+                "hillary",
+                "and",
+                "china",
+                "india",
+                "em",
+                "ok"
+            ]
+        );
+        assert_eq!(
+            analyze(&mut a, ".@user-Hood's #Tag's it's"),
+            vec!["@user", "hood", "#tag", "it"]
         );
     }
 

@@ -174,7 +174,14 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     assert!(e.to_string().contains("already exists"), "{e}");
     let meta = out.join(starling_search::index::META_FILE);
     let text = std::fs::read_to_string(&meta).expect("meta");
-    std::fs::write(&meta, text.replace("\"version\": 2", "\"version\": 99")).expect("write");
+    std::fs::write(
+        &meta,
+        text.replace(
+            &format!("\"version\": {}", starling_search::index::INDEX_VERSION),
+            "\"version\": 99",
+        ),
+    )
+    .expect("write");
     let e = PostIndex::open(&out).err().expect("version");
     assert!(
         e.to_string().contains("version 99") && e.to_string().contains("rebuild"),

@@ -57,6 +57,65 @@ impl Entities {
             && self.urls.is_empty()
     }
 
+    /// Adds the platform's entities (by name, as `entities.user_mentions` etc. give them) that
+    /// extraction missed, each at the first place `text` spells it with its sigil outside the
+    /// spans already found; names the text does not spell are left out.
+    pub fn merge_named(&mut self, text: &str, platform: &Entities) {
+        let lower = text.to_lowercase();
+        // Lower-casing can change byte lengths; only merge when it did not, so spans stay true.
+        if lower.len() != text.len() {
+            return;
+        }
+        for (theirs, kind, sigils) in [
+            (&platform.mentions, EntityKind::Mention, &['@', '＠'][..]),
+            (&platform.hashtags, EntityKind::Hashtag, &['#', '＃'][..]),
+            (&platform.cashtags, EntityKind::Cashtag, &['$'][..]),
+        ] {
+            for p in theirs {
+                let name = p.text.to_lowercase();
+                let ours = match kind {
+                    EntityKind::Mention => &self.mentions,
+                    EntityKind::Hashtag => &self.hashtags,
+                    _ => &self.cashtags,
+                };
+                if ours.iter().any(|e| e.text.to_lowercase() == name) {
+                    continue;
+                }
+                let taken: Vec<(usize, usize)> =
+                    self.all().iter().map(|e| (e.start, e.end)).collect();
+                let found = sigils.iter().find_map(|sigil| {
+                    let needle = format!("{sigil}{name}");
+                    lower.match_indices(&needle).find_map(|(at, _)| {
+                        let after = lower[at + needle.len()..].chars().next();
+                        if after.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                            return None;
+                        }
+                        let start = text[..at].chars().count();
+                        let end = start + needle.chars().count();
+                        let free = taken.iter().all(|&(s, e)| end <= s || start >= e);
+                        free.then_some((start, end, at, needle.len()))
+                    })
+                });
+                if let Some((start, end, at, len)) = found {
+                    let sigil_len = text[at..].chars().next().map_or(1, char::len_utf8);
+                    let e = Entity {
+                        kind,
+                        text: text[at + sigil_len..at + len].to_string(),
+                        start,
+                        end,
+                    };
+                    let list = match kind {
+                        EntityKind::Mention => &mut self.mentions,
+                        EntityKind::Hashtag => &mut self.hashtags,
+                        _ => &mut self.cashtags,
+                    };
+                    list.push(e);
+                    list.sort_by_key(|e| e.start);
+                }
+            }
+        }
+    }
+
     /// All entities in text order.
     pub fn all(&self) -> Vec<&Entity> {
         let mut v: Vec<&Entity> = self
@@ -105,8 +164,31 @@ pub fn extract_entities(text: &str) -> Entities {
                 | Rule::username
         )
     });
+    // twitter-text counts UTF-16 code units (an emoji is two); entities count code points.
+    let astral = text.chars().any(|c| c.len_utf16() == 2);
+    let to_code_points: Vec<usize> = if astral {
+        let mut map = Vec::with_capacity(text.len() + 1);
+        for (i, c) in text.chars().enumerate() {
+            map.extend(std::iter::repeat_n(i, c.len_utf16()));
+        }
+        map.push(text.chars().count());
+        map
+    } else {
+        Vec::new()
+    };
+    let code_point = |u: i32| -> usize {
+        let u = u.max(0) as usize;
+        if astral {
+            to_code_points
+                .get(u)
+                .copied()
+                .unwrap_or(to_code_points.len() - 1)
+        } else {
+            u
+        }
+    };
     for e in entities {
-        let (start, end) = (e.get_start().max(0) as usize, e.get_end().max(0) as usize);
+        let (start, end) = (code_point(e.get_start()), code_point(e.get_end()));
         let entity = |kind, text: String| Entity {
             kind,
             text,
@@ -257,5 +339,70 @@ mod tests {
     fn urls_weigh_23() {
         assert_eq!(weighted_length("http://test.co").weighted_length, 23);
         assert!(!weighted_length("").valid);
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn named(kind: EntityKind, text: &str) -> Entity {
+        Entity {
+            kind,
+            text: text.into(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    #[test]
+    fn platform_entities_fill_what_extraction_missed() {
+        let text = "Café talk with @Jack and x@BarackObama_ and #Rust";
+        let mut e = extract_entities(text);
+        let platform = Entities {
+            mentions: vec![
+                named(EntityKind::Mention, "jack"),
+                named(EntityKind::Mention, "barackobama"),
+                named(EntityKind::Mention, "nobody"),
+            ],
+            hashtags: vec![named(EntityKind::Hashtag, "rust")],
+            ..Default::default()
+        };
+        let before = e.clone();
+        e.merge_named(text, &platform);
+        // `@BarackObama_` spells another name; `nobody` is not in the text; the rest was found.
+        assert_eq!(e, before);
+
+        let text = "so x@Jack said";
+        let mut e = extract_entities(text);
+        assert!(e.mentions.is_empty());
+        e.merge_named(
+            text,
+            &Entities {
+                mentions: vec![named(EntityKind::Mention, "jack")],
+                ..Default::default()
+            },
+        );
+        assert_eq!(e.mentions.len(), 1);
+        assert_eq!(
+            (
+                e.mentions[0].text.as_str(),
+                e.mentions[0].start,
+                e.mentions[0].end
+            ),
+            ("Jack", 4, 9)
+        );
+        assert_eq!(try_extract_entities(text), Ok(extract_entities(text)));
+    }
+
+    #[test]
+    fn indices_count_code_points_after_emoji() {
+        let text = "😂😂 #tag and https://t.co/abc";
+        let e = extract_entities(text);
+        assert_eq!((e.hashtags[0].start, e.hashtags[0].end), (3, 7));
+        assert_eq!((e.urls[0].start, e.urls[0].end), (12, 28));
+        assert_eq!(text.chars().count(), 28);
+        let n = crate::Normalizer::new(crate::NormalizeConfig::default());
+        assert_eq!(n.normalize_display(text, &e).text, "😂😂 #tag and <|url|>");
     }
 }

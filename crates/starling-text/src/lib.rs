@@ -22,9 +22,9 @@ mod normalize;
 mod pii;
 
 pub use entities::{
-    extract_entities, is_valid_hashtag, panic_message, try_extract_entities, is_valid_list, is_valid_url, is_valid_username, reply_to,
-    weighted_length, weighted_length_with, Entities, Entity, EntityKind, LengthConfig,
-    WeightedLength,
+    extract_entities, is_valid_hashtag, is_valid_list, is_valid_url, is_valid_username,
+    panic_message, reply_to, try_extract_entities, weighted_length, weighted_length_with, Entities,
+    Entity, EntityKind, LengthConfig, WeightedLength,
 };
 pub use normalize::{html_unescape, NormalizeConfig, Normalized, Normalizer};
 pub use pii::{PiiCounts, PiiScrubber};

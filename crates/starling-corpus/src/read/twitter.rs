@@ -8,7 +8,7 @@ use crate::read::Deletion;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
-use starling_text::{html_unescape, Entities};
+use starling_text::{html_unescape, Entities, Entity, EntityKind};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::BufRead;
@@ -83,6 +83,59 @@ struct Extended {
 #[serde(default)]
 struct EntitiesV1 {
     media: Option<IgnoredAny>,
+    /// v1.1 mentions (`screen_name`).
+    user_mentions: Option<serde_json::Value>,
+    /// v2 mentions (`username`).
+    mentions: Option<serde_json::Value>,
+    /// v1.1 `text`, v2 `tag`.
+    hashtags: Option<serde_json::Value>,
+    /// v1.1 cashtags.
+    symbols: Option<serde_json::Value>,
+    /// v2 cashtags.
+    cashtags: Option<serde_json::Value>,
+}
+
+impl EntitiesV1 {
+    /// The platform's mentions, hashtags and cashtags by name (spans are found again in the text
+    /// by curation, since truncated and extended texts index differently). Odd shapes are ignored.
+    fn named(&self, out: &mut Entities) {
+        let names = |v: &Option<serde_json::Value>, keys: &[&str]| -> Vec<String> {
+            v.as_ref()
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| keys.iter().find_map(|k| e.get(*k)?.as_str()))
+                        .filter(|n| !n.is_empty() && n.len() <= 140)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let entity = |kind, text| Entity {
+            kind,
+            text,
+            start: 0,
+            end: 0,
+        };
+        for (v, keys, kind) in [
+            (
+                &self.user_mentions,
+                &["screen_name"][..],
+                EntityKind::Mention,
+            ),
+            (&self.mentions, &["username"][..], EntityKind::Mention),
+            (&self.hashtags, &["text", "tag"][..], EntityKind::Hashtag),
+            (&self.symbols, &["text"][..], EntityKind::Cashtag),
+            (&self.cashtags, &["tag"][..], EntityKind::Cashtag),
+        ] {
+            let list = match kind {
+                EntityKind::Mention => &mut out.mentions,
+                EntityKind::Hashtag => &mut out.hashtags,
+                _ => &mut out.cashtags,
+            };
+            list.extend(names(v, keys).into_iter().map(|n| entity(kind, n)));
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,6 +488,12 @@ impl Emitter<'_, '_> {
                 .as_ref()
                 .is_some_and(|a| !a.media_keys.is_empty());
         let is_repost = refs.repost_of.is_some();
+        let mut platform = Entities::default();
+        if !is_repost {
+            for e in [&s.entities, &ext.entities].into_iter().flatten() {
+                e.named(&mut platform);
+            }
+        }
         let text = if is_repost {
             String::new()
         } else {
@@ -448,7 +507,7 @@ impl Emitter<'_, '_> {
             lang: s.lang.take().unwrap_or_default(),
             lang_detected: false,
             text,
-            entities: Entities::default(),
+            entities: platform,
             train_text: String::new(),
             refs,
             engagement,

@@ -275,7 +275,6 @@ pub fn parse_mentions_only(input: &str) -> Vec<NomEntity<'_>> {
             let has_invalid_suffix = if let Some(next_char) = after.chars().next() {
                 next_char == '@'
                     || next_char == '\u{ff20}'
-                    || next_char == '-'
                     || url::is_latin_accent(next_char)
                     || after.starts_with("://")
             } else {
@@ -845,11 +844,11 @@ fn try_parse_entity<'a>(
                         return Some((entity, consumed));
                     }
                     mention::MentionType::List(slug_start) => {
-                        // Check for invalid suffix (@ or latin_accent or :// or -)
+                        // Check for invalid suffix (@ or latin_accent or ://), as twitter-text's
+                        // `endMentionMatch`: a hyphen ends the name (`@BarackObama--he`).
                         if let Some(next_char) = remaining.chars().next() {
                             if next_char == '@'
                                 || next_char == '\u{ff20}'
-                                || next_char == '-'
                                 || url::is_latin_accent(next_char)
                                 || remaining.starts_with("://")
                             {
@@ -866,11 +865,11 @@ fn try_parse_entity<'a>(
                         return Some((entity, consumed));
                     }
                     mention::MentionType::Username => {
-                        // Check for invalid suffix (@ or latin_accent or :// or -)
+                        // Check for invalid suffix (@ or latin_accent or ://), as twitter-text's
+                        // `endMentionMatch`: a hyphen ends the name (`@BarackObama--he`).
                         if let Some(next_char) = remaining.chars().next() {
                             if next_char == '@'
                                 || next_char == '\u{ff20}'
-                                || next_char == '-'
                                 || url::is_latin_accent(next_char)
                                 || remaining.starts_with("://")
                             {
@@ -1157,6 +1156,20 @@ mod tests {
             }
         }
         assert!(is_rt_prefix_before("\u{201c} RT@user", "\u{201c} RT".len()));
+    }
+
+    #[test]
+    fn a_hyphen_ends_a_mention() {
+        // twitter-text (Java/Ruby/JS) extracts these; 0.3.1 refused a mention followed by `-`.
+        let names = |t| -> Vec<String> {
+            parse_tweet(t)
+                .iter()
+                .filter(|e| e.entity_type == NomEntityType::Username)
+                .map(|e| e.value.to_string())
+                .collect()
+        };
+        assert_eq!(names("@BarackObama--he can't"), vec!["@BarackObama"]);
+        assert_eq!(names(".@user-Hood is here"), vec!["@user"]);
         assert!(is_rt_prefix_before("RT:@user", 3));
         assert!(!is_rt_prefix_before("\u{201c}f@user", "\u{201c}f".len()));
     }
