@@ -150,52 +150,70 @@ const INFORMAL: [&str; 12] = [
 ];
 
 impl PostSignal {
-    /// The signal of a post from its display text and training text.
+    /// The signal of a post from its display text and training text (one pass over each, no
+    /// allocation: it runs for every post).
     pub fn of(
         text: &str,
         train_text: &str,
         entities: &starling_text::Entities,
         repost: bool,
     ) -> Self {
-        let manual_rt = text.trim_start().starts_with("RT @");
+        let trimmed = text.trim();
         let mut s = PostSignal {
-            repost: repost || manual_rt,
+            repost: repost || trimmed.starts_with("RT @"),
             url: !entities.urls.is_empty(),
             mention: !entities.mentions.is_empty(),
-            reply: text.trim_start().starts_with('@'),
+            reply: trimmed.starts_with('@'),
             hashtags: entities.hashtags.len() as u32,
-            ends_url: entities
-                .urls
-                .last()
-                .is_some_and(|u| u.end + 1 >= text.chars().count()),
-            newline: text.contains('\n'),
-            ellipsis: text.trim_end().ends_with('…') || text.trim_end().ends_with("..."),
             ..Default::default()
         };
         if repost {
             return s;
         }
+        for c in text.chars() {
+            s.chars += 1;
+            match c {
+                '0'..='9' => s.digits += 1,
+                '\n' => s.newline = true,
+                '!' => s.exclaim = true,
+                '?' | '¿' => s.question = true,
+                c if c.is_alphabetic() => {
+                    s.letters += 1;
+                    s.upper += u32::from(c.is_uppercase());
+                }
+                c if !c.is_whitespace() && !c.is_ascii() => s.symbols += 1,
+                _ => {}
+            }
+        }
+        let last_url = entities
+            .urls
+            .last()
+            .filter(|u| u.end + 1 >= s.chars as usize);
+        s.ends_url = last_url.is_some();
         s.links = entities
             .urls
             .iter()
             .map(|u| fx64(u.text.as_bytes()))
             .collect();
-        let trimmed = text.trim();
         s.lower_start = trimmed.chars().next().is_some_and(char::is_lowercase);
-        s.exclaim = text.contains('!');
-        s.question = text.contains('?') || text.contains('¿');
-        let tail: String = {
-            let no_url = entities
-                .urls
-                .last()
-                .filter(|u| u.end + 1 >= text.chars().count());
-            let body: String = match no_url {
-                Some(u) => text.chars().take(u.start).collect(),
-                None => text.to_string(),
-            };
-            let chars: Vec<char> = body.trim_end().chars().collect();
-            chars[chars.len().saturating_sub(40)..].iter().collect()
-        };
+        // The text before a trailing link: where feed titles end in `…` and quotes in `- Name`.
+        let body = match last_url {
+            Some(u) => {
+                let at = text
+                    .char_indices()
+                    .nth(u.start)
+                    .map_or(text.len(), |(i, _)| i);
+                &text[..at]
+            }
+            None => text,
+        }
+        .trim_end();
+        s.ellipsis = body.ends_with('…') || body.ends_with("...");
+        let mut from = body.len().saturating_sub(80);
+        while !body.is_char_boundary(from) {
+            from += 1;
+        }
+        let tail = &body[from..];
         s.attribution = ["- ", "— ", "―", "—", "~ ", "-- "].iter().any(|d| {
             tail.rfind(d).is_some_and(|i| {
                 let after = tail[i + d.len()..].trim_start();
@@ -205,36 +223,37 @@ impl PostSignal {
         });
         for w in text
             .split(|c: char| !c.is_alphanumeric() && c != '\'')
-            .filter(|w| !w.is_empty())
+            .filter(|w| !w.is_empty() && w.len() <= 8)
         {
-            let w = w.to_lowercase();
-            s.first_person |= FIRST_PERSON.contains(&w.as_str());
-            s.informal |= INFORMAL.contains(&w.as_str());
+            s.first_person |= FIRST_PERSON.iter().any(|x| w.eq_ignore_ascii_case(x));
+            s.informal |= INFORMAL.iter().any(|x| w.eq_ignore_ascii_case(x));
         }
-        for c in text.chars() {
-            s.chars += 1;
-            if c.is_ascii_digit() {
-                s.digits += 1;
-            } else if c.is_alphabetic() {
-                s.letters += 1;
-                s.upper += u32::from(c.is_uppercase());
-            } else if !c.is_whitespace() && !c.is_ascii() {
-                s.symbols += 1;
+        // Template: lower-cased training text, digits as 0, whitespace runs as one space.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |b: u8| h = (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3);
+        let (mut in_space, mut started) = (false, false);
+        let mut buf = [0u8; 4];
+        for c in train_text.chars() {
+            if c.is_whitespace() {
+                in_space = started;
+                continue;
+            }
+            if !started || in_space {
+                s.words += 1;
+            }
+            if in_space {
+                feed(b' ');
+                in_space = false;
+            }
+            started = true;
+            let c = if c.is_ascii_digit() { '0' } else { c };
+            for l in c.to_lowercase() {
+                for &b in l.encode_utf8(&mut buf).as_bytes() {
+                    feed(b);
+                }
             }
         }
-        let template: String = train_text
-            .chars()
-            .flat_map(char::to_lowercase)
-            .map(|c| if c.is_ascii_digit() { '0' } else { c })
-            .collect();
-        s.template = fx64(
-            template
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .as_bytes(),
-        );
-        s.words = template.split_whitespace().count() as u32;
+        s.template = mix64(h);
         s
     }
 }

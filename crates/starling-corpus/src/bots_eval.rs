@@ -228,3 +228,58 @@ pub fn evaluate(
         quarantined: m.counts.quarantined,
     })
 }
+
+/// How [`pan_2019`] fits the content model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitSettings {
+    /// 1: linear; 2: with squares and pairwise products.
+    pub degree: u8,
+    /// L2 penalty on the weights.
+    pub l2: f64,
+    /// Most share of training humans the threshold may flag.
+    pub max_human_fpr: f64,
+}
+
+impl Default for FitSettings {
+    /// The settings of the shipped `bot_model.json`.
+    fn default() -> Self {
+        Self {
+            degree: 2,
+            l2: 30.0,
+            max_human_fpr: 0.002,
+        }
+    }
+}
+
+/// The PAN 2019 protocol on `dir` (`train-{en,es}.csv.gz`, `truth-train-{en,es}.tsv`): fit on the
+/// stratified 80% of both languages' authors, build each language's corpus with that model in
+/// `work` and score it on the held-out 20%.
+pub fn pan_2019(
+    dir: &Path,
+    settings: &FitSettings,
+    work: &Path,
+) -> Result<(BotModel, Vec<BotScores>)> {
+    let mut sets = Vec::new();
+    for lang in ["en", "es"] {
+        let truth = read_truth(&dir.join(format!("truth-train-{lang}.tsv")))?;
+        sets.push((dir.join(format!("train-{lang}.csv.gz")), truth));
+    }
+    let mut config = CorpusConfig::default();
+    let model = fit(
+        &sets,
+        &config,
+        settings.degree,
+        settings.l2,
+        settings.max_human_fpr,
+    )?;
+    std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
+    let model_path = work.join("bot-model.json");
+    let json = serde_json::to_vec_pretty(&model).map_err(|e| Error::io(&model_path, e.into()))?;
+    crate::write::write_atomic(&model_path, &json)?;
+    config.curate.bots.model = Some(model_path.display().to_string());
+    let mut scores = Vec::new();
+    for (file, truth) in &sets {
+        scores.push(evaluate(file, truth, &config, &work.join("corpus"))?);
+    }
+    Ok((model, scores))
+}

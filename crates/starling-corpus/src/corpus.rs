@@ -269,7 +269,6 @@ struct ShardSink {
     per_shard: usize,
     current: Option<(zstd::Encoder<'static, AtomicFile>, u64)>,
     done: Vec<ShardRecord>,
-    line: Vec<u8>,
     pending: Vec<u8>,
 }
 
@@ -278,25 +277,19 @@ impl ShardSink {
         format!("posts-{i:05}.jsonl.zst")
     }
 
-    fn write(&mut self, post: &Post) -> Result<()> {
+    /// Appends one serialised post (a JSON line with its newline); compressor input goes in
+    /// 256 KiB blocks (small writes cost).
+    fn write_line(&mut self, line: &[u8]) -> Result<()> {
         if self.current.is_none() {
             let path = self.dir.join(Self::name(self.done.len()));
             let f = AtomicFile::create(&path)?;
             let enc = zstd::Encoder::new(f, ZSTD_LEVEL).map_err(|e| Error::io(&path, e))?;
             self.current = Some((enc, 0));
         }
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, post).map_err(|e| Error::io(&self.dir, e.into()))?;
-        self.line.push(b'\n');
-        self.write_line()
-    }
-
-    /// Appends the line in `self.line`; compressor input goes in 256 KiB blocks (small writes cost).
-    fn write_line(&mut self) -> Result<()> {
         let Some((_, n)) = self.current.as_mut() else {
             return Ok(());
         };
-        self.pending.extend_from_slice(&self.line);
+        self.pending.extend_from_slice(line);
         *n += 1;
         let full = *n as usize >= self.per_shard;
         if self.pending.len() >= 256 << 10 {
@@ -367,6 +360,7 @@ impl CorpusBuilder {
     /// reading and parsing; curation and dedup; serialising and compressing shards.
     pub fn build(&self, out: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Manifest> {
         self.config.validate()?;
+        let build_start = std::time::Instant::now();
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         let files = expand_inputs(&self.inputs)?;
         let mut deleted_posts: HashSet<String> = HashSet::new();
@@ -530,8 +524,12 @@ impl CorpusBuilder {
                                             .author_id
                                             .as_ref()
                                             .is_some_and(|a| deleted_users.contains(a));
-                                    if let (Some(author), Some(signal), false) =
-                                        (AuthorProfiles::author_of(&post), signal, deleted)
+                                    // An author is judged on its own timeline: copies nested
+                                    // in others' reposts and quotes are what others chose, and
+                                    // which copy of a post comes first must not matter.
+                                    let own = !post.origin.nested && !deleted;
+                                    if let (Some(author), Some(signal), true) =
+                                        (AuthorProfiles::author_of(&post), signal, own)
                                     {
                                         if profiled.insert(fx64(post.id.as_bytes())) {
                                             let t = post.created_at.map(|t| t.timestamp_millis());
@@ -597,6 +595,7 @@ impl CorpusBuilder {
             outcome
         })?;
 
+        let phase1 = build_start.elapsed();
         // Between the phases: every author's posts are in, so automation is judged by author.
         let bot_model = match (
             &self.config.curate.bots.model,
@@ -611,30 +610,75 @@ impl CorpusBuilder {
         drop(profiles);
         st.curator.set_bot_authors(bot_keys);
 
+        let judged = build_start.elapsed();
         // Phase 2: decide in (time, id) order and write.
         let spilled = sorter.spilled;
         let mut merged = sorter.finish()?;
         let (shard_records, (qsha, qbytes)) =
             std::thread::scope(|scope| -> Result<(Vec<ShardRecord>, (String, u64))> {
-                let (post_tx, post_rx) = std::sync::mpsc::sync_channel::<Vec<Box<Post>>>(8);
+                // this thread → W serialisers (batch k to k % W; posts are freed there, in
+                // parallel) → the writer (reads them round-robin, so order is kept) → zstd shards.
+                let workers = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+                    .clamp(1, 8);
+                let mut to_serialisers = Vec::new();
+                let mut from_serialisers = Vec::new();
+                for _ in 0..workers {
+                    let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Vec<Box<Post>>>(4);
+                    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Lines>(4);
+                    scope.spawn(move || {
+                        for batch in in_rx {
+                            let mut lines = Lines::default();
+                            for post in batch {
+                                let ok = serde_json::to_writer(&mut lines.buf, &*post).is_ok();
+                                lines.buf.push(b'\n');
+                                lines.ends.push((lines.buf.len(), ok));
+                            }
+                            if out_tx.send(lines).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    to_serialisers.push(in_tx);
+                    from_serialisers.push(out_rx);
+                }
                 let out_dir = out.to_path_buf();
                 let writer = scope.spawn(move || -> Result<Vec<ShardRecord>> {
                     let mut shards = ShardSink {
-                        dir: out_dir,
+                        dir: out_dir.clone(),
                         per_shard: shard_posts,
                         current: None,
                         done: Vec::new(),
-                        line: Vec::new(),
                         pending: Vec::new(),
                     };
-                    for batch in post_rx {
-                        for post in batch {
-                            shards.write(&post)?;
+                    let batches = (0..).map_while(move |k: usize| {
+                        from_serialisers[k % from_serialisers.len()].recv().ok()
+                    });
+                    for lines in batches {
+                        let mut from = 0;
+                        for (end, ok) in lines.ends {
+                            if !ok {
+                                return Err(Error::Format {
+                                    path: out_dir,
+                                    line: 0,
+                                    message: "a post could not be serialised".into(),
+                                });
+                            }
+                            shards.write_line(&lines.buf[from..end])?;
+                            from = end;
                         }
                     }
                     shards.close()?;
                     Ok(shards.done)
                 });
+                // Owns the senders: dropping it lets the serialisers, then the writer, finish.
+                let mut k = 0usize;
+                let mut post_tx = move |batch: Vec<Box<Post>>| -> std::result::Result<(), ()> {
+                    let r = to_serialisers[k % to_serialisers.len()].send(batch);
+                    k += 1;
+                    r.map_err(|_| ())
+                };
                 let mut outcome: Result<()> = Ok(());
                 let mut written = Vec::with_capacity(BATCH);
                 loop {
@@ -650,8 +694,7 @@ impl CorpusBuilder {
                     if st.accept(&mut post, prep, &deleted_posts, &deleted_users) {
                         written.push(post);
                         if written.len() >= BATCH
-                            && post_tx
-                                .send(std::mem::replace(&mut written, Vec::with_capacity(BATCH)))
+                            && post_tx(std::mem::replace(&mut written, Vec::with_capacity(BATCH)))
                                 .is_err()
                         {
                             break;
@@ -659,7 +702,7 @@ impl CorpusBuilder {
                     }
                 }
                 if !written.is_empty() {
-                    let _ = post_tx.send(written);
+                    let _ = post_tx(written);
                 }
                 drop(post_tx);
                 let shards = writer.join().map_err(|_| Error::Config {
@@ -671,9 +714,13 @@ impl CorpusBuilder {
                 Ok((shards, quarantine.finish()?))
             })?;
         drop(merged);
-        if spilled > 0 {
-            tracing::info!(spilled, "sorted by time through runs on disk");
-        }
+        tracing::info!(
+            phase1_s = phase1.as_secs_f64(),
+            judge_s = (judged - phase1).as_secs_f64(),
+            phase2_s = (build_start.elapsed() - judged).as_secs_f64(),
+            spilled,
+            "corpus phases"
+        );
         remove_stale_shards(out, &shard_records)?;
         let BuildState {
             curator,
@@ -794,6 +841,13 @@ fn rule_warnings(
         ));
     }
     out
+}
+
+/// Serialised posts: JSON lines in one buffer, each line's end (and whether it serialised).
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+    ends: Vec<(usize, bool)>,
 }
 
 /// Items per batch passed between the build threads.

@@ -265,30 +265,39 @@ impl Curator {
     /// Sets the verdict of a prepared post whose reader verdict is `Kept` or `HeldOut`
     /// (reposts are left as they are).
     pub fn decide(&mut self, post: &mut Post, prep: Prepared) {
-        if post.verdict == Verdict::Repost {
-            return;
+        post.verdict = self.decide_verdict(post.verdict, AuthorProfiles::author_of(post), prep);
+    }
+
+    /// The verdict of a prepared post from the reader's verdict and its author (id, else handle).
+    pub fn decide_verdict(
+        &mut self,
+        reader: Verdict,
+        author: Option<&str>,
+        prep: Prepared,
+    ) -> Verdict {
+        if reader == Verdict::Repost {
+            return reader;
         }
         self.stats.urls_replaced += prep.urls as u64;
         self.stats.mentions_replaced += prep.mentions as u64;
         self.stats.emails_scrubbed += prep.pii.emails as u64;
         self.stats.phones_scrubbed += prep.pii.phones as u64;
         self.stats.lang_detected += u64::from(prep.lang_detected);
-        if post.verdict == Verdict::HeldOut {
+        if reader == Verdict::HeldOut {
             // Held-out posts still enter the dedup index, so training copies of test posts are caught.
             self.dedup(&prep);
-            return;
+            return reader;
         }
-        if post.verdict != Verdict::Kept {
-            return;
+        if reader != Verdict::Kept {
+            return reader;
         }
         let bot_author = !self.bot_authors.is_empty()
-            && AuthorProfiles::author_of(post)
-                .is_some_and(|a| self.bot_authors.contains(&author_key(a)));
-        post.verdict = match prep.verdict {
+            && author.is_some_and(|a| self.bot_authors.contains(&author_key(a)));
+        match prep.verdict {
             _ if bot_author => Verdict::Bot,
             Some(v) => v,
             None => self.dedup(&prep),
-        };
+        }
     }
 
     fn dedup(&mut self, prep: &Prepared) -> Verdict {

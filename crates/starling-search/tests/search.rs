@@ -446,3 +446,170 @@ fn an_empty_source_is_an_error_and_leaves_no_index() {
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(tmp.path()).expect("ls").count(), 0);
 }
+
+/// Posts that exercise the analyzer and the entity mapping, as the platform gives them (v1.1 JSON
+/// with `entities.user_mentions` and reply fields).
+fn analyzer_fixture() -> Vec<serde_json::Value> {
+    let texts: &[(u64, &str, &[&str], Option<&str>, Option<&str>)] = &[
+        // (id, text, mentions, in_reply_to_status_id, in_reply_to_user_id)
+        (
+            1,
+            "@BarackObama--he can't keep doing this",
+            &["BarackObama"],
+            None,
+            Some("813286"),
+        ),
+        (2, ".@user-Hood is the best", &["user"], None, None),
+        (3, "Crooked Hillary's emails again", &[], None, None),
+        (4, "China’s economy and CHINA's exports", &[], None, None),
+        (5, "hillary said china is big", &[], Some("3"), Some("1001")),
+        (6, "crooked   hillary, crooked…hillary?", &[], None, None),
+        (7, "words/and/slashes…ellipsis--dashes", &[], None, None),
+        (
+            8,
+            "@barackobama’s speech was long",
+            &["barackobama"],
+            Some("1"),
+            Some("813286"),
+        ),
+        (
+            9,
+            "nothing to see: chinatown, hillarys, barackobama",
+            &[],
+            None,
+            None,
+        ),
+        (
+            10,
+            "RT-free post by @BarackObama: great day",
+            &["BarackObama"],
+            None,
+            None,
+        ),
+        (
+            11,
+            "email me at x@barackobama.com about china",
+            &[],
+            None,
+            None,
+        ),
+        (
+            12,
+            "@user ‘china’ and “hillary” in quotes",
+            &["user"],
+            None,
+            Some("2002"),
+        ),
+    ];
+    texts
+        .iter()
+        .map(|(id, text, mentions, reply_status, reply_user)| {
+            let mut t = tweet(*id, "poster", (*id % 28) as u32 + 1, text, 0);
+            t["entities"] = json!({
+                "user_mentions": mentions.iter().map(|m| json!({"screen_name": m})).collect::<Vec<_>>(),
+                "hashtags": [], "urls": [], "symbols": []
+            });
+            t["in_reply_to_status_id_str"] = json!(reply_status);
+            t["in_reply_to_user_id_str"] = json!(reply_user);
+            t
+        })
+        .collect()
+}
+
+/// What a user means by the query, computed from the raw JSON alone.
+fn brute_force(posts: &[serde_json::Value], q: &str) -> BTreeSet<u64> {
+    let word = |w: &str| {
+        regex::Regex::new(&format!(
+            r"(?i)(^|[^\w@#$']){}(['’]s)?([^\w]|$)",
+            w.split(' ')
+                .map(regex::escape)
+                .collect::<Vec<_>>()
+                .join(r"[\s…,.;:!?/\-]+")
+        ))
+        .expect("regex")
+    };
+    let matches = |p: &serde_json::Value, part: &str| -> bool {
+        let text = p["text"].as_str().unwrap_or_default();
+        if let Some(m) = part.strip_prefix('@') {
+            return p["entities"]["user_mentions"].as_array().is_some_and(|a| {
+                a.iter().any(|e| {
+                    e["screen_name"]
+                        .as_str()
+                        .is_some_and(|s| s.eq_ignore_ascii_case(m))
+                })
+            });
+        }
+        if part == "filter:replies" {
+            return !p["in_reply_to_status_id_str"].is_null()
+                || !p["in_reply_to_user_id_str"].is_null();
+        }
+        word(part.trim_matches('"')).is_match(text)
+    };
+    posts
+        .iter()
+        .filter(|p| {
+            let mut parts = Vec::new();
+            let mut rest = q;
+            while !rest.is_empty() {
+                rest = rest.trim_start();
+                let (part, tail) = if let Some(r) = rest.strip_prefix('"') {
+                    let end = r.find('"').expect("closing quote") + 2;
+                    rest.split_at(end)
+                } else {
+                    rest.split_at(rest.find(' ').unwrap_or(rest.len()))
+                };
+                parts.push(part);
+                rest = tail;
+            }
+            parts.iter().all(|part| match part.strip_prefix('-') {
+                Some(neg) => !matches(p, neg),
+                None => matches(p, part),
+            })
+        })
+        .map(|p| {
+            p["id_str"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("id")
+        })
+        .collect()
+}
+
+#[test]
+fn analyzer_cases_match_a_brute_force_scan_of_the_json() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let posts = analyzer_fixture();
+    let input = tmp.path().join("posts.jsonl");
+    let lines: Vec<String> = posts.iter().map(|p| p.to_string()).collect();
+    std::fs::write(&input, lines.join("\n")).expect("write");
+    let mut cfg = CorpusConfig::default();
+    cfg.curate.exact_dedup = false;
+    cfg.curate.near_dup = None;
+    let c = tmp.path().join("corpus");
+    CorpusBuilder::new(cfg, vec![input])
+        .build(&c, &mut |_| {})
+        .expect("corpus");
+    let out = tmp.path().join("idx");
+    build(&c, &out, &BuildOptions::default(), &mut |_| {}).expect("build");
+    let idx = PostIndex::open(&out).expect("open");
+    for (q, at_least) in [
+        ("@barackobama", 3),
+        ("@user", 2),
+        ("\"crooked hillary\"", 2),
+        ("hillary", 4),
+        ("china", 4),
+        ("hood", 1),
+        ("he", 1),
+        ("slashes", 1),
+        ("ellipsis", 1),
+        ("dashes", 1),
+        ("filter:replies", 4),
+        ("@barackobama -filter:replies", 1),
+        ("china filter:replies", 2),
+        ("-filter:replies hillary", 2),
+    ] {
+        let want = brute_force(&posts, q);
+        assert!(want.len() >= at_least, "{q}: the reference found {want:?}");
+        assert_eq!(ids(&idx, q), want, "{q}");
+    }
+}

@@ -142,3 +142,71 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// Options of `starling eval bots`.
+#[derive(clap::Args)]
+pub struct EvalBotsArgs {
+    /// The PAN 2019 bots-and-gender folder (`train-{en,es}.csv.gz`, `truth-train-{en,es}.tsv`).
+    #[arg(long, default_value = "../shared/data/pan19-bots")]
+    data: PathBuf,
+    /// Write the fitted model here (use it with `corpus --bot-model`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Work directory (the corpora built to score the verdicts).
+    #[arg(long, default_value = "out/eval-bots")]
+    work: PathBuf,
+    /// Model degree: 1 linear, 2 with squares and pairwise products.
+    #[arg(long, default_value_t = 2)]
+    degree: u8,
+    /// L2 penalty.
+    #[arg(long, default_value_t = 30.0)]
+    l2: f64,
+    /// Most share of training humans the threshold may flag.
+    #[arg(long, default_value_t = 0.002)]
+    max_human_fpr: f64,
+}
+
+/// `starling eval bots`: the bot rule fitted and scored on labelled authors.
+pub fn bots(a: &EvalBotsArgs) -> Result<()> {
+    let settings = starling_corpus::bots_eval::FitSettings {
+        degree: a.degree,
+        l2: a.l2,
+        max_human_fpr: a.max_human_fpr,
+    };
+    let bar = spinner("fitting on 80% of the authors, then building and scoring each language");
+    let t = Instant::now();
+    let (model, scores) = starling_corpus::bots_eval::pan_2019(&a.data, &settings, &a.work)
+        .with_context(|| format!("evaluating on {}", a.data.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "bot rule on PAN 2019 (held-out 20% of authors; an author is flagged when at least half of its non-repost posts get `bot`) in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+    println!("\n| file | held-out bots / humans | precision | recall | F1 | accuracy | human posts removed | read | quarantined |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for s in &scores {
+        println!(
+            "| {} | {} / {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2}% | {} | {} |",
+            s.lang,
+            s.bots,
+            s.humans,
+            s.precision,
+            s.recall,
+            s.f1,
+            s.accuracy,
+            100.0 * s.human_posts_removed,
+            s.read,
+            s.quarantined
+        );
+    }
+    println!(
+        "\nmodel: degree {}, L2 {}, threshold {:.3} ({})",
+        model.degree, a.l2, model.threshold, model.trained_on
+    );
+    if let Some(out) = &a.out {
+        let json = serde_json::to_vec_pretty(&model)?;
+        std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
+        println!("→ {}", out.display());
+    }
+    Ok(())
+}

@@ -150,6 +150,8 @@ struct TokensArgs {
 enum EvalCommand {
     /// Hashtag recovery: nDCG@10 and recall@100 of bm25, dense and hybrid search.
     Search(eval_cmd::EvalSearchArgs),
+    /// The bot rule on PAN 2019's labelled authors: fit on 80%, the corpus verdicts scored on 20%.
+    Bots(eval_cmd::EvalBotsArgs),
 }
 
 #[derive(Subcommand)]
@@ -170,9 +172,15 @@ enum BenchCommand {
 
 #[derive(Args)]
 struct SynthArgs {
-    /// Output file (`.gz`/`.zst` compress).
+    /// Output file (`.gz`/`.zst` compress); with `--archive`, a directory.
     #[arg(long, short)]
     out: PathBuf,
+    /// Write one prolific author's archive instead: v1.1 JSON, one array per year, newest first.
+    #[arg(long)]
+    archive: bool,
+    /// Days of the archive (20-30 posts a day, an occasional burst of 5-10 in a few minutes).
+    #[arg(long, default_value_t = 1200)]
+    days: u32,
     /// Number of posts.
     #[arg(long, default_value_t = 10_000)]
     posts: u64,
@@ -225,6 +233,15 @@ struct CorpusArgs {
     /// JSON config file (a full CorpusConfig); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Memory for sorting posts by time before curation, in MiB (sorted runs spill to disk past it).
+    #[arg(long)]
+    sort_memory_mb: Option<usize>,
+    /// A bot model file (`starling eval bots --out`) instead of the built-in one.
+    #[arg(long)]
+    bot_model: Option<PathBuf>,
+    /// Judge authors by timing only (no content model).
+    #[arg(long)]
+    no_bot_content: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -264,6 +281,24 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Synth(a) if a.archive => {
+            let cfg = starling_corpus::synth::ArchiveConfig {
+                days: a.days,
+                seed: a.seed,
+                ..Default::default()
+            };
+            let s = starling_corpus::synth::write_archive(&cfg, &a.out)
+                .with_context(|| format!("writing {}", a.out.display()))?;
+            println!(
+                "synth: archive of {} posts ({} retweets, {} bursts) in {} files → {} [SYNTHETIC]",
+                s.posts,
+                s.retweets,
+                s.bursts,
+                s.files.len(),
+                a.out.display()
+            );
+            Ok(())
+        }
         Command::Synth(a) => {
             let cfg = synth_config(&a);
             let t = Instant::now();
@@ -433,6 +468,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             which: EvalCommand::Search(a),
         } => eval_cmd::search(&a),
+        Command::Eval {
+            which: EvalCommand::Bots(a),
+        } => eval_cmd::bots(&a),
         Command::Plan(a) => plan_cmd::run(&a),
         Command::Ads { db, which } => ads_cmd::run(&db, &which),
         Command::Train(a) => model_cmd::train(&a),
@@ -538,6 +576,13 @@ fn corpus_config(a: &CorpusArgs) -> Result<CorpusConfig> {
         c.read.csv.text.insert(0, col.clone());
     }
     c.val_fraction = a.val_fraction;
+    if let Some(mb) = a.sort_memory_mb {
+        c.sort_memory_mb = mb;
+    }
+    if let Some(m) = &a.bot_model {
+        c.curate.bots.model = Some(m.display().to_string());
+    }
+    c.curate.bots.content &= !a.no_bot_content;
     Ok(c)
 }
 
@@ -596,6 +641,17 @@ fn print_summary(m: &Manifest, out: &std::path::Path) {
     println!(
         "  split: {} train {} / val {}",
         m.split.method, m.split.train, m.split.val
+    );
+    println!(
+        "  automation: {} of {} authors judged automated ({} posts){}",
+        m.bots.authors_flagged,
+        m.bots.authors_profiled,
+        m.bots.posts_of_flagged,
+        m.bots
+            .top
+            .first()
+            .map(|b| format!("; most posts: {} ({}, {})", b.author, b.posts, b.reason))
+            .unwrap_or_default()
     );
     println!(
         "  pii scrubbed: {} emails, {} phones; {} posts deleted",
