@@ -447,10 +447,19 @@ fn an_empty_source_is_an_error_and_leaves_no_index() {
     assert_eq!(std::fs::read_dir(tmp.path()).expect("ls").count(), 0);
 }
 
+/// (id, text, the platform's mentions, in_reply_to_status_id, in_reply_to_user_id).
+type FixturePost<'a> = (
+    u64,
+    &'a str,
+    &'a [&'a str],
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 /// Posts that exercise the analyzer and the entity mapping, as the platform gives them (v1.1 JSON
 /// with `entities.user_mentions` and reply fields).
 fn analyzer_fixture() -> Vec<serde_json::Value> {
-    let texts: &[(u64, &str, &[&str], Option<&str>, Option<&str>)] = &[
+    let texts: &[FixturePost] = &[
         // (id, text, mentions, in_reply_to_status_id, in_reply_to_user_id)
         (
             1,
