@@ -119,7 +119,10 @@ impl Sorter {
 
     /// Every entry pushed, in key order.
     pub fn finish(mut self) -> Result<Merged> {
-        self.buf.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        // Input already in time order (the common case for one sorted dump) needs no sort.
+        if !self.buf.windows(2).all(|w| w[0].key <= w[1].key) {
+            self.buf.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
         let mut sources = Vec::new();
         for path in &self.runs {
             let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -137,8 +140,10 @@ impl Sorter {
             dir: self.dir.clone(),
             has_runs: !self.runs.is_empty(),
         };
-        for i in 0..m.sources.len() {
-            m.advance(i)?;
+        if m.has_runs {
+            for i in 0..m.sources.len() {
+                m.advance(i)?;
+            }
         }
         Ok(m)
     }
@@ -178,6 +183,13 @@ impl Merged {
 
     /// The next entry in key order.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        // Nothing spilled: the sorted buffer is the order, no heap needed.
+        if !self.has_runs {
+            return Ok(match self.sources.last_mut() {
+                Some(Source::Memory(it)) => it.next(),
+                _ => None,
+            });
+        }
         let Some(Reverse((_, i))) = self.heap.pop() else {
             return Ok(None);
         };
