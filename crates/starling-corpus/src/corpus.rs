@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::hash::fx64;
 use crate::order::{sort_key, spill_dir, Entry, Sorter};
 use crate::post::{Post, Verdict};
-use crate::read::{read_file, Compression, Deletion, Format, Item, Quarantined, ReadOptions};
+use crate::read::{
+    read_file, Compression, Deletion, Format, Item, Quarantined, ReadOptions, BROKEN_STREAM,
+};
 use crate::write::{sha256_file, write_atomic, AtomicFile};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -420,6 +422,8 @@ impl CorpusBuilder {
         let shard_posts = self.config.shard_posts;
         let mut sorter = Sorter::new(spill_dir(out), self.config.sort_memory_mb << 20);
         let mut profiles = AuthorProfiles::default();
+        // Compressed inputs that broke off part-way (their records before the break are read).
+        let mut broken_streams: Vec<String> = Vec::new();
         // Phase 1: read, prepare (W threads), profile authors and sort by (time, id): no verdict
         // that depends on other posts is decided before every post is in.
         std::thread::scope(|scope| -> Result<()> {
@@ -551,6 +555,9 @@ impl CorpusBuilder {
                                     *st.counts.notices.entry(kind.to_string()).or_default() += 1;
                                 }
                                 Work::Other(Item::Quarantined(q)) => {
+                                    if q.line == 0 && q.reason.starts_with(BROKEN_STREAM) {
+                                        broken_streams.push(format!("{}: {}", q.file, q.reason));
+                                    }
                                     rec.quarantined += 1;
                                     st.counts.read += 1;
                                     st.counts.quarantined += 1;
@@ -734,7 +741,8 @@ impl CorpusBuilder {
             by_file,
             ..
         } = st;
-        let warnings = rule_warnings(&by_file, &bot_authors);
+        let mut warnings = broken_streams;
+        warnings.extend(rule_warnings(&by_file, &bot_authors));
         for w in &warnings {
             tracing::warn!("{w}");
         }

@@ -6,7 +6,7 @@ use crate::query::{self, Filter, Query};
 use serde::{Deserialize, Serialize};
 use starling_corpus::{Corpus, Post};
 use starling_embed::Embedder;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
@@ -744,6 +744,9 @@ pub struct AddReport {
     pub added: usize,
     /// Posts that were already there and were replaced.
     pub replaced: usize,
+    /// Copies of an id that a later copy in the same batch superseded
+    /// (`added + replaced + repeated` = posts given; the index grows by `added`).
+    pub repeated: usize,
 }
 
 impl PostIndex {
@@ -1093,10 +1096,27 @@ impl PostIndex {
         Ok(searcher.doc_freq(&Term::from_field_text(self.fields.id, id))? > 0)
     }
 
-    /// Makes posts searchable now (a post already there is replaced); `embedder` is required
-    /// when the index has dense vectors. Returns when a query would find them.
+    /// Makes posts searchable now (a post already there is replaced; an id repeated within
+    /// `posts` counts once, its last copy kept); `embedder` is required when the index has dense
+    /// vectors. Returns when a query would find them.
     pub fn add(&self, posts: &[Post], embedder: Option<&dyn Embedder>) -> Result<AddReport> {
         let embedder = self.check_embedder(embedder)?;
+        let given = posts.len();
+        // The last copy of each id, in first-seen order.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(posts.len());
+        for (i, p) in posts.iter().enumerate() {
+            last.insert(p.id.as_str(), i);
+        }
+        let posts: Vec<&Post> = posts
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| last.get(p.id.as_str()) == Some(i))
+            .map(|(_, p)| p)
+            .collect();
+        let mut report = AddReport {
+            repeated: given - posts.len(),
+            ..AddReport::default()
+        };
         let vectors = match embedder {
             Some(e) => {
                 let texts: Vec<&str> = posts.iter().map(|p| p.text.as_str()).collect();
@@ -1104,20 +1124,21 @@ impl PostIndex {
             }
             None => None,
         };
-        let mut report = AddReport::default();
-        for p in posts {
-            if self.contains_id(&p.id)? {
-                report.replaced += 1;
-            } else {
-                report.added += 1;
-            }
-        }
         self.with_writer(|w| {
-            for p in posts {
+            // Counted under the writer lock, so concurrent adds of one id count it new once.
+            for p in &posts {
+                if self.contains_id(&p.id)? {
+                    report.replaced += 1;
+                } else {
+                    report.added += 1;
+                }
+            }
+            for p in &posts {
                 w.delete_term(Term::from_field_text(self.fields.id, &p.id));
                 w.add_document(document(&self.fields, p))?;
             }
             w.commit()?;
+            self.reader.reload()?;
             Ok(())
         })?;
         if let (Some(dense), Some(vectors)) = (&self.dense, vectors) {
@@ -1135,24 +1156,27 @@ impl PostIndex {
             self.newest
                 .fetch_max(t.timestamp(), AtomicOrdering::Relaxed);
         }
-        self.reader.reload()?;
         Ok(report)
     }
 
-    /// Removes posts by id at once; returns how many were in the index.
+    /// Removes posts by id at once; returns how many were in the index (an id given twice
+    /// counts once).
     pub fn delete(&self, ids: &[String]) -> Result<usize> {
-        let mut present = 0;
-        for id in ids {
-            if self.contains_id(id)? {
-                present += 1;
+        let mut seen = HashSet::with_capacity(ids.len());
+        let ids: Vec<&String> = ids.iter().filter(|id| seen.insert(id.as_str())).collect();
+        let present = self.with_writer(|w| {
+            let mut present = 0;
+            for id in &ids {
+                if self.contains_id(id)? {
+                    present += 1;
+                }
             }
-        }
-        self.with_writer(|w| {
-            for id in ids {
+            for id in &ids {
                 w.delete_term(Term::from_field_text(self.fields.id, id));
             }
             w.commit()?;
-            Ok(())
+            self.reader.reload()?;
+            Ok(present)
         })?;
         if let Some(dense) = &self.dense {
             let mut d = dense
@@ -1162,7 +1186,6 @@ impl PostIndex {
                 d.remove(dense::key(id))?;
             }
         }
-        self.reader.reload()?;
         Ok(present)
     }
 

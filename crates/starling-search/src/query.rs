@@ -15,6 +15,10 @@
 //! `lang:` `min_faves:` `min_retweets:` `min_replies:` `filter:` / `-filter:` (replies, retweets,
 //! nativeretweets, quote, links, media, images, mentions, hashtags) `url:` `conversation_id:`.
 //! Errors point at the character where the query went wrong.
+//!
+//! A query is at most [`MAX_QUERY_CHARS`] characters and nests parentheses at most
+//! [`MAX_QUERY_DEPTH`] deep, so no input can drive the parser (or anything that walks the tree)
+//! deeper than that.
 
 use chrono::NaiveDate;
 use std::fmt;
@@ -113,6 +117,12 @@ impl Filter {
         }
     }
 }
+
+/// The longest query accepted, in characters (Twitter's full-archive search allows 1,024).
+pub const MAX_QUERY_CHARS: usize = 4096;
+
+/// The deepest nesting of parentheses accepted.
+pub const MAX_QUERY_DEPTH: usize = 32;
 
 /// The operators this parser knows, for error messages.
 pub const OPERATORS: &[&str] = &[
@@ -238,6 +248,7 @@ struct Parser<'a> {
     toks: Vec<(Tok, usize)>,
     at: usize,
     len: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -308,7 +319,15 @@ impl Parser<'_> {
                 if self.peek() == Some(&Tok::RParen) {
                     return Err(self.err(col, "empty parentheses"));
                 }
+                if self.depth == MAX_QUERY_DEPTH {
+                    return Err(self.err(
+                        col,
+                        format!("parentheses nest deeper than {MAX_QUERY_DEPTH} levels"),
+                    ));
+                }
+                self.depth += 1;
                 let inner = self.or()?;
+                self.depth -= 1;
                 if self.peek() != Some(&Tok::RParen) {
                     return Err(self.err(col, "unclosed `(`"));
                 }
@@ -419,12 +438,23 @@ impl Parser<'_> {
 
 /// Parses a query in Twitter's advanced-search language.
 pub fn parse(q: &str) -> Result<Query, QueryError> {
+    let len = q.chars().count();
+    if len > MAX_QUERY_CHARS {
+        // The echo in the message is cut too, so the error stays small.
+        let head: String = q.chars().take(MAX_QUERY_CHARS + 1).collect();
+        return Err(QueryError::new(
+            &head,
+            MAX_QUERY_CHARS,
+            format!("the query is {len} characters; the limit is {MAX_QUERY_CHARS}"),
+        ));
+    }
     let toks = lex(q)?;
     let mut p = Parser {
         q,
         toks,
         at: 0,
-        len: q.chars().count(),
+        len,
+        depth: 0,
     };
     let query = p.or()?;
     if p.at < p.toks.len() {
@@ -675,5 +705,91 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn depth(q: &Query) -> usize {
+        match q {
+            Query::And(p) | Query::Or(p) => 1 + p.iter().map(depth).max().unwrap_or(0),
+            Query::Not(q) => 1 + depth(q),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn depth_and_length_are_bounded() {
+        let nested = |n: usize| format!("{}a b{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&nested(MAX_QUERY_DEPTH)).is_ok());
+        let e = parse(&nested(MAX_QUERY_DEPTH + 1)).unwrap_err();
+        assert_eq!(e.column, MAX_QUERY_DEPTH, "{e}");
+        assert!(e.message.contains("nest deeper than 32"), "{e}");
+        let e = parse(&"(".repeat(100_000)).unwrap_err();
+        assert!(e.message.contains("the limit is 4096"), "{e}");
+        assert_eq!(e.column, MAX_QUERY_CHARS);
+        assert!(e.query.chars().count() <= MAX_QUERY_CHARS + 1);
+        assert!(parse(&"a ".repeat(MAX_QUERY_CHARS / 2)).is_ok());
+    }
+
+    /// Random deep and long queries from the grammar's own pieces, parsed on a thread with a
+    /// small stack: every one parses or fails with an error, and nothing nests past the limit.
+    #[test]
+    fn random_deep_and_long_queries_never_overflow() {
+        const PIECES: &[&str] = &[
+            "(",
+            "(",
+            "(",
+            ")",
+            ")",
+            "-",
+            "-(",
+            " OR ",
+            "a",
+            "#t",
+            "@u",
+            "$X",
+            "\"p q\"",
+            "from:x",
+            "since:2024-01-01",
+            "filter:links",
+            " ",
+            "“",
+            "url:\"a",
+            "lang:en",
+            "((((((((",
+            "))))",
+        ];
+        let worker = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| {
+                let mut state = 0x9e37_79b9_7f4a_7c15u64;
+                let mut next = move || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                let (mut ok, mut refused) = (0, 0);
+                for case in 0..3000 {
+                    let len = 1 + (next() % if case % 10 == 0 { 3000 } else { 80 }) as usize;
+                    let q: String = (0..len)
+                        .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                        .collect();
+                    match parse(&q) {
+                        Ok(t) => {
+                            // Every nesting level is a paren, a `-` or an AND/OR: a bounded multiple.
+                            assert!(depth(&t) <= 3 * MAX_QUERY_DEPTH + 3, "{q}");
+                            let _ = (t.to_string(), t.dense_parts());
+                            ok += 1;
+                        }
+                        Err(e) => {
+                            assert!(e.column <= MAX_QUERY_CHARS, "{q}: {e}");
+                            refused += 1;
+                        }
+                    }
+                }
+                (ok, refused)
+            })
+            .expect("thread");
+        let (ok, refused) = worker.join().expect("no overflow");
+        assert!(ok >= 20 && refused >= 100, "ok {ok} refused {refused}");
     }
 }

@@ -385,6 +385,29 @@ fn near_real_time_add_and_delete_while_queries_run() {
             .expect("re-add");
         assert_eq!((r.added, r.replaced), (0, 1));
         assert_eq!(idx.len(), 7);
+        // One new post three times and an old one twice in one batch: counted once each, the
+        // last copy kept, and the index grows by what `added` says.
+        let r = idx
+            .add(
+                &[
+                    new_post("901", "first copy"),
+                    new_post("900", "a #zeppelin over the bay"),
+                    new_post("901", "second copy"),
+                    new_post("900", "a #zeppelin over the bay"),
+                    new_post("901", "third copy #kite"),
+                ],
+                Some(e),
+            )
+            .expect("batch with repeats");
+        assert_eq!((r.added, r.replaced, r.repeated), (1, 1, 3));
+        assert_eq!(idx.len(), 8);
+        assert_eq!(ids(&idx, "#kite"), [901].into());
+        assert!(ids(&idx, "copy").len() == 1);
+        assert_eq!(
+            idx.delete(&["901".into(), "901".into()]).expect("delete"),
+            1
+        );
+        assert_eq!(idx.len(), 7);
         assert!(ids(&idx, "harbour").is_empty());
 
         let t = std::time::Instant::now();

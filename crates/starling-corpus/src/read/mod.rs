@@ -115,10 +115,91 @@ pub struct Sniffed {
     pub compression: Compression,
 }
 
-/// Opens `path`, undoing any compression, and says which compression it was.
+/// Opens `path`, undoing any compression, and says which compression it was (a stream that
+/// breaks off is a read error).
 pub fn open_decompressed(path: &Path) -> Result<(Box<dyn BufRead>, Compression)> {
+    let (reader, compression, _) = open_salvaging(path, false)?;
+    Ok((reader, compression))
+}
+
+/// The start of the quarantine reason for a compressed stream that breaks off.
+pub const BROKEN_STREAM: &str = "compressed stream breaks off";
+
+/// Where a compressed stream broke: the error and how far it had got.
+#[derive(Debug, Default)]
+struct Break {
+    error: Option<std::io::Error>,
+    compressed: u64,
+    decompressed: u64,
+}
+
+type BreakCell = std::sync::Arc<std::sync::Mutex<Break>>;
+
+/// Counts the compressed bytes the decoder has taken from the file.
+struct CountingRead<R> {
+    inner: R,
+    cell: BreakCell,
+}
+
+impl<R: Read> Read for CountingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut b) = self.cell.lock() {
+            b.compressed += n as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// A decoder whose first error (a truncated or corrupt stream) ends the stream instead of the
+/// file: what was decoded before it is read as usual, and the break is kept for a quarantine entry.
+struct SalvagingRead<R> {
+    inner: R,
+    cell: BreakCell,
+    ended: bool,
+}
+
+impl<R: Read> Read for SalvagingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.ended {
+            return Ok(0);
+        }
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    if let Ok(mut b) = self.cell.lock() {
+                        b.decompressed += n as u64;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.ended = true;
+                    if let Ok(mut b) = self.cell.lock() {
+                        b.error = Some(e);
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
+
+/// Opens `path`, undoing its compression; with `salvage`, a compressed stream that breaks off
+/// ends early and leaves its break in the returned cell.
+fn open_salvaging(
+    path: &Path,
+    salvage: bool,
+) -> Result<(Box<dyn BufRead>, Compression, BreakCell)> {
+    let cell = BreakCell::default();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut br = BufReader::with_capacity(1 << 16, file);
+    let mut br = BufReader::with_capacity(
+        1 << 16,
+        CountingRead {
+            inner: file,
+            cell: cell.clone(),
+        },
+    );
     let head = br.fill_buf().map_err(|e| Error::io(path, e))?;
     let compression = if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
@@ -129,22 +210,28 @@ pub fn open_decompressed(path: &Path) -> Result<(Box<dyn BufRead>, Compression)>
     } else {
         Compression::None
     };
+    let wrap = |inner: Box<dyn Read>| -> Box<dyn BufRead> {
+        if !salvage {
+            return Box::new(BufReader::with_capacity(1 << 16, inner));
+        }
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            SalvagingRead {
+                inner,
+                cell: cell.clone(),
+                ended: false,
+            },
+        ))
+    };
     let reader: Box<dyn BufRead> = match compression {
         Compression::None => Box::new(br),
-        Compression::Gzip => Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::bufread::MultiGzDecoder::new(br),
-        )),
-        Compression::Bzip2 => Box::new(BufReader::with_capacity(
-            1 << 16,
-            bzip2::bufread::MultiBzDecoder::new(br),
-        )),
-        Compression::Zstd => Box::new(BufReader::with_capacity(
-            1 << 16,
+        Compression::Gzip => wrap(Box::new(flate2::bufread::MultiGzDecoder::new(br))),
+        Compression::Bzip2 => wrap(Box::new(bzip2::bufread::MultiBzDecoder::new(br))),
+        Compression::Zstd => wrap(Box::new(
             zstd::stream::read::Decoder::with_buffer(br).map_err(|e| Error::io(path, e))?,
         )),
     };
-    Ok((reader, compression))
+    Ok((reader, compression, cell))
 }
 
 /// Reads every item of one file, calling `sink` for each; returns what the file was.
@@ -152,7 +239,7 @@ pub fn open_decompressed(path: &Path) -> Result<(Box<dyn BufRead>, Compression)>
 /// Records that fail alone are passed on as [`Item::Quarantined`]; only an unreadable file is an error.
 pub fn read_file(path: &Path, opts: &ReadOptions, sink: &mut dyn FnMut(Item)) -> Result<Sniffed> {
     let label = path.display().to_string();
-    let (mut reader, compression) = open_decompressed(path)?;
+    let (mut reader, compression, broken) = open_salvaging(path, true)?;
     let head = reader.fill_buf().map_err(|e| Error::io(path, e))?.to_vec();
     let format = opts.format.unwrap_or_else(|| sniff(path, &head));
     if head.iter().take(8192).any(|&b| b == 0) {
@@ -178,6 +265,20 @@ pub fn read_file(path: &Path, opts: &ReadOptions, sink: &mut dyn FnMut(Item)) ->
         Format::Archive => twitter::read_archive(&ctx, reader, sink)?,
         Format::Csv => csv_posts::read_csv(&ctx, reader, sink)?,
         Format::Text => text::read_text(&ctx, reader, sink)?,
+    }
+    let broke = broken.lock().ok().and_then(|mut b| {
+        let e = b.error.take()?;
+        Some((e, b.compressed, b.decompressed))
+    });
+    if let Some((e, compressed, decompressed)) = broke {
+        sink(ctx.quarantine(
+            0,
+            format!(
+                "{BROKEN_STREAM} ({e}) after {compressed} compressed bytes read \
+                 ({decompressed} bytes decoded); the records before the break were read"
+            ),
+            &[],
+        ));
     }
     Ok(Sniffed {
         format,
@@ -374,4 +475,82 @@ pub(crate) fn id_scope(path: &std::path::Path) -> String {
         })
         .collect();
     parts[parts.len().saturating_sub(3)..].join("/")
+}
+
+#[cfg(test)]
+mod salvage_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn lines(n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            writeln!(
+                out,
+                r#"{{"id_str":"{}","text":"post number {i} with some words {}","created_at":"Wed Oct 10 20:19:24 +0000 2018","user":{{"id_str":"7","screen_name":"a"}}}}"#,
+                1000 + i,
+                i * 7919 % 1013
+            )
+            .expect("write");
+        }
+        out
+    }
+
+    fn read_all(path: &Path) -> (usize, Vec<Quarantined>) {
+        let (mut posts, mut q) = (0, Vec::new());
+        read_file(path, &ReadOptions::default(), &mut |item| match item {
+            Item::Post(_) => posts += 1,
+            Item::Quarantined(x) => q.push(x),
+            _ => {}
+        })
+        .expect("a truncated stream is not a file error");
+        (posts, q)
+    }
+
+    #[test]
+    fn a_truncated_gzip_or_zstd_file_keeps_the_records_before_the_break() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = lines(20_000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).expect("gz");
+        let gz = gz.finish().expect("gz");
+        let zst = zstd::encode_all(&plain[..], 3).expect("zstd");
+        for (name, bytes) in [("a.jsonl.gz", gz), ("a.jsonl.zst", zst)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes).expect("write");
+            assert_eq!(read_all(&path), (20_000, Vec::new()), "{name} whole");
+            let cut = bytes.len() / 2;
+            std::fs::write(&path, &bytes[..cut]).expect("write");
+            let (posts, q) = read_all(&path);
+            assert!(
+                posts > 5_000 && posts < 20_000,
+                "{name}: {posts} posts before the break"
+            );
+            let breaks: Vec<_> = q
+                .iter()
+                .filter(|x| x.reason.starts_with(BROKEN_STREAM))
+                .collect();
+            assert_eq!(breaks.len(), 1, "{name}: {q:?}");
+            assert_eq!(breaks[0].line, 0);
+            assert!(breaks[0].file.ends_with(name));
+            assert!(
+                breaks[0]
+                    .reason
+                    .contains(&format!("after {cut} compressed bytes")),
+                "{}",
+                breaks[0].reason
+            );
+            // At most the one record cut in half besides the break.
+            assert!(q.len() <= 2, "{name}: {q:?}");
+            assert!(
+                open_decompressed(&path)
+                    .and_then(|(mut r, _)| {
+                        let mut v = Vec::new();
+                        r.read_to_end(&mut v).map_err(|e| Error::io(&path, e))
+                    })
+                    .is_err(),
+                "{name}: a deletion list must not be salvaged silently"
+            );
+        }
+    }
 }
