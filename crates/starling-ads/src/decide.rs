@@ -11,7 +11,7 @@ use crate::ftrl::{AdFeatures, Ftrl, FtrlConfig, MAX_TERMS};
 use crate::pacing::{Pacer, PacingConfig, TargetBidder};
 use crate::safety::BrandSafety;
 use crate::store::{AdStore, EventKind, EventOutcome, EventRecord};
-use crate::token::{ImpressionFacts, ImpressionSigner};
+use crate::token::{ImpressionFacts, ImpressionSealer};
 use crate::types::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -264,7 +264,7 @@ pub struct AdServer {
     safety: Option<BrandSafety>,
     /// Settings.
     pub config: DecideConfig,
-    signer: ImpressionSigner,
+    sealer: ImpressionSealer,
     index: RwLock<Arc<Index>>,
     live: Mutex<Live>,
     model: RwLock<Ftrl>,
@@ -330,7 +330,7 @@ impl AdServer {
         }
         let secret = store.secret("impression-signing").await?;
         let server = Self {
-            signer: ImpressionSigner::new(secret.as_bytes()),
+            sealer: ImpressionSealer::new(secret.as_bytes()),
             model: RwLock::new(Ftrl::new(config.ftrl)),
             store,
             embedder,
@@ -822,7 +822,7 @@ impl AdServer {
                     features,
                 };
                 AdSlot {
-                    impression_id: self.signer.sign(&facts),
+                    impression_id: self.sealer.seal(&facts),
                     position: w.position,
                     creative_id: ce.creative.id.clone(),
                     text: ce.creative.text.clone(),
@@ -863,13 +863,13 @@ impl AdServer {
         self.record_at(ev, now_ms()).await
     }
 
-    /// Records an impression or click at `now_ms`: verified against its signed impression id,
+    /// Records an impression or click at `now_ms`: verified against its sealed impression id,
     /// counted once, charged once within the budget; the pCTR model and caps learn from it.
     pub async fn record_at(&self, ev: &EventInput, now_ms: i64) -> Result<EventResult> {
         if ev.idempotency_key.is_empty() || ev.idempotency_key.len() > 200 {
             return Err(Error::invalid("idempotency_key", "1 to 200 bytes"));
         }
-        let facts = self.signer.verify(&ev.impression_id)?;
+        let facts = self.sealer.open(&ev.impression_id)?;
         let age = now_ms - facts.ts_ms;
         let ttl = match ev.kind {
             EventKind::Impression => self.config.impression_ttl_ms,
@@ -969,7 +969,7 @@ impl AdServer {
 
     /// The facts behind an impression id this server issued.
     pub fn impression_facts(&self, impression_id: &str) -> Result<ImpressionFacts> {
-        self.signer.verify(impression_id)
+        self.sealer.open(impression_id)
     }
 }
 

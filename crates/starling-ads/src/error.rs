@@ -20,6 +20,14 @@ pub enum Error {
         /// The id asked for.
         id: String,
     },
+    /// The item is deleted: it is kept (and reported) but can no longer change.
+    #[error("{kind} {id:?} is deleted; deleted items are kept for reports and cannot change")]
+    Deleted {
+        /// Advertiser, campaign, group or creative.
+        kind: &'static str,
+        /// The item's id.
+        id: String,
+    },
     /// An event that cannot be counted (a click without its impression, a forged impression id).
     #[error("event refused: {0}")]
     Event(String),
@@ -64,6 +72,14 @@ impl Error {
     /// A missing item.
     pub fn not_found(kind: &'static str, id: &str) -> Self {
         Error::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    /// A deleted item asked to change.
+    pub fn deleted(kind: &'static str, id: &str) -> Self {
+        Error::Deleted {
             kind,
             id: id.to_string(),
         }

@@ -68,7 +68,7 @@ pub enum EventOutcome {
     Duplicate,
 }
 
-/// An impression or click to record (facts from the signed impression id).
+/// An impression or click to record (facts from the sealed impression id).
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     /// Client-chosen key: a retry with the same key is counted once.
@@ -140,6 +140,8 @@ pub struct CampaignReport {
     pub campaign_id: String,
     /// Name.
     pub name: String,
+    /// True when the campaign is deleted (its delivery is still reported).
+    pub deleted: bool,
     /// Daily budget.
     pub daily_budget_micros: Micros,
     /// Impressions counted.
@@ -473,7 +475,11 @@ impl AdStore {
     ) -> Result<Campaign> {
         let mut c = self.campaign(scope, id).await?;
         if c.status == Status::Deleted {
-            return Err(Error::not_found("campaign", id));
+            return if only_deletes(spec, Campaign::status_spec(Status::Deleted)) {
+                Ok(c)
+            } else {
+                Err(Error::deleted("campaign", id))
+            };
         }
         if spec
             .advertiser_id
@@ -522,7 +528,7 @@ impl AdStore {
             .ok_or_else(|| Error::invalid("campaign_id", "required"))?;
         let c = self.campaign(scope, cid).await?;
         if c.status == Status::Deleted {
-            return Err(Error::not_found("campaign", cid));
+            return Err(Error::deleted("campaign", cid));
         }
         let now = now_ms();
         let mut g = AdGroup {
@@ -606,7 +612,11 @@ impl AdStore {
     ) -> Result<AdGroup> {
         let mut g = self.group(scope, id).await?;
         if g.status == Status::Deleted {
-            return Err(Error::not_found("ad group", id));
+            return if only_deletes(spec, AdGroup::status_spec(Status::Deleted)) {
+                Ok(g)
+            } else {
+                Err(Error::deleted("ad group", id))
+            };
         }
         if spec
             .campaign_id
@@ -659,7 +669,7 @@ impl AdStore {
             .ok_or_else(|| Error::invalid("group_id", "required"))?;
         let g = self.group(scope, gid).await?;
         if g.status == Status::Deleted {
-            return Err(Error::not_found("ad group", gid));
+            return Err(Error::deleted("ad group", gid));
         }
         let now = now_ms();
         let mut c = Creative {
@@ -726,7 +736,11 @@ impl AdStore {
     ) -> Result<Creative> {
         let mut c = self.creative(scope, id).await?;
         if c.status == Status::Deleted {
-            return Err(Error::not_found("creative", id));
+            return if only_deletes(spec, Creative::status_spec(Status::Deleted)) {
+                Ok(c)
+            } else {
+                Err(Error::deleted("creative", id))
+            };
         }
         if spec.group_id.as_ref().is_some_and(|g| *g != c.group_id) {
             return Err(Error::invalid(
@@ -942,7 +956,8 @@ impl AdStore {
     }
 
     /// Delivery of the campaigns `scope` may see (one when `campaign` is given) over UTC days
-    /// `from_day..=to_day`.
+    /// `from_day..=to_day`; deleted campaigns that delivered in those days are included,
+    /// flagged `deleted`.
     pub async fn reports(
         &self,
         scope: &Scope,
@@ -952,8 +967,17 @@ impl AdStore {
     ) -> Result<Vec<CampaignReport>> {
         let campaigns: Vec<Campaign> = match campaign {
             Some(id) => vec![self.campaign(scope, id).await?],
-            None => self.campaigns(scope).await?,
+            None => {
+                let rows = sqlx::query(
+                    "SELECT * FROM campaigns WHERE ($1 = '' OR advertiser_id = $1) ORDER BY created_ms, id",
+                )
+                .bind(scope.owner().unwrap_or(""))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(campaign_row).collect::<Result<Vec<_>>>()?
+            }
         };
+        let all = campaign.is_none();
         let mut out = Vec::with_capacity(campaigns.len());
         for c in campaigns {
             let rows = sqlx::query(
@@ -964,9 +988,14 @@ impl AdStore {
             .bind(to_day)
             .fetch_all(&self.pool)
             .await?;
+            let deleted = c.status == Status::Deleted;
+            if all && deleted && rows.is_empty() {
+                continue;
+            }
             let mut r = CampaignReport {
                 campaign_id: c.id.clone(),
                 name: c.name.clone(),
+                deleted,
                 daily_budget_micros: c.daily_budget_micros,
                 spend_by_hour: vec![0; 24],
                 ..Default::default()
@@ -1000,6 +1029,11 @@ impl AdStore {
         }
         Ok(out)
     }
+}
+
+/// True when `spec` asks for nothing but deletion (deleting a deleted item again is a no-op).
+fn only_deletes<S: serde::Serialize>(spec: &S, delete: S) -> bool {
+    serde_json::to_value(spec).ok() == serde_json::to_value(delete).ok()
 }
 
 fn advertiser_row(r: &AnyRow) -> Result<Advertiser> {

@@ -219,7 +219,31 @@ async fn store_scenarios(url: &str) {
         .unwrap()
         .iter()
         .all(|c| c.id != c2.id));
-    assert!(store.update_campaign(&sa, &c2.id, &pause).await.is_err());
+    // A deleted item answers every verb "deleted": read and deleted again it says so, any
+    // change is refused as deleted (not "no campaign").
+    assert!(matches!(
+        store.update_campaign(&sa, &c2.id, &pause).await,
+        Err(Error::Deleted { .. })
+    ));
+    let again = store.update_campaign(&sa, &c2.id, &deleted).await.unwrap();
+    assert_eq!(again.status, Status::Deleted);
+    assert_eq!(
+        store.campaign(&sa, &c2.id).await.unwrap().status,
+        Status::Deleted
+    );
+    assert!(matches!(
+        store
+            .create_group(
+                &sa,
+                &GroupSpec {
+                    campaign_id: Some(c2.id.clone()),
+                    ..Default::default()
+                },
+                None
+            )
+            .await,
+        Err(Error::Deleted { .. })
+    ));
 
     // Events: a click needs its impression; retries count once.
     let ts = 20_000 * DAY_MS + 3_600_000;
@@ -323,6 +347,29 @@ async fn store_scenarios(url: &str) {
             cost_micros: 30_000
         }
     );
+    // Deleting the campaign keeps its spend in the all-campaigns report, flagged.
+    let all_before = store
+        .reports(&sa, None, day_of(ts), day_of(ts) + 1)
+        .await
+        .unwrap();
+    let del = CampaignSpec {
+        status: Some(Status::Deleted),
+        ..Default::default()
+    };
+    store.update_campaign(&sa, &ca.id, &del).await.unwrap();
+    let all_after = store
+        .reports(&sa, None, day_of(ts), day_of(ts) + 1)
+        .await
+        .unwrap();
+    let spend = |v: &[starling_ads::CampaignReport]| v.iter().map(|r| r.spend_micros).sum::<i64>();
+    assert_eq!(spend(&all_after), spend(&all_before));
+    assert!(spend(&all_after) >= 1_020_000);
+    let r = all_after
+        .iter()
+        .find(|r| r.campaign_id == ca.id)
+        .expect("deleted campaign reported");
+    assert!(r.deleted);
+    assert!(all_before.iter().all(|r| !r.deleted));
     store.close().await;
 }
 
