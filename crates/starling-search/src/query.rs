@@ -149,18 +149,38 @@ pub struct QueryError {
     pub message: String,
     /// 0-based character position in the query.
     pub column: usize,
-    /// The query.
+    /// The query (a window around the column when it is long).
     pub query: String,
     caret: String,
 }
 
 impl QueryError {
+    /// Characters of a long query shown around the column.
+    const WINDOW: usize = 80;
+
     fn new(query: &str, column: usize, message: impl Into<String>) -> Self {
+        // A long query is shown as a window around the column, so errors stay readable.
+        let len = query.chars().count();
+        let (shown, caret) = if len <= Self::WINDOW {
+            (query.to_string(), column)
+        } else {
+            let start = column.saturating_sub(Self::WINDOW * 3 / 4);
+            let end = (start + Self::WINDOW).min(len);
+            let mut shown = String::new();
+            if start > 0 {
+                shown.push('…');
+            }
+            shown.extend(query.chars().skip(start).take(end - start));
+            if end < len {
+                shown.push('…');
+            }
+            (shown, column - start + usize::from(start > 0))
+        };
         Self {
             message: message.into(),
             column,
-            query: query.to_string(),
-            caret: " ".repeat(column),
+            query: shown,
+            caret: " ".repeat(caret),
         }
     }
 }
@@ -440,10 +460,8 @@ impl Parser<'_> {
 pub fn parse(q: &str) -> Result<Query, QueryError> {
     let len = q.chars().count();
     if len > MAX_QUERY_CHARS {
-        // The echo in the message is cut too, so the error stays small.
-        let head: String = q.chars().take(MAX_QUERY_CHARS + 1).collect();
         return Err(QueryError::new(
-            &head,
+            q,
             MAX_QUERY_CHARS,
             format!("the query is {len} characters; the limit is {MAX_QUERY_CHARS}"),
         ));
@@ -725,7 +743,8 @@ mod tests {
         let e = parse(&"(".repeat(100_000)).unwrap_err();
         assert!(e.message.contains("the limit is 4096"), "{e}");
         assert_eq!(e.column, MAX_QUERY_CHARS);
-        assert!(e.query.chars().count() <= MAX_QUERY_CHARS + 1);
+        assert!(e.query.chars().count() <= QueryError::WINDOW + 2);
+        assert!(e.to_string().len() < 600, "{e}");
         assert!(parse(&"a ".repeat(MAX_QUERY_CHARS / 2)).is_ok());
     }
 

@@ -53,6 +53,10 @@ fn api(e: starling_ads::Error) -> ApiError {
             e.to_string(),
         )
         .with_code("not_found"),
+        E::Deleted { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "invalid_request_error", e.to_string())
+                .with_code("deleted")
+        }
         E::Event(m) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request_error",

@@ -38,6 +38,12 @@ pub struct Metrics {
     pub cancelled: IntCounter,
     /// Sequences ended by their deadline.
     pub timeouts: IntCounter,
+    /// Client connections open now.
+    pub connections_open: IntGauge,
+    /// Connections answered 503 because `max_connections` were open.
+    pub connections_refused: IntCounter,
+    /// Requests whose body did not arrive within the body timeout.
+    pub body_timeouts: IntCounter,
 }
 
 fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -115,6 +121,18 @@ impl Metrics {
             .expect("valid metric"),
             timeouts: IntCounter::new("timeouts_total", "Sequences ended by their deadline")
                 .expect("valid metric"),
+            connections_open: IntGauge::new("connections_open", "Client connections open now")
+                .expect("valid metric"),
+            connections_refused: IntCounter::new(
+                "connections_refused_total",
+                "Connections answered 503 because the connection limit was reached",
+            )
+            .expect("valid metric"),
+            body_timeouts: IntCounter::new(
+                "body_timeouts_total",
+                "Requests whose body did not arrive within the body timeout",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &m.registry;
@@ -136,11 +154,14 @@ impl Metrics {
             &m.rejected,
             &m.cancelled,
             &m.timeouts,
+            &m.connections_refused,
+            &m.body_timeouts,
         ] {
             let _ = r.register(Box::new(c.clone()));
         }
         let _ = r.register(Box::new(m.queue_depth.clone()));
         let _ = r.register(Box::new(m.batch_size.clone()));
+        let _ = r.register(Box::new(m.connections_open.clone()));
         m
     }
 

@@ -39,6 +39,12 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Largest request body in bytes (larger ones get 413).
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers; the connection is closed after it.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body once its headers are in (408 after it).
+    pub body_timeout: Duration,
+    /// Most open client connections; one more is answered 503 and closed.
+    pub max_connections: usize,
     /// Posts a chat answer is grounded on by default (0 = off).
     pub grounding_posts: usize,
     /// Accepted API keys (None = no authentication).
@@ -55,6 +61,9 @@ impl Default for ServeConfig {
             engine: EngineConfig::default(),
             request_timeout: Duration::from_secs(120),
             max_body_bytes: 2 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             grounding_posts: 3,
             api_keys: None,
             model_name: "starling".into(),
@@ -75,6 +84,8 @@ pub struct AppState {
     eos: Option<i64>,
     end_of_post: Option<i64>,
     vocab: usize,
+    /// Bytes of text the longest token covers: no text longer than context x this fits.
+    max_token_bytes: usize,
     created: i64,
     ads: std::sync::OnceLock<Arc<starling_ads::AdServer>>,
 }
@@ -97,6 +108,14 @@ impl AppState {
             .or_else(|| tokenizer.token_to_id(END_OF_TEXT).map(i64::from));
         let end_of_post = tokenizer.token_to_id(END_OF_POST).map(i64::from);
         let vocab = model.config.vocab_size;
+        // Byte-level BPE: one vocabulary character per byte.
+        let max_token_bytes = tokenizer
+            .get_vocab(true)
+            .keys()
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let engine = Engine::start(
             model,
             vs,
@@ -115,6 +134,7 @@ impl AppState {
             eos,
             end_of_post,
             vocab,
+            max_token_bytes,
             created: now_s(),
             ads: std::sync::OnceLock::new(),
         })
@@ -188,6 +208,47 @@ impl AppState {
                     format!("tokenizer: {e}"),
                 )
             })
+    }
+
+    /// Refuses, before any work is spent on it, text that cannot fit the context: `bytes` of
+    /// text make at least `bytes / max_token_bytes` tokens.
+    fn check_text_fits(&self, param: &str, what: &str, bytes: usize) -> Result<(), ApiError> {
+        let ctx = self.engine.context();
+        let cap = ctx.saturating_mul(self.max_token_bytes);
+        if bytes > cap {
+            return Err(ApiError::invalid(
+                param,
+                format!(
+                    "{what} is {bytes} bytes of text; this model's context of {ctx} tokens holds at most {cap} bytes (no token is longer than {} bytes)",
+                    self.max_token_bytes
+                ),
+            )
+            .with_code("context_length_exceeded"));
+        }
+        Ok(())
+    }
+
+    /// Runs CPU-heavy work (normalising, tokenising) off the async runtime, within the
+    /// request's time limit.
+    async fn off_runtime<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let task = tokio::task::spawn_blocking(work);
+        match tokio::time::timeout(self.config.request_timeout, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                format!("preparing the request failed: {e}"),
+            )),
+            Err(_) => Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                "preparing the request took longer than the request time limit",
+            )
+            .with_code("timeout")),
+        }
     }
 
     fn decode(&self, ids: &[i64]) -> String {
@@ -304,6 +365,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), read_body))
         .layer(middleware::from_fn_with_state(state.clone(), refuse_large))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
@@ -311,14 +373,61 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Serves `state` on `listener` until `shutdown` resolves, then saves the index (posts added
 /// live included).
+///
+/// Each connection must send its headers within `header_timeout`; at most `max_connections` are
+/// open at once, and one more is answered 503 and closed. Open connections get up to the
+/// request timeout to finish after `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let app = router(state.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state.metrics.connections_refused.inc();
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        let metrics = state.metrics.clone();
+        metrics.connections_open.inc();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+            metrics.connections_open.dec();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(state.config.request_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at shutdown were closed");
+    }
     if let Some(index) = state.index.clone() {
         let flushed = tokio::task::spawn_blocking(move || index.flush()).await;
         if let Ok(Err(e)) = flushed {
@@ -326,6 +435,73 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Answers a connection past the limit with 503 and closes it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"error":{"message":"too many open connections; retry shortly","type":"server_error","param":null,"code":"too_many_connections"}}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Reads the whole request body within `body_timeout` (408 and the connection closed when it
+/// does not arrive) and at most `max_body_bytes` of it (413).
+async fn read_body(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = s.config.max_body_bytes;
+    let read = tokio::time::timeout(
+        s.config.body_timeout,
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!("the request body is larger than this server accepts ({limit} bytes)"),
+            )
+            .into_response()
+        }
+        Ok(Err(e)) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("reading the request body: {e}"),
+            )
+            .into_response()
+        }
+        Err(_) => {
+            s.metrics.body_timeouts.inc();
+            let mut r = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!(
+                    "the request body did not arrive within {:.0} s",
+                    s.config.body_timeout.as_secs_f64()
+                ),
+            )
+            .with_code("request_timeout")
+            .into_response();
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -566,6 +742,7 @@ async fn add_posts(
             "posts": u.posts.len(),
             "added": added.added,
             "replaced": added.replaced,
+            "repeated": added.repeated,
             "deletions": u.deletions.len() + u.user_deletions.len(),
             "deleted": deleted + by_author,
             "other": u.other,
@@ -626,10 +803,22 @@ async fn embeddings(
             ))
         }
     };
-    let mut tokens = 0;
-    for t in &texts {
-        tokens += s.encode(t)?.len();
+    for (i, t) in texts.iter().enumerate() {
+        s.check_text_fits(&format!("input[{i}]"), &format!("input[{i}]"), t.len())?;
     }
+    let texts = Arc::new(texts);
+    let tokens = {
+        let (s, texts) = (s.clone(), texts.clone());
+        s.clone()
+            .off_runtime(move || {
+                let mut n = 0;
+                for t in texts.iter() {
+                    n += s.encode(t)?.len();
+                }
+                Ok(n)
+            })
+            .await?
+    };
     let vectors = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         embedder.embed(&refs)
@@ -755,7 +944,16 @@ async fn chat(
         }
     };
     let texts: Vec<String> = req.messages.iter().map(|m| m.text()).collect();
-    let thread = s.encode(&s.layout.thread(&texts))?;
+    s.check_text_fits(
+        "messages",
+        "the conversation",
+        texts.iter().map(String::len).sum(),
+    )?;
+    let thread = {
+        let s2 = s.clone();
+        s.off_runtime(move || s2.encode(&s2.layout.thread(&texts)))
+            .await?
+    };
     let ctx = s.engine.context();
     if thread.len() >= ctx {
         return Err(ApiError::invalid(
@@ -783,8 +981,16 @@ async fn chat(
     let reserve = p.sampling.max_tokens.min(ctx / 4);
     let mut prompt = Vec::new();
     let mut used = Vec::new();
-    for h in hits {
-        let ids = s.encode(&s.layout.grounding_document(&h))?;
+    let docs = {
+        let (s2, hits) = (s.clone(), hits.clone());
+        s.off_runtime(move || {
+            hits.iter()
+                .map(|h| s2.encode(&s2.layout.grounding_document(h)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+    };
+    for (h, ids) in hits.into_iter().zip(docs) {
         if prompt.len() + ids.len() + thread.len() + reserve <= ctx {
             prompt.extend(ids);
             used.push(h);
@@ -832,10 +1038,33 @@ async fn completions(
         return Err(ApiError::invalid("logprobs", "logprobs must be 0 to 5"));
     }
     let start = s.eos.unwrap_or(0);
+    let texts = match &req.prompt {
+        Some(Prompt::Text(t)) => vec![t.clone()],
+        Some(Prompt::Texts(v)) => v.clone(),
+        _ => Vec::new(),
+    };
+    if texts.len() > 32 {
+        return Err(ApiError::invalid(
+            "prompt",
+            "prompt must hold 1 to 32 prompts",
+        ));
+    }
+    for (i, t) in texts.iter().enumerate() {
+        s.check_text_fits("prompt", &format!("prompt {i}"), t.len())?;
+    }
+    let encoded = {
+        let s2 = s.clone();
+        s.off_runtime(move || {
+            texts
+                .iter()
+                .map(|t| s2.encode(t))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+    };
     let mut prompts: Vec<Vec<i64>> = match req.prompt {
         None => vec![Vec::new()],
-        Some(Prompt::Text(t)) => vec![s.encode(&t)?],
-        Some(Prompt::Texts(v)) => v.iter().map(|t| s.encode(t)).collect::<Result<_, _>>()?,
+        Some(Prompt::Text(_)) | Some(Prompt::Texts(_)) => encoded,
         Some(Prompt::Tokens(t)) => vec![t],
         Some(Prompt::TokenLists(v)) => v,
     };

@@ -95,11 +95,27 @@ impl Drop for Server {
 }
 
 async fn start(config: ServeConfig) -> Server {
+    start_on(config, &fixture().index).await
+}
+
+/// A server on its own copy of the fixture's index (for tests that change it).
+async fn start_on_copy(config: ServeConfig) -> (Server, tempfile::TempDir) {
+    let copy = tempfile::tempdir().expect("tmp");
+    for e in std::fs::read_dir(&fixture().index).expect("index dir") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_file() {
+            std::fs::copy(e.path(), copy.path().join(e.file_name())).expect("copy");
+        }
+    }
+    (start_on(config, copy.path()).await, copy)
+}
+
+async fn start_on(config: ServeConfig, index: &Path) -> Server {
     let f = fixture();
     let state = starling_serve::load(
         &f.dir,
         &f.dir.join("model.safetensors"),
-        Some(&f.index),
+        Some(index),
         tch::Device::Cpu,
         ServeConfig {
             model_name: "tiny".into(),
@@ -475,16 +491,22 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
         assert_eq!(e["error"]["param"], param, "{body} → {e}");
         assert!(!e["error"]["message"].as_str().unwrap_or("").is_empty());
     }
-    let (st, e) = post_json(b, "/v1/chat/completions", json!({"messages": user(&long)})).await;
-    assert_eq!(st, 400);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("context is 512 tokens"),
-        "{e}"
-    );
-    assert_eq!(e["error"]["code"], "context_length_exceeded");
+    // Too long by its bytes (refused before tokenising) and by its tokens (counted).
+    for (text, needle) in [
+        (long.clone(), "holds at most"),
+        ("word ".repeat(1200), "context is 512 tokens"),
+    ] {
+        let (st, e) = post_json(b, "/v1/chat/completions", json!({"messages": user(&text)})).await;
+        assert_eq!(st, 400);
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(needle),
+            "{e}"
+        );
+        assert_eq!(e["error"]["code"], "context_length_exceeded");
+    }
     let (st, e) = post_json(b, "/v1/completions", json!({"prompt": [1, 99999]})).await;
     assert_eq!((st, e["error"]["param"].as_str()), (400, Some("prompt")));
     let (st, _) = post_json(b, "/v1/nothing", json!({})).await;
@@ -614,6 +636,203 @@ async fn queue_cancellation_timeouts_idle_connections_and_keys() {
         .await
         .expect("get");
     assert_eq!(r.status().as_u16(), 200);
+}
+
+/// Reads from a raw connection until the server closes it (or `limit` passes); returns what
+/// arrived and whether it was closed.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into(), false),
+        }
+    }
+}
+
+/// The hostile requests of issue 21, against one live server: each gets a clear answer in
+/// bounded time, and the server keeps answering others normally meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_leave_the_server_answering() {
+    use tokio::io::AsyncWriteExt;
+    let (s, _copy) = start_on_copy(ServeConfig {
+        header_timeout: Duration::from_millis(500),
+        body_timeout: Duration::from_millis(500),
+        ..ServeConfig::default()
+    })
+    .await;
+    let b = &s.base;
+    let c = reqwest::Client::new();
+
+    // Deep and long queries: 400 naming the limit (this killed the process at depth ~2,500).
+    let deep = |n: usize| format!("{}a{}", "(".repeat(n), ")".repeat(n));
+    for (q, needle) in [
+        (deep(40), "nest deeper than 32"),
+        (deep(2500), "the limit is 4096"),
+        ("a ".repeat(3000), "the limit is 4096"),
+    ] {
+        let r = c
+            .get(format!("{b}/v1/search"))
+            .query(&[("q", q.as_str())])
+            .send()
+            .await
+            .expect("search");
+        assert_eq!(r.status().as_u16(), 400);
+        let e: Value = r.json().await.expect("json");
+        assert_eq!(e["error"]["param"], "q");
+        let m = e["error"]["message"].as_str().unwrap_or("");
+        assert!(m.contains(needle) && m.len() < 600, "{e}");
+    }
+
+    // One 1.9 MB word (under the body limit) to chat, embeddings and completions: 400 within a
+    // second, while /health keeps answering within 100 ms.
+    let word = "a".repeat(1_900_000);
+    let bodies = [
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": word}]}),
+            "messages",
+        ),
+        ("/v1/embeddings", json!({"input": word}), "input[0]"),
+        ("/v1/completions", json!({"prompt": word}), "prompt"),
+    ];
+    for (path, body, param) in bodies {
+        let url = format!("{b}{path}");
+        let t0 = Instant::now();
+        let big = tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        });
+        let mut slowest = Duration::ZERO;
+        while !big.is_finished() {
+            let t = Instant::now();
+            let h = c.get(format!("{b}/health")).send().await.expect("health");
+            assert_eq!(h.status().as_u16(), 200);
+            slowest = slowest.max(t.elapsed());
+        }
+        let (status, e) = big.await.expect("join");
+        let took = t0.elapsed();
+        assert_eq!(status, 400, "{path}: {e}");
+        assert_eq!(e["error"]["code"], "context_length_exceeded", "{path}: {e}");
+        assert_eq!(e["error"]["param"], param, "{path}: {e}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{path}: answered after {took:?}"
+        );
+        assert!(
+            slowest < Duration::from_millis(100),
+            "{path}: /health took {slowest:?}"
+        );
+    }
+
+    // A client that stalls in its headers is disconnected; one that stalls in its body gets 408.
+    let addr = b.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    stalled
+        .write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-")
+        .await
+        .expect("write");
+    let t0 = Instant::now();
+    let (_, closed) = read_until_closed(&mut stalled, Duration::from_secs(5)).await;
+    assert!(closed, "a connection stalled in its headers is still open");
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    let mut stalled = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    stalled
+        .write_all(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("write");
+    let (got, closed) = read_until_closed(&mut stalled, Duration::from_secs(5)).await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("request_timeout"), "{got}");
+    assert!(closed);
+    assert!(s.state.metrics().body_timeouts.get() >= 1);
+
+    // A post repeated within one batch counts once, against what the index holds after.
+    let before = get_json(format!("{b}/health")).await["index_posts"]
+        .as_u64()
+        .expect("n");
+    let post = json!({"id_str": "990000000000000077", "created_at": "Mon Jan 01 10:00:00 +0000 2024",
+        "user": {"id_str": "7", "screen_name": "zed"}, "text": "a kite over the harbour", "lang": "en"});
+    let r: Value = c
+        .post(format!("{b}/v1/posts"))
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{post}\n{post}\n{post}\n"))
+        .send()
+        .await
+        .expect("add")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (r["added"].as_u64(), r["repeated"].as_u64()),
+        (Some(1), Some(2)),
+        "{r}"
+    );
+    assert_eq!(r["index_posts"].as_u64(), Some(before + 1), "{r}");
+
+    // After all that, a normal chat still answers.
+    let (st, _) = post_json(
+        b,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "weather today?"}], "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    drop(s);
+
+    // Past the connection limit a client gets 503 at once; freed slots are reused.
+    let s = start(ServeConfig {
+        max_connections: 8,
+        ..ServeConfig::default()
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut extra = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (got, closed) = read_until_closed(&mut extra, Duration::from_secs(5)).await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert!(got.contains("too_many_connections") && closed, "{got}");
+    drop(held);
+    let mut answered = false;
+    for _ in 0..40 {
+        if let Ok(r) = reqwest::get(format!("{}/health", s.base)).await {
+            if r.status().as_u16() == 200 {
+                answered = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "freed connection slots are not reused");
+    assert!(s.state.metrics().connections_refused.get() >= 1);
 }
 
 /// Whether a missing client tool must fail the test (CI) rather than skip it.

@@ -147,8 +147,72 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Extracts mentions, lists, hashtags, cashtags and URLs from `text` by the twitter-text rules.
+/// Longest piece of text handed to the twitter-text parser at once, in characters.
+///
+/// The parser's cost grows with the square of an unbroken run's length (it tries entities at
+/// every position). Longer texts are cut at whitespace into pieces of at most this many
+/// characters, and a run without whitespace longer than this is cut after a non-alphanumeric
+/// character near the limit (or at it): entities are at most a few hundred characters apart
+/// from such cuts in real text, so only a URL longer than this inside such a run could be cut.
+pub const ENTITY_PIECE_CHARS: usize = 2048;
+
+/// Extracts mentions, lists, hashtags, cashtags and URLs from `text` by the twitter-text rules,
+/// in time linear in its length.
 pub fn extract_entities(text: &str) -> Entities {
+    if text.len() <= ENTITY_PIECE_CHARS {
+        return extract_piece(text);
+    }
+    let mut out = Entities::default();
+    let mut chars_before = 0;
+    for piece in pieces(text, ENTITY_PIECE_CHARS) {
+        let mut e = extract_piece(piece);
+        for list in [
+            &mut e.mentions,
+            &mut e.hashtags,
+            &mut e.cashtags,
+            &mut e.urls,
+        ] {
+            for x in list.iter_mut() {
+                x.start += chars_before;
+                x.end += chars_before;
+            }
+        }
+        out.mentions.append(&mut e.mentions);
+        out.hashtags.append(&mut e.hashtags);
+        out.cashtags.append(&mut e.cashtags);
+        out.urls.append(&mut e.urls);
+        chars_before += piece.chars().count();
+    }
+    out
+}
+
+/// `text` cut into consecutive pieces of at most `max` characters: after whitespace where a
+/// piece can end there, else after a non-alphanumeric character, else at the limit.
+fn pieces(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        // Byte offset after `max` characters (or the end).
+        let limit = rest.char_indices().nth(max).map_or(rest.len(), |(b, _)| b);
+        if limit == rest.len() {
+            out.push(rest);
+            break;
+        }
+        let head = &rest[..limit];
+        let cut = head
+            .rfind(char::is_whitespace)
+            .or_else(|| head.rfind(|c: char| !c.is_alphanumeric() && c != '_'))
+            .map(|b| b + head[b..].chars().next().map_or(1, char::len_utf8))
+            .filter(|&b| b > 0)
+            .unwrap_or(limit);
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out
+}
+
+/// twitter-text's extraction of one piece, indices in code points.
+fn extract_piece(text: &str) -> Entities {
     let extractor = Extractor::new();
     let mut out = Entities::default();
     // `extract_entities_with_indices` leaves out scheme-less URLs (`example.com/path`), which
@@ -319,6 +383,32 @@ pub fn is_valid_url(s: &str, require_protocol: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_texts_are_extracted_in_pieces_with_the_same_entities() {
+        let mut text = String::new();
+        let mut i = 0;
+        while text.chars().count() < 30_000 {
+            text.push_str(&format!(
+                "word{i} “quoted” #tag{i} @user{i} $ABC https://x.co/{i} café… ,#t{i} 😀 "
+            ));
+            i += 1;
+        }
+        let chunked = extract_entities(&text);
+        let whole = extract_piece(&text);
+        assert!(whole.hashtags.len() > 800 && whole.urls.len() > 400);
+        assert_eq!(chunked, whole);
+        // A run without whitespace is cut into pieces that rebuild it, none over the limit.
+        let run: String = "ab,c“d".repeat(10_000);
+        let p = pieces(&run, ENTITY_PIECE_CHARS);
+        assert_eq!(p.concat(), run);
+        assert!(p.iter().all(|x| x.chars().count() <= ENTITY_PIECE_CHARS));
+        assert!(p.len() > 25);
+        let word = "a".repeat(100_000);
+        assert!(extract_entities(&word).all().is_empty());
+        let tagged = format!("{word},#late");
+        assert_eq!(extract_entities(&tagged).hashtags[0].start, 100_001);
+    }
 
     #[test]
     fn indices_are_code_points() {

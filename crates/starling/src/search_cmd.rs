@@ -230,10 +230,11 @@ fn add(index: &Path, model: Option<&Path>, inputs: &[PathBuf]) -> Result<()> {
     let gone_by_author = idx.delete_authors(user_deletions)?;
     idx.flush()?;
     println!(
-        "index add: {read} records read = {} posts ({} new, {} replaced; searchable after {visible_ms:.0} ms) + {} deletions ({gone} were indexed) + {} user deletions ({gone_by_author} posts) + {quarantined} quarantined + {other} other; {} posts in the index",
+        "index add: {read} records read = {} posts ({} new, {} replaced, {} repeated in the batch; searchable after {visible_ms:.0} ms) + {} deletions ({gone} were indexed) + {} user deletions ({gone_by_author} posts) + {quarantined} quarantined + {other} other; {} posts in the index",
         posts.len(),
         r.added,
         r.replaced,
+        r.repeated,
         deletions.len(),
         user_deletions.len(),
         idx.len()

@@ -33,6 +33,15 @@ pub struct ServeArgs {
     /// A request's time limit in seconds, queueing included.
     #[arg(long, default_value_t = 120.0)]
     pub timeout_s: f64,
+    /// Seconds a client has to send a request's headers (the connection is closed after).
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout_s: f64,
+    /// Seconds a client has to send a request's body once its headers are in (408 after).
+    #[arg(long, default_value_t = 30.0)]
+    pub body_timeout_s: f64,
+    /// Most open client connections; more are answered 503 at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
     /// Posts each chat answer is grounded on (0 = off).
     #[arg(long, default_value_t = 3)]
     pub grounding: usize,
@@ -91,6 +100,9 @@ pub fn load_state(
             ..EngineConfig::default()
         },
         request_timeout: Duration::from_secs_f64(a.timeout_s.max(0.001)),
+        header_timeout: Duration::from_secs_f64(a.header_timeout_s.max(0.001)),
+        body_timeout: Duration::from_secs_f64(a.body_timeout_s.max(0.001)),
+        max_connections: a.max_connections.max(1),
         grounding_posts: a.grounding,
         api_keys,
         model_name: name.clone(),
