@@ -30,23 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(out) = out {
         std::fs::write(&out, serde_json::to_vec_pretty(&model)?)?;
     }
-    println!("| file | held-out bots / humans | precision | recall | F1 | accuracy | human posts removed | read | quarantined |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for s in &scores {
-        println!(
-            "| {} | {} / {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2}% | {} | {} |",
-            s.lang,
-            s.bots,
-            s.humans,
-            s.precision,
-            s.recall,
-            s.f1,
-            s.accuracy,
-            100.0 * s.human_posts_removed,
-            s.read,
-            s.quarantined
-        );
-    }
+    print!("{}", starling_corpus::bots_eval::scores_table(&scores));
     std::fs::remove_dir_all(&work)?;
     Ok(())
 }

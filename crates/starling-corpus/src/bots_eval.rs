@@ -107,6 +107,29 @@ pub struct BotScores {
     pub quarantined: u64,
 }
 
+/// The scores as a markdown table, one row per file.
+pub fn scores_table(scores: &[BotScores]) -> String {
+    let mut out = String::from(
+        "| file | held-out bots / humans | precision | recall | F1 | accuracy | human posts removed | read | quarantined |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in scores {
+        out.push_str(&format!(
+            "| {} | {} / {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2}% | {} | {} |\n",
+            s.lang,
+            s.bots,
+            s.humans,
+            s.precision,
+            s.recall,
+            s.f1,
+            s.accuracy,
+            100.0 * s.human_posts_removed,
+            s.read,
+            s.quarantined
+        ));
+    }
+    out
+}
+
 /// Fits the content model on the 80% of every language's authors and returns it with its
 /// training-set threshold: the most F1 with at most `max_human_fpr` of training humans flagged.
 pub fn fit(

@@ -149,6 +149,20 @@ async fn post_json(base: &str, path: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `POST /v1/posts` with JSON lines; the report.
+async fn add_posts(base: &str, lines: String) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/posts"))
+        .header("content-type", "application/x-ndjson")
+        .body(lines)
+        .send()
+        .await
+        .expect("add posts")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn get_json(url: String) -> Value {
     reqwest::get(url)
         .await
@@ -342,19 +356,7 @@ async fn openai_shapes_streaming_grounding_and_search() {
     // line beside it is quarantined with its line; a delete notice removes it.
     let live = json!({"id_str": "990000000000000001", "created_at": "Mon Jan 01 10:00:00 +0000 2024",
         "user": {"id_str": "7", "screen_name": "zed"}, "text": "a zeppelin over the harbour #skywatch", "lang": "en"});
-    let add = |body: String| {
-        reqwest::Client::new()
-            .post(format!("{b}/v1/posts"))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-    };
-    let r: Value = add(format!("{live}\n{{\"id_str\": \"9\", \"text\n"))
-        .await
-        .expect("add")
-        .json()
-        .await
-        .expect("json");
+    let r = add_posts(b, format!("{live}\n{{\"id_str\": \"9\", \"text\n")).await;
     assert_eq!(
         (r["read"].as_u64(), r["added"].as_u64()),
         (Some(2), Some(1)),
@@ -372,12 +374,7 @@ async fn openai_shapes_streaming_grounding_and_search() {
     .await;
     assert_eq!(g["grounding"][0]["id"], "990000000000000001", "{g}");
     let gone = json!({"delete": {"status": {"id_str": "990000000000000001", "user_id_str": "7"}}});
-    let r: Value = add(gone.to_string())
-        .await
-        .expect("delete")
-        .json()
-        .await
-        .expect("json");
+    let r = add_posts(b, gone.to_string()).await;
     assert_eq!(r["deleted"], 1, "{r}");
     let found: Value = get_json(format!("{b}/v1/search?q=zeppelin")).await;
     assert_eq!(found["data"].as_array().map(Vec::len), Some(0));
@@ -772,16 +769,7 @@ async fn hostile_requests_leave_the_server_answering() {
         .expect("n");
     let post = json!({"id_str": "990000000000000077", "created_at": "Mon Jan 01 10:00:00 +0000 2024",
         "user": {"id_str": "7", "screen_name": "zed"}, "text": "a kite over the harbour", "lang": "en"});
-    let r: Value = c
-        .post(format!("{b}/v1/posts"))
-        .header("content-type", "application/x-ndjson")
-        .body(format!("{post}\n{post}\n{post}\n"))
-        .send()
-        .await
-        .expect("add")
-        .json()
-        .await
-        .expect("json");
+    let r = add_posts(b, format!("{post}\n{post}\n{post}\n")).await;
     assert_eq!(
         (r["added"].as_u64(), r["repeated"].as_u64()),
         (Some(1), Some(2)),

@@ -182,23 +182,7 @@ pub fn bots(a: &EvalBotsArgs) -> Result<()> {
         "bot rule on PAN 2019 (held-out 20% of authors; an author is flagged when at least half of its non-repost posts get `bot`) in {:.0}s",
         t.elapsed().as_secs_f64()
     );
-    println!("\n| file | held-out bots / humans | precision | recall | F1 | accuracy | human posts removed | read | quarantined |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for s in &scores {
-        println!(
-            "| {} | {} / {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2}% | {} | {} |",
-            s.lang,
-            s.bots,
-            s.humans,
-            s.precision,
-            s.recall,
-            s.f1,
-            s.accuracy,
-            100.0 * s.human_posts_removed,
-            s.read,
-            s.quarantined
-        );
-    }
+    print!("\n{}", starling_corpus::bots_eval::scores_table(&scores));
     println!(
         "\nmodel: degree {}, L2 {}, threshold {:.3} ({})",
         model.degree, a.l2, model.threshold, model.trained_on
