@@ -41,13 +41,8 @@ pub enum Error {
     #[error(transparent)]
     Embed(#[from] starling_embed::EmbedError),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] starling_artifacts::IoError),
     /// A data file is malformed.
     #[error("{path}:{line}: {reason}")]
     Data {
@@ -87,10 +82,7 @@ impl Error {
 
     /// An I/O failure on `path`.
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        Error::Io(starling_artifacts::IoError::new(path, source))
     }
 }
 

@@ -720,7 +720,7 @@ pub fn pacing_png(results: &[PolicyResult], path: &Path) -> Result<()> {
             dejavu::sans::regular(),
         );
     });
-    let tmp = path.with_extension("tmp.png");
+    let tmp = starling_artifacts::temp_path_keeping_extension(path);
     let fail =
         |e: &dyn std::fmt::Display| crate::Error::io(path, std::io::Error::other(e.to_string()));
     {
@@ -778,5 +778,5 @@ pub fn pacing_png(results: &[PolicyResult], path: &Path) -> Result<()> {
             .map_err(|e| fail(&e))?;
         root.present().map_err(|e| fail(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e))
+    starling_artifacts::commit(&tmp, path).map_err(|e| crate::Error::io(&e.path, e.source))
 }

@@ -298,7 +298,7 @@ pub fn pan_2019(
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
     let model_path = work.join("bot-model.json");
     let json = serde_json::to_vec_pretty(&model).map_err(|e| Error::io(&model_path, e.into()))?;
-    crate::write::write_atomic(&model_path, &json)?;
+    starling_artifacts::write_atomic(&model_path, &json)?;
     config.curate.bots.model = Some(model_path.display().to_string());
     let mut scores = Vec::new();
     for (file, truth) in &sets {

@@ -10,9 +10,9 @@ use crate::post::{Post, Verdict};
 use crate::read::{
     read_file, Compression, Deletion, Format, Item, Quarantined, ReadOptions, BROKEN_STREAM,
 };
-use crate::write::{sha256_file, write_atomic, AtomicFile};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use starling_artifacts::{sha256_file, write_atomic, AtomicFile};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -475,7 +475,7 @@ impl CorpusBuilder {
                     ok
                 };
                 for file in files_ref {
-                    let hashed = sha256_file(file);
+                    let hashed = sha256_file(file).map_err(Error::from);
                     let mut batch = Vec::with_capacity(BATCH);
                     let mut alive = true;
                     let mut sink = |item: Item| {

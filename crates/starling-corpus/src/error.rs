@@ -9,14 +9,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An input or output file could not be opened, read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    /// A file could not be read or written.
+    #[error(transparent)]
+    Io(#[from] starling_artifacts::IoError),
     /// A file's content could not be understood at all (records that fail alone are quarantined instead).
     #[error("{path}:{line}: {message}")]
     Format {
@@ -40,9 +35,6 @@ pub enum Error {
 impl Error {
     /// An I/O error about `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io(starling_artifacts::IoError::new(&path.into(), source))
     }
 }

@@ -17,6 +17,5 @@ pub mod curate;
 pub mod dedup;
 pub mod lang;
 mod order;
-pub mod write;
 pub use corpus::{Corpus, CorpusBuilder, CorpusConfig, Counts, Manifest};
 pub mod synth;

@@ -603,7 +603,7 @@ pub fn write_file(cfg: &SynthConfig, path: &Path) -> Result<SynthSummary> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let f = crate::write::AtomicFile::create(path)?;
+    let f = starling_artifacts::AtomicFile::create(path)?;
     let name = path.to_string_lossy();
     let io = |e| Error::io(path, e);
     let summary = if name.ends_with(".zst") {
@@ -741,7 +741,7 @@ pub fn write_archive(cfg: &ArchiveConfig, dir: &Path) -> Result<ArchiveSummary> 
         statuses.reverse(); // newest first
         let path = dir.join(format!("tweets-{year}.json"));
         let bytes = serde_json::to_vec(&statuses).map_err(|e| Error::io(&path, e.into()))?;
-        crate::write::write_atomic(&path, &bytes)?;
+        starling_artifacts::write_atomic(&path, &bytes)?;
         summary.files.push(path);
     }
     Ok(summary)

@@ -216,7 +216,7 @@ impl LlamaConfig {
     /// Writes `config.json` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Format(e.to_string()))?;
-        crate::write_atomic(path, &json)
+        Ok(starling_artifacts::write_atomic(path, &json)?)
     }
 }
 

@@ -88,8 +88,7 @@ impl PostEmbedder {
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = starling_tokens::tokenizer::load(&tok_path)
             .map_err(|e| Error::Format(format!("{}: {e}", tok_path.display())))?;
-        let (sha, _) = starling_tokens::shard::sha256_file(weights)
-            .map_err(|e| Error::Format(format!("{}: {e}", weights.display())))?;
+        let (sha, _) = starling_artifacts::sha256_file(weights)?;
         let prefix = format!("{}:", starling_text::USER_PLACEHOLDER);
         let prefix_tokens = starling_tokens::tokenizer::encode(&tokenizer, &prefix)
             .map_err(|e| Error::Format(e.to_string()))?

@@ -27,8 +27,7 @@ impl EmbeddingHead {
         if !path.exists() {
             return Ok(None);
         }
-        let (sha, _) = starling_tokens::shard::sha256_file(&path)
-            .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
+        let (sha, _) = starling_artifacts::sha256_file(&path)?;
         let named = Tensor::read_safetensors(&path)?;
         let get = |name: &str| {
             named
@@ -260,12 +259,13 @@ pub fn train_head(
 
 /// Writes the head and its report into a model directory (temp file, fsync, rename).
 pub fn save_head(dir: &Path, head: &EmbeddingHead, report: &HeadReport) -> Result<()> {
-    let tmp = dir.join("embedding_head.tmp.safetensors");
-    Tensor::write_safetensors(&[("mean", &head.mean), ("weight", &head.weight)], &tmp)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, dir.join(HEAD_FILE)).map_err(|e| Error::io(dir, e))?;
+    starling_artifacts::write_atomic_with(&dir.join(HEAD_FILE), |tmp| {
+        Tensor::write_safetensors(&[("mean", &head.mean), ("weight", &head.weight)], tmp)
+            .map_err(Error::from)
+    })?;
     let json = serde_json::to_vec_pretty(report).map_err(|e| Error::Format(e.to_string()))?;
-    crate::write_atomic(&dir.join(HEAD_REPORT_FILE), &json)
+    Ok(starling_artifacts::write_atomic(
+        &dir.join(HEAD_REPORT_FILE),
+        &json,
+    )?)
 }

@@ -25,13 +25,8 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] starling_artifacts::IoError),
     /// A configuration is invalid.
     #[error("model config: {0}")]
     Config(String),
@@ -49,10 +44,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An I/O error about `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io(starling_artifacts::IoError::new(&path.into(), source))
     }
 }
 
@@ -81,27 +73,13 @@ pub fn load_weights(vs: &mut tch::nn::VarStore, path: &Path) -> Result<()> {
 pub fn save_dir(vs: &tch::nn::VarStore, config: &LlamaConfig, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     config.save(&dir.join("config.json"))?;
-    // tch picks the format from the extension: the temp name must end in .safetensors too.
-    let tmp = dir.join("model.tmp.safetensors");
-    vs.save(&tmp)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, dir.join("model.safetensors")).map_err(|e| Error::io(dir, e))?;
+    // tch picks the format from the extension; the temp name keeps it.
+    starling_artifacts::write_atomic_with(&dir.join("model.safetensors"), |tmp| {
+        vs.save(tmp).map_err(Error::from)
+    })?;
     let gen = serde_json::json!({ "eos_token_id": config.eos_token_id, "do_sample": true, "temperature": 0.8, "top_k": 50, "top_p": 0.95 });
-    write_atomic(
+    Ok(starling_artifacts::write_atomic(
         &dir.join("generation_config.json"),
         gen.to_string().as_bytes(),
-    )
-}
-
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    )?)
 }

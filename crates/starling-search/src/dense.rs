@@ -81,19 +81,9 @@ impl DenseIndex {
 
     /// Writes the graph through a temporary file renamed into place.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("usearch.tmp");
-        let s = tmp.to_str().ok_or_else(|| err("path", tmp.display()))?;
-        self.ann.save(s).map_err(|e| err("save", e))?;
-        let io = |e| Error::Io {
-            path: tmp.clone(),
-            source: e,
-        };
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
+        starling_artifacts::write_atomic_with(path, |tmp| {
+            let s = tmp.to_str().ok_or_else(|| err("path", tmp.display()))?;
+            self.ann.save(s).map_err(|e| err("save", e))
         })
     }
 

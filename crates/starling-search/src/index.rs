@@ -46,13 +46,8 @@ pub enum Error {
     #[error(transparent)]
     Query(#[from] query::QueryError),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] starling_artifacts::IoError),
     /// The index (or its input) is not what this build can use.
     #[error("{0}")]
     Format(String),
@@ -65,6 +60,13 @@ pub enum Error {
     /// The embedder failed.
     #[error(transparent)]
     Embed(#[from] starling_embed::EmbedError),
+}
+
+impl Error {
+    /// An I/O error about `path`.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io(starling_artifacts::IoError::new(path.as_ref(), source))
+    }
 }
 
 /// Result alias of the search stage.
@@ -531,7 +533,7 @@ pub fn build(
     progress: &mut dyn FnMut(u64),
 ) -> Result<IndexMeta> {
     let c = Corpus::open(corpus)?;
-    let (sha, _) = starling_corpus::write::sha256_file(&corpus.join("manifest.json"))?;
+    let (sha, _) = starling_artifacts::sha256_file(&corpus.join("manifest.json"))?;
     build_from(
         &mut |sink: &mut dyn FnMut(Post)| Ok(c.for_each_post(sink)?),
         &sha,
@@ -562,10 +564,7 @@ pub fn build_from(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::Io {
-        path: parent.to_path_buf(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -575,10 +574,7 @@ pub fn build_from(
     let r = build_into(source, source_sha256, &tmp, opts, progress);
     match r {
         Ok(meta) => {
-            std::fs::rename(&tmp, out).map_err(|e| Error::Io {
-                path: out.to_path_buf(),
-                source: e,
-            })?;
+            std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
             Ok(meta)
         }
         Err(e) => {
@@ -618,10 +614,7 @@ fn build_into(
     opts: &BuildOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<IndexMeta> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let (schema, f) = schema();
     let index = Index::create_in_dir(dir, schema)?;
     register(&index);
@@ -718,7 +711,7 @@ fn build_into(
 
 fn write_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
     let json = serde_json::to_vec_pretty(meta).map_err(|e| Error::Format(e.to_string()))?;
-    Ok(starling_corpus::write::write_atomic(
+    Ok(starling_artifacts::write_atomic(
         &dir.join(META_FILE),
         &json,
     )?)
@@ -760,10 +753,7 @@ impl PostIndex {
                     dir.display()
                 ))
             } else {
-                Error::Io {
-                    path: path.clone(),
-                    source: e,
-                }
+                Error::io(&path, e)
             }
         })?;
         let meta: IndexMeta = serde_json::from_slice(&bytes)

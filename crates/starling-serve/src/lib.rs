@@ -51,6 +51,13 @@ pub fn server_slot_bytes(c: &starling_model::LlamaConfig, bytes_per_value: usize
         * bytes_per_value
 }
 
+/// Decode slots for `c` on `device` by default (as many as 2 GiB of KV cache holds, 1 to 64)
+/// and the KV-cache bytes of one slot.
+pub fn default_slots(c: &starling_model::LlamaConfig, device: tch::Device) -> (usize, usize) {
+    let per_slot = server_slot_bytes(c, if device.is_cuda() { 2 } else { 4 });
+    (((2usize << 30) / per_slot.max(1)).clamp(1, 64), per_slot)
+}
+
 /// Loads the model of `dir` (weights from `weights`) onto `device` and the index at `index`
 /// (with the model as its query embedder), and starts the engine.
 pub fn load(

@@ -1,10 +1,11 @@
 //! From a corpus directory to documents, a tokenizer and token shards with a manifest.
 
 use crate::error::{Error, Result};
-use crate::shard::{sha256_file, Dtype, ShardWriter};
+use crate::shard::{Dtype, ShardWriter};
 use crate::template::{document, TEMPLATE_VERSION};
 use crate::tokenizer;
 use serde::{Deserialize, Serialize};
+use starling_artifacts::sha256_file;
 use starling_corpus::{Corpus, Verdict};
 use std::collections::HashMap;
 use std::path::Path;
@@ -277,11 +278,6 @@ pub fn encode_corpus(
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Tokenizer(e.to_string()))?;
     let path = out.join("manifest.json");
-    let tmp = out.join("manifest.json.tmp");
-    std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    starling_artifacts::write_atomic(&path, &json)?;
     Ok(manifest)
 }

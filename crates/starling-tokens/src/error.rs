@@ -10,13 +10,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] starling_artifacts::IoError),
     /// A file's content is not what it should be.
     #[error("{path}: {message}")]
     Format {
@@ -25,6 +20,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A file written in a format version this build does not read.
+    #[error(transparent)]
+    Version(#[from] starling_artifacts::VersionError),
     /// The tokenizers library failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -36,9 +34,6 @@ pub enum Error {
 impl Error {
     /// An I/O error about `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io(starling_artifacts::IoError::new(&path.into(), source))
     }
 }

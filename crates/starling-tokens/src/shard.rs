@@ -1,9 +1,9 @@
 //! Token shards: a 32-byte header (magic, version, dtype, count), then little-endian token ids.
 
 use crate::error::{Error, Result};
-use sha2::{Digest, Sha256};
+use starling_artifacts::{sha256_file, AtomicFile};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// First bytes of every shard.
@@ -49,8 +49,7 @@ impl Dtype {
 /// Writes one shard through a temp file; `finish` fsyncs, renames and returns (tokens, sha256).
 pub struct ShardWriter {
     path: PathBuf,
-    tmp: PathBuf,
-    out: BufWriter<File>,
+    out: AtomicFile,
     dtype: Dtype,
     count: u64,
 }
@@ -58,19 +57,16 @@ pub struct ShardWriter {
 impl ShardWriter {
     /// Starts a shard at `path`.
     pub fn create(path: &Path, dtype: Dtype) -> Result<Self> {
-        let tmp = path.with_extension("bin.tmp");
-        let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut w = Self {
             path: path.to_path_buf(),
-            tmp,
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: AtomicFile::create(path)?,
             dtype,
             count: 0,
         };
         // Placeholder header; the count is filled in by `finish`.
         w.out
             .write_all(&[0u8; HEADER_BYTES])
-            .map_err(|e| Error::io(&w.tmp, e))?;
+            .map_err(|e| Error::io(w.out.temp(), e))?;
         Ok(w)
     }
 
@@ -91,7 +87,7 @@ impl ShardWriter {
         }
         self.out
             .write_all(&buf)
-            .map_err(|e| Error::io(&self.tmp, e))?;
+            .map_err(|e| Error::io(self.out.temp(), e))?;
         self.count += ids.len() as u64;
         Ok(())
     }
@@ -107,18 +103,15 @@ impl ShardWriter {
     }
 
     /// Writes the header, fsyncs, renames; returns (tokens, sha256 of the whole file).
-    pub fn finish(self) -> Result<(u64, String)> {
+    pub fn finish(mut self) -> Result<(u64, String)> {
         use std::io::{Seek, SeekFrom};
         let header = header(self.dtype, self.count);
-        let mut f = self
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        let tmp = self.out.temp().to_path_buf();
+        let f = self.out.file_mut()?;
         f.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(&self.tmp, e))?;
-        f.write_all(&header).map_err(|e| Error::io(&self.tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+            .and_then(|_| f.write_all(&header))
+            .map_err(|e| Error::io(&tmp, e))?;
+        self.out.finish()?;
         let (sha, _) = sha256_file(&self.path)?;
         Ok((self.count, sha))
     }
@@ -131,14 +124,6 @@ fn header(dtype: Dtype, count: u64) -> [u8; HEADER_BYTES] {
     h[12..16].copy_from_slice(&dtype.code().to_le_bytes());
     h[16..24].copy_from_slice(&count.to_le_bytes());
     h
-}
-
-/// SHA-256 (hex) and size of a file.
-pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let n = std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), n))
 }
 
 /// A shard opened for reading, memory-mapped.
@@ -166,12 +151,13 @@ impl TokenShard {
             return Err(bad("not a starling token shard (bad magic)".into()));
         }
         let u32_at = |i: usize| u32::from_le_bytes([map[i], map[i + 1], map[i + 2], map[i + 3]]);
-        let version = u32_at(8);
-        if version != SHARD_VERSION {
-            return Err(bad(format!(
-                "shard version {version}, this build reads {SHARD_VERSION}"
-            )));
-        }
+        starling_artifacts::check_version(
+            path,
+            "token shard",
+            u32_at(8),
+            SHARD_VERSION,
+            "rebuild the shards with `starling tokens`",
+        )?;
         let dtype = match u32_at(12) {
             2 => Dtype::U16,
             4 => Dtype::U32,

@@ -72,12 +72,7 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
 /// Saves a tokenizer as `tokenizer.json` (pretty-printed) atomically.
 pub fn save(t: &Tokenizer, path: &Path) -> Result<()> {
     let json = t.to_string(true).map_err(tk)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    Ok(starling_artifacts::write_atomic(path, json.as_bytes())?)
 }
 
 /// Token ids of `text` (special tokens recognised, none added).

@@ -8,9 +8,12 @@
 
 pub mod ddp;
 pub mod loader;
+mod model_dir;
 pub mod optim;
 pub mod plot;
 pub mod zero;
+
+pub use model_dir::ModelDir;
 
 use ddp::DataParallel;
 use loader::TokenLoader;
@@ -29,13 +32,8 @@ use zero::ShardedAdamW;
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(starling_artifacts::IoError),
     /// Bad input or state.
     #[error("{0}")]
     Format(String),
@@ -87,17 +85,20 @@ impl Error {
                 source,
             };
         }
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io(starling_artifacts::IoError::new(&path.into(), source))
+    }
+}
+
+impl From<starling_artifacts::IoError> for Error {
+    fn from(e: starling_artifacts::IoError) -> Self {
+        Error::io(e.path, e.source)
     }
 }
 
 impl From<starling_model::Error> for Error {
     fn from(e: starling_model::Error) -> Self {
         match e {
-            starling_model::Error::Io { path, source } => Error::io(path, source),
+            starling_model::Error::Io(e) => Error::io(e.path, e.source),
             other => Error::Model(other),
         }
     }
@@ -229,13 +230,11 @@ struct CheckpointState {
 }
 
 fn sha256(path: &Path) -> Result<String> {
-    starling_tokens::shard::sha256_file(path)
-        .map(|(sum, _)| sum)
-        .map_err(|e| Error::Format(e.to_string()))
+    Ok(starling_artifacts::sha256_file(path)?.0)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    starling_model::write_atomic(path, bytes).map_err(Error::from)
+    Ok(starling_artifacts::write_atomic(path, bytes)?)
 }
 
 /// The optimizer: AdamW whole on every rank, or split across ranks (ZeRO-1).

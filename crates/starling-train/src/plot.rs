@@ -42,7 +42,7 @@ pub fn loss_png(history: &[StepMetrics], title: &str, path: &Path) -> Result<(),
     let pad = ((y_max - y_min) * 0.05).max(0.01);
 
     // The encoder picks the format from the extension: keep `.png` last.
-    let tmp = path.with_extension("tmp.png");
+    let tmp = starling_artifacts::temp_path_keeping_extension(path);
     {
         let root = BitMapBackend::new(&tmp, (960, 600)).into_drawing_area();
         let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
@@ -95,8 +95,5 @@ pub fn loss_png(history: &[StepMetrics], title: &str, path: &Path) -> Result<(),
             .map_err(|x| e(&x))?;
         root.present().map_err(|x| e(&x))?;
     }
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|x| format!("{}: {x}", path.display()))
+    starling_artifacts::commit(&tmp, path).map_err(|x| x.to_string())
 }

@@ -611,7 +611,7 @@ async fn simulate_cmd(a: &SimulateArgs) -> Result<()> {
     let png = a.out.join("pacing.png");
     simulate::pacing_png(&results, &png)?;
     let path = a.out.join("results.json");
-    starling_model::write_atomic(&path, &serde_json::to_vec_pretty(&results)?)
+    starling_artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&results)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!(
         "ads simulate: done in {:.0}s → {} and {}",
@@ -668,7 +668,7 @@ fn train_safety(a: &TrainSafetyArgs) -> Result<()> {
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    starling_model::write_atomic(&a.out, &serde_json::to_vec_pretty(&s)?)
+    starling_artifacts::write_atomic(&a.out, &serde_json::to_vec_pretty(&s)?)
         .with_context(|| format!("writing {}", a.out.display()))?;
     println!(
         "brand safety: {} in {:.0}s",

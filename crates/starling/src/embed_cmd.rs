@@ -54,7 +54,7 @@ pub fn run(cmd: &EmbedCommand) -> Result<()> {
 fn train_head(a: &TrainHeadArgs) -> Result<()> {
     let started = Instant::now();
     let c = Corpus::open(&a.corpus)?;
-    let (dir, _) = crate::model_cmd::resolve(&a.model)?;
+    let dir = starling_train::ModelDir::open(&a.model)?.dir;
     let old_head = dir.join(starling_model::head::HEAD_FILE);
     if old_head.exists() {
         // The pairs are embedded by the model alone; the old head is replaced at the end.

@@ -1,12 +1,6 @@
 //! The `starling` command: parses arguments, wires the stage crates together and reports.
 
 mod ads_cmd;
-mod bench;
-mod bench_ads;
-mod bench_ddp;
-mod bench_search;
-mod bench_serve;
-mod bench_train;
 mod embed_cmd;
 mod eval_cmd;
 mod launch_cmd;
@@ -113,7 +107,7 @@ enum Command {
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
-        which: BenchCommand,
+        which: starling_bench::BenchCommand,
     },
 }
 
@@ -152,22 +146,6 @@ enum EvalCommand {
     Search(eval_cmd::EvalSearchArgs),
     /// The bot rule on PAN 2019's labelled authors: fit on 80%, the corpus verdicts scored on 20%.
     Bots(eval_cmd::EvalBotsArgs),
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Corpus throughput, memory and near-dup quality against datasketch.
-    Corpus(bench::CorpusBenchArgs),
-    /// Training step and generation speed against PyTorch eager, torch.compile and HF generate.
-    Train(bench_train::TrainBenchArgs),
-    /// Index build speed and size, query latency of bm25, dense and hybrid, ANN recall.
-    Search(bench_search::SearchBenchArgs),
-    /// Streaming chat clients at 1..64 concurrency: aggregate tokens/s, time to first token, inter-token latency.
-    Serve(bench_serve::ServeBenchArgs),
-    /// Data parallel on this CPU: 1 process x 2 threads vs 2 x 1 (Gloo, ZeRO-1) vs PyTorch DDP.
-    Ddp(bench_ddp::DdpBenchArgs),
-    /// Ad decisions: p50/p99 latency and decisions/s over 1,000 campaigns and 10,000 ad groups on 2 threads.
-    Ads(bench_ads::AdsBenchArgs),
 }
 
 #[derive(Args)]
@@ -480,24 +458,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Launch(a) => launch_cmd::launch(&a),
         Command::Generate(a) => model_cmd::generate_cmd(&a),
         Command::Export { run, out } => model_cmd::export(&run, &out),
-        Command::Bench {
-            which: BenchCommand::Corpus(a),
-        } => bench::corpus(&a),
-        Command::Bench {
-            which: BenchCommand::Train(a),
-        } => bench_train::train(&a),
-        Command::Bench {
-            which: BenchCommand::Search(a),
-        } => bench_search::search(&a),
-        Command::Bench {
-            which: BenchCommand::Serve(a),
-        } => bench_serve::serve(&a),
-        Command::Bench {
-            which: BenchCommand::Ddp(a),
-        } => bench_ddp::ddp(&a),
-        Command::Bench {
-            which: BenchCommand::Ads(a),
-        } => bench_ads::ads(&a),
+        Command::Bench { which } => starling_bench::run(&which),
     }
 }
 

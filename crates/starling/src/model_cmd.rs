@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use starling_model::{generate, SamplingConfig};
-use starling_train::{latest_good, TrainConfig};
+use starling_train::TrainConfig;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -203,20 +203,6 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// A model directory: exported (weights beside config.json) or a run (latest good checkpoint).
-pub fn resolve(model: &Path) -> Result<(PathBuf, PathBuf)> {
-    if model.join("model.safetensors").exists() {
-        return Ok((model.to_path_buf(), model.join("model.safetensors")));
-    }
-    match latest_good(model) {
-        Some(ckpt) => Ok((model.to_path_buf(), ckpt.join("model.safetensors"))),
-        None => bail!(
-            "{}: neither an exported model (model.safetensors) nor a run with a good checkpoint",
-            model.display()
-        ),
-    }
-}
-
 /// Options of `starling generate`.
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -251,7 +237,7 @@ pub struct GenerateArgs {
 
 /// Runs `starling generate`: streams the post's continuation and reports tokens/s.
 pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
-    let (dir, weights) = resolve(&a.model)?;
+    let starling_train::ModelDir { dir, weights } = starling_train::ModelDir::open(&a.model)?;
     let config = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let model = starling_model::Llama::new(&vs.root(), &config);
@@ -295,7 +281,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
 
 /// Runs `starling export`: the run's latest good checkpoint as an HF model directory.
 pub fn export(run: &Path, out: &Path) -> Result<()> {
-    let (dir, weights) = resolve(run)?;
+    let starling_train::ModelDir { dir, weights } = starling_train::ModelDir::open(run)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let config = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);

@@ -93,7 +93,7 @@ pub fn load_embedder_replicated(
 ) -> Result<PostEmbedder> {
     let pooling = Pooling::parse(pooling)
         .with_context(|| format!("--pooling {pooling}: use mean, weighted-mean or last"))?;
-    let (dir, weights) = crate::model_cmd::resolve(model)?;
+    let starling_train::ModelDir { dir, weights } = starling_train::ModelDir::open(model)?;
     PostEmbedder::load_replicated(&dir, &weights, pooling, replicas)
         .with_context(|| format!("loading {} as an embedder", model.display()))
 }

@@ -70,7 +70,7 @@ pub fn load_state(
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let (dir, weights) = crate::model_cmd::resolve(&a.model)?;
+    let starling_train::ModelDir { dir, weights } = starling_train::ModelDir::open(&a.model)?;
     let device = match a.device.as_str() {
         "cpu" => tch::Device::Cpu,
         "cuda" if tch::Cuda::is_available() => tch::Device::Cuda(0),
@@ -78,10 +78,8 @@ pub fn load_state(
         other => bail!("--device {other}: use cpu or cuda"),
     };
     let lc = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
-    let per_slot = starling_serve::server_slot_bytes(&lc, if device.is_cuda() { 2 } else { 4 });
-    let max_batch = a
-        .max_batch
-        .unwrap_or_else(|| ((2usize << 30) / per_slot.max(1)).clamp(1, 64));
+    let (slots, per_slot) = starling_serve::default_slots(&lc, device);
+    let max_batch = a.max_batch.unwrap_or(slots);
     let name = a.name.clone().unwrap_or_else(|| {
         a.model
             .canonicalize()

@@ -2,7 +2,7 @@
 //! for dense and hybrid on a subset, embedding speed, ANN build time, ANN recall@10 against exact
 //! search, and query latency with the query's embedding.
 
-use crate::search_cmd::{load_embedder_replicated, DEFAULT_POOLING};
+use crate::measure::percentile;
 use anyhow::{bail, Context, Result};
 use starling_corpus::read::{read_file, Item, ReadOptions};
 use starling_corpus::synth::SynthConfig;
@@ -70,14 +70,6 @@ const DENSE_MIX: &[&str] = &[
     "coffee at home",
     "football match lang:en",
 ];
-
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -361,7 +353,7 @@ pub fn search(a: &SearchBenchArgs) -> Result<()> {
     // Dense and hybrid on a subset.
     let subset: Vec<Post> = posts.iter().take(a.dense_posts).cloned().collect();
     drop(posts);
-    let model = load_embedder_replicated(&a.model, DEFAULT_POOLING, a.threads).with_context(|| {
+    let model = crate::measure::embedder(&a.model, a.threads).with_context(|| {
         format!(
             "the dense part needs a model of the synthetic posts: run `scripts/demo` (it writes {}) or pass --model",
             a.model.display()

@@ -2,6 +2,7 @@
 //! ad groups, on 2 threads: contexts whose vectors are known (search results, indexed posts) and,
 //! separately, fresh contexts embedded at decision time.
 
+use crate::measure::percentile;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -47,13 +48,6 @@ struct Row {
     per_s: f64,
     filled: f64,
     candidates: f64,
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 fn measure(
@@ -122,11 +116,7 @@ async fn run(a: &AdsBenchArgs) -> Result<()> {
         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
     }
     let embedder: Arc<dyn Embedder> = match &a.model {
-        Some(m) => Arc::new(crate::search_cmd::load_embedder_replicated(
-            m,
-            crate::search_cmd::DEFAULT_POOLING,
-            a.threads.max(1),
-        )?),
+        Some(m) => Arc::new(crate::measure::embedder(m, a.threads.max(1))?),
         None => Arc::new(HashingEmbedder::new(256)),
     };
     let store = AdStore::open(&db.display().to_string()).await?;

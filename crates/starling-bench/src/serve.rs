@@ -1,8 +1,7 @@
 //! `starling bench serve`: streaming chat clients at several concurrencies against an in-process
 //! server on the loopback: aggregate tokens/s, time to first token, inter-token latency.
 
-use crate::bench_search::percentile;
-use crate::serve_cmd::{load_state, ServeArgs};
+use crate::measure::percentile;
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -128,26 +127,25 @@ async fn one(client: &reqwest::Client, url: &str, q: &str, max_tokens: usize, s:
 /// Runs `starling bench serve`.
 pub fn serve(a: &ServeBenchArgs) -> Result<()> {
     let index = a.index.exists().then(|| a.index.clone());
-    let args = ServeArgs {
-        model: a.model.clone(),
-        index: index.clone(),
-        addr: "127.0.0.1:0".into(),
-        api_keys: None,
-        device: a.device.clone(),
-        max_batch: a.max_batch,
-        max_queue: 1024,
-        timeout_s: 600.0,
-        grounding: 3,
-        header_timeout_s: 10.0,
-        body_timeout_s: 30.0,
-        max_connections: 1024,
-        name: Some("bench".into()),
-        threads: None,
-        smoke: false,
-        ads_db: None,
-        ads_safety: None,
+    let model = starling_train::ModelDir::open(&a.model)?;
+    let device = match a.device.as_str() {
+        "cpu" => tch::Device::Cpu,
+        "cuda" if tch::Cuda::is_available() => tch::Device::Cuda(0),
+        other => anyhow::bail!("--device {other}: use cpu, or cuda where libtorch sees a GPU"),
     };
-    let (state, slots, _) = load_state(&args)?;
+    let (slots, _) = starling_serve::default_slots(&model.config()?, device);
+    let slots = a.max_batch.unwrap_or(slots);
+    let config = starling_serve::ServeConfig {
+        engine: starling_serve::EngineConfig {
+            max_batch: slots,
+            max_queue: 1024,
+            ..Default::default()
+        },
+        request_timeout: std::time::Duration::from_secs(600),
+        model_name: "bench".into(),
+        ..Default::default()
+    };
+    let state = starling_serve::load(&model.dir, &model.weights, index.as_deref(), device, config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use crate::measure::{cpu_secs, peak_rss_mib, python, reset_peak_rss};
+
 /// Options of `starling bench corpus`.
 #[derive(clap::Args)]
 pub struct CorpusBenchArgs {
@@ -31,38 +33,6 @@ pub struct CorpusBenchArgs {
     /// Python with datasketch (default: $STARLING_PYTHON, then .venv/bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
-}
-
-fn peak_rss_mib() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-/// User + system CPU seconds of this process so far.
-fn cpu_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name; 100 ticks/s on Linux.
-    (tick(11) + tick(12)) / 100.0
-}
-
-fn reset_peak_rss() {
-    // Writing 5 to clear_refs resets the peak RSS high-water mark (Linux >= 4.0).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The Python a benchmark runs: `--python`, else $STARLING_PYTHON, else the project's venv.
-pub(crate) fn python(explicit: Option<&Path>) -> PathBuf {
-    explicit
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("STARLING_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
 }
 
 struct Row {

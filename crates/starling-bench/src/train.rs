@@ -323,7 +323,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         );
     }
     tch::set_num_threads(a.threads);
-    let py = crate::bench::python(a.python.as_deref());
+    let py = crate::measure::python(a.python.as_deref());
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let rows = a.rows.iter().map(|n| row(n)).collect::<Result<Vec<_>>>()?;
     println!(

@@ -157,7 +157,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         );
     }
     let exe = std::env::current_exe()?;
-    let py = crate::bench::python(a.python.as_deref());
+    let py = crate::measure::python(a.python.as_deref());
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let tokens = tokens(&exe, &a.dir)?;
     let n = a.warmup + a.steps;
