@@ -97,3 +97,29 @@ pub fn loss_png(history: &[StepMetrics], title: &str, path: &Path) -> Result<(),
     }
     starling_artifacts::commit(&tmp, path).map_err(|x| x.to_string())
 }
+
+/// The title of a run's `loss.png`: name, size and tokens per step.
+pub fn run_title(
+    run: &std::path::Path,
+    params: usize,
+    batch: usize,
+    accum: usize,
+    ctx: usize,
+    world: usize,
+) -> String {
+    format!(
+        "{} · {:.1}M params · batch {}x{}x{}{} tokens",
+        run.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        params as f64 / 1e6,
+        batch,
+        accum,
+        ctx,
+        if world > 1 {
+            format!(" x {world} ranks")
+        } else {
+            String::new()
+        }
+    )
+}

@@ -214,7 +214,7 @@ impl ShardedAdamW {
                 p.display()
             ))
         })?;
-        crate::sync_file(&p)?;
+        crate::checkpoint::sync_file(&p)?;
         Ok(p)
     }
 

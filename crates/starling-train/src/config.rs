@@ -1,0 +1,74 @@
+//! What to train and how: [`TrainConfig`], saved as a run's `train.json`.
+
+use crate::optim::OptimConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What to train and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Model preset (`tiny`, `small`, `gpt2-124m`, `llama-1b`). By default `small`.
+    pub preset: String,
+    /// Sequences per micro-batch. By default 16.
+    pub batch: usize,
+    /// Micro-batches per optimizer step. By default 1.
+    pub accum: usize,
+    /// Context length (≤ the preset's). By default the preset's.
+    pub ctx: Option<usize>,
+    /// Optimizer steps. By default 1,000.
+    pub steps: u64,
+    /// Evaluate every N steps. By default 100.
+    pub eval_every: u64,
+    /// Validation batches per evaluation, each one step's worth of sequences (batch × accum × ranks). By default 8.
+    pub eval_batches: usize,
+    /// Checkpoint every N steps. By default 200.
+    pub ckpt_every: u64,
+    /// Checkpoints kept. By default 3.
+    pub keep: usize,
+    /// Seed of weights and data order. By default 1.
+    pub seed: u64,
+    /// "cpu" or "cuda". By default "cpu".
+    pub device: String,
+    /// Device peak FLOP/s for MFU; by default 300e9 on CPU (DESIGN.md's measured fp32 ceiling here) and
+    /// 989e12 (H100 bf16) on CUDA.
+    pub peak_flops: Option<f64>,
+    /// Matrix-product precision: "auto" (bf16 on CUDA, fp32 on CPU, where bf16 is slower), "fp32"
+    /// or "bf16". Weights, optimizer state, norms and the loss stay fp32 either way.
+    pub dtype: String,
+    /// Start from this HF Llama directory's weights (its `config.json` replaces the preset).
+    pub init: Option<PathBuf>,
+    /// Draw `loss.png` at every evaluation and at the end. By default true.
+    pub plot: bool,
+    /// Wall-clock budget of this invocation in seconds: past it, checkpoint and stop (resumable).
+    pub max_seconds: Option<f64>,
+    /// ZeRO-1: split the AdamW state across the ranks of a data-parallel run. By default false.
+    pub shard_optimizer: bool,
+    /// Optimizer and schedule.
+    pub optim: OptimConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            preset: "small".into(),
+            batch: 16,
+            accum: 1,
+            ctx: None,
+            steps: 1000,
+            eval_every: 100,
+            eval_batches: 8,
+            ckpt_every: 200,
+            keep: 3,
+            seed: 1,
+            device: "cpu".into(),
+            peak_flops: None,
+            dtype: "auto".into(),
+            init: None,
+            plot: true,
+            max_seconds: None,
+            shard_optimizer: false,
+            optim: OptimConfig::default(),
+        }
+    }
+}

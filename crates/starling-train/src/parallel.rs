@@ -1,0 +1,300 @@
+//! How a run is spread over ranks, as one seam: the training loop asks a [`Parallelism`] to place
+//! the parameters, reduce and apply gradients, sum scalars and write its part of a checkpoint,
+//! and knows nothing else of ranks. Today's implementations: one process ([`Single`]), data
+//! parallel with the whole AdamW state on every rank ([`Replicated`]) and ZeRO-1 with the AdamW
+//! state split across ranks ([`Zero1`]). A new strategy (FSDP, tensor parallel) is one more.
+
+use crate::checkpoint::{latest_verified, read_state, write_model_files, CheckpointState};
+use crate::ddp::DataParallel;
+use crate::optim::{AdamW, OptimConfig};
+use crate::zero::{self, ShardedAdamW};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tch::nn::VarStore;
+use tch::Device;
+
+/// Where parameters, gradients and optimizer state live across ranks, and how they move.
+pub trait Parallelism {
+    /// This rank.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn world(&self) -> usize;
+    /// True when ranks take part (even a group of one): decisions such as stopping are agreed.
+    fn is_group(&self) -> bool;
+    /// Makes the parameters equal on every rank (rank 0's).
+    fn place(&mut self, vs: &VarStore) -> Result<()>;
+    /// Optimizer steps taken.
+    fn steps(&self) -> u64;
+    /// Loads the optimizer state a checkpoint holds (written at any world size).
+    fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()>;
+    /// Marks the start of step `step` (collective errors name it).
+    fn begin_step(&mut self, _step: u64) {}
+    /// Sums a few scalars over the ranks.
+    fn sum_scalars(&mut self, values: &[f64]) -> Result<Vec<f64>>;
+    /// Reduces the gradients, clips them by the global norm and updates the parameters; returns
+    /// the norm before clipping.
+    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<f64>;
+    /// Writes this rank's part of a checkpoint into the fresh directory `tmp`; all ranks succeed
+    /// or fail together.
+    fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()>;
+    /// All ranks succeed or fail together: each says whether its part failed.
+    fn agree(&mut self, r: Result<()>) -> Result<()>;
+    /// Time spent in collectives so far (None alone).
+    fn comm(&self) -> Option<Duration>;
+}
+
+/// Builds the strategy a run asks for: alone, data parallel, or data parallel with the optimizer
+/// state sharded (ZeRO-1; needs a group).
+pub fn apply<'a>(
+    dp: Option<&'a mut DataParallel>,
+    shard_optimizer: bool,
+    vs: &VarStore,
+    optim: OptimConfig,
+) -> Result<Box<dyn Parallelism + 'a>> {
+    Ok(match (dp, shard_optimizer) {
+        (None, false) => Box::new(Single {
+            opt: AdamW::new(vs, optim),
+        }),
+        (None, true) => {
+            return Err(Error::Format(
+                "--shard-optimizer needs a data-parallel group (start with `starling launch` or torchrun's environment)".into(),
+            ))
+        }
+        (Some(dp), false) => Box::new(Replicated {
+            opt: AdamW::new(vs, optim),
+            dp,
+        }),
+        (Some(dp), true) => {
+            let (rank, world) = (dp.rank(), dp.world());
+            Box::new(Zero1 {
+                opt: ShardedAdamW::new(vs, optim, rank, world),
+                dp,
+            })
+        }
+    })
+}
+
+/// Loads whole AdamW moments from a checkpoint, sharded by ZeRO-1 or not.
+fn load_full(opt: &mut AdamW, vs: &VarStore, dir: &Path, step: u64) -> Result<()> {
+    match zero::shard_world(dir) {
+        Some(w) => zero::load_full_from_shards(opt, vs, dir, w)?,
+        None => {
+            for (file, store) in [
+                ("adam-m.safetensors", &mut opt.m),
+                ("adam-v.safetensors", &mut opt.v),
+            ] {
+                let p = dir.join(file);
+                store
+                    .load(&p)
+                    .map_err(|e| Error::Format(format!("{}: {e}", p.display())))?;
+            }
+        }
+    }
+    opt.step = step;
+    Ok(())
+}
+
+/// The checkpoint a run resumes: alone, the newest that verifies; in a group, rank 0's choice.
+pub(crate) fn resume(
+    dp: Option<&mut DataParallel>,
+    run: &Path,
+) -> Result<Option<(PathBuf, CheckpointState)>> {
+    match dp {
+        None => Ok(latest_verified(run)),
+        Some(dp) => agree_resume(dp, run),
+    }
+}
+
+/// Rank 0 verifies and names the checkpoint to resume through the group's store.
+fn agree_resume(dp: &mut DataParallel, run: &Path) -> Result<Option<(PathBuf, CheckpointState)>> {
+    if dp.rank() == 0 {
+        let r = latest_verified(run);
+        let name = r
+            .as_ref()
+            .and_then(|(dir, _)| dir.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        dp.group.store_set("starling/resume", name.as_bytes())?;
+        return Ok(r);
+    }
+    let name = String::from_utf8_lossy(&dp.group.store_get("starling/resume")?).into_owned();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let dir = run.join(&name);
+    let state = read_state(&dir)?;
+    Ok(Some((dir, state)))
+}
+
+/// Each rank says whether its part failed; all fail together.
+fn agree_in(dp: &mut DataParallel, r: Result<()>) -> Result<()> {
+    let failed = dp.sum_scalars(&[if r.is_err() { 1.0 } else { 0.0 }])?[0];
+    r?;
+    if failed > 0.0 {
+        return Err(Error::Format(
+            "another rank failed to write its part of the checkpoint".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One process: AdamW on the whole model.
+pub struct Single {
+    opt: AdamW,
+}
+
+impl Parallelism for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn is_group(&self) -> bool {
+        false
+    }
+    fn place(&mut self, _vs: &VarStore) -> Result<()> {
+        Ok(())
+    }
+    fn steps(&self) -> u64 {
+        self.opt.step
+    }
+    fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
+        load_full(&mut self.opt, vs, dir, step)
+    }
+    fn sum_scalars(&mut self, values: &[f64]) -> Result<Vec<f64>> {
+        Ok(values.to_vec())
+    }
+    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<f64> {
+        let norm = self.opt.clip(vs);
+        self.opt.update(vs, lr);
+        Ok(norm)
+    }
+    fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()> {
+        write_model_files(tmp, vs, Some(&self.opt))
+    }
+    fn agree(&mut self, r: Result<()>) -> Result<()> {
+        r
+    }
+    fn comm(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Data parallel: every rank holds the whole model and AdamW state; gradients are averaged in
+/// buckets after backward.
+pub struct Replicated<'a> {
+    opt: AdamW,
+    dp: &'a mut DataParallel,
+}
+
+/// ZeRO-1: every rank holds the whole model and 1/world of the AdamW state; gradients are
+/// reduce-scattered, each rank updates its share, parameters are all-gathered.
+pub struct Zero1<'a> {
+    opt: ShardedAdamW,
+    dp: &'a mut DataParallel,
+}
+
+/// The methods both data-parallel strategies share.
+macro_rules! group_common {
+    () => {
+        fn rank(&self) -> usize {
+            self.dp.rank()
+        }
+        fn world(&self) -> usize {
+            self.dp.world()
+        }
+        fn is_group(&self) -> bool {
+            true
+        }
+        fn place(&mut self, vs: &VarStore) -> Result<()> {
+            self.dp.broadcast_params(vs)
+        }
+        fn steps(&self) -> u64 {
+            self.opt.step
+        }
+        fn begin_step(&mut self, step: u64) {
+            self.dp.group.mark_step(step);
+        }
+        fn sum_scalars(&mut self, values: &[f64]) -> Result<Vec<f64>> {
+            self.dp.sum_scalars(values)
+        }
+        fn agree(&mut self, r: Result<()>) -> Result<()> {
+            agree_in(self.dp, r)
+        }
+        fn comm(&self) -> Option<Duration> {
+            Some(self.dp.comm())
+        }
+    };
+}
+
+impl Parallelism for Replicated<'_> {
+    group_common!();
+    fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
+        load_full(&mut self.opt, vs, dir, step)
+    }
+    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<f64> {
+        self.dp.average_grads(vs)?;
+        let norm = self.opt.clip(vs);
+        self.opt.update(vs, lr);
+        Ok(norm)
+    }
+    fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()> {
+        let r = if self.dp.rank() == 0 {
+            write_model_files(tmp, vs, Some(&self.opt))
+        } else {
+            Ok(())
+        };
+        agree_in(self.dp, r)
+    }
+}
+
+impl Parallelism for Zero1<'_> {
+    group_common!();
+    fn load_optimizer(&mut self, dir: &Path, _vs: &VarStore, step: u64) -> Result<()> {
+        self.opt.load(dir, step)
+    }
+    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<f64> {
+        self.opt.step(vs, self.dp, lr)
+    }
+    fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()> {
+        let r = if self.dp.rank() == 0 {
+            write_model_files(tmp, vs, None)
+        } else {
+            Ok(())
+        };
+        agree_in(self.dp, r)?;
+        let r = self.opt.save_shard(tmp).map(|_| ());
+        agree_in(self.dp, r)
+    }
+}
+
+/// The device a run trains on: `--device`, checked against the group's.
+pub fn device(name: &str, dp: Option<&DataParallel>) -> Result<Device> {
+    let device = match (name, dp) {
+        ("cuda", Some(d)) if tch::Cuda::is_available() => d.group.device(),
+        ("cpu", _) => Device::Cpu,
+        ("cuda", _) if tch::Cuda::is_available() => Device::Cuda(0),
+        ("cuda", _) => {
+            return Err(Error::Format(
+                "--device cuda: CUDA is not available to libtorch here".into(),
+            ))
+        }
+        (other, _) => {
+            return Err(Error::Format(format!(
+                "unknown device `{other}` (cpu or cuda)"
+            )))
+        }
+    };
+    if let Some(d) = dp {
+        if d.group.device() != device {
+            return Err(Error::Format(format!(
+                "the {} group works on {:?} but training runs on {device:?}",
+                d.group.backend().name(),
+                d.group.device()
+            )));
+        }
+    }
+    Ok(device)
+}
