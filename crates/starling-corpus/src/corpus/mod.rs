@@ -1,8 +1,12 @@
 //! Building a corpus directory: read every input, curate every post, write shards, quarantine,
 //! manifest and data card; and reading one back.
+//!
+//! Here: the configuration and the build pipeline; [`manifest`]: what a corpus directory records;
+//! [`card`]: the data card and the warnings an operator should see; [`files`]: inputs, deletion
+//! lists and reading a corpus back ([`Corpus`]).
 
-use crate::bots::{AuthorProfiles, BotAuthor, BotModel};
-use crate::curate::{CurateConfig, CurateStats, Curator, Prepared};
+use crate::bots::{AuthorProfiles, BotModel};
+use crate::curate::{CurateConfig, Curator, Prepared};
 use crate::error::{Error, Result};
 use crate::hash::fx64;
 use crate::order::{sort_key, spill_dir, Entry, Sorter};
@@ -10,18 +14,27 @@ use crate::post::{Post, Verdict};
 use crate::read::{
     read_file, Compression, Deletion, Format, Item, Quarantined, ReadOptions, BROKEN_STREAM,
 };
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use starling_artifacts::{sha256_file, write_atomic, AtomicFile};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod card;
+mod files;
+mod manifest;
+
+use card::*;
+use files::remove_stale_shards;
+pub use files::{expand_inputs, for_each_post, read_deletion_list, Corpus};
+pub use manifest::{
+    BotSummary, Counts, DedupSummary, InputRecord, Lineage, Manifest, Progress, ShardRecord, Split,
+    FORMAT_VERSION,
+};
 
 /// zstd level of post shards: level 1 compresses several times faster than 3 for ~10% more bytes.
 const ZSTD_LEVEL: i32 = 1;
-
-/// Version of the corpus directory format written in `manifest.json`.
-pub const FORMAT_VERSION: u32 = 1;
 
 /// Everything that shapes a corpus build (written into the manifest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,185 +90,6 @@ impl CorpusConfig {
         }
         Ok(())
     }
-}
-
-/// One input file as recorded in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InputRecord {
-    /// Path as given.
-    pub path: String,
-    /// Size in bytes (compressed, as stored).
-    pub bytes: u64,
-    /// SHA-256 of the file.
-    pub sha256: String,
-    /// Format read.
-    pub format: Format,
-    /// Compression undone.
-    pub compression: Compression,
-    /// Post instances read from it (nested ones included).
-    pub posts: u64,
-    /// Records quarantined.
-    pub quarantined: u64,
-    /// Non-post records (notices, users, count buckets).
-    pub notices: u64,
-    /// Deletion requests it carried.
-    pub deletions: u64,
-}
-
-/// Counts that must add up: `read = kept + Σ filtered + quarantined`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Counts {
-    /// Post instances read plus records quarantined.
-    pub read: u64,
-    /// Posts kept for training.
-    pub kept: u64,
-    /// Posts kept out of training, by verdict.
-    pub filtered: BTreeMap<String, u64>,
-    /// Records quarantined.
-    pub quarantined: u64,
-    /// Posts written to the shards (kept and filtered-but-usable).
-    pub written: u64,
-    /// Non-post records, by kind (not part of `read`).
-    pub notices: BTreeMap<String, u64>,
-}
-
-impl Counts {
-    /// True when read = kept + filtered + quarantined.
-    pub fn balanced(&self) -> bool {
-        self.read == self.kept + self.filtered.values().sum::<u64>() + self.quarantined
-    }
-
-    fn add(&mut self, v: Verdict, n: i64) {
-        let slot = if v == Verdict::Kept {
-            &mut self.kept
-        } else {
-            self.filtered.entry(v.name().to_string()).or_default()
-        };
-        *slot = (*slot as i64 + n) as u64;
-    }
-}
-
-/// How posts are split into train and validation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Split {
-    /// "time" when kept posts carry times, else "hash".
-    pub method: String,
-    /// Share of kept posts in validation.
-    pub val_fraction: f64,
-    /// Kept posts created at or after this time are validation.
-    pub val_from: Option<DateTime<Utc>>,
-    /// Posts without a time are validation when `hash(id) % 10000 < hash_cutoff`.
-    pub hash_cutoff: u64,
-    /// Kept posts in train.
-    pub train: u64,
-    /// Kept posts in validation.
-    pub val: u64,
-}
-
-impl Split {
-    /// Whether a kept post belongs to validation.
-    pub fn is_val(&self, post: &Post) -> bool {
-        match (&self.val_from, post.created_at) {
-            (Some(from), Some(t)) => t >= *from,
-            _ => fx64(post.id.as_bytes()) % 10_000 < self.hash_cutoff,
-        }
-    }
-}
-
-/// One shard file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardRecord {
-    /// File name inside the corpus directory.
-    pub file: String,
-    /// Posts in it.
-    pub posts: u64,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// SHA-256.
-    pub sha256: String,
-}
-
-/// What was removed because it was deleted.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Lineage {
-    /// Post ids requested for deletion (notices, compliance records, lists).
-    pub requested_posts: u64,
-    /// User ids requested for deletion.
-    pub requested_users: u64,
-    /// Ids of posts that were read and removed, sorted.
-    pub deleted_posts: Vec<String>,
-    /// User ids whose posts were removed, sorted.
-    pub deleted_users: Vec<String>,
-}
-
-/// `manifest.json`: what went in, how, and what came out.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Corpus directory format version.
-    pub format_version: u32,
-    /// Whether any input was synthetic (generated by `starling synth`).
-    pub synthetic: bool,
-    /// Inputs with checksums.
-    pub inputs: Vec<InputRecord>,
-    /// User-supplied deletion lists with checksums.
-    pub deletion_lists: Vec<InputRecord>,
-    /// The configuration.
-    pub config: CorpusConfig,
-    /// The counts.
-    pub counts: Counts,
-    /// Normalisation and language totals.
-    pub stats: CurateStats,
-    /// Dedup index size.
-    pub dedup: DedupSummary,
-    /// Train/validation split.
-    pub split: Split,
-    /// Post shards.
-    pub shards: Vec<ShardRecord>,
-    /// The quarantine file.
-    pub quarantine: ShardRecord,
-    /// Deletions applied.
-    pub lineage: Lineage,
-    /// Authors judged automated.
-    #[serde(default)]
-    pub bots: BotSummary,
-    /// Things an operator should look at (also logged as warnings).
-    #[serde(default)]
-    pub warnings: Vec<String>,
-}
-
-/// What the author-level automation rule did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct BotSummary {
-    /// Authors profiled.
-    pub authors_profiled: u64,
-    /// Authors judged automated.
-    pub authors_flagged: u64,
-    /// Posts read of those authors.
-    pub posts_of_flagged: u64,
-    /// The flagged authors with the most posts (up to 25), with the reason.
-    pub top: Vec<BotAuthor>,
-}
-
-/// Size of the dedup state at the end of the build.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DedupSummary {
-    /// Posts in the near-duplicate index.
-    pub near_indexed: u64,
-    /// LSH bands and rows.
-    pub bands_rows: (usize, usize),
-    /// Approximate bytes of index per indexed post.
-    pub near_bytes_per_post: f64,
-}
-
-/// Progress reported while building.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Progress {
-    /// Files finished.
-    pub files_done: usize,
-    /// Files in all.
-    pub files_total: usize,
-    /// Posts read so far.
-    pub posts: u64,
 }
 
 /// Builds a corpus directory from input files.
@@ -329,15 +163,6 @@ impl ShardSink {
         }
         Ok(())
     }
-}
-
-/// Streaming tallies for the data card.
-#[derive(Default)]
-struct CardStats {
-    langs: HashMap<String, u64>,
-    hashtags: HashMap<String, u64>,
-    sources: HashMap<String, u64>,
-    lengths: [u64; 16],
 }
 
 impl CorpusBuilder {
@@ -810,47 +635,6 @@ fn panicked(post: &Post, message: &str) -> Item {
     })
 }
 
-/// Share of one input's posts above which one rule's verdict is worth a warning.
-const RULE_WARN_SHARE: f64 = 0.2;
-
-/// Warnings for inputs where one rule removed more than [`RULE_WARN_SHARE`] of the posts
-/// (reposts, held-out and same-id aside), and for the authors the bot rule removed.
-fn rule_warnings(
-    by_file: &HashMap<String, BTreeMap<Verdict, u64>>,
-    bots: &[BotAuthor],
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut files: Vec<_> = by_file.iter().collect();
-    files.sort_by(|a, b| a.0.cmp(b.0));
-    for (file, verdicts) in files {
-        let total: u64 = verdicts.values().sum();
-        for (v, n) in verdicts {
-            let judged = !matches!(
-                v,
-                Verdict::Kept | Verdict::Repost | Verdict::HeldOut | Verdict::SameId
-            );
-            if judged && total >= 20 && *n as f64 > RULE_WARN_SHARE * total as f64 {
-                out.push(format!(
-                    "{file}: rule `{}` removed {n} of its {total} posts ({:.0}%)",
-                    v.name(),
-                    100.0 * *n as f64 / total as f64
-                ));
-            }
-        }
-    }
-    if let Some(b) = bots.first() {
-        out.push(format!(
-            "bot rule: {} authors judged automated ({} posts); most posts: {} ({}, {})",
-            bots.len(),
-            bots.iter().map(|b| b.posts).sum::<u64>(),
-            b.author,
-            b.posts,
-            b.reason
-        ));
-    }
-    out
-}
-
 /// Serialised posts: JSON lines in one buffer, each line's end (and whether it serialised).
 #[derive(Default)]
 struct Lines {
@@ -953,20 +737,6 @@ impl BuildState {
     }
 }
 
-fn tally(card: &mut CardStats, post: &Post) {
-    *card.langs.entry(post.lang.clone()).or_default() += 1;
-    if let Some(s) = &post.source {
-        *card.sources.entry(s.clone()).or_default() += 1;
-    }
-    if post.verdict == Verdict::Kept {
-        for h in &post.entities.hashtags {
-            *card.hashtags.entry(h.text.to_lowercase()).or_default() += 1;
-        }
-        let len = post.train_text.chars().count();
-        card.lengths[(len / 20).min(15)] += 1;
-    }
-}
-
 fn make_split(val_fraction: f64, times: &mut [i64], untimed: &[u64]) -> Split {
     let hash_cutoff = (val_fraction * 10_000.0).round() as u64;
     let untimed_val = untimed.iter().filter(|h| **h < hash_cutoff).count() as u64;
@@ -997,299 +767,5 @@ fn make_split(val_fraction: f64, times: &mut [i64], untimed: &[u64]) -> Split {
         hash_cutoff,
         train: total - val,
         val,
-    }
-}
-
-/// Expands directories (recursively, sorted by name) and checks that each file exists.
-pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in inputs {
-        let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
-        if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| Error::io(p, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    !p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                })
-                .collect();
-            entries.sort();
-            let mut files = Vec::new();
-            for e in entries {
-                if e.is_dir() {
-                    files.extend(expand_inputs(&[e])?);
-                } else if !is_documentation(&e) {
-                    files.push(e);
-                }
-            }
-            out.extend(files);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
-}
-
-/// README/SOURCE/LICENSE files that sit beside data in a directory are not posts.
-fn is_documentation(p: &Path) -> bool {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_uppercase())
-        .unwrap_or_default();
-    name.ends_with(".MD") || name.starts_with("LICENSE") || name.starts_with("README")
-}
-
-/// Reads a deletion list: one post id per line, or `user:ID` for all posts of a user; `#` comments.
-pub fn read_deletion_list(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let (mut posts, mut users) = (Vec::new(), Vec::new());
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
-        let (target, id) = match l.split_once(':') {
-            Some(("user", id)) => (&mut users, id.trim()),
-            Some(("post", id)) => (&mut posts, id.trim()),
-            None => (&mut posts, l),
-            Some(_) => {
-                return Err(Error::Format {
-                    path: path.into(),
-                    line: i as u64 + 1,
-                    message: format!("expected an id, `post:ID` or `user:ID`, got {l:?}"),
-                })
-            }
-        };
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-        {
-            return Err(Error::Format {
-                path: path.into(),
-                line: i as u64 + 1,
-                message: format!("not an id: {id:?}"),
-            });
-        }
-        target.push(id.to_string());
-    }
-    Ok((posts, users))
-}
-
-/// Calls `f` for each post of a shard file.
-pub fn for_each_post(path: &Path, f: &mut dyn FnMut(Post)) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let dec = zstd::Decoder::new(file).map_err(|e| Error::io(path, e))?;
-    for (i, line) in std::io::BufReader::new(dec).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        let post: Post = serde_json::from_str(&line).map_err(|e| Error::Format {
-            path: path.into(),
-            line: i as u64 + 1,
-            message: e.to_string(),
-        })?;
-        f(post);
-    }
-    Ok(())
-}
-
-fn remove_stale_shards(out: &Path, keep: &[ShardRecord]) -> Result<()> {
-    let names: HashSet<&str> = keep.iter().map(|s| s.file.as_str()).collect();
-    for e in std::fs::read_dir(out)
-        .map_err(|e| Error::io(out, e))?
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("posts-")
-            && name.ends_with(".jsonl.zst")
-            && !names.contains(name.as_str())
-        {
-            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-        }
-    }
-    Ok(())
-}
-
-fn top(map: &HashMap<String, u64>, n: usize) -> Vec<(&String, u64)> {
-    let mut v: Vec<(&String, u64)> = map.iter().map(|(k, v)| (k, *v)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    v.truncate(n);
-    v
-}
-
-fn data_card(m: &Manifest, card: &CardStats) -> String {
-    let c = &m.counts;
-    let mut s = String::new();
-    s.push_str("# Data card\n\n");
-    if m.synthetic {
-        s.push_str(
-            "> **SYNTHETIC DATA**: posts generated by `starling synth`, not real people.\n\n",
-        );
-    }
-    s.push_str(&format!(
-        "Inputs: {} files, {} bytes. Corpus format v{}.\n\n",
-        m.inputs.len(),
-        m.inputs.iter().map(|i| i.bytes).sum::<u64>(),
-        m.format_version
-    ));
-    s.push_str("## Counts\n\n| outcome | posts |\n|---|---|\n");
-    s.push_str(&format!("| read | {} |\n| kept | {} |\n", c.read, c.kept));
-    for (k, v) in &c.filtered {
-        s.push_str(&format!("| filtered: {k} | {v} |\n"));
-    }
-    s.push_str(&format!(
-        "| quarantined | {} |\n| written to shards | {} |\n\n",
-        c.quarantined, c.written
-    ));
-    s.push_str(&format!(
-        "read = kept + filtered + quarantined: {}\n\n",
-        if c.balanced() {
-            "holds"
-        } else {
-            "DOES NOT HOLD"
-        }
-    ));
-    if !c.notices.is_empty() {
-        s.push_str("Non-post records: ");
-        s.push_str(
-            &c.notices
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-        s.push_str("\n\n");
-    }
-    s.push_str(&format!(
-        "Split: {} (val fraction {}), train {} / val {}{}.\n\n",
-        m.split.method,
-        m.split.val_fraction,
-        m.split.train,
-        m.split.val,
-        m.split
-            .val_from
-            .map(|t| format!(", val from {}", t.to_rfc3339()))
-            .unwrap_or_default()
-    ));
-    s.push_str(&format!(
-        "Scrubbed: {} URLs → placeholder, {} mentions anonymised, {} emails, {} phone numbers. Languages detected for {} posts.\n\n",
-        m.stats.urls_replaced, m.stats.mentions_replaced, m.stats.emails_scrubbed, m.stats.phones_scrubbed, m.stats.lang_detected
-    ));
-    s.push_str(&format!(
-        "Deletions: {} posts removed, {} users' posts removed.\n\n",
-        m.lineage.deleted_posts.len(),
-        m.lineage.deleted_users.len()
-    ));
-    s.push_str(&format!(
-        "Automation: {} of {} authors judged automated ({} posts).\n\n",
-        m.bots.authors_flagged, m.bots.authors_profiled, m.bots.posts_of_flagged
-    ));
-    if !m.bots.top.is_empty() {
-        s.push_str("| author | posts | reason |\n|---|---|---|\n");
-        for b in m.bots.top.iter().take(10) {
-            s.push_str(&format!(
-                "| {} | {} | {} |\n",
-                b.author.replace('|', "\\|"),
-                b.posts,
-                b.reason
-            ));
-        }
-        s.push('\n');
-    }
-    if !m.warnings.is_empty() {
-        s.push_str("## Warnings\n\n");
-        for w in &m.warnings {
-            s.push_str(&format!("- {w}\n"));
-        }
-        s.push('\n');
-    }
-    s.push_str("## Languages (written posts)\n\n| lang | posts |\n|---|---|\n");
-    for (k, v) in top(&card.langs, 15) {
-        s.push_str(&format!("| {k} | {v} |\n"));
-    }
-    s.push_str("\n## Top hashtags (kept posts)\n\n| hashtag | posts |\n|---|---|\n");
-    for (k, v) in top(&card.hashtags, 20) {
-        s.push_str(&format!("| #{k} | {v} |\n"));
-    }
-    if !card.sources.is_empty() {
-        s.push_str("\n## Clients\n\n| source | posts |\n|---|---|\n");
-        for (k, v) in top(&card.sources, 10) {
-            s.push_str(&format!("| {} | {v} |\n", k.replace('|', "\\|")));
-        }
-    }
-    s.push_str("\n## Training-text length (kept posts, characters)\n\n```\n");
-    let max = card.lengths.iter().copied().max().unwrap_or(0).max(1);
-    for (i, n) in card.lengths.iter().enumerate() {
-        let label = if i == 15 {
-            "300+   ".to_string()
-        } else {
-            format!("{:>3}-{:<3}", i * 20, i * 20 + 19)
-        };
-        s.push_str(&format!(
-            "{label} {:>8} {}\n",
-            n,
-            "#".repeat((*n * 50 / max) as usize)
-        ));
-    }
-    s.push_str("```\n");
-    s
-}
-
-/// A corpus directory opened for reading.
-#[derive(Debug)]
-pub struct Corpus {
-    dir: PathBuf,
-    /// Its manifest.
-    pub manifest: Manifest,
-}
-
-impl Corpus {
-    /// Opens a corpus directory and checks its format version.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let path = dir.join("manifest.json");
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Format {
-            path: path.clone(),
-            line: e.line() as u64,
-            message: e.to_string(),
-        })?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(Error::Format {
-                path,
-                line: 0,
-                message: format!(
-                    "corpus format v{} (this build reads v{FORMAT_VERSION})",
-                    manifest.format_version
-                ),
-            });
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            manifest,
-        })
-    }
-
-    /// Calls `f` for every written post, in shard order.
-    pub fn for_each_post(&self, f: &mut dyn FnMut(Post)) -> Result<()> {
-        for s in &self.manifest.shards {
-            for_each_post(&self.dir.join(&s.file), f)?;
-        }
-        Ok(())
-    }
-
-    /// Recomputes each shard's SHA-256 and compares it with the manifest.
-    pub fn verify(&self) -> Result<()> {
-        for s in &self.manifest.shards {
-            let path = self.dir.join(&s.file);
-            let (sha, _) = sha256_file(&path)?;
-            if sha != s.sha256 {
-                return Err(Error::Format {
-                    path,
-                    line: 0,
-                    message: format!("sha256 {sha} does not match the manifest's {}", s.sha256),
-                });
-            }
-        }
-        Ok(())
     }
 }
