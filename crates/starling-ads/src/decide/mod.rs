@@ -222,6 +222,29 @@ fn fast_dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// A group the context matched: by keyword, or by similarity (its value, 0 when unknown).
+struct Candidate {
+    group: usize,
+    keyword: bool,
+    similarity: f32,
+}
+
+/// A candidate that passed the filters, with its bid.
+struct Eligible {
+    cand: Candidate,
+    bid: Micros,
+}
+
+/// The best creative of an eligible group, as it enters the auction.
+struct Bidder {
+    creative: usize,
+    features: AdFeatures,
+    pctr: f64,
+    similarity: f32,
+    keyword: bool,
+    bid: Micros,
+}
+
 struct GroupEntry {
     group: AdGroup,
     campaign: usize,
@@ -307,6 +330,8 @@ pub struct EventInput {
 fn lock_err<T>(_: T) -> Error {
     Error::Event("internal state poisoned by an earlier panic".into())
 }
+
+mod stages;
 
 impl AdServer {
     /// An engine over `store`; `embedder` enables semantic targeting, `safety` brand safety.
@@ -538,306 +563,60 @@ impl AdServer {
         self.decide_at(req, now_ms(), &mut rand::thread_rng())
     }
 
-    /// Decides the ads for one request at `now_ms`, drawing pacing from `rng`.
+    /// Decides the ads for one request at `now_ms`, drawing pacing from `rng`: context, then
+    /// candidates, filters, the best creative of each group, and the auction.
     pub fn decide_at(
         &self,
         req: &DecideRequest,
         now_ms: i64,
         rng: &mut impl Rng,
     ) -> Result<Decision> {
-        if req.slots == 0 || req.slots > self.config.max_slots {
-            return Err(Error::invalid(
-                "slots",
-                format!("{} slots (1 to {})", req.slots, self.config.max_slots),
-            ));
-        }
-        if req.user_id.is_empty() || req.user_id.len() > 256 {
-            return Err(Error::invalid("user_id", "1 to 256 bytes"));
-        }
-        if req.exclude_advertisers.len() > 1_000 {
-            return Err(Error::invalid("exclude_advertisers", "at most 1,000"));
-        }
-        if req.context.text.chars().count() > 20_000 {
-            return Err(Error::invalid("context.text", "at most 20,000 characters"));
-        }
+        self.check_request(req)?;
         let ix = self.index.read().map_err(lock_err)?.clone();
         let mut times = StepTimes::default();
         let mut dropped = Dropped::default();
 
-        // Context: terms and vector.
         let t0 = Instant::now();
         let ctx_terms = terms(&req.context.text);
-        let vector = match &req.context.vector {
-            Some(v) => {
-                if v.len() != ix.dim || v.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::invalid(
-                        "context.vector",
-                        format!(
-                            "{} finite values expected, the embedder's dimension",
-                            ix.dim
-                        ),
-                    ));
-                }
-                let mut v = v.clone();
-                normalize(&mut v);
-                Some(v)
-            }
-            None => self.embed_one(&req.context.text)?.map(|(_, v)| v),
-        };
+        let vector = self.context_vector(req, &ix)?;
         times.embed_us = t0.elapsed().as_micros() as u64;
-
         let unsafe_probability = match (&self.safety, &vector) {
             (Some(s), Some(v)) => Some(s.unsafe_probability(v)),
             _ => None,
         };
-        let empty = |dropped: Dropped, times: StepTimes| Decision {
+        let mut decision = Decision {
             ads: vec![],
             keyword_candidates: 0,
             semantic_candidates: 0,
-            dropped,
+            dropped: Dropped::default(),
             unsafe_probability,
-            times,
+            times: StepTimes::default(),
         };
         if let (Some(s), Some(p)) = (&self.safety, unsafe_probability) {
             if p >= s.threshold {
                 dropped.brand_safety = 1;
-                return Ok(empty(dropped, times));
+                decision.dropped = dropped;
+                decision.times = times;
+                return Ok(decision);
             }
         }
 
-        // 1. Candidates: keyword index, then similarity to every group's targeting vector.
         let t1 = Instant::now();
-        let mut cand: HashMap<usize, (bool, f32)> = HashMap::new();
-        for t in &ctx_terms {
-            if let Some(gs) = ix.keywords.get(t) {
-                for &g in gs {
-                    cand.entry(g).or_insert((true, f32::NEG_INFINITY));
-                }
-            }
-        }
-        let keyword_candidates = cand.len();
-        let mut group_sim: HashMap<usize, f32> = HashMap::new();
-        if let Some(v) = vector.as_ref().filter(|_| self.config.semantic) {
-            for (row, &g) in ix.vector_group.iter().enumerate() {
-                let s = fast_dot(v, &ix.vectors[row * ix.dim..(row + 1) * ix.dim]);
-                group_sim.insert(g, s);
-            }
-            let mut semantic: Vec<(usize, f32)> = group_sim
-                .iter()
-                .filter(|(g, s)| **s as f64 >= ix.groups[**g].group.min_similarity)
-                .map(|(g, s)| (*g, *s))
-                .collect();
-            semantic.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            semantic.truncate(self.config.max_semantic_candidates);
-            for (g, _) in semantic {
-                cand.entry(g).or_insert((false, f32::NEG_INFINITY));
-            }
-        }
-        let semantic_candidates = cand.len() - keyword_candidates;
-        for (g, e) in cand.iter_mut() {
-            e.1 = group_sim.get(g).copied().unwrap_or(0.0);
-        }
+        let (candidates, keyword_candidates) = self.candidates(&ix, &ctx_terms, vector.as_deref());
+        let semantic_candidates = candidates.len() - keyword_candidates;
         times.candidates_us = t1.elapsed().as_micros() as u64;
 
-        // 2. Filters.
         let t2 = Instant::now();
-        let day = day_of(now_ms);
-        let hour = now_ms.rem_euclid(DAY_MS) / 3_600_000;
-        let term_set: HashSet<&str> = ctx_terms.iter().map(String::as_str).collect();
-        let lang = req.language.as_deref().map(str::to_lowercase);
-        let mut order: Vec<usize> = cand.keys().copied().collect();
-        order.sort_unstable();
-        let mut kept: Vec<(usize, bool, f32, Micros)> = Vec::new();
-        {
-            let mut live = self.live.lock().map_err(lock_err)?;
-            let mut paced: HashMap<usize, bool> = HashMap::new();
-            for g in order {
-                let (kw, sim) = cand[&g];
-                let ge = &ix.groups[g];
-                let c = &ix.campaigns[ge.campaign];
-                if !c.live_at(now_ms)
-                    || ge.group.status != Status::Active
-                    || !ge.group.serves_hour(hour)
-                {
-                    dropped.schedule += 1;
-                    continue;
-                }
-                if (!ge.group.languages.is_empty()
-                    && !lang
-                        .as_ref()
-                        .is_some_and(|l| ge.group.languages.contains(l)))
-                    || (!ge.group.placements.is_empty()
-                        && !ge.group.placements.contains(&req.placement))
-                {
-                    dropped.targeting += 1;
-                    continue;
-                }
-                if c.excluded_terms
-                    .iter()
-                    .any(|t| term_set.contains(t.as_str()))
-                    || req.exclude_advertisers.contains(&c.advertiser_id)
-                {
-                    dropped.exclusion += 1;
-                    continue;
-                }
-                let spent = match live.spend.get(&c.id) {
-                    Some((d, s)) if *d == day => *s,
-                    _ => 0,
-                };
-                if spent >= c.daily_budget_micros {
-                    dropped.budget += 1;
-                    continue;
-                }
-                if c.frequency_cap > 0 {
-                    let key = (req.user_id.clone(), c.id.clone());
-                    let window = c.frequency_window_s * 1000;
-                    let recent = live
-                        .seen
-                        .get(&key)
-                        .map_or(0, |q| q.iter().filter(|&&t| t > now_ms - window).count());
-                    if recent as i64 >= c.frequency_cap {
-                        dropped.frequency += 1;
-                        continue;
-                    }
-                }
-                if self.config.pace {
-                    let admitted = *paced.entry(ge.campaign).or_insert_with(|| {
-                        let p = live
-                            .pacers
-                            .entry(c.id.clone())
-                            .or_insert_with(|| Pacer::new(now_ms));
-                        p.update(&self.config.pacing, now_ms, spent, c.daily_budget_micros);
-                        p.admits(rng.gen())
-                    });
-                    if !admitted {
-                        dropped.pacing += 1;
-                        continue;
-                    }
-                }
-                let bid = match c.bid_type {
-                    BidType::TargetCpc => live
-                        .target
-                        .get(&ge.group.id)
-                        .cloned()
-                        .unwrap_or_default()
-                        .bid(ge.group.bid_micros)
-                        .clamp(1, MAX_BID),
-                    _ => ge.group.bid_micros,
-                };
-                kept.push((g, kw, sim, bid));
-            }
-        }
+        let eligible = self.filter(&ix, req, candidates, &ctx_terms, now_ms, rng, &mut dropped)?;
         times.filters_us = t2.elapsed().as_micros() as u64;
 
-        // 3. pCTR of each creative; the best creative of each group bids.
         let t3 = Instant::now();
-        let mut terms_used = ctx_terms.clone();
-        terms_used.truncate(MAX_TERMS);
-        let mut bidders: Vec<(usize, AdFeatures, f64, f32, bool, Micros)> = Vec::new();
-        {
-            let model = self.model.read().map_err(lock_err)?;
-            for (g, kw, gsim, bid) in kept {
-                let ge = &ix.groups[g];
-                let mut best: Option<(usize, AdFeatures, f64, f32)> = None;
-                for &ci in &ge.creatives {
-                    let ce = &ix.creatives[ci];
-                    if ce.creative.status != Status::Active {
-                        continue;
-                    }
-                    let sim = match (&vector, &ce.vector) {
-                        (Some(v), Some(cv)) => fast_dot(v, cv).max(gsim),
-                        _ => gsim,
-                    };
-                    let f = AdFeatures {
-                        creative: ce.creative.id.clone(),
-                        group: ge.group.id.clone(),
-                        advertiser: ge.group.advertiser_id.clone(),
-                        placement: req.placement,
-                        position: 0,
-                        terms: terms_used.clone(),
-                        similarity: sim,
-                        keyword_match: kw,
-                    };
-                    let p = if self.config.random_pctr {
-                        rng.gen::<f64>() * 2.0 * self.config.ftrl.prior_ctr
-                    } else {
-                        model.predict(&f)
-                    };
-                    if best.as_ref().is_none_or(|b| p > b.2) {
-                        best = Some((ci, f, p, sim));
-                    }
-                }
-                if let Some((ci, f, p, sim)) = best {
-                    bidders.push((ci, f, p, sim, kw, bid));
-                }
-            }
-        }
+        let bidders =
+            self.best_creatives(&ix, req, eligible, &ctx_terms, vector.as_deref(), rng)?;
         times.pctr_us = t3.elapsed().as_micros() as u64;
 
-        // 4. Auction: one ad per campaign (its best group), then GSP over the slots.
         let t4 = Instant::now();
-        let mut bids: Vec<Bid> = Vec::new();
-        let mut best_of_campaign: HashMap<usize, usize> = HashMap::new();
-        for (i, (ci, _, p, _, _, bid)) in bidders.iter().enumerate() {
-            let ge = &ix.groups[ix.creatives[*ci].group];
-            let per_impression = ix.campaigns[ge.campaign].bid_type == BidType::Cpm;
-            let b = Bid {
-                key: i,
-                bid_micros: *bid,
-                per_impression,
-                pctr: *p,
-                quality: 1.0,
-            };
-            match best_of_campaign.get(&ge.campaign) {
-                Some(&j) if bids[j].score() >= b.score() => {}
-                Some(&j) => bids[j] = b,
-                None => {
-                    best_of_campaign.insert(ge.campaign, bids.len());
-                    bids.push(b);
-                }
-            }
-        }
-        let wins = auction::run(&bids, req.slots, self.config.reserve_cpm_micros);
-        let ads: Vec<AdSlot> = wins
-            .into_iter()
-            .map(|w| {
-                let (ci, f, p, sim, kw, _) = &bidders[w.key];
-                let ce = &ix.creatives[*ci];
-                let ge = &ix.groups[ce.group];
-                let c = &ix.campaigns[ge.campaign];
-                let mut features = f.clone();
-                features.position = w.position;
-                let facts = ImpressionFacts {
-                    nonce: format!("{:016x}", rng.gen::<u64>()),
-                    advertiser: ge.group.advertiser_id.clone(),
-                    campaign: c.id.clone(),
-                    group: ge.group.id.clone(),
-                    creative: ce.creative.id.clone(),
-                    user: req.user_id.clone(),
-                    placement: req.placement,
-                    position: w.position,
-                    ts_ms: now_ms,
-                    price_micros: w.price_micros,
-                    per_impression: c.bid_type == BidType::Cpm,
-                    features,
-                };
-                AdSlot {
-                    impression_id: self.sealer.seal(&facts),
-                    position: w.position,
-                    creative_id: ce.creative.id.clone(),
-                    text: ce.creative.text.clone(),
-                    url: ce.creative.url.clone(),
-                    group_id: ge.group.id.clone(),
-                    campaign_id: c.id.clone(),
-                    advertiser_id: ge.group.advertiser_id.clone(),
-                    bid_type: c.bid_type,
-                    price_micros: w.price_micros,
-                    pctr: *p,
-                    similarity: *sim,
-                    keyword_match: *kw,
-                }
-            })
-            .collect();
+        let ads = self.auction(&ix, req, &bidders, now_ms, rng);
         times.auction_us = t4.elapsed().as_micros() as u64;
         tracing::debug!(
             placement = req.placement.as_str(),
