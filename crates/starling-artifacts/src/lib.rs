@@ -203,6 +203,25 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Copies the directory tree `src` to `dst` (created), files and subdirectories.
+pub fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst).map_err(|e| IoError::new(dst, e))?;
+    for entry in std::fs::read_dir(src).map_err(|e| IoError::new(src, e))? {
+        let entry = entry.map_err(|e| IoError::new(src, e))?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        if entry
+            .file_type()
+            .map_err(|e| IoError::new(&from, e))?
+            .is_dir()
+        {
+            copy_dir(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| IoError::new(&from, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// A file format's version did not match what this build reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {what} format version {found}, written by {} starling (this one reads version {supported}); {rebuild}", path.display(), if found > supported { "a newer" } else { "an older" })]

@@ -697,3 +697,34 @@ fn a_slice_of_pan_ingests_whole_and_the_bot_rule_finds_bots() {
         assert!(s.human_posts_removed <= 0.03, "{lang}: {s:?}");
     }
 }
+
+/// A corpus directory written by this format version (committed) still reads; one that says it
+/// is from another version is refused, naming the file and what to rebuild.
+#[test]
+fn committed_v1_corpus_reads_and_other_versions_are_refused_by_name() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus-v1");
+    let c = starling_corpus::Corpus::open(&fixture).expect("the committed v1 corpus opens");
+    let mut posts = 0u64;
+    c.for_each_post(&mut |_| posts += 1).expect("posts");
+    let m = &c.manifest;
+    assert!(posts > 0 && m.counts.balanced(), "{posts} posts");
+    c.verify().expect("checksums of the committed shards");
+    let dir = tempfile::tempdir().expect("tmp");
+    starling_artifacts::copy_dir(&fixture, dir.path()).expect("copy");
+    let path = dir.path().join("manifest.json");
+    let text = std::fs::read_to_string(&path).expect("manifest");
+    std::fs::write(
+        &path,
+        text.replace("\"format_version\": 1", "\"format_version\": 2"),
+    )
+    .expect("patch");
+    let e = starling_corpus::Corpus::open(dir.path())
+        .err()
+        .expect("v2 refused")
+        .to_string();
+    assert!(
+        e.contains("manifest.json") && e.contains("a newer starling"),
+        "{e}"
+    );
+    assert!(e.contains("starling corpus"), "{e}");
+}

@@ -645,3 +645,32 @@ fn analyzer_cases_match_a_brute_force_scan_of_the_json() {
         assert_eq!(ids(&idx, q), want, "{q}");
     }
 }
+
+/// An index written by this layout version (committed) still opens and answers; one from another
+/// version is refused, naming it and how to rebuild.
+#[test]
+fn committed_v3_index_opens_and_other_versions_are_refused_by_name() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/index-v3");
+    let dir = tempfile::tempdir().expect("tmp");
+    // Opening takes tantivy's lock files in the directory: read a copy, never the committed one.
+    let copy = dir.path().join("index");
+    starling_artifacts::copy_dir(&fixture, &copy).expect("copy");
+    let idx = PostIndex::open(&copy).expect("the committed v3 index opens");
+    assert_eq!(idx.len(), 39);
+    let hits = idx
+        .search("the OR a", SearchOrder::Latest, 5)
+        .expect("search");
+    assert!(!hits.is_empty());
+    drop(idx);
+    let meta = copy.join(starling_search::index::META_FILE);
+    let text = std::fs::read_to_string(&meta).expect("meta");
+    std::fs::write(&meta, text.replace("\"version\": 3", "\"version\": 2")).expect("patch");
+    let e = PostIndex::open(&copy)
+        .err()
+        .expect("v2 refused")
+        .to_string();
+    assert!(
+        e.contains("an older starling") && e.contains("starling index build"),
+        "{e}"
+    );
+}

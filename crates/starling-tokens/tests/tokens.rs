@@ -151,3 +151,29 @@ print(json.dumps([tok.encode(s, add_special_tokens=False) for s in samples]))
         "transformers' fast tokenizer encodes our tokenizer.json identically"
     );
 }
+
+/// Token shards written by this format version (committed) still read; a shard from another
+/// version is refused with the file named and how to rebuild it.
+#[test]
+fn committed_v1_shards_read_and_other_versions_are_refused_by_name() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokens-v1");
+    let shard = TokenShard::open(&fixture.join("train-00000.bin")).expect("v1 shard opens");
+    assert!(shard.len() > 100, "{} tokens", shard.len());
+    let tok = tokenizer::load(&fixture.join("tokenizer.json")).expect("tokenizer");
+    assert_eq!(tok.get_vocab_size(true), 300);
+    let dir = tempfile::tempdir().expect("tmp");
+    starling_artifacts::copy_dir(&fixture, dir.path()).expect("copy");
+    let path = dir.path().join("train-00000.bin");
+    let mut bytes = std::fs::read(&path).expect("shard");
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&path, bytes).expect("patch");
+    let e = TokenShard::open(&path)
+        .err()
+        .expect("v2 refused")
+        .to_string();
+    assert!(
+        e.contains("train-00000.bin") && e.contains("a newer starling"),
+        "{e}"
+    );
+    assert!(e.contains("starling tokens"), "{e}");
+}

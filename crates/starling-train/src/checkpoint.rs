@@ -154,13 +154,14 @@ pub fn checkpoints(run: &Path) -> Vec<String> {
 fn verify(dir: &Path) -> Result<CheckpointState> {
     let state = read_state(dir)?;
     let p = dir.join("state.json");
-    if state.version != CHECKPOINT_VERSION {
-        return Err(Error::Format(format!(
-            "{}: checkpoint version {}",
-            p.display(),
-            state.version
-        )));
-    }
+    starling_artifacts::check_version(
+        &p,
+        "checkpoint",
+        state.version,
+        CHECKPOINT_VERSION,
+        "resume from a checkpoint this build wrote, or train anew",
+    )
+    .map_err(|e| Error::Format(e.to_string()))?;
     for (f, sum) in &state.sha256 {
         let got = sha256(&dir.join(f))?;
         if &got != sum {

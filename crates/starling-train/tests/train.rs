@@ -250,3 +250,31 @@ fn init_continues_a_model_and_bad_inputs_get_clear_errors() {
         "{e}"
     );
 }
+
+/// A run written by this checkpoint version (committed, a 3,000-parameter model) still resumes
+/// as a model directory; a checkpoint from another version is skipped with its reason.
+#[test]
+fn committed_v1_checkpoint_opens_and_other_versions_are_skipped() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run-v1");
+    let dir = tempfile::tempdir().expect("tmp");
+    starling_artifacts::copy_dir(&fixture, dir.path()).expect("copy");
+    let good = latest_good(dir.path()).expect("the committed checkpoint verifies");
+    assert!(good.ends_with("ckpt-00000002"));
+    let m = starling_train::ModelDir::open(dir.path()).expect("a run is a model directory");
+    assert_eq!(m.config().expect("config").hidden_size, 8);
+    let (_vs, model) = {
+        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let model = starling_model::Llama::new(&vs.root(), &m.config().expect("config"));
+        starling_model::load_weights(&mut vs, &m.weights).expect("weights");
+        (vs, model)
+    };
+    let ids = tch::Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0);
+    let logits = model.forward(&ids);
+    assert_eq!(logits.size(), [1, 3, 300]);
+    let state = good.join("state.json");
+    let text = std::fs::read_to_string(&state).expect("state");
+    std::fs::write(&state, text.replace("\"version\": 1", "\"version\": 2")).expect("patch");
+    assert!(latest_good(dir.path()).is_none());
+    let e = starling_train::ModelDir::open(dir.path()).expect_err("no good checkpoint");
+    assert!(e.to_string().contains("neither an exported model"), "{e}");
+}

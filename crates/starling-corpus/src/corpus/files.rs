@@ -136,16 +136,18 @@ impl Corpus {
             line: e.line() as u64,
             message: e.to_string(),
         })?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(Error::Format {
-                path,
-                line: 0,
-                message: format!(
-                    "corpus format v{} (this build reads v{FORMAT_VERSION})",
-                    manifest.format_version
-                ),
-            });
-        }
+        starling_artifacts::check_version(
+            &path,
+            "corpus",
+            manifest.format_version,
+            FORMAT_VERSION,
+            "rebuild the corpus with `starling corpus`",
+        )
+        .map_err(|e| Error::Format {
+            path: path.clone(),
+            line: 0,
+            message: e.to_string(),
+        })?;
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,

@@ -62,14 +62,14 @@ impl PostIndex {
         })?;
         let meta: IndexMeta = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
-        if meta.version != INDEX_VERSION {
-            return Err(Error::Format(format!(
-                "{}: index version {} (built by starling {}); this build reads version {INDEX_VERSION}: rebuild it",
-                dir.display(),
-                meta.version,
-                meta.starling
-            )));
-        }
+        starling_artifacts::check_version(
+            &path,
+            &format!("search index (built by starling {})", meta.starling),
+            meta.version,
+            INDEX_VERSION,
+            "rebuild it with `starling index build`",
+        )
+        .map_err(|e| Error::Format(e.to_string()))?;
         let index = Index::open_in_dir(dir)?;
         register(&index);
         let (_, fields) = schema();
