@@ -719,8 +719,7 @@ fn committed_v1_corpus_reads_and_other_versions_are_refused_by_name() {
     )
     .expect("patch");
     let e = starling_corpus::Corpus::open(dir.path())
-        .err()
-        .expect("v2 refused")
+        .expect_err("v2 refused")
         .to_string();
     assert!(
         e.contains("manifest.json") && e.contains("a newer starling"),

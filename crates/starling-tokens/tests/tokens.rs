@@ -167,10 +167,7 @@ fn committed_v1_shards_read_and_other_versions_are_refused_by_name() {
     let mut bytes = std::fs::read(&path).expect("shard");
     bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
     std::fs::write(&path, bytes).expect("patch");
-    let e = TokenShard::open(&path)
-        .err()
-        .expect("v2 refused")
-        .to_string();
+    let e = TokenShard::open(&path).expect_err("v2 refused").to_string();
     assert!(
         e.contains("train-00000.bin") && e.contains("a newer starling"),
         "{e}"
