@@ -727,3 +727,41 @@ fn committed_v1_corpus_reads_and_other_versions_are_refused_by_name() {
     );
     assert!(e.contains("starling corpus"), "{e}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any bytes, under any of the names the readers sniff by, make a corpus run that ends
+    /// normally with read = kept + filtered + quarantined (or, for a CSV with no text column, an
+    /// error naming the file); nothing panics.
+    #[test]
+    fn any_bytes_are_read_or_quarantined_and_counts_add_up(
+        pieces in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+                proptest::strategy::Just(br#"{"id_str":"12","text":"hello #there @you","created_at":"Wed Oct 10 20:19:24 +0000 2018","user":{"id_str":"7","screen_name":"a"}}"#.to_vec()),
+                proptest::strategy::Just(b"\n".to_vec()),
+                proptest::strategy::Just(b"[{\"data\":[".to_vec()),
+                proptest::strategy::Just("text,id\n\"a \u{201c}b\",1\n".as_bytes().to_vec()),
+                proptest::strategy::Just(b"window.YTD.tweets.part0 = [".to_vec()),
+            ],
+            0..24,
+        ),
+        name in proptest::sample::select(vec!["in.jsonl", "in.json", "in.csv", "in.txt", "tweets.js"]),
+    ) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let input = dir.path().join(name);
+        std::fs::write(&input, pieces.concat()).expect("write");
+        // A record that cannot be used is quarantined; only a file that cannot be read at all
+        // (a CSV without a text column) stops the run, naming the file.
+        match CorpusBuilder::new(CorpusConfig::default(), vec![input.clone()])
+            .build(&dir.path().join("out"), &mut |_| {})
+        {
+            Ok(m) => proptest::prop_assert!(m.counts.balanced(), "{:?}", m.counts),
+            Err(e) => proptest::prop_assert!(
+                name == "in.csv" && e.to_string().contains(&input.display().to_string()),
+                "{e}"
+            ),
+        }
+    }
+}

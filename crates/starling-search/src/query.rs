@@ -215,7 +215,10 @@ fn lex(q: &str) -> Result<Vec<(Tok, usize)>, QueryError> {
                 out.push((Tok::RParen, i));
                 i += 1;
             }
-            '-' if chars.get(i + 1).is_some_and(|n| !n.is_whitespace()) => {
+            '-' if chars
+                .get(i + 1)
+                .is_some_and(|n| !n.is_whitespace() && *n != ')') =>
+            {
                 out.push((Tok::Minus, i));
                 i += 1;
             }
@@ -238,8 +241,16 @@ fn lex(q: &str) -> Result<Vec<(Tok, usize)>, QueryError> {
                 let mut s = String::new();
                 while i < chars.len() && !chars[i].is_whitespace() && !matches!(chars[i], '(' | ')')
                 {
-                    // A quote inside an operator value (`url:"a b"`) is read as part of the word.
-                    if chars[i] == '"' && s.ends_with(':') {
+                    let operator_value = s.strip_suffix(':').is_some_and(|name| {
+                        !name.is_empty()
+                            && name.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
+                    });
+                    // A quote inside an operator value (`url:"a b"`) is read as part of the word;
+                    // anywhere else a quote ends the word and starts a phrase.
+                    if matches!(chars[i], '"' | '“' | '”') && !operator_value {
+                        break;
+                    }
+                    if chars[i] == '"' && operator_value {
                         let qstart = i;
                         i += 1;
                         while i < chars.len() && chars[i] != '"' {
@@ -552,7 +563,7 @@ impl fmt::Display for Query {
             Query::And(p) => join(f, p, " "),
             Query::Or(p) => join(f, p, " OR "),
             Query::Not(q) => match q.as_ref() {
-                Query::And(_) | Query::Or(_) => write!(f, "-({q})"),
+                Query::And(_) | Query::Or(_) | Query::Not(_) => write!(f, "-({q})"),
                 _ => write!(f, "-{q}"),
             },
             Query::Term(t) => f.write_str(t),
@@ -810,5 +821,24 @@ mod tests {
             .expect("thread");
         let (ok, refused) = worker.join().expect("no overflow");
         assert!(ok >= 20 && refused >= 100, "ok {ok} refused {refused}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        /// Any text parses or is refused with a column inside it; what parses prints back to a
+        /// query that parses to the same tree.
+        #[test]
+        fn any_query_parses_or_fails_cleanly_and_round_trips(
+            q in r#"[a-z#@$():\-" ]{0,10}(OR |from:u |since:2024-01-0[1-9] |filter:links |lang:en |min_faves:[0-9] |[a-z#@$()\-" ]{1,6}){0,8}"#
+        ) {
+            match parse(&q) {
+                Ok(t) => {
+                    let back = parse(&t.to_string());
+                    proptest::prop_assert_eq!(back.as_ref().ok(), Some(&t), "{} → {}", q, t);
+                }
+                Err(e) => proptest::prop_assert!(e.column <= q.chars().count(), "{}: {}", q, e),
+            }
+        }
     }
 }
