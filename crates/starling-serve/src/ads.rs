@@ -9,16 +9,13 @@
 
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
-use crate::openai::{parse_json, typed};
+use crate::openai::{typed, ApiJson, Typed};
 use crate::server::AppState;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use starling_ads::{
     day_from_date, day_of, now_ms, AdGroup, AdServer, Campaign, Creative, DecideRequest,
@@ -121,13 +118,6 @@ fn operator_only(scope: &Scope) -> Result<(), ApiError> {
     }
 }
 
-fn body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    typed(&parse_json(headers, b)?)
-}
-
 async fn refresh(ads: &AdServer) -> Result<(), ApiError> {
     ads.reload(now_ms()).await.map_err(api)
 }
@@ -141,11 +131,10 @@ struct NewAdvertiser {
 async fn create_advertiser(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    Typed(req): Typed<NewAdvertiser>,
 ) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     operator_only(&scope(&s, &ads, &headers).await?)?;
-    let req: NewAdvertiser = body(&headers, b)?;
     let (a, key) = ads
         .store()
         .create_advertiser(&req.name)
@@ -173,11 +162,10 @@ type Params = Query<HashMap<String, String>>;
 async fn create<T: InventoryItem>(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    Typed(spec): Typed<T::Spec>,
 ) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     let sc = scope(&s, &ads, &headers).await?;
-    let spec: T::Spec = body(&headers, b)?;
     let item = T::create(ads.store(), &sc, &spec).await.map_err(api)?;
     refresh(&ads).await?;
     Ok((StatusCode::CREATED, Json(item)).into_response())
@@ -223,9 +211,8 @@ async fn update<T: InventoryItem>(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    b: Result<Bytes, BytesRejection>,
+    Typed(spec): Typed<T::Spec>,
 ) -> Result<Response, ApiError> {
-    let spec: T::Spec = body(&headers, b)?;
     change::<T>(&s, &headers, &id, spec).await
 }
 
@@ -296,11 +283,10 @@ async fn reports(
 async fn decide(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    Typed(mut req): Typed<DecideRequest>,
 ) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     operator_only(&scope(&s, &ads, &headers).await?)?;
-    let mut req: DecideRequest = body(&headers, b)?;
     if req.context.post_ids.len() > 100 {
         return Err(ApiError::invalid("context.post_ids", "at most 100 posts"));
     }
@@ -340,11 +326,10 @@ async fn decide(
 async fn events(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    ApiJson(mut v): ApiJson,
 ) -> Result<Response, ApiError> {
     let ads = ads(&s)?;
     operator_only(&scope(&s, &ads, &headers).await?)?;
-    let mut v = parse_json(&headers, b)?;
     // The key may come as the `Idempotency-Key` header instead of a field.
     if let (Some(k), Some(obj)) = (
         headers.get("idempotency-key").and_then(|h| h.to_str().ok()),

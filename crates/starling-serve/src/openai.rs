@@ -61,6 +61,32 @@ pub fn parse_json(
     Ok(v)
 }
 
+/// A JSON object body, read with OpenAI-shaped rejections: 413 too large, 415 not JSON, 400
+/// malformed or not an object.
+pub struct ApiJson(pub serde_json::Value);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ApiJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state).await;
+        parse_json(&headers, body).map(ApiJson)
+    }
+}
+
+/// A request shape read from a JSON object body, naming the field at fault (`messages[0].role`).
+pub struct Typed<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequest<S> for Typed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let ApiJson(v) = ApiJson::from_request(req, state).await?;
+        typed(&v).map(Typed)
+    }
+}
+
 /// Reads a request shape from a parsed body, naming the field at fault.
 pub fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(v).map_err(|e| {

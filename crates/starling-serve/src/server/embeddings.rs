@@ -2,21 +2,18 @@
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::openai::{parse_json, typed, EmbeddingInput, EmbeddingRequest};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use crate::openai::{typed, ApiJson, EmbeddingInput, EmbeddingRequest};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub(super) async fn embeddings(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(v): ApiJson,
 ) -> Result<Json<Value>, ApiError> {
-    let req: EmbeddingRequest = typed(&parse_json(&headers, body)?)?;
+    let req: EmbeddingRequest = typed(&v)?;
     s.check_model(req.model.as_deref())?;
     let Some(embedder) = s.embedder.clone() else {
         return Err(ApiError::new(

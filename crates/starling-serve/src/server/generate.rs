@@ -4,13 +4,9 @@
 use super::{now_s, request_id, AppState};
 use crate::engine::{Event, Finish, TokenLogprob};
 use crate::error::ApiError;
-use crate::openai::{
-    parse_json, typed, ChatRequest, CompletionRequest, Grounding, Prompt, Sampling,
-};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use crate::openai::{typed, ApiJson, ChatRequest, CompletionRequest, Grounding, Prompt, Sampling};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -55,10 +51,8 @@ pub(super) struct ChoiceOut {
 
 pub(super) async fn chat(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(v): ApiJson,
 ) -> Result<Response, ApiError> {
-    let v = parse_json(&headers, body)?;
     let req: ChatRequest = typed(&v)?;
     let sampling: Sampling = typed(&v)?;
     s.check_model(req.model.as_deref())?;
@@ -187,10 +181,8 @@ pub(super) async fn chat(
 
 pub(super) async fn completions(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(v): ApiJson,
 ) -> Result<Response, ApiError> {
-    let v = parse_json(&headers, body)?;
     let req: CompletionRequest = typed(&v)?;
     let sampling: Sampling = typed(&v)?;
     s.check_model(req.model.as_deref())?;
