@@ -190,38 +190,11 @@ impl CorpusBuilder {
         let build_start = std::time::Instant::now();
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         let files = expand_inputs(&self.inputs)?;
-        let mut deleted_posts: HashSet<String> = HashSet::new();
-        let mut deleted_users: HashSet<String> = HashSet::new();
-        let mut deletion_records = Vec::new();
-        for list in &self.deletion_lists {
-            let (posts, users) = read_deletion_list(list)?;
-            let (sha256, bytes) = sha256_file(list)?;
-            deletion_records.push(InputRecord {
-                path: list.display().to_string(),
-                bytes,
-                sha256,
-                format: Format::Text,
-                compression: Compression::None,
-                posts: 0,
-                quarantined: 0,
-                notices: 0,
-                deletions: (posts.len() + users.len()) as u64,
-            });
-            deleted_posts.extend(posts);
-            deleted_users.extend(users);
-        }
-        // Deletions may come after the posts they delete (stream notices, compliance files):
-        // find them all first, so a deleted post is never written.
-        for file in &files {
-            crate::read::scan_deletions(file, &self.config.read, &mut |d| match d {
-                Deletion::Post(id) => {
-                    deleted_posts.insert(id);
-                }
-                Deletion::User(id) => {
-                    deleted_users.insert(id);
-                }
-            })?;
-        }
+        let Deletions {
+            posts: deleted_posts,
+            users: deleted_users,
+            records: deletion_records,
+        } = self.collect_deletions(&files)?;
 
         let mut st = BuildState {
             curator: Curator::new(self.config.curate.clone()),
@@ -266,24 +239,7 @@ impl CorpusBuilder {
                 let preparer = st.curator.preparer();
                 scope.spawn(move || {
                     for msg in in_rx {
-                        let out = match msg {
-                            RawMsg::Items(items) => ReadMsg::Items(
-                                items
-                                    .into_iter()
-                                    .map(|item| match item {
-                                        Item::Post(mut post) => {
-                                            match preparer.try_prepare(&mut post) {
-                                                Ok(prep) => Work::Post(post, prep),
-                                                Err(panic) => Work::Other(panicked(&post, &panic)),
-                                            }
-                                        }
-                                        other => Work::Other(other),
-                                    })
-                                    .collect(),
-                            ),
-                            RawMsg::FileDone(h, r) => ReadMsg::FileDone(h, r),
-                        };
-                        if out_tx.send(out).is_err() {
+                        if out_tx.send(prepare(&preparer, msg)).is_err() {
                             return;
                         }
                     }
@@ -294,42 +250,11 @@ impl CorpusBuilder {
             let files_ref = &files;
             let reader = scope.spawn(move || {
                 let mut k = 0usize;
-                let mut send = |msg: RawMsg| {
+                read_inputs(files_ref, read_opts, &mut |msg: RawMsg| {
                     let ok = to_workers[k % to_workers.len()].send(msg).is_ok();
                     k += 1;
                     ok
-                };
-                for file in files_ref {
-                    let hashed = sha256_file(file).map_err(Error::from);
-                    let mut batch = Vec::with_capacity(BATCH);
-                    let mut alive = true;
-                    let mut sink = |item: Item| {
-                        batch.push(item);
-                        if batch.len() >= BATCH && alive {
-                            alive = send(RawMsg::Items(std::mem::replace(
-                                &mut batch,
-                                Vec::with_capacity(BATCH),
-                            )));
-                        }
-                    };
-                    // A reader that panics costs its file, not the run: the error names it.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        read_file(file, read_opts, &mut sink)
-                    }))
-                    .unwrap_or_else(|p| {
-                        Err(Error::Format {
-                            path: file.clone(),
-                            line: 0,
-                            message: format!(
-                                "reader failed: {}",
-                                starling_text::panic_message(p.as_ref())
-                            ),
-                        })
-                    });
-                    if !send(RawMsg::Items(batch)) || !send(RawMsg::FileDone(hashed, result)) {
-                        return;
-                    }
-                }
+                });
             });
             // Owning the receivers: leaving the loop early drops them, which unblocks the
             // preparers and then the reader, so joining it cannot hang.
@@ -633,6 +558,107 @@ fn panicked(post: &Post, message: &str) -> Item {
         raw_bytes: post.text.len() as u64,
         raw,
     })
+}
+
+/// What the deletion lists and the inputs' deletion notices remove, and the lists' records.
+struct Deletions {
+    posts: HashSet<String>,
+    users: HashSet<String>,
+    records: Vec<InputRecord>,
+}
+
+impl CorpusBuilder {
+    /// Reads the deletion lists, then scans every input for deletion notices (they may come after
+    /// the posts they delete: stream notices, compliance files), so a deleted post is never written.
+    fn collect_deletions(&self, files: &[PathBuf]) -> Result<Deletions> {
+        let mut d = Deletions {
+            posts: HashSet::new(),
+            users: HashSet::new(),
+            records: Vec::new(),
+        };
+        for list in &self.deletion_lists {
+            let (posts, users) = read_deletion_list(list)?;
+            let (sha256, bytes) = sha256_file(list)?;
+            d.records.push(InputRecord {
+                path: list.display().to_string(),
+                bytes,
+                sha256,
+                format: Format::Text,
+                compression: Compression::None,
+                posts: 0,
+                quarantined: 0,
+                notices: 0,
+                deletions: (posts.len() + users.len()) as u64,
+            });
+            d.posts.extend(posts);
+            d.users.extend(users);
+        }
+        for file in files {
+            crate::read::scan_deletions(file, &self.config.read, &mut |del| match del {
+                Deletion::Post(id) => {
+                    d.posts.insert(id);
+                }
+                Deletion::User(id) => {
+                    d.users.insert(id);
+                }
+            })?;
+        }
+        Ok(d)
+    }
+}
+
+/// A preparer's work on one message: each post prepared (a panic quarantines that post).
+fn prepare(preparer: &crate::curate::Preparer, msg: RawMsg) -> ReadMsg {
+    match msg {
+        RawMsg::Items(items) => ReadMsg::Items(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Item::Post(mut post) => match preparer.try_prepare(&mut post) {
+                        Ok(prep) => Work::Post(post, prep),
+                        Err(panic) => Work::Other(panicked(&post, &panic)),
+                    },
+                    other => Work::Other(other),
+                })
+                .collect(),
+        ),
+        RawMsg::FileDone(h, r) => ReadMsg::FileDone(h, r),
+    }
+}
+
+/// The reader thread: every file's items in batches, then its hash and read result; stops when
+/// `send` says the receiver is gone. A reader that panics costs its file, not the run.
+fn read_inputs(files: &[PathBuf], read_opts: &ReadOptions, send: &mut dyn FnMut(RawMsg) -> bool) {
+    for file in files {
+        let hashed = sha256_file(file).map_err(Error::from);
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut alive = true;
+        let mut sink = |item: Item| {
+            batch.push(item);
+            if batch.len() >= BATCH && alive {
+                alive = send(RawMsg::Items(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(BATCH),
+                )));
+            }
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_file(file, read_opts, &mut sink)
+        }))
+        .unwrap_or_else(|p| {
+            Err(Error::Format {
+                path: file.clone(),
+                line: 0,
+                message: format!(
+                    "reader failed: {}",
+                    starling_text::panic_message(p.as_ref())
+                ),
+            })
+        });
+        if !send(RawMsg::Items(batch)) || !send(RawMsg::FileDone(hashed, result)) {
+            return;
+        }
+    }
 }
 
 /// Serialised posts: JSON lines in one buffer, each line's end (and whether it serialised).
