@@ -6,17 +6,16 @@
 //! - [`PostEmbedder`]: the model as search's and ads' `Embedder` (pooled final hidden states).
 //! - [`generate`]: KV-cache decoding with temperature, top-k, top-p, repetition penalty, stop strings.
 
-mod config;
 mod embed;
 mod generate;
 pub mod head;
 mod model;
 
-pub use config::LlamaConfig;
 pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, FinishReason, Generation, SamplingConfig};
 pub use head::{train_head, EmbeddingHead, HeadConfig, HeadPair, HeadReport};
 pub use model::{KvCache, Llama, SlotCache};
+pub use starling_arch::LlamaConfig;
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +39,16 @@ pub enum Error {
 
 /// Result alias of the model stage.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<starling_arch::Error> for Error {
+    fn from(e: starling_arch::Error) -> Self {
+        match e {
+            starling_arch::Error::Config(m) => Error::Config(m),
+            starling_arch::Error::Io(e) => Error::Io(e),
+            other => Error::Format(other.to_string()),
+        }
+    }
+}
 
 impl Error {
     /// An I/O error about `path`.

@@ -1,7 +1,7 @@
 //! The Llama architecture on libtorch, readable top to bottom: RMSNorm, rotary positions,
 //! grouped-query attention, SwiGLU, optional tied head. Tensor names are Hugging Face's.
 
-use crate::config::LlamaConfig;
+use starling_arch::LlamaConfig;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 

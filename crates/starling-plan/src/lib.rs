@@ -11,7 +11,7 @@
 
 pub mod error;
 pub mod failures;
-pub mod gpu;
+pub use starling_arch::gpu;
 pub mod memory;
 pub mod model;
 pub mod network;

@@ -51,6 +51,23 @@ impl ModelSpec {
         }
     }
 
+    /// The model a starling `config.json` describes, trained at `context`: its exact parameter
+    /// count and shape (attention width = query heads × head dimension).
+    pub fn from_llama(c: &starling_arch::LlamaConfig, context: u32) -> Self {
+        let params = c.num_params() as f64;
+        Self {
+            params,
+            active_params: params,
+            layers: Some(c.num_hidden_layers as u32),
+            d_model: Some(c.hidden_size as u32),
+            attn_width: Some((c.num_attention_heads * c.head_dim()) as u32),
+            // A tied head does matrix work with the embedding, so only an untied one's input
+            // embedding is left out.
+            vocab: (!c.tie_word_embeddings).then_some(c.vocab_size as u32),
+            context,
+        }
+    }
+
     /// A mixture-of-experts model: `active` of `params` are used per token.
     pub fn with_active(mut self, active: f64) -> Self {
         self.active_params = active;
@@ -119,6 +136,20 @@ impl ModelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_starling_config_costs_what_the_trainer_counts() {
+        for (preset, tied) in [("small", true), ("llama-1b", false)] {
+            let c = starling_arch::LlamaConfig::preset(preset, 8192).expect("preset");
+            assert_eq!(c.tie_word_embeddings, tied);
+            let spec = ModelSpec::from_llama(&c, 512);
+            let (plan, train) = (spec.flops_per_token(), c.flops_per_token(512));
+            assert!(
+                (plan - train).abs() / train < 1e-12,
+                "{preset}: {plan} vs {train}"
+            );
+        }
+    }
 
     #[test]
     fn gpt3_flops_per_token_by_hand() {

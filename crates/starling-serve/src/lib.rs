@@ -67,7 +67,8 @@ pub fn load(
     device: tch::Device,
     config: ServeConfig,
 ) -> Result<Arc<AppState>, Error> {
-    let lc = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
+    let lc = starling_model::LlamaConfig::load(&dir.join("config.json"))
+        .map_err(starling_model::Error::from)?;
     let mut vs = tch::nn::VarStore::new(device);
     let mut model = starling_model::Llama::new(&vs.root(), &lc);
     starling_model::load_weights(&mut vs, weights)?;

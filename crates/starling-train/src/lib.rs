@@ -26,7 +26,6 @@ pub use checkpoint::{checkpoints, latest_good, CHECKPOINT_VERSION};
 pub use config::TrainConfig;
 pub use metrics::{default_peak_flops, StepMetrics};
 pub use model_dir::ModelDir;
-pub use setup::step_memory_bytes;
 
 use checkpoint::save_checkpoint;
 use ddp::DataParallel;
@@ -123,6 +122,12 @@ impl From<starling_artifacts::IoError> for Error {
     }
 }
 
+impl From<starling_arch::Error> for Error {
+    fn from(e: starling_arch::Error) -> Self {
+        Error::from(starling_model::Error::from(e))
+    }
+}
+
 impl From<starling_model::Error> for Error {
     fn from(e: starling_model::Error) -> Self {
         match e {
@@ -200,7 +205,7 @@ pub fn train_distributed(
     } = restore(run, cfg, resume.as_ref(), &mut vs, par.as_mut())?;
     par.place(&vs)?;
     let params = mc.num_params();
-    let flops_per_token = metrics::flops_per_token(&mc, ctx);
+    let flops_per_token = mc.flops_per_token(ctx);
     let peak = cfg
         .peak_flops
         .unwrap_or_else(|| default_peak_flops(&cfg.device))

@@ -11,7 +11,7 @@ pub fn default_peak_flops(device: &str) -> f64 {
     if device == "cpu" {
         300e9
     } else {
-        989e12
+        starling_arch::gpu::find("h100").map_or(989e12, |g| g.peak_bf16)
     }
 }
 
@@ -60,19 +60,6 @@ pub(crate) fn rewind_metrics(path: &Path, step: u64) -> Result<Vec<StepMetrics>>
     }
     starling_artifacts::write_atomic(path, out.as_bytes())?;
     Ok(kept)
-}
-
-/// Training FLOPs per token (6 per matrix weight, plus attention's 12·layers·d·t), embeddings
-/// excluded unless tied to the output.
-pub fn flops_per_token(mc: &starling_model::LlamaConfig, ctx: usize) -> f64 {
-    let params = mc.num_params();
-    let matmul = (params - mc.vocab_size * mc.hidden_size
-        + if mc.tie_word_embeddings {
-            mc.vocab_size * mc.hidden_size
-        } else {
-            0
-        }) as f64;
-    6.0 * matmul + 12.0 * (mc.num_hidden_layers * mc.hidden_size * ctx) as f64
 }
 
 /// `metrics.jsonl`, appended to by rank 0 (other ranks hold a log that writes nothing).

@@ -29,19 +29,6 @@ pub(crate) fn check_tokenizer(
     Ok(())
 }
 
-/// Bytes a training step needs: fp32 weights, gradients and two AdamW moments, plus activations
-/// kept for backward (per layer ≈ 34·b·t·d + 5·b·heads·t² values, Korthikanti et al. 2022, in
-/// fp32) and the logits with their gradient.
-pub fn step_memory_bytes(mc: &LlamaConfig, batch: usize, ctx: usize) -> f64 {
-    let (b, t) = (batch as f64, ctx as f64);
-    let d = mc.hidden_size as f64;
-    let states = 16.0 * mc.num_params() as f64;
-    let per_layer = 34.0 * b * t * d + 5.0 * b * mc.num_attention_heads as f64 * t * t;
-    let acts = 4.0 * per_layer * mc.num_hidden_layers as f64;
-    let logits = 3.0 * 4.0 * b * t * mc.vocab_size as f64;
-    states + acts + logits
-}
-
 /// Refuses a configuration whose step would not fit the CPU's available memory.
 pub(crate) fn check_memory(
     mc: &LlamaConfig,
@@ -53,7 +40,7 @@ pub(crate) fn check_memory(
     if device != Device::Cpu {
         return Ok(());
     }
-    let need = step_memory_bytes(mc, cfg.batch, ctx);
+    let need = mc.step_memory_bytes(cfg.batch, ctx);
     let Some(avail) = available_memory() else {
         return Ok(());
     };

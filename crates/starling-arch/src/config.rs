@@ -203,6 +203,33 @@ impl LlamaConfig {
         v * d + l * (attn + mlp + norms) + d + head
     }
 
+    /// Training FLOPs per token at context `ctx`: 6 per matrix weight (forward and backward;
+    /// the input embedding does no matrix work unless tied to the output head) plus attention's
+    /// 12·layers·d·ctx.
+    pub fn flops_per_token(&self, ctx: usize) -> f64 {
+        let embedding = self.vocab_size * self.hidden_size;
+        let matmul = self.num_params() - embedding
+            + if self.tie_word_embeddings {
+                embedding
+            } else {
+                0
+            };
+        6.0 * matmul as f64 + 12.0 * (self.num_hidden_layers * self.hidden_size * ctx) as f64
+    }
+
+    /// Bytes a training step needs in fp32: weights, gradients and two AdamW moments, plus the
+    /// activations kept for backward (per layer ≈ 34·b·t·d + 5·b·heads·t² values, Korthikanti et
+    /// al. 2022) and the logits with their gradient.
+    pub fn step_memory_bytes(&self, batch: usize, ctx: usize) -> f64 {
+        let (b, t) = (batch as f64, ctx as f64);
+        let d = self.hidden_size as f64;
+        let states = 16.0 * self.num_params() as f64;
+        let per_layer = 34.0 * b * t * d + 5.0 * b * self.num_attention_heads as f64 * t * t;
+        let acts = 4.0 * per_layer * self.num_hidden_layers as f64;
+        let logits = 3.0 * 4.0 * b * t * self.vocab_size as f64;
+        states + acts + logits
+    }
+
     /// Reads `config.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
