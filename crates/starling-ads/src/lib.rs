@@ -9,7 +9,7 @@
 //! - [`auction`]: quality-adjusted multi-slot GSP with a reserve, one cent above the price that
 //!   keeps the slot. [`ftrl`]: FTRL-Proximal pCTR. [`pacing`]: throttle and target-CPC bidder.
 //! - [`safety`]: brand-safety classifier on embeddings, with its TF-IDF baseline.
-//! - [`simulate`]: a day of synthetic traffic against a hidden click model.
+//! - `simulate` (feature `simulate`): a day of synthetic traffic against a hidden click model.
 //!
 //! Money is integer micros throughout.
 
@@ -19,6 +19,7 @@ pub mod error;
 pub mod ftrl;
 pub mod pacing;
 pub mod safety;
+#[cfg(feature = "simulate")]
 pub mod simulate;
 pub mod store;
 pub mod token;
