@@ -3,6 +3,7 @@
 //! - [`index`]: the tantivy index of a corpus (post-aware analyzer, entity and engagement fields),
 //!   BM25 search ranked `top` or `latest`, dense and hybrid modes, near-real-time add and delete.
 //! - [`eval`]: hashtag recovery (nDCG@10, recall@100) for comparing modes without labels.
+//! - [`pairs`]: hashtag ↔ post and parent ↔ reply pairs for contrastive embedding training.
 //! - [`dense`]: post vectors in usearch's HNSW graph, reciprocal rank fusion.
 //! - [`query`]: the query language (implicit AND, `OR`, `-`, phrases, `#` `$` `@`, `from:` `to:`
 //!   `since:` `until:` `since_id:` `max_id:` `lang:` `min_*:` `filter:` `url:` `conversation_id:`,
@@ -18,6 +19,7 @@
 pub mod dense;
 pub mod eval;
 pub mod index;
+pub mod pairs;
 pub mod query;
 pub mod updates;
 

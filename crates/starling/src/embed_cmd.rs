@@ -6,8 +6,6 @@ use crate::search_cmd::{load_embedder, spinner};
 use anyhow::{bail, Context, Result};
 use starling_corpus::{Corpus, Post, Verdict};
 use starling_model::{HeadConfig, HeadPair};
-use starling_search::eval::{strip_hashtags, tag_words};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -69,74 +67,17 @@ fn train_head(a: &TrainHeadArgs) -> Result<()> {
             posts.push(p);
         }
     })?;
-    let by_id: HashMap<&str, usize> = posts
+    let mined = starling_search::pairs::mine_pairs(&posts, a.max_pairs, a.per_tag);
+    let pairs: Vec<HeadPair> = mined
+        .pairs
         .iter()
-        .enumerate()
-        .map(|(i, p)| (p.id.as_str(), i))
-        .collect();
-    let mut texts: Vec<String> = Vec::new();
-    let mut text_index: HashMap<String, usize> = HashMap::new();
-    let mut intern = |t: String| -> usize {
-        let n = text_index.len();
-        *text_index.entry(t.clone()).or_insert_with(|| {
-            texts.push(t);
-            n
+        .map(|p| HeadPair {
+            query: p.query,
+            doc: p.doc,
+            group: p.group,
         })
-    };
-    let mut pairs: Vec<HeadPair> = Vec::new();
-    let mut groups: HashMap<String, usize> = HashMap::new();
-    let mut per_group: HashMap<usize, usize> = HashMap::new();
-    let (mut tag_pairs, mut reply_pairs) = (0usize, 0usize);
-    for p in &posts {
-        if pairs.len() >= a.max_pairs {
-            break;
-        }
-        if !p.entities.hashtags.is_empty() {
-            let mut stripped = p.clone();
-            strip_hashtags(&mut stripped);
-            if stripped
-                .text
-                .chars()
-                .filter(|c| c.is_alphanumeric())
-                .count()
-                >= 3
-            {
-                for h in &p.entities.hashtags {
-                    let words = tag_words(&h.text);
-                    if words.is_empty() {
-                        continue;
-                    }
-                    let n = groups.len();
-                    let g = *groups.entry(words.clone()).or_insert(n);
-                    let count = per_group.entry(g).or_default();
-                    if *count >= a.per_tag {
-                        continue;
-                    }
-                    *count += 1;
-                    let (q, d) = (intern(words), intern(stripped.text.clone()));
-                    pairs.push(HeadPair {
-                        query: q,
-                        doc: d,
-                        group: g,
-                    });
-                    tag_pairs += 1;
-                }
-            }
-        }
-        if let Some(parent) = p.refs.reply_to.as_deref().and_then(|id| by_id.get(id)) {
-            let parent = &posts[*parent];
-            if !parent.text.is_empty() && !p.text.is_empty() {
-                let g = groups.len() + pairs.len() + 1_000_000_000;
-                let (q, d) = (intern(parent.text.clone()), intern(p.text.clone()));
-                pairs.push(HeadPair {
-                    query: q,
-                    doc: d,
-                    group: g,
-                });
-                reply_pairs += 1;
-            }
-        }
-    }
+        .collect();
+    let texts = &mined.texts;
     if pairs.len() < 100 {
         bail!(
             "{}: only {} pairs (hashtag or reply) in its posts; an embedding head needs more",
@@ -145,10 +86,12 @@ fn train_head(a: &TrainHeadArgs) -> Result<()> {
         );
     }
     println!(
-        "embed: {} posts ({held_out} held-out test posts left out), {} pairs ({tag_pairs} hashtag ↔ post over {} tags, {reply_pairs} parent ↔ reply), {} texts to embed",
+        "embed: {} posts ({held_out} held-out test posts left out), {} pairs ({} hashtag ↔ post over {} tags, {} parent ↔ reply), {} texts to embed",
         posts.len(),
         pairs.len(),
-        groups.len(),
+        mined.hashtag_pairs,
+        mined.tags,
+        mined.reply_pairs,
         texts.len()
     );
     let embedder = load_embedder(&a.model, &a.pooling)?;
