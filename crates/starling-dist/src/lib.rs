@@ -7,8 +7,12 @@
 //! Collectives work in place on contiguous tch tensors; a collective that times out or loses a peer
 //! returns [`Error::Collective`] naming this rank, the operation, and how far each peer got (each
 //! collective first records its sequence number in the store, so the rank that is behind is named).
+//!
+//! [`launch`] is the local launch agent (torchrun's): N workers, signals passed on, the group
+//! restarted after a failure.
 
 mod ffi;
+pub mod launch;
 
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
