@@ -149,6 +149,28 @@ async fn post_json(base: &str, path: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A JSON request answered by the router itself (no socket, no server): status and JSON body.
+async fn call(state: &Arc<AppState>, path: &str, body: Value) -> (u16, Value) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .expect("request");
+    let resp = starling_serve::router(state.clone())
+        .oneshot(req)
+        .await
+        .expect("the router answers");
+    let status = resp.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
 /// `POST /v1/posts` with JSON lines; the report.
 async fn add_posts(base: &str, lines: String) -> Value {
     reqwest::Client::new()
@@ -483,7 +505,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
             "top_logprobs",
         ),
     ] {
-        let (st, e) = post_json(b, "/v1/chat/completions", body.clone()).await;
+        let (st, e) = call(&s.state, "/v1/chat/completions", body.clone()).await;
         assert_eq!(st, status, "{body} → {e}");
         assert_eq!(e["error"]["param"], param, "{body} → {e}");
         assert!(!e["error"]["message"].as_str().unwrap_or("").is_empty());
@@ -493,7 +515,12 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
         (long.clone(), "holds at most"),
         ("word ".repeat(1200), "context is 512 tokens"),
     ] {
-        let (st, e) = post_json(b, "/v1/chat/completions", json!({"messages": user(&text)})).await;
+        let (st, e) = call(
+            &s.state,
+            "/v1/chat/completions",
+            json!({"messages": user(&text)}),
+        )
+        .await;
         assert_eq!(st, 400);
         assert!(
             e["error"]["message"]
@@ -504,11 +531,11 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
         );
         assert_eq!(e["error"]["code"], "context_length_exceeded");
     }
-    let (st, e) = post_json(b, "/v1/completions", json!({"prompt": [1, 99999]})).await;
+    let (st, e) = call(&s.state, "/v1/completions", json!({"prompt": [1, 99999]})).await;
     assert_eq!((st, e["error"]["param"].as_str()), (400, Some("prompt")));
-    let (st, _) = post_json(b, "/v1/nothing", json!({})).await;
+    let (st, _) = call(&s.state, "/v1/nothing", json!({})).await;
     assert_eq!(st, 404);
-    // Still answering.
+    // Still answering (through the network too).
     let (st, _) = post_json(
         b,
         "/v1/chat/completions",
