@@ -81,6 +81,12 @@ fn default_dtype() -> String {
     "float32".into()
 }
 
+/// Bytes of activations one transformer layer keeps for backward, 16-bit, without recomputation
+/// or tensor parallelism (Korthikanti et al. 2022): s·b·h·(34 + 5·a·s/h).
+pub fn activation_bytes_16bit(batch: f64, seq: f64, hidden: f64, heads: f64) -> f64 {
+    seq * batch * hidden * (34.0 + 5.0 * heads * seq / hidden)
+}
+
 impl LlamaConfig {
     /// A shape from (hidden, ffn, layers, heads, kv heads, context).
     fn shape(vocab: usize, [d, ff, layers, heads, kv, ctx]: [usize; 6], tied: bool) -> Self {
@@ -222,9 +228,15 @@ impl LlamaConfig {
     /// al. 2022) and the logits with their gradient.
     pub fn step_memory_bytes(&self, batch: usize, ctx: usize) -> f64 {
         let (b, t) = (batch as f64, ctx as f64);
-        let d = self.hidden_size as f64;
         let states = 16.0 * self.num_params() as f64;
-        let per_layer = 34.0 * b * t * d + 5.0 * b * self.num_attention_heads as f64 * t * t;
+        let per_layer = activation_bytes_16bit(
+            b,
+            t,
+            self.hidden_size as f64,
+            self.num_attention_heads as f64,
+        );
+        // The paper counts 16-bit bytes; here its terms are taken as fp32 values (4 bytes each),
+        // a conservative bound for fp32 training with its temporaries.
         let acts = 4.0 * per_layer * self.num_hidden_layers as f64;
         let logits = 3.0 * 4.0 * b * t * self.vocab_size as f64;
         states + acts + logits

@@ -104,7 +104,7 @@ pub fn breakdown(m: &ModelSpec, sharding: Sharding, dp: u64, tp: u64, pp: u64) -
     let (layers, d, heads) = shape(m);
     let s = f64::from(m.context);
     let t = tp as f64;
-    let per_layer = s * d * (34.0 + 5.0 * heads * s / d) / t;
+    let per_layer = starling_arch::config::activation_bytes_16bit(1.0, s, d, heads) / t;
     // With 1F1B the first stage holds `pp` micro-batches of its L/pp layers: L layers' worth.
     let activations = layers * per_layer;
     let activations_recompute = layers * 2.0 * s * d / t + per_layer;
