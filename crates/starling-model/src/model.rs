@@ -166,19 +166,22 @@ struct Attention {
     kind: Kind,
 }
 
+/// Llama's projections have no bias.
+const NO_BIAS: nn::LinearConfig = nn::LinearConfig {
+    ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
+    bs_init: None,
+    bias: false,
+};
+
 impl Attention {
     fn new(p: nn::Path, c: &LlamaConfig) -> Self {
-        let no_bias = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
         let (d, hd) = (c.hidden_size as i64, c.head_dim() as i64);
         let kv = c.num_key_value_heads as i64 * hd;
         Self {
-            q: nn::linear(&p / "q_proj", d, d, no_bias),
-            k: nn::linear(&p / "k_proj", d, kv, no_bias),
-            v: nn::linear(&p / "v_proj", d, kv, no_bias),
-            o: nn::linear(&p / "o_proj", d, d, no_bias),
+            q: nn::linear(&p / "q_proj", d, d, NO_BIAS),
+            k: nn::linear(&p / "k_proj", d, kv, NO_BIAS),
+            v: nn::linear(&p / "v_proj", d, kv, NO_BIAS),
+            o: nn::linear(&p / "o_proj", d, d, NO_BIAS),
             heads: c.num_attention_heads as i64,
             kv_heads: c.num_key_value_heads as i64,
             head_dim: hd,
@@ -293,15 +296,11 @@ struct Mlp {
 
 impl Mlp {
     fn new(p: nn::Path, c: &LlamaConfig) -> Self {
-        let no_bias = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
         let (d, ff) = (c.hidden_size as i64, c.intermediate_size as i64);
         Self {
-            gate: nn::linear(&p / "gate_proj", d, ff, no_bias),
-            up: nn::linear(&p / "up_proj", d, ff, no_bias),
-            down: nn::linear(&p / "down_proj", ff, d, no_bias),
+            gate: nn::linear(&p / "gate_proj", d, ff, NO_BIAS),
+            up: nn::linear(&p / "up_proj", d, ff, NO_BIAS),
+            down: nn::linear(&p / "down_proj", ff, d, NO_BIAS),
             kind: Kind::Float,
         }
     }
