@@ -35,6 +35,9 @@ fn main() {
         .define("USE_C10D_GLOO", None)
         .define("USE_DISTRIBUTED", None)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        // libtorch is built with NDEBUG, and some of its classes (RecordFunction) have
+        // debug-only members: without it our objects would disagree with its layout.
+        .define("NDEBUG", None)
         .flag("-std=c++17")
         .flag_if_supported("-Wno-interference-size")
         .flag_if_supported("-Wno-unused-parameter")

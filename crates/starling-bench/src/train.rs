@@ -251,8 +251,8 @@ fn starling_side(r: &Row, data: &[u32], steps: usize, warmup: usize) -> Result<(
         let t = Instant::now();
         let loss = loss_fn(&x, &y);
         loss.backward();
-        opt.clip(&vs);
-        opt.update(&vs, 1e-3);
+        let o = opt.clip(&vs)?;
+        opt.update(&vs, 1e-3, Some(&o.found_inf))?;
         last = loss.double_value(&[]);
         if k >= warmup {
             times.push(t.elapsed().as_secs_f64());

@@ -21,6 +21,11 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
+        if x.kind() == Kind::Float {
+            // ATen's own RMSNorm (what nn.RMSNorm runs): one op forward and backward.
+            let d = self.weight.size()[0];
+            return x.rms_norm([d], Some(&self.weight), self.eps);
+        }
         let kind = x.kind();
         let xf = x.to_kind(Kind::Float);
         let var = xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
@@ -87,6 +92,29 @@ fn linear(l: &nn::Linear, x: &Tensor, kind: Kind) -> Tensor {
     } else {
         x.to_kind(kind).matmul(&l.ws.to_kind(kind).tr())
     }
+}
+
+/// Several projections of the same input as one matrix product (Q|K|V, gate|up): the weights
+/// are concatenated (they stay separate parameters under HF names, so checkpoints, optimizer
+/// state and export are unchanged) and the product split back into one tensor per projection.
+fn fused_linear<const N: usize>(ls: [&nn::Linear; N], x: &Tensor, kind: Kind) -> [Tensor; N] {
+    let w = Tensor::cat(&ls.map(|l| &l.ws), 0);
+    let sizes = ls.map(|l| l.ws.size()[0]);
+    let y = if kind == Kind::Float && x.kind() == Kind::Float {
+        x.linear::<Tensor>(&w, None)
+    } else {
+        x.to_kind(kind).matmul(&w.to_kind(kind).tr())
+    };
+    // split_with_sizes (not N narrows): its backward is one concatenation.
+    y.split_with_sizes(sizes, -1)
+        .try_into()
+        .expect("split_with_sizes returns one tensor per size")
+}
+
+/// Whether a forward over `tokens` positions fuses its projections: worth it when the product is
+/// large; a one-token decode step would spend more on concatenating weights than it saves.
+fn fuses(tokens: i64) -> bool {
+    tokens >= 16
 }
 
 /// Keys and values of earlier positions, per layer, for generation.
@@ -203,9 +231,14 @@ impl Attention {
             .map(|(k, _)| k.size()[2])
             .unwrap_or(0);
         let kind = self.kind;
-        let q = rope.apply(&split(linear(&self.q, x, kind), self.heads), start);
-        let mut k = rope.apply(&split(linear(&self.k, x, kind), self.kv_heads), start);
-        let mut v = split(linear(&self.v, x, kind), self.kv_heads);
+        let [q, k, v] = if fuses(b * t) {
+            fused_linear([&self.q, &self.k, &self.v], x, kind)
+        } else {
+            [&self.q, &self.k, &self.v].map(|l| linear(l, x, kind))
+        };
+        let q = rope.apply(&split(q, self.heads), start);
+        let mut k = rope.apply(&split(k, self.kv_heads), start);
+        let mut v = split(v, self.kv_heads);
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2);
@@ -213,12 +246,8 @@ impl Attention {
             }
             *slot = Some((k.shallow_clone(), v.shallow_clone()));
         }
-        let rep = self.heads / self.kv_heads;
-        if rep > 1 {
-            k = k.repeat_interleave_self_int(rep, Some(1), None);
-            v = v.repeat_interleave_self_int(rep, Some(1), None);
-        }
-        // Causal within this chunk; a single new token attends to every cached position.
+        // Causal within this chunk; a single new token attends to every cached position. Grouped
+        // K/V heads are shared by SDPA itself (enable_gqa), not copied per query head.
         let causal = t > 1;
         let y = Tensor::scaled_dot_product_attention(
             &q,
@@ -228,7 +257,7 @@ impl Attention {
             0.0,
             causal,
             None,
-            false,
+            self.kv_heads != self.heads,
         );
         linear(
             &self.o,
@@ -307,7 +336,13 @@ impl Mlp {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let k = self.kind;
-        let h = linear(&self.gate, x, k).silu() * linear(&self.up, x, k);
+        let tokens = x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1);
+        let h = if fuses(tokens) {
+            let [g, u] = fused_linear([&self.gate, &self.up], x, k);
+            g.silu() * u
+        } else {
+            linear(&self.gate, x, k).silu() * linear(&self.up, x, k)
+        };
         linear(&self.down, &h, k)
     }
 }

@@ -22,6 +22,10 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Validation batches per evaluation, each one step's worth of sequences (batch × accum × ranks). By default 8.
     pub eval_batches: usize,
+    /// Read the loss and gradient norm on the host every N steps (one device sync per interval;
+    /// `metrics.jsonl` still gets a line per step). Evaluations, checkpoints and the end also
+    /// read. By default 10.
+    pub log_every: u64,
     /// Checkpoint every N steps. By default 200.
     pub ckpt_every: u64,
     /// Checkpoints kept. By default 3.
@@ -58,6 +62,7 @@ impl Default for TrainConfig {
             steps: 1000,
             eval_every: 100,
             eval_batches: 8,
+            log_every: 10,
             ckpt_every: 200,
             keep: 3,
             seed: 1,

@@ -49,17 +49,19 @@ pub enum Error {
     /// Bad input or state.
     #[error("{0}")]
     Format(String),
-    /// The loss stopped being a number.
+    /// The loss or the gradients stopped being numbers (that step changed nothing).
     #[error(
-        "non-finite loss {loss} at step {step} (batch {batch}); last good checkpoint: {last_good}"
+        "non-finite loss {loss} (gradient norm {grad_norm}) at step {step} (batch {batch}); the step was skipped and nothing after it is kept; last good checkpoint: {last_good}"
     )]
     NonFinite {
         /// Step.
         step: u64,
-        /// Batch index within the data order.
+        /// Index of the step's first micro-batch within the data order.
         batch: u64,
         /// The loss.
         loss: f64,
+        /// The global gradient norm before clipping.
+        grad_norm: f64,
         /// Last good checkpoint directory.
         last_good: String,
     },
@@ -83,27 +85,15 @@ pub enum Error {
     /// libtorch failed.
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    /// An op of starling's C++ layer failed.
+    #[error(transparent)]
+    Kernel(#[from] starling_torch::Error),
 }
 
 /// Result alias of the train stage.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// A non-finite-loss error completed with the last good checkpoint.
-    fn with_last_good(self, dir: &Path) -> Self {
-        match self {
-            Error::NonFinite {
-                step, batch, loss, ..
-            } => Error::NonFinite {
-                step,
-                batch,
-                loss,
-                last_good: dir.display().to_string(),
-            },
-            other => other,
-        }
-    }
-
     fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         // ENOSPC, EDQUOT and EFBIG (a file-size limit) all mean "no room to write".
         if matches!(source.raw_os_error(), Some(28 | 122 | 27)) {
@@ -238,90 +228,86 @@ pub fn train_distributed(
     let global_micro = (cfg.batch * world) as u64;
     let per_step = global_micro * cfg.accum as u64 * ctx as u64;
     let started = Instant::now();
+    let log_every = cfg.log_every.max(1);
+    let mut pending = Pending::new(par.comm());
     while par.steps() < cfg.steps {
-        let t = Instant::now();
-        let comm0 = par.comm();
         let step = par.steps();
         par.begin_step(step + 1);
         let lr = lr_at(&cfg.optim, step, cfg.steps);
         let batch = Batch {
             first: sequences + (rank * cfg.batch) as u64,
             stride: global_micro,
-            step,
         };
-        let loss_sum = forward_backward(
-            &model,
-            &train_data,
-            cfg,
-            &batch,
-            ctx,
-            device,
-            par.is_group(),
-        )
-        .map_err(|e| e.with_last_good(&last_ckpt))?;
+        // Nothing in the step reads a value on the host: loss, norm and the non-finite flag stay
+        // on the device until the next flush.
+        let loss = forward_backward(&model, &train_data, cfg, &batch, ctx, device)?;
+        let outcome = par.optimizer_step(&vs, lr)?;
+        sequences += global_micro * cfg.accum as u64;
+        tokens_seen += per_step;
+        pending.steps.push(PendingStep {
+            step: par.steps(),
+            lr,
+            tokens: tokens_seen,
+            loss,
+            outcome,
+        });
+        let n = par.steps();
         let stop_here = stop.load(Ordering::Relaxed)
             || cfg
                 .max_seconds
                 .is_some_and(|m| started.elapsed().as_secs_f64() >= m);
-        // One small all-reduce per step: the mean loss, and whether any rank was asked to stop.
-        let r = par.sum_scalars(&[loss_sum, f64::from(u8::from(stop_here))])?;
-        let (loss_mean, stop_agreed) = (r[0] / world as f64, r[1] > 0.0);
-        if !loss_mean.is_finite() {
-            return Err(Error::NonFinite {
-                step: step + 1,
-                batch: step * cfg.accum as u64,
-                loss: loss_mean,
-                last_good: last_ckpt.display().to_string(),
-            });
+        let evaluating = val_data.is_some() && (n.is_multiple_of(cfg.eval_every) || n == cfg.steps);
+        let checkpointing = n.is_multiple_of(cfg.ckpt_every) || n == cfg.steps;
+        // Alone, a stop request is acted on after the step it arrived in; in a group the ranks
+        // agree on it at the next flush (one collective per interval, not per step).
+        let flushing = n.is_multiple_of(log_every)
+            || evaluating
+            || checkpointing
+            || (stop_here && !par.is_group());
+        if !flushing {
+            continue;
         }
-        let grad_norm = par.optimizer_step(&vs, lr)?;
-        sequences += global_micro * cfg.accum as u64;
-        tokens_seen += per_step;
-        let secs = t.elapsed().as_secs_f64();
-        last = StepMetrics {
-            step: par.steps(),
-            loss: loss_mean,
-            lr,
-            grad_norm,
-            tokens: tokens_seen,
-            tokens_per_s: per_step as f64 / secs,
-            mfu: per_step as f64 * flops_per_token / secs / peak,
-            val_loss: None,
-            val_ppl: None,
-            comm_s: None,
-        };
-        let evaluating = par.steps().is_multiple_of(cfg.eval_every) || par.steps() == cfg.steps;
+        let read = pending.read(par.as_mut(), stop_here, per_step, &last_ckpt, cfg.accum)?;
+        let mut lines = read.lines;
+        let secs = read.seconds;
+        for m in &mut lines {
+            m.mfu = m.tokens_per_s * flops_per_token / peak;
+        }
         if let (Some(val), true) = (val_data.as_ref(), evaluating) {
             let vl = evaluate(&model, val, cfg, par.as_mut(), ctx, device)?;
-            last.val_loss = Some(vl);
-            last.val_ppl = Some(vl.exp());
+            if let Some(l) = lines.last_mut() {
+                l.val_loss = Some(vl);
+                l.val_ppl = Some(vl.exp());
+            }
         }
-        if let (Some(c), Some(c0)) = (par.comm(), comm0) {
-            last.comm_s = Some((c - c0).as_secs_f64());
+        tracing::debug!("{} steps read in one flush ({secs:.2}s)", lines.len());
+        for m in lines {
+            metrics.append(&m)?;
+            history.push(m.clone());
+            on_step(&m);
+            last = m;
         }
-        metrics.append(&last)?;
-        history.push(last.clone());
         if last.val_loss.is_some() {
             draw(&history);
         }
-        on_step(&last);
-        // Alone, a stop asked for during this step (even by `on_step`) ends it here; in a group
-        // the ranks act on the request they agreed on in this step's all-reduce.
+        // Alone, a stop asked for during these steps (even by `on_step`) ends the run here; in a
+        // group the ranks act on the request they agreed on in this flush's all-reduce.
         let stopping = if par.is_group() {
-            stop_agreed
+            read.stop_agreed
         } else {
             stop.load(Ordering::Relaxed)
                 || cfg
                     .max_seconds
                     .is_some_and(|m| started.elapsed().as_secs_f64() >= m)
         };
-        if par.steps().is_multiple_of(cfg.ckpt_every) || par.steps() == cfg.steps || stopping {
+        if checkpointing || stopping {
             metrics.flush()?;
             last_ckpt = save_checkpoint(run, &vs, par.as_mut(), tokens_seen, sequences, cfg.keep)?;
         }
         if stopping {
             break;
         }
+        pending = Pending::new(par.comm());
     }
     if last_ckpt.as_os_str().is_empty() {
         last_ckpt = save_checkpoint(run, &vs, par.as_mut(), tokens_seen, sequences, cfg.keep)?;
@@ -341,11 +327,119 @@ pub fn train_distributed(
 struct Batch {
     first: u64,
     stride: u64,
+}
+
+/// One step run but not yet read on the host.
+struct PendingStep {
     step: u64,
+    lr: f64,
+    tokens: u64,
+    /// This rank's loss (0-d, on the device).
+    loss: tch::Tensor,
+    outcome: optim::StepOutcome,
+}
+
+/// The steps since the last flush, and when they started.
+struct Pending {
+    steps: Vec<PendingStep>,
+    since: Instant,
+    comm0: Option<std::time::Duration>,
+}
+
+/// What one flush read: a metrics line per step, and the group's stop decision.
+struct Flushed {
+    lines: Vec<StepMetrics>,
+    stop_agreed: bool,
+    seconds: f64,
+}
+
+impl Pending {
+    fn new(comm0: Option<std::time::Duration>) -> Self {
+        Self {
+            steps: Vec::new(),
+            since: Instant::now(),
+            comm0,
+        }
+    }
+
+    /// Reads every pending step's loss, gradient norm and (in a group) the stop requests with one
+    /// collective and one host read; a non-finite step stops the run, naming it and the last good
+    /// checkpoint. Throughput is the interval's, shared by its steps.
+    fn read(
+        &self,
+        par: &mut dyn parallel::Parallelism,
+        stop_here: bool,
+        per_step: u64,
+        last_good: &Path,
+        accum: usize,
+    ) -> Result<Flushed> {
+        let n = self.steps.len();
+        let Some(first) = self.steps.first() else {
+            return Ok(Flushed {
+                lines: Vec::new(),
+                stop_agreed: stop_here,
+                seconds: 0.0,
+            });
+        };
+        let device = first.loss.device();
+        // Losses and the stop flag are summed over the ranks; norms are already global.
+        let mut summed: Vec<tch::Tensor> = self.steps.iter().map(|p| p.loss.view([1])).collect();
+        summed.push(tch::Tensor::full(
+            [1],
+            f64::from(u8::from(stop_here)),
+            (Kind::Float, device),
+        ));
+        let summed = tch::Tensor::cat(&summed, 0);
+        par.sum_tensor(&summed)?;
+        let norms: Vec<tch::Tensor> = self
+            .steps
+            .iter()
+            .map(|p| p.outcome.grad_norm.to_kind(Kind::Float).view([1]))
+            .collect();
+        let all = tch::Tensor::cat(&[summed, tch::Tensor::cat(&norms, 0)], 0);
+        let v = starling_torch::read_f64(&all)?;
+        let seconds = self.since.elapsed().as_secs_f64();
+        let world = par.world() as f64;
+        let comm = match (par.comm(), self.comm0) {
+            (Some(c), Some(c0)) => Some((c - c0).as_secs_f64() / n as f64),
+            _ => None,
+        };
+        let tokens_per_s = (per_step * n as u64) as f64 / seconds.max(1e-9);
+        let mut lines = Vec::with_capacity(n);
+        for (i, p) in self.steps.iter().enumerate() {
+            let (loss, grad_norm) = (v[i] / world, v[n + 1 + i]);
+            if !loss.is_finite() || !grad_norm.is_finite() {
+                return Err(Error::NonFinite {
+                    step: p.step,
+                    batch: (p.step - 1) * accum as u64,
+                    loss,
+                    grad_norm,
+                    last_good: last_good.display().to_string(),
+                });
+            }
+            lines.push(StepMetrics {
+                step: p.step,
+                loss,
+                lr: p.lr,
+                grad_norm,
+                tokens: p.tokens,
+                tokens_per_s,
+                mfu: 0.0,
+                val_loss: None,
+                val_ppl: None,
+                comm_s: comm,
+            });
+        }
+        Ok(Flushed {
+            lines,
+            stop_agreed: v[n] > 0.0,
+            seconds,
+        })
+    }
 }
 
 /// Forward and backward over the step's `accum` micro-batches (gradients accumulate); returns
-/// the summed loss. Alone, a non-finite loss stops at once, naming the batch.
+/// the summed loss as a 0-d device tensor (nothing is read on the host).
 fn forward_backward(
     model: &Llama,
     data: &TokenLoader,
@@ -353,25 +447,25 @@ fn forward_backward(
     b: &Batch,
     ctx: usize,
     device: tch::Device,
-    in_group: bool,
-) -> Result<f64> {
-    let mut loss_sum = 0.0;
+) -> Result<tch::Tensor> {
+    let mut loss_sum = tch::Tensor::zeros([], (Kind::Float, device));
     for micro in 0..cfg.accum as u64 {
         let (x, y) = data.batch_at(b.first + micro * b.stride, cfg.batch, ctx)?;
-        let loss = model.loss(&x.to_device(device), &y.to_device(device)) / cfg.accum as f64;
-        let v = loss.double_value(&[]);
-        if !v.is_finite() && !in_group {
-            return Err(Error::NonFinite {
-                step: b.step + 1,
-                batch: b.step * cfg.accum as u64 + micro,
-                loss: v,
-                last_good: String::new(),
-            });
-        }
+        let loss = model.loss(&upload(&x, device), &upload(&y, device)) / cfg.accum as f64;
         loss.backward();
-        loss_sum += v;
+        loss_sum += loss.detach();
     }
     Ok(loss_sum)
+}
+
+/// A batch on the training device; to CUDA through pinned memory without waiting for the copy.
+fn upload(t: &tch::Tensor, device: tch::Device) -> tch::Tensor {
+    if device.is_cuda() {
+        t.pin_memory(device)
+            .to_device_(device, t.kind(), true, false)
+    } else {
+        t.to_device(device)
+    }
 }
 
 /// Where a run starts from: its newest good checkpoint, `--init`'s weights, or fresh weights.
@@ -447,18 +541,16 @@ fn evaluate(
     let (rank, world) = (par.rank(), par.world());
     let global_micro = (cfg.batch * world) as u64;
     let accum = cfg.accum as u64;
-    let mut total = 0.0;
+    // Summed on the device, reduced over the ranks and read once.
+    let mut total = tch::Tensor::zeros([1], (Kind::Float, device));
     for k in 0..cfg.eval_batches as u64 {
         for micro in 0..accum {
             let first = (k * accum + micro) * global_micro + (rank * cfg.batch) as u64;
             let (x, y) = val.batch_at(first, cfg.batch, ctx)?;
-            total += model
-                .loss(&x.to_device(device), &y.to_device(device))
-                .to_kind(Kind::Double)
-                .double_value(&[])
-                / accum as f64;
+            total += model.loss(&upload(&x, device), &upload(&y, device)) / accum as f64;
         }
     }
-    let total = par.sum_scalars(&[total])?[0] / world as f64;
+    par.sum_tensor(&total)?;
+    let total = starling_torch::read_f64(&total)?[0] / world as f64;
     Ok(total / cfg.eval_batches.max(1) as f64)
 }

@@ -6,13 +6,13 @@
 
 use crate::checkpoint::{latest_verified, read_state, write_model_files, CheckpointState};
 use crate::ddp::DataParallel;
-use crate::optim::{AdamW, OptimConfig};
+use crate::optim::{AdamW, OptimConfig, StepOutcome};
 use crate::zero::{self, ShardedAdamW};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tch::nn::VarStore;
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Where parameters, gradients and optimizer state live across ranks, and how they move.
 pub trait Parallelism {
@@ -32,9 +32,11 @@ pub trait Parallelism {
     fn begin_step(&mut self, _step: u64) {}
     /// Sums a few scalars over the ranks.
     fn sum_scalars(&mut self, values: &[f64]) -> Result<Vec<f64>>;
-    /// Reduces the gradients, clips them by the global norm and updates the parameters; returns
-    /// the norm before clipping.
-    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<f64>;
+    /// Sums a device tensor over the ranks in place (no host read).
+    fn sum_tensor(&mut self, t: &Tensor) -> Result<()>;
+    /// Reduces the gradients, clips them by the global norm and updates the parameters, all on
+    /// the device; a step whose gradients are not finite changes nothing.
+    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<StepOutcome>;
     /// Writes this rank's part of a checkpoint into the fresh directory `tmp`; all ranks succeed
     /// or fail together.
     fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()>;
@@ -166,10 +168,13 @@ impl Parallelism for Single {
     fn sum_scalars(&mut self, values: &[f64]) -> Result<Vec<f64>> {
         Ok(values.to_vec())
     }
-    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<f64> {
-        let norm = self.opt.clip(vs);
-        self.opt.update(vs, lr);
-        Ok(norm)
+    fn sum_tensor(&mut self, _t: &Tensor) -> Result<()> {
+        Ok(())
+    }
+    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<StepOutcome> {
+        let o = self.opt.clip(vs)?;
+        self.opt.update(vs, lr, Some(&o.found_inf))?;
+        Ok(o)
     }
     fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()> {
         write_model_files(tmp, vs, Some(&self.opt))
@@ -220,6 +225,9 @@ macro_rules! group_common {
         fn sum_scalars(&mut self, values: &[f64]) -> Result<Vec<f64>> {
             self.dp.sum_scalars(values)
         }
+        fn sum_tensor(&mut self, t: &Tensor) -> Result<()> {
+            Ok(self.dp.group.all_reduce_sum(t)?)
+        }
         fn agree(&mut self, r: Result<()>) -> Result<()> {
             agree_in(self.dp, r)
         }
@@ -234,11 +242,11 @@ impl Parallelism for Replicated<'_> {
     fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
         load_full(&mut self.opt, vs, dir, step)
     }
-    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<f64> {
+    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<StepOutcome> {
         self.dp.average_grads(vs)?;
-        let norm = self.opt.clip(vs);
-        self.opt.update(vs, lr);
-        Ok(norm)
+        let o = self.opt.clip(vs)?;
+        self.opt.update(vs, lr, Some(&o.found_inf))?;
+        Ok(o)
     }
     fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()> {
         let r = if self.dp.rank() == 0 {
@@ -255,7 +263,7 @@ impl Parallelism for Zero1<'_> {
     fn load_optimizer(&mut self, dir: &Path, _vs: &VarStore, step: u64) -> Result<()> {
         self.opt.load(dir, step)
     }
-    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<f64> {
+    fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<StepOutcome> {
         self.opt.step(vs, self.dp, lr)
     }
     fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()> {

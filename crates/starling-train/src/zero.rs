@@ -5,7 +5,7 @@
 //! (`adam-shard-RRRRR-of-WWWWW.safetensors`); any world size can resume from any other's shards.
 
 use crate::ddp::{sorted_variables, DataParallel};
-use crate::optim::{AdamW, OptimConfig};
+use crate::optim::{AdamW, OptimConfig, StepOutcome};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -110,6 +110,8 @@ pub struct ShardedAdamW {
     v: Tensor,
     /// 1 where weight decay applies (matrices), 0 elsewhere, for this rank's share.
     decay: Tensor,
+    /// The step number on the device, for the fused kernel's bias corrections.
+    step_tensor: Tensor,
 }
 
 impl ShardedAdamW {
@@ -144,12 +146,19 @@ impl ShardedAdamW {
             v: Tensor::zeros([shard], (Kind::Float, device)),
             decay,
             layout,
+            step_tensor: Tensor::zeros([], (Kind::Float, device)),
         }
     }
 
     /// Reduce-scatters the gradients, clips by the global norm, updates this rank's share and
-    /// all-gathers the parameters; returns the gradient norm before clipping. Gradients are zeroed.
-    pub fn step(&mut self, params: &VarStore, dp: &mut DataParallel, lr: f64) -> Result<f64> {
+    /// all-gathers the parameters; returns the gradient norm before clipping and whether it was
+    /// non-finite (the step then changed nothing), on the device. Gradients are zeroed.
+    pub fn step(
+        &mut self,
+        params: &VarStore,
+        dp: &mut DataParallel,
+        lr: f64,
+    ) -> Result<StepOutcome> {
         let _g = tch::no_grad_guard();
         let device = params.device();
         let padded = self.shard * self.world as i64;
@@ -169,40 +178,50 @@ impl ShardedAdamW {
         let g = Tensor::zeros([self.shard], (Kind::Float, device));
         dp.group.reduce_scatter_sum(&g, &flat)?;
         let g = g / self.world as f64;
-        let sq = g.square().sum(Kind::Double).double_value(&[]);
-        let norm = dp.sum_scalars(&[sq])?[0].sqrt();
+        // The global norm stays on the device: each rank's share of the squares, summed.
+        let sq = g.square().sum(Kind::Float).view([1]);
+        dp.group.all_reduce_sum(&sq)?;
+        let norm = sq.sqrt().view([]);
         let c = &self.config;
-        let g = if c.grad_clip > 0.0 && norm > c.grad_clip {
-            g * (c.grad_clip / (norm + 1e-6))
-        } else {
-            g
-        };
+        let (scale, found_inf) = crate::optim::clip_scale(&norm, c.grad_clip);
+        let g = if c.grad_clip > 0.0 { g * &scale } else { g };
         self.step += 1;
-        let (b1, b2) = (c.beta1, c.beta2);
-        let bc1 = 1.0 - b1.powi(self.step as i32);
-        let bc2 = 1.0 - b2.powi(self.step as i32);
         let params_flat: Vec<Tensor> = vars.iter().map(|(_, p)| p.shallow_clone()).collect();
         let p = self
             .layout
             .flatten(&params_flat, padded, device)
             .narrow(0, self.rank as i64 * self.shard, self.shard)
             .contiguous();
-        let mut p = if c.weight_decay > 0.0 {
-            &p * (1.0 - (&self.decay * (lr * c.weight_decay)))
-        } else {
-            p
-        };
-        crate::optim::adam_step(&mut p, &g, (&mut self.m, &mut self.v), c, lr, (bc1, bc2));
+        let mut p = p;
+        if c.weight_decay > 0.0 {
+            // Decoupled decay on matrices only (the mask), skipped with the step when found_inf.
+            let keep = (1.0 - &found_inf) * (lr * c.weight_decay);
+            let _ = p.g_mul_(&(1.0 - &self.decay * keep));
+        }
+        let step = self.step_tensor.fill_(self.step as f64);
+        starling_torch::fused_adamw_(
+            &[&p],
+            &[&g],
+            &[&self.m],
+            &[&self.v],
+            &step,
+            &crate::optim::hyper(c, lr, 0.0),
+            None,
+            Some(&found_inf),
+        )?;
         let full = Tensor::zeros([padded], (Kind::Float, device));
         dp.group.all_gather(&full, &p)?;
         self.layout.scatter_into(&full, params);
-        for (_, p) in vars {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
-        Ok(norm)
+        let grads: Vec<Tensor> = vars
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(Tensor::defined)
+            .collect();
+        starling_torch::foreach_zero_(&grads.iter().collect::<Vec<_>>())?;
+        Ok(StepOutcome {
+            grad_norm: norm,
+            found_inf,
+        })
     }
 
     /// Writes this rank's moments to `dir`; returns the file.

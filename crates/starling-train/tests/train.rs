@@ -278,3 +278,36 @@ fn committed_v1_checkpoint_opens_and_other_versions_are_skipped() {
     let e = starling_train::ModelDir::open(dir.path()).expect_err("no good checkpoint");
     assert!(e.to_string().contains("neither an exported model"), "{e}");
 }
+
+/// No value is read on the host inside a step: with `log_every` 5, 20 steps make one read per
+/// interval (4) and one for the closing evaluation; reading every step makes at least 20.
+#[test]
+fn one_host_sync_per_logging_interval() {
+    let _turn = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = tokens_dir(tmp.path());
+    let never = AtomicBool::new(false);
+    let mut c = cfg(20);
+    c.eval_every = 1000;
+    c.ckpt_every = 1000;
+    c.plot = false;
+    let syncs = |c: &TrainConfig, run: &str| {
+        let counter = starling_torch::SyncCounter::install().expect("observer");
+        let s = train(&tokens, &tmp.path().join(run), c, &never, &mut |_| {}).expect("train");
+        assert_eq!(s.steps, 20);
+        assert_eq!(losses(&tmp.path().join(run)).len(), 20, "a line per step");
+        counter.count()
+    };
+    c.log_every = 5;
+    let per_interval = syncs(&c, "every5");
+    c.log_every = 1;
+    let per_step = syncs(&c, "every1");
+    starling_torch::SyncCounter::remove();
+    eprintln!("host syncs in 20 steps: {per_interval} (log_every 5), {per_step} (log_every 1)");
+    assert!(
+        per_interval <= 4 + 1,
+        "{per_interval} host syncs in 20 steps"
+    );
+    assert!(per_step >= 20, "the counter sees reads: {per_step}");
+}

@@ -44,6 +44,11 @@ pub struct TrainArgs {
     /// Checkpoint every N steps.
     #[arg(long, default_value_t = 200)]
     pub ckpt_every: u64,
+    /// Read loss and gradient norm on the host every N steps (one device sync per interval;
+    /// metrics.jsonl still gets every step). In a data-parallel run a stop request is agreed at
+    /// these intervals.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: u64,
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -93,6 +98,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         ctx: a.ctx,
         eval_every: a.eval_every,
         ckpt_every: a.ckpt_every,
+        log_every: a.log_every,
         device: a.device.clone(),
         seed: a.seed,
         dtype: a.dtype.clone(),

@@ -49,13 +49,20 @@ pub(super) struct ChoiceOut {
     tokens: usize,
 }
 
-pub(super) async fn chat(
-    State(s): State<Arc<AppState>>,
-    ApiJson(v): ApiJson,
-) -> Result<Response, ApiError> {
-    let req: ChatRequest = typed(&v)?;
-    let sampling: Sampling = typed(&v)?;
-    s.check_model(req.model.as_deref())?;
+/// What a chat request asks beyond sampling, checked.
+struct ChatChecked {
+    top: i64,
+    logprobs: bool,
+    want: usize,
+}
+
+/// Checks a chat request's messages, sampling, log-probability and grounding fields (in that
+/// order), naming the field at fault.
+fn check_chat(
+    req: &ChatRequest,
+    sampling: Sampling,
+    config: &super::ServeConfig,
+) -> Result<(crate::openai::Params, ChatChecked), ApiError> {
     if req.messages.is_empty() {
         return Err(ApiError::invalid(
             "messages",
@@ -73,7 +80,7 @@ pub(super) async fn chat(
             ));
         }
     }
-    let p = sampling.validate(s.config.chat_max_tokens)?;
+    let p = sampling.validate(config.chat_max_tokens)?;
     let top = req.top_logprobs.unwrap_or(0);
     if !(0..=crate::openai::MAX_TOP_LOGPROBS as i64).contains(&top) {
         return Err(ApiError::invalid(
@@ -89,7 +96,7 @@ pub(super) async fn chat(
         ));
     }
     let want = match req.grounding {
-        None | Some(Grounding::On(true)) => s.config.grounding_posts,
+        None | Some(Grounding::On(true)) => config.grounding_posts,
         Some(Grounding::On(false)) => 0,
         Some(Grounding::Count(c)) if (0..=20).contains(&c) => c as usize,
         Some(Grounding::Count(c)) => {
@@ -99,6 +106,31 @@ pub(super) async fn chat(
             ))
         }
     };
+    Ok((
+        p,
+        ChatChecked {
+            top,
+            logprobs,
+            want,
+        },
+    ))
+}
+
+pub(super) async fn chat(
+    State(s): State<Arc<AppState>>,
+    ApiJson(v): ApiJson,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = typed(&v)?;
+    let sampling: Sampling = typed(&v)?;
+    s.check_model(req.model.as_deref())?;
+    let (
+        p,
+        ChatChecked {
+            top,
+            logprobs,
+            want,
+        },
+    ) = check_chat(&req, sampling, &s.config)?;
     let texts: Vec<String> = req.messages.iter().map(|m| m.text()).collect();
     s.check_text_fits(
         "messages",

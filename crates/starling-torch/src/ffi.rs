@@ -1,0 +1,171 @@
+//! The C ABI of `csrc/starling_torch.cpp`, and the one module allowed to call it.
+#![allow(unsafe_code)]
+
+use crate::AdamWHyper;
+use std::ffi::{c_char, c_double, c_int, c_void};
+use tch::Tensor;
+
+const ERR_LEN: usize = 4096;
+
+extern "C" {
+    fn starling_torch_sync_counter_install(err: *mut c_char, len: usize) -> c_int;
+    fn starling_torch_sync_counter_remove();
+    fn starling_torch_sync_count() -> u64;
+    fn starling_torch_sync_count_thread() -> u64;
+    fn starling_torch_read_f64(
+        t: *mut c_void,
+        out: *mut c_double,
+        n: usize,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_torch_global_norm(
+        ts: *const *mut c_void,
+        n: usize,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_torch_foreach_mul_(
+        ts: *const *mut c_void,
+        n: usize,
+        scale: *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_torch_foreach_zero_(
+        ts: *const *mut c_void,
+        n: usize,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_torch_fused_adamw_(
+        params: *const *mut c_void,
+        grads: *const *mut c_void,
+        m: *const *mut c_void,
+        v: *const *mut c_void,
+        n: usize,
+        step: *mut c_void,
+        lr: c_double,
+        lr_tensor: *mut c_void,
+        beta1: c_double,
+        beta2: c_double,
+        wd: c_double,
+        eps: c_double,
+        found_inf: *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+/// A C++ exception's text.
+pub(crate) type CResult<T> = std::result::Result<T, String>;
+
+/// Runs one call with an error buffer; the C++ exception's text when it fails.
+fn call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> CResult<()> {
+    let mut err = vec![0u8; ERR_LEN];
+    if f(err.as_mut_ptr().cast(), ERR_LEN) == 0 {
+        return Ok(());
+    }
+    let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+    Err(String::from_utf8_lossy(&err[..end]).into_owned())
+}
+
+/// The `at::Tensor*` behind a tch tensor. The C++ side reads the handle (and may write the data
+/// it points to, as in-place ops do) but never replaces or frees it.
+fn raw(t: &Tensor) -> *mut c_void {
+    t.as_ptr() as *mut c_void
+}
+
+fn raws(ts: &[&Tensor]) -> Vec<*mut c_void> {
+    ts.iter().map(|t| raw(t)).collect()
+}
+
+pub(crate) fn sync_counter_install() -> CResult<()> {
+    // SAFETY: takes only the error buffer, which `call` keeps alive for the call.
+    call(|e, l| unsafe { starling_torch_sync_counter_install(e, l) })
+}
+
+pub(crate) fn sync_counter_remove() {
+    // SAFETY: no arguments; removing an absent observer does nothing.
+    unsafe { starling_torch_sync_counter_remove() }
+}
+
+pub(crate) fn sync_count() -> u64 {
+    // SAFETY: reads an atomic counter.
+    unsafe { starling_torch_sync_count() }
+}
+
+pub(crate) fn sync_count_thread() -> u64 {
+    // SAFETY: reads a thread-local counter.
+    unsafe { starling_torch_sync_count_thread() }
+}
+
+pub(crate) fn read_f64(t: &Tensor) -> CResult<Vec<f64>> {
+    let n = t.numel();
+    let mut out = vec![0f64; n];
+    // SAFETY: `t` outlives the call; `out` holds exactly n doubles, checked on the C++ side.
+    call(|e, l| unsafe { starling_torch_read_f64(raw(t), out.as_mut_ptr(), n, e, l) })?;
+    Ok(out)
+}
+
+pub(crate) fn global_norm(ts: &[&Tensor]) -> CResult<Tensor> {
+    let ptrs = raws(ts);
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: the handles outlive the call; on success `out` is a new at::Tensor* we own.
+    call(|e, l| unsafe { starling_torch_global_norm(ptrs.as_ptr(), ptrs.len(), &mut out, e, l) })?;
+    if out.is_null() {
+        return Err("global norm returned no tensor".into());
+    }
+    // SAFETY: `out` was allocated by `new at::Tensor` and is owned (and freed) by the Tensor now.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+pub(crate) fn foreach_mul_(ts: &[&Tensor], scale: &Tensor) -> CResult<()> {
+    let ptrs = raws(ts);
+    // SAFETY: the handles outlive the call.
+    call(|e, l| unsafe { starling_torch_foreach_mul_(ptrs.as_ptr(), ptrs.len(), raw(scale), e, l) })
+}
+
+pub(crate) fn foreach_zero_(ts: &[&Tensor]) -> CResult<()> {
+    let ptrs = raws(ts);
+    // SAFETY: the handles outlive the call.
+    call(|e, l| unsafe { starling_torch_foreach_zero_(ptrs.as_ptr(), ptrs.len(), e, l) })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fused_adamw_(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    m: &[&Tensor],
+    v: &[&Tensor],
+    step: &Tensor,
+    h: &AdamWHyper,
+    lr: Option<&Tensor>,
+    found_inf: Option<&Tensor>,
+) -> CResult<()> {
+    let (p, g, a, b) = (raws(params), raws(grads), raws(m), raws(v));
+    let lr_t = lr.map(raw).unwrap_or(std::ptr::null_mut());
+    let inf = found_inf.map(raw).unwrap_or(std::ptr::null_mut());
+    // SAFETY: the four lists have the same length (checked by the caller) and every handle
+    // outlives the call; null optional tensors mean "absent".
+    call(|e, l| unsafe {
+        starling_torch_fused_adamw_(
+            p.as_ptr(),
+            g.as_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            p.len(),
+            raw(step),
+            h.lr,
+            lr_t,
+            h.beta1,
+            h.beta2,
+            h.weight_decay,
+            h.eps,
+            inf,
+            e,
+            l,
+        )
+    })
+}

@@ -1,0 +1,227 @@
+//! starling's C++ layer over ATen, for what the `tch` crate has no binding for: ATen's fused
+//! AdamW kernel, foreach operations over tensor lists, and a counter of host synchronisations.
+//!
+//! Tensors cross the boundary as tch's own handles (each an `at::Tensor*`), so autograd, devices
+//! and dtypes come along; nothing is copied. The C++ source is `csrc/starling_torch.cpp`, compiled
+//! against the torch wheel's headers by `build.rs`.
+//!
+//! ```no_run
+//! use tch::{Device, Kind, Tensor};
+//! let mut p = Tensor::ones([4], (Kind::Float, Device::Cpu));
+//! let g = Tensor::full([4], 0.5, (Kind::Float, Device::Cpu));
+//! let norm = starling_torch::global_norm(&[&g]).unwrap(); // 1.0, still a tensor
+//! let m = p.zeros_like();
+//! let v = p.zeros_like();
+//! let step = Tensor::from(1.0f32);
+//! let adam = starling_torch::AdamWHyper { lr: 1e-3, beta1: 0.9, beta2: 0.95, weight_decay: 0.1, eps: 1e-8 };
+//! starling_torch::fused_adamw_(&[&p], &[&g], &[&m], &[&v], &step, &adam, None, None).unwrap();
+//! # let _ = (&mut p, norm);
+//! ```
+
+mod ffi;
+
+use tch::Tensor;
+
+/// An error raised by libtorch inside the C++ layer (its message), or a refused argument.
+#[derive(Debug, thiserror::Error)]
+#[error("torch: {0}")]
+pub struct Error(pub String);
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// AdamW's hyper-parameters for one fused step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWHyper {
+    /// Learning rate (ignored when a learning-rate tensor is passed).
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Decoupled weight decay (applied as `p ← p·(1 − lr·wd)` before the Adam update).
+    pub weight_decay: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+}
+
+/// One AdamW step over parameters `params` with gradients `grads` and moments `m`, `v` (all
+/// updated in place) through ATen's fused kernel. `step` is a 0-d float tensor on the parameters'
+/// device holding the step number (1 for the first update) for the bias corrections. `lr`, when
+/// given, is a 0-d device tensor used instead of `hyper.lr` (for captured graphs). When
+/// `found_inf` (a 0-d float tensor) holds 1 the step changes nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_adamw_(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    m: &[&Tensor],
+    v: &[&Tensor],
+    step: &Tensor,
+    hyper: &AdamWHyper,
+    lr: Option<&Tensor>,
+    found_inf: Option<&Tensor>,
+) -> Result<()> {
+    let n = params.len();
+    if grads.len() != n || m.len() != n || v.len() != n {
+        return Err(Error(format!(
+            "fused AdamW: {} parameters, {} gradients, {} first and {} second moments",
+            n,
+            grads.len(),
+            m.len(),
+            v.len()
+        )));
+    }
+    ffi::fused_adamw_(params, grads, m, v, step, hyper, lr, found_inf).map_err(Error)
+}
+
+/// The L2 norm over every element of `tensors` (computed in fp32), as a 0-d tensor on their device:
+/// no value reaches the host.
+pub fn global_norm(tensors: &[&Tensor]) -> Result<Tensor> {
+    ffi::global_norm(tensors).map_err(Error)
+}
+
+/// Multiplies every tensor in place by the 0-d tensor `scale`, without reading it on the host.
+pub fn foreach_mul_(tensors: &[&Tensor], scale: &Tensor) -> Result<()> {
+    if tensors.is_empty() {
+        return Ok(());
+    }
+    ffi::foreach_mul_(tensors, scale).map_err(Error)
+}
+
+/// Zeroes every tensor in place.
+pub fn foreach_zero_(tensors: &[&Tensor]) -> Result<()> {
+    if tensors.is_empty() {
+        return Ok(());
+    }
+    ffi::foreach_zero_(tensors).map_err(Error)
+}
+
+/// Copies a tensor's values to the host as f64: the one deliberate device read, counted by the
+/// [`SyncCounter`].
+pub fn read_f64(t: &Tensor) -> Result<Vec<f64>> {
+    ffi::read_f64(t).map_err(Error)
+}
+
+/// Counts host synchronisations: `aten::item` / `aten::_local_scalar_dense` called from user code
+/// (tch's `double_value`, `int64_value`), reads of device scalars inside ops, copies from a device
+/// to the CPU, and the reads made through [`read_f64`]. It observes every op through ATen's global
+/// RecordFunction callbacks, which costs time: install it to measure, not in production. It
+/// counts the synchronisations of the thread that made it (the training loop's).
+#[derive(Debug)]
+pub struct SyncCounter {
+    start: u64,
+    /// Counts belong to the thread that made the counter.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl SyncCounter {
+    /// Installs the observer (once per process; later calls share it) and starts counting from now.
+    pub fn install() -> Result<Self> {
+        ffi::sync_counter_install().map_err(Error)?;
+        Ok(Self {
+            start: ffi::sync_count_thread(),
+            _thread: std::marker::PhantomData,
+        })
+    }
+
+    /// Synchronisations this thread made since the counter was made.
+    pub fn count(&self) -> u64 {
+        ffi::sync_count_thread() - self.start
+    }
+
+    /// Synchronisations every thread made since the process started.
+    pub fn process_total() -> u64 {
+        ffi::sync_count()
+    }
+
+    /// Removes the observer for the whole process (counts made through [`read_f64`] go on).
+    pub fn remove() {
+        ffi::sync_counter_remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn t(v: &[f32]) -> Tensor {
+        Tensor::from_slice(v)
+    }
+
+    #[test]
+    fn global_norm_and_scaling_stay_tensors() {
+        let a = t(&[3.0, 0.0]);
+        let b = t(&[0.0, 4.0, 0.0]);
+        let n = global_norm(&[&a, &b]).unwrap();
+        assert_eq!(n.size(), Vec::<i64>::new());
+        assert!((n.double_value(&[]) - 5.0).abs() < 1e-6);
+        foreach_mul_(&[&a, &b], &Tensor::from(0.5f32)).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&b).unwrap(), vec![0.0, 2.0, 0.0]);
+        foreach_zero_(&[&a]).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&a).unwrap(), vec![0.0, 0.0]);
+        assert!(global_norm(&[]).is_err());
+    }
+
+    #[test]
+    fn fused_adamw_matches_the_formula_and_skips_on_found_inf() {
+        let p = t(&[1.0, -2.0]);
+        let g = t(&[3.0, -0.5]);
+        let (m, v) = (p.zeros_like(), p.zeros_like());
+        let step = Tensor::from(1.0f32);
+        let h = AdamWHyper {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            weight_decay: 0.5,
+            eps: 1e-8,
+        };
+        let inf = Tensor::from(1.0f32);
+        fused_adamw_(&[&p], &[&g], &[&m], &[&v], &step, &h, None, Some(&inf)).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, -2.0]);
+        assert_eq!(Vec::<f32>::try_from(&m).unwrap(), vec![0.0, 0.0]);
+        let ok = Tensor::from(0.0f32);
+        fused_adamw_(&[&p], &[&g], &[&m], &[&v], &step, &h, None, Some(&ok)).unwrap();
+        // Step 1: m̂ = g, v̂ = g², so p = (1 − lr·wd)·p − lr·sign(g).
+        let got = Vec::<f32>::try_from(&p).unwrap();
+        assert!((got[0] - (0.95 - 0.1)).abs() < 1e-6, "{got:?}");
+        assert!((got[1] - (-1.9 + 0.1)).abs() < 1e-6, "{got:?}");
+        // A learning rate given as a tensor replaces the number.
+        let lr = Tensor::from(0.0f32);
+        let before = Vec::<f32>::try_from(&p).unwrap();
+        let h0 = AdamWHyper {
+            weight_decay: 0.0,
+            ..h
+        };
+        fused_adamw_(&[&p], &[&g], &[&m], &[&v], &step, &h0, Some(&lr), None).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&p).unwrap(), before);
+    }
+
+    #[test]
+    fn mismatched_lists_are_refused() {
+        let p = t(&[1.0]);
+        let step = Tensor::from(1.0f32);
+        let h = AdamWHyper {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            weight_decay: 0.0,
+            eps: 1e-8,
+        };
+        let e = fused_adamw_(&[&p], &[], &[&p], &[&p], &step, &h, None, None).unwrap_err();
+        assert!(e.0.contains("1 parameters, 0 gradients"), "{e}");
+    }
+
+    #[test]
+    fn the_counter_sees_item_but_not_device_free_work() {
+        let c = SyncCounter::install().unwrap();
+        let x = Tensor::randn([64, 64], (Kind::Float, Device::Cpu));
+        let y = x.matmul(&x).sum(Kind::Float);
+        let _ = global_norm(&[&x, &y]).unwrap();
+        let before = c.count();
+        let _ = y.double_value(&[]);
+        let _ = read_f64(&y).unwrap();
+        assert!(c.count() >= before + 2, "{} -> {}", before, c.count());
+        assert_eq!(read_f64(&t(&[1.0, 2.5])).unwrap(), vec![1.0, 2.5]);
+    }
+}
