@@ -7,6 +7,7 @@ under torch.compile on the token batches starling wrote, with the same threads.
 Prints one JSON object: train and forward tokens/s (median step after warm-up) and losses.
 """
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -133,11 +134,16 @@ def main():
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--mode", choices=["eager", "compile"], default="eager")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     cfg = json.loads(a.config)
-    model = Llama(cfg) if a.arch == "llama" else Gpt2(cfg)
+    dev = torch.device(a.device)
+    model = (Llama(cfg) if a.arch == "llama" else Gpt2(cfg)).to(dev)
+    # On CUDA, matrix products in bf16 (autocast) with fp32 weights, as starling's compute kind.
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if a.device == "cuda"
+           else contextlib.nullcontext())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -145,7 +151,7 @@ def main():
         lr=a.lr, betas=(0.9, 0.95), eps=1e-8, fused=True,
     )
     run = torch.compile(model) if a.mode == "compile" else model
-    data = torch.from_numpy(np.fromfile(a.data, dtype="<u4").astype(np.int64))
+    data = torch.from_numpy(np.fromfile(a.data, dtype="<u4").astype(np.int64)).to(dev)
     per = a.batch * (a.ctx + 1)
     total = a.warmup + a.steps
 
@@ -153,12 +159,15 @@ def main():
         w = data[k * per:(k + 1) * per].view(a.batch, a.ctx + 1)
         return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
+    if a.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     t_warm = time.perf_counter()
     for k in range(total):
         x, y = batch(k)
         t = time.perf_counter()
-        loss = run(x, y)
+        with amp:
+            loss = run(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()
@@ -173,7 +182,8 @@ def main():
         for k in range(total):
             x, y = batch(k)
             t = time.perf_counter()
-            run(x, y).item()
+            with amp:
+                run(x, y).item()
             if k >= a.warmup:
                 fwd.append(time.perf_counter() - t)
     tokens = a.batch * a.ctx
@@ -184,6 +194,8 @@ def main():
         "last_loss": losses[-1],
         "warmup_s": warm_s if a.warmup else 0.0,
         "params": sum(p.numel() for p in model.parameters()),
+        "peak_mem": torch.cuda.max_memory_allocated() if a.device == "cuda" else None,
+        "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
         "torch": torch.__version__,
     }))
 

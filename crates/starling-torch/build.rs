@@ -1,12 +1,13 @@
 //! Compiles starling's C++ layer against the headers of the libtorch that tch links (LIBTORCH,
 //! set by .cargo/config.toml to the torch wheel in .venv).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/starling_torch.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=STARLING_LIBTORCH_LIB");
+    println!("cargo:rerun-if-env-changed=STARLING_NO_CUDA");
     let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
         panic!("LIBTORCH is not set: run scripts/setup.sh (it links .venv/libtorch to the torch wheel)");
     };
@@ -18,8 +19,32 @@ fn main() {
             include.display()
         );
     }
-    cc::Build::new()
-        .cpp(true)
+    // The CUDA part (memory statistics, device names) needs a CUDA libtorch and the CUDA runtime
+    // headers of the wheels beside it (nvidia-cuda-runtime, nvidia-cuda-cccl, triton), as
+    // starling-dist's NCCL backend does; STARLING_NO_CUDA=1 leaves it out.
+    let site = libtorch.parent().map(Path::to_path_buf);
+    let cuda = site.as_ref().and_then(|site| {
+        let nv = site.join("nvidia");
+        let dirs = [
+            nv.join("cu13/include"),
+            nv.join("cu13/include/cccl"),
+            site.join("triton/backends/nvidia/include"),
+        ];
+        let ok = std::env::var_os("STARLING_NO_CUDA").is_none()
+            && libtorch.join("lib/libtorch_cuda.so").exists()
+            && dirs[0].join("cuda_runtime_api.h").exists()
+            && dirs[1].join("nv/target").exists()
+            && dirs[2].join("crt/host_config.h").exists();
+        ok.then_some(dirs)
+    });
+    let mut b = cc::Build::new();
+    if let Some(dirs) = &cuda {
+        for d in dirs {
+            b.include(d);
+        }
+        b.define("STARLING_CUDA", None);
+    }
+    b.cpp(true)
         .file("csrc/starling_torch.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
@@ -33,6 +58,10 @@ fn main() {
         .compile("starling_torch");
     let lib = libtorch.join("lib");
     println!("cargo:rustc-link-search=native={}", lib.display());
+    if cuda.is_some() {
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    }
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
     if let Ok(dir) = std::env::var("STARLING_LIBTORCH_LIB") {

@@ -172,6 +172,32 @@ pub fn find(key: &str) -> Option<&'static Gpu> {
     CATALOG.iter().find(|g| g.key == k)
 }
 
+/// The catalog entry of a CUDA device by the name the driver reports (`NVIDIA H200`,
+/// `NVIDIA A100-SXM4-40GB`, `Tesla V100-SXM2-32GB`, `NVIDIA H100 80GB HBM3`, ...).
+pub fn from_device_name(name: &str) -> Option<&'static Gpu> {
+    let n = name.to_ascii_uppercase();
+    let key = if n.contains("B200") {
+        "b200"
+    } else if n.contains("H200") {
+        "h200"
+    } else if n.contains("H800") {
+        "h800"
+    } else if n.contains("H100") {
+        "h100"
+    } else if n.contains("A100") {
+        if n.contains("40GB") {
+            "a100-40gb"
+        } else {
+            "a100-80gb"
+        }
+    } else if n.contains("V100") {
+        "v100"
+    } else {
+        return None;
+    };
+    find(key)
+}
+
 /// Default model-FLOPs utilisation of a generation, with the anchor it comes from (none of them a
 /// run of the validation table).
 pub fn default_mfu(generation: Generation) -> (f64, &'static str) {
@@ -190,5 +216,27 @@ pub fn default_mfu(generation: Generation) -> (f64, &'static str) {
             "llm.c GPT-2 124M, 10B tokens in 45 min on 8xH100: 6*N*D + attention over 8 GPUs x 2,700 s x 989 TFLOP/s = 40%",
         ),
         Generation::Blackwell => (0.40, "no published at-scale anchor yet: Hopper's default carried over"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_names_find_their_peak() {
+        let peak = |n: &str| from_device_name(n).map(|g| g.peak_bf16);
+        assert_eq!(peak("NVIDIA H200"), Some(989e12));
+        assert_eq!(peak("NVIDIA H100 80GB HBM3"), Some(989e12));
+        assert_eq!(peak("NVIDIA A100-SXM4-40GB"), Some(312e12));
+        assert_eq!(
+            from_device_name("NVIDIA A100-SXM4-80GB").map(|g| g.key),
+            Some("a100-80gb")
+        );
+        assert_eq!(
+            from_device_name("Tesla V100-SXM2-32GB").map(|g| g.key),
+            Some("v100")
+        );
+        assert_eq!(from_device_name("NVIDIA GeForce RTX 4090"), None);
     }
 }

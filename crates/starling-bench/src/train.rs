@@ -17,13 +17,13 @@ use tch::{Device, Kind, Tensor};
 #[derive(clap::Args)]
 pub struct TrainBenchArgs {
     /// Rows: small (the CPU default preset), llama-7m (DESIGN.md's Llama), gpt2-fixed (DESIGN.md's
-    /// fixed comparison model).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "small,llama-7m,gpt2-fixed"
-    )]
+    /// fixed comparison model); on CUDA gpt2-124m (16 x 1024) and llama-1b (8 x 1024). Default:
+    /// the first three on CPU, the last two on CUDA.
+    #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
+    /// cpu, or cuda (bf16 matrix products on both sides: starling's compute kind, PyTorch's autocast).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Timed steps (after warm-up).
     #[arg(long, default_value_t = 12)]
     steps: usize,
@@ -197,7 +197,25 @@ fn row(name: &str) -> Result<Row> {
             llama: None,
             gpt2: Some((256, 4, 4, 1024)),
         },
-        other => bail!("unknown row `{other}` (small, llama-7m, gpt2-fixed)"),
+        "gpt2-124m" => Row {
+            name: "gpt2-124m",
+            arch: "llama",
+            batch: 16,
+            ctx: 1024,
+            vocab: 50257,
+            llama: Some(LlamaConfig::preset("gpt2-124m", 50257)?),
+            gpt2: None,
+        },
+        "llama-1b" => Row {
+            name: "llama-1b",
+            arch: "llama",
+            batch: 8,
+            ctx: 1024,
+            vocab: 32000,
+            llama: Some(LlamaConfig::preset("llama-1b", 32000)?),
+            gpt2: None,
+        },
+        other => bail!("unknown row `{other}` (small, llama-7m, gpt2-fixed, gpt2-124m, llama-1b)"),
     })
 }
 
@@ -210,13 +228,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// What one side of a row measured.
+struct Side {
+    train_tok_s: f64,
+    forward_tok_s: f64,
+    last_loss: f64,
+    /// Peak bytes allocated on the GPU (None on CPU).
+    peak_mem: Option<u64>,
+}
+
 /// Train and forward tokens/s of starling on `data` (tokens, batch x (ctx+1) per step).
-fn starling_side(r: &Row, data: &[u32], steps: usize, warmup: usize) -> Result<(f64, f64, f64)> {
+fn starling_side(
+    r: &Row,
+    data: &[u32],
+    steps: usize,
+    warmup: usize,
+    device: Device,
+) -> Result<Side> {
     tch::manual_seed(1);
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(device);
     let loss_fn: LossFn = match (&r.llama, r.gpt2) {
         (Some(c), _) => {
-            let m = Llama::new(&vs.root(), c);
+            let mut m = Llama::new(&vs.root(), c);
+            if device.is_cuda() {
+                m.set_compute_kind(Kind::BFloat16);
+            }
             Box::new(move |x, y| m.loss(x, y))
         }
         (None, Some((d, l, h, ff))) => {
@@ -238,12 +274,17 @@ fn starling_side(r: &Row, data: &[u32], steps: usize, warmup: usize) -> Result<(
             .iter()
             .map(|&t| i64::from(t))
             .collect();
-        let w = Tensor::from_slice(&w).view([r.batch as i64, r.ctx as i64 + 1]);
+        let w = Tensor::from_slice(&w)
+            .view([r.batch as i64, r.ctx as i64 + 1])
+            .to_device(device);
         (
             w.narrow(1, 0, r.ctx as i64).contiguous(),
             w.narrow(1, 1, r.ctx as i64).contiguous(),
         )
     };
+    if let Device::Cuda(i) = device {
+        starling_torch::cuda::reset_peak_memory(i)?;
+    }
     let mut times = Vec::new();
     let mut last = f64::NAN;
     for k in 0..warmup + steps {
@@ -270,8 +311,17 @@ fn starling_side(r: &Row, data: &[u32], steps: usize, warmup: usize) -> Result<(
             }
         }
     }
+    let peak_mem = match device {
+        Device::Cuda(i) => starling_torch::cuda::max_memory_allocated(i)?,
+        _ => None,
+    };
     let tokens = (r.batch * r.ctx) as f64;
-    Ok((tokens / median(times), tokens / median(fwd), last))
+    Ok(Side {
+        train_tok_s: tokens / median(times),
+        forward_tok_s: tokens / median(fwd),
+        last_loss: last,
+        peak_mem,
+    })
 }
 
 /// The PyTorch reference's JSON line for one row and mode.
@@ -290,7 +340,13 @@ fn torch_side(
         .to_string(),
         _ => bail!("row {} has no model", r.name),
     };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_train.py");
+    // The checkout the binary runs in (a carried binary on a device machine), else the one it was built in.
+    let local = Path::new("scripts/bench_train.py");
+    let script = if local.exists() {
+        local.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_train.py")
+    };
     let out = Command::new(py)
         .arg(&script)
         .args(["--arch", r.arch, "--config", &config, "--mode", mode])
@@ -300,6 +356,7 @@ fn torch_side(
         .args(["--steps", &a.steps.to_string()])
         .args(["--warmup", &a.warmup.to_string()])
         .args(["--threads", &a.threads.to_string()])
+        .args(["--device", &a.device])
         .env("OMP_NUM_THREADS", a.threads.to_string())
         .output()
         .with_context(|| format!("running {} {}", py.display(), script.display()))?;
@@ -315,6 +372,23 @@ fn torch_side(
     serde_json::from_str(line).with_context(|| format!("reading the reference's output: {text}"))
 }
 
+/// The processor or GPU the table was measured on.
+fn processor(device: Device) -> String {
+    if let Device::Cuda(i) = device {
+        return starling_train::metrics::cuda_device_name(i)
+            .unwrap_or_else(|| "CUDA device".into());
+    }
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 /// Runs the training benchmark and prints its tables.
 pub fn train(a: &TrainBenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
@@ -322,18 +396,44 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
             "warning: debug build; run `cargo run --release -p starling -- bench train` for real figures"
         );
     }
+    let device = match a.device.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+        "cuda" => bail!("--device cuda: CUDA is not available to libtorch here"),
+        other => bail!("unknown --device `{other}` (cpu or cuda)"),
+    };
     tch::set_num_threads(a.threads);
     let py = crate::measure::python(a.python.as_deref());
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    let rows = a.rows.iter().map(|n| row(n)).collect::<Result<Vec<_>>>()?;
+    let default_rows: &[&str] = if device.is_cuda() {
+        &["gpt2-124m", "llama-1b"]
+    } else {
+        &["small", "llama-7m", "gpt2-fixed"]
+    };
+    let names: Vec<String> = if a.rows.is_empty() {
+        default_rows.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.rows.clone()
+    };
+    let rows = names.iter().map(|n| row(n)).collect::<Result<Vec<_>>>()?;
+    let peak = starling_train::default_peak_flops(if device.is_cuda() { "cuda" } else { "cpu" });
+    let (precision, threads) = if device.is_cuda() {
+        ("bf16 matrix products (PyTorch: autocast)", String::new())
+    } else {
+        ("fp32", format!("; {} threads", a.threads))
+    };
     println!(
-        "train step = forward + backward + clip + AdamW; median of {} steps after {} warm-up; {} threads; fp32; CPU",
-        a.steps, a.warmup, a.threads
+        "train step = forward + backward + clip + AdamW; median of {} steps after {} warm-up{threads}; {precision}; {}; torch {}; MFU against {:.3e} FLOP/s",
+        a.steps,
+        a.warmup,
+        processor(device),
+        torch_version(&py),
+        peak
     );
     println!(
-        "| model | params | batch x ctx | starling train tok/s | PyTorch eager | torch.compile | starling / eager | starling / compile | starling fwd tok/s | eager fwd | compile fwd | fwd / eager | last loss starling / eager |"
+        "| model | params | batch x ctx | starling train tok/s | PyTorch eager | torch.compile | starling / eager | starling / compile | MFU starling / eager / compile | peak mem GiB starling / eager / compile | starling fwd tok/s | eager fwd | fwd / eager | last loss starling / eager |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let total = (a.warmup + a.steps) * r.batch * (r.ctx + 1);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -347,7 +447,13 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
             f.write_all(&t.to_le_bytes())?;
         }
         drop(f);
-        let (st, sf, sl) = starling_side(r, &data, a.steps, a.warmup)?;
+        if device.is_cuda() && r.gpt2.is_some() {
+            bail!(
+                "row {}: the GPT-2 comparison model runs on the CPU only",
+                r.name
+            );
+        }
+        let st = starling_side(r, &data, a.steps, a.warmup, device)?;
         let eager = torch_side(&py, r, &path, a, "eager")?;
         let compiled = if a.no_compile {
             None
@@ -356,26 +462,62 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         };
         let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let (et, ef) = (f(&eager, "train_tok_s"), f(&eager, "forward_tok_s"));
-        let (ct, cf) = compiled
+        let ct = compiled
             .as_ref()
-            .map(|c| (f(c, "train_tok_s"), f(c, "forward_tok_s")))
-            .unwrap_or((f64::NAN, f64::NAN));
+            .map(|c| f(c, "train_tok_s"))
+            .unwrap_or(f64::NAN);
+        let flops = match (&r.llama, r.gpt2) {
+            (Some(c), _) => c.flops_per_token(r.ctx),
+            // GPT-2: 6 N (matrix parameters) + attention, as for Llama.
+            (None, Some((d, l, _, ff))) => {
+                let n = (l * (4 * d * d + 2 * d * ff)) as f64 + (r.vocab as i64 * d) as f64;
+                6.0 * n + 12.0 * (l * d) as f64 * r.ctx as f64
+            }
+            _ => f64::NAN,
+        };
+        let mfu = |t: f64| format!("{:.1}%", t * flops / peak * 100.0);
+        let gib = |b: Option<f64>| {
+            b.map_or("-".to_string(), |b| {
+                format!("{:.2}", b / (1u64 << 30) as f64)
+            })
+        };
+        let mem_of = |v: Option<&serde_json::Value>| v.and_then(|v| v["peak_mem"].as_f64());
         println!(
-            "| {} | {:.2}M | {}x{} | {st:.0} | {et:.0} | {ct:.0} | {:.2}x | {:.2}x | {sf:.0} | {ef:.0} | {cf:.0} | {:.2}x | {sl:.3} / {:.3} |",
+            "| {} | {:.2}M | {}x{} | {:.0} | {et:.0} | {ct:.0} | {:.2}x | {:.2}x | {} / {} / {} | {} / {} / {} | {:.0} | {ef:.0} | {:.2}x | {:.3} / {:.3} |",
             r.name,
             f(&eager, "params") / 1e6,
             r.batch,
             r.ctx,
-            st / et,
-            st / ct,
-            sf / ef,
+            st.train_tok_s,
+            st.train_tok_s / et,
+            st.train_tok_s / ct,
+            mfu(st.train_tok_s),
+            mfu(et),
+            mfu(ct),
+            gib(st.peak_mem.map(|b| b as f64)),
+            gib(mem_of(Some(&eager))),
+            gib(mem_of(compiled.as_ref())),
+            st.forward_tok_s,
+            st.forward_tok_s / ef,
+            st.last_loss,
             f(&eager, "last_loss")
         );
     }
-    if !a.no_generate {
+    if !a.no_generate && !device.is_cuda() {
         generation(&py, a)?;
     }
     Ok(())
+}
+
+/// The torch version the reference runs (the wheel tch links).
+fn torch_version(py: &Path) -> String {
+    Command::new(py)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "(unknown)".into())
 }
 
 /// Greedy generation of the `small` preset: starling's KV cache against HF `generate`.

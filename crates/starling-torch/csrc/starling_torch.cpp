@@ -186,3 +186,57 @@ int starling_torch_fused_adamw_(at::Tensor** params, at::Tensor** grads, at::Ten
 }
 
 }  // extern "C"
+
+// ---- CUDA (compiled when the torch wheel has CUDA and its headers are beside it) -------------
+
+#ifdef STARLING_CUDA
+#include <ATen/cuda/CUDAContextLight.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+extern "C" {
+
+/// 1 when this library was built with its CUDA part.
+int starling_torch_has_cuda() {
+#ifdef STARLING_CUDA
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+/// Peak bytes allocated by the CUDA caching allocator on `device` since the last reset
+/// (torch.cuda.max_memory_allocated); -1 without the CUDA part.
+int starling_torch_cuda_max_memory_allocated(int device, int64_t* out, char* err, size_t len) {
+  return guarded(err, len, [&] {
+#ifdef STARLING_CUDA
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
+    *out = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+               .peak;
+#else
+    *out = -1;
+#endif
+  });
+}
+
+/// Resets the peak of starling_torch_cuda_max_memory_allocated.
+int starling_torch_cuda_reset_peak(int device, char* err, size_t len) {
+  return guarded(err, len, [&] {
+#ifdef STARLING_CUDA
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device);
+#endif
+  });
+}
+
+/// The name the CUDA driver gives `device` (empty without the CUDA part).
+int starling_torch_cuda_device_name(int device, char* out, size_t out_len, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    std::string name;
+#ifdef STARLING_CUDA
+    name = at::cuda::getDeviceProperties(device)->name;
+#endif
+    set_error(out, out_len, name);
+  });
+}
+
+}  // extern "C"

@@ -58,6 +58,24 @@ extern "C" {
     ) -> c_int;
 }
 
+extern "C" {
+    fn starling_torch_has_cuda() -> c_int;
+    fn starling_torch_cuda_max_memory_allocated(
+        device: c_int,
+        out: *mut i64,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_torch_cuda_reset_peak(device: c_int, err: *mut c_char, len: usize) -> c_int;
+    fn starling_torch_cuda_device_name(
+        device: c_int,
+        out: *mut c_char,
+        out_len: usize,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
 /// A C++ exception's text.
 pub(crate) type CResult<T> = std::result::Result<T, String>;
 
@@ -168,4 +186,31 @@ pub(crate) fn fused_adamw_(
             l,
         )
     })
+}
+
+pub(crate) fn has_cuda() -> bool {
+    // SAFETY: reads a compile-time constant.
+    unsafe { starling_torch_has_cuda() == 1 }
+}
+
+pub(crate) fn cuda_max_memory_allocated(device: i32) -> CResult<i64> {
+    let mut out = 0i64;
+    // SAFETY: `out` lives across the call.
+    call(|e, l| unsafe { starling_torch_cuda_max_memory_allocated(device, &mut out, e, l) })?;
+    Ok(out)
+}
+
+pub(crate) fn cuda_reset_peak(device: i32) -> CResult<()> {
+    // SAFETY: takes a device index and the error buffer.
+    call(|e, l| unsafe { starling_torch_cuda_reset_peak(device, e, l) })
+}
+
+pub(crate) fn cuda_device_name(device: i32) -> CResult<String> {
+    let mut name = vec![0u8; 256];
+    // SAFETY: `name` holds 256 bytes, written NUL-terminated by the C++ side.
+    call(|e, l| unsafe {
+        starling_torch_cuda_device_name(device, name.as_mut_ptr().cast(), name.len(), e, l)
+    })?;
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
 }

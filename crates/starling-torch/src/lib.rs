@@ -102,6 +102,44 @@ pub fn read_f64(t: &Tensor) -> Result<Vec<f64>> {
     ffi::read_f64(t).map_err(Error)
 }
 
+/// CUDA facts tch does not reach: the caching allocator's peak and the device's name. Each answers
+/// `None` when this library was built without its CUDA part (a CPU-only torch wheel).
+pub mod cuda {
+    use crate::{ffi, Error, Result};
+
+    /// Whether the CUDA part was compiled in.
+    pub fn available() -> bool {
+        ffi::has_cuda()
+    }
+
+    /// Peak bytes the caching allocator handed out on `device` since the last
+    /// [`reset_peak_memory`] (`torch.cuda.max_memory_allocated`).
+    pub fn max_memory_allocated(device: usize) -> Result<Option<u64>> {
+        if !available() {
+            return Ok(None);
+        }
+        let b = ffi::cuda_max_memory_allocated(device as i32).map_err(Error)?;
+        Ok(u64::try_from(b).ok())
+    }
+
+    /// Starts a new peak for [`max_memory_allocated`].
+    pub fn reset_peak_memory(device: usize) -> Result<()> {
+        if !available() {
+            return Ok(());
+        }
+        ffi::cuda_reset_peak(device as i32).map_err(Error)
+    }
+
+    /// The name the driver gives `device` (`NVIDIA H200`).
+    pub fn device_name(device: usize) -> Result<Option<String>> {
+        if !available() {
+            return Ok(None);
+        }
+        let n = ffi::cuda_device_name(device as i32).map_err(Error)?;
+        Ok((!n.is_empty()).then_some(n))
+    }
+}
+
 /// Counts host synchronisations: `aten::item` / `aten::_local_scalar_dense` called from user code
 /// (tch's `double_value`, `int64_value`), reads of device scalars inside ops, copies from a device
 /// to the CPU, and the reads made through [`read_f64`]. It observes every op through ATen's global

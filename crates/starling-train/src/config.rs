@@ -35,7 +35,7 @@ pub struct TrainConfig {
     /// "cpu" or "cuda". By default "cpu".
     pub device: String,
     /// Device peak FLOP/s for MFU; by default 300e9 on CPU (DESIGN.md's measured fp32 ceiling here) and
-    /// 989e12 (H100 bf16) on CUDA.
+    /// the GPU's dense bf16 peak from the planner's catalog (by the name the driver reports) on CUDA.
     pub peak_flops: Option<f64>,
     /// Matrix-product precision: "auto" (bf16 on CUDA, fp32 on CPU, where bf16 is slower), "fp32"
     /// or "bf16". Weights, optimizer state, norms and the loss stay fp32 either way.

@@ -6,13 +6,41 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The peak FLOP/s MFU is measured against: 300e9 on CPU (DESIGN.md's measured fp32 matrix ceiling
-/// of this 2-core class), 989e12 (H100 dense bf16) on CUDA.
+/// of this 2-core class); on CUDA the dense bf16 peak of the GPU the driver names (the planner's
+/// catalog), or H100's 989e12 with a warning when the GPU is not in the catalog.
 pub fn default_peak_flops(device: &str) -> f64 {
     if device == "cpu" {
-        300e9
-    } else {
-        starling_arch::gpu::find("h100").map_or(989e12, |g| g.peak_bf16)
+        return 300e9;
     }
+    let name = cuda_device_name(0);
+    match name
+        .as_deref()
+        .and_then(starling_arch::gpu::from_device_name)
+    {
+        Some(g) => g.peak_bf16,
+        None => {
+            tracing::warn!(
+                "GPU {:?} is not in the catalog: MFU is measured against H100's dense bf16 peak (989e12); pass --peak-flops",
+                name.unwrap_or_else(|| "(unnamed)".into())
+            );
+            989e12
+        }
+    }
+}
+
+/// The name the NVIDIA driver gives CUDA device `index` (through the C++ layer, else
+/// `nvidia-smi`), if either answers.
+pub fn cuda_device_name(index: usize) -> Option<String> {
+    if let Ok(Some(name)) = starling_torch::cuda::device_name(index) {
+        return Some(name);
+    }
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "-i"])
+        .arg(index.to_string())
+        .output()
+        .ok()?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !name.is_empty()).then_some(name)
 }
 
 /// One line of `metrics.jsonl`.

@@ -64,7 +64,7 @@ pub struct TrainArgs {
     /// Validation batches per evaluation (each one step's worth of sequences).
     #[arg(long, default_value_t = 8)]
     pub eval_batches: usize,
-    /// Device peak FLOP/s for MFU (default: 300e9 on this CPU class, 989e12 on CUDA).
+    /// Device peak FLOP/s for MFU (default: 300e9 on this CPU class; on CUDA the GPU's dense bf16 peak, by its name).
     #[arg(long)]
     pub peak_flops: Option<f64>,
     /// Stop (with a checkpoint) after this many minutes; the run resumes from there.

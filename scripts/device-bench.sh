@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Training speed on a lent GPU machine (issue 16), one script, under 8 minutes, everything under $OUT:
+#  1. `starling bench train --device cuda`: starling vs scripts/bench_train.py eager and torch.compile
+#     on the same GPU, bf16 (autocast on the PyTorch side): gpt2-124m 16 x 1024, llama-1b 8 x 1024 —
+#     tokens/s, MFU against the GPU's dense bf16 peak, peak memory, last losses;
+#  2. the trainer itself (`starling train --device cuda`, no host read inside a step, --log-every 10)
+#     on gpt2-124m: tokens/s and MFU from metrics.jsonl;
+#  3. scripts/device-ddp.sh: one NCCL rank, plain and ZeRO-1 (the NCCL path's first run).
+# Here:  cargo build --release -p starling && mkdir -p .dev && strip -o .dev/starling target/release/starling
+#        (with /.dev/ in .git/info/exclude; carry .dev)
+# There: bash scripts/device-bench.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+TL=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
+LIBS=$TL
+for d in $(find "$(dirname "$TL")/.." -maxdepth 4 -type d -path "*nvidia*/lib" 2>/dev/null); do LIBS=$LIBS:$d; done
+export LD_LIBRARY_PATH=$LIBS
+B=.dev/starling
+chmod +x $B
+{
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())'
+ldd $B | grep -E "not found" && echo "MISSING LIBS"
+echo "=== bench train --device cuda"
+t=$(date +%s)
+timeout 330 $B bench train --device cuda --steps 12 --warmup 4 --python python3 --dir /tmp/bench-train 2>&1 | grep -v "^warning"
+echo "=== $(( $(date +%s) - t ))s"
+W=/tmp/w; mkdir -p $W
+$B synth --posts 20000 --out $W/s.jsonl.zst 2>&1 | tail -1
+$B corpus $W/s.jsonl.zst --out $W/c 2>&1 | tail -1
+$B tokenizer train --corpus $W/c --vocab 8192 --out $W/tok 2>&1 | tail -1
+$B tokens --corpus $W/c --tokenizer $W/tok --out $W/tokens 2>&1 | tail -1
+echo "=== starling train gpt2-124m 16 x 1024 (the trainer, --log-every 10)"
+t=$(date +%s)
+timeout 120 $B train --tokens $W/tokens --preset gpt2-124m --steps 40 --batch 16 --ctx 1024 --warmup 5 \
+  --eval-every 1000 --ckpt-every 1000 --device cuda --out $W/run124 2>&1 | grep -v "^train " | tail -3
+python3 - <<'PY'
+import json
+r = [json.loads(l) for l in open("/tmp/w/run124/metrics.jsonl")]
+tail = r[10:] or r
+tps = sorted(x["tokens_per_s"] for x in tail)[len(tail) // 2]
+mfu = sorted(x["mfu"] for x in tail)[len(tail) // 2]
+print(f"trainer gpt2-124m: median {tps:,.0f} tokens/s, MFU {100*mfu:.1f}%, loss {r[-1]['loss']:.3f} at step {r[-1]['step']}")
+PY
+echo "=== $(( $(date +%s) - t ))s"
+echo "=== device-ddp.sh"
+timeout 120 bash scripts/device-ddp.sh 2>&1 | tail -8
+} 2>&1 | tee "$OUT/device-bench.txt"
