@@ -10,18 +10,9 @@
 #        (with /.dev/ in .git/info/exclude; carry .dev)
 # There: bash scripts/device-bench.sh
 set -uo pipefail
-export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-TL=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
-LIBS=$TL
-for d in $(find "$(dirname "$TL")/.." -maxdepth 4 -type d -path "*nvidia*/lib" 2>/dev/null); do LIBS=$LIBS:$d; done
-export LD_LIBRARY_PATH=$LIBS
-B=.dev/starling
-chmod +x $B
 {
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())'
-ldd $B | grep -E "not found" && echo "MISSING LIBS"
+source "$(dirname "$0")/device-env.sh"
 echo "=== bench train --device cuda"
 t=$(date +%s)
 timeout 330 $B bench train --device cuda --steps 12 --warmup 4 --python python3 --dir /tmp/bench-train 2>&1 | grep -v "^warning"

@@ -3,20 +3,10 @@
 # data → train `small` on CUDA (bf16) → index → serve --smoke on CUDA → bench serve on CUDA and on the
 # machine's CPUs. The machine has its own torch; the binary built here runs there against it.
 # Here:  cargo build --release -p starling && mkdir -p .dev && strip -o .dev/starling target/release/starling
-#        cp scripts/device-check.sh .dev/   (with /.dev/ in .git/info/exclude; carry .dev)
-# There: bash .dev/device-check.sh [preset]     (preset: small by default; gpt2-124m works too)
+#        (with /.dev/ in .git/info/exclude; carry .dev)
+# There: bash scripts/device-check.sh [preset]     (preset: small by default; gpt2-124m works too)
 set -uo pipefail
-export PYTHONUNBUFFERED=1
-TL=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
-NV=$(python3 -c 'import nvidia,os;print(os.path.dirname(nvidia.__path__[0]) if hasattr(nvidia,"__path__") else "")' 2>/dev/null)
-LIBS=$TL
-for d in $(find "$(dirname "$TL")/.." -maxdepth 4 -type d -path "*nvidia*/lib" 2>/dev/null); do LIBS=$LIBS:$d; done
-export LD_LIBRARY_PATH=$LIBS
-B=.dev/starling
-chmod +x $B
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())'
-ldd $B | grep -E "not found" && echo "MISSING LIBS"
+source "$(dirname "$0")/device-env.sh"
 W=/tmp/w; mkdir -p $W
 t=$(date +%s)
 $B synth --posts 20000 --out $W/s.jsonl.zst 2>&1 | tail -1

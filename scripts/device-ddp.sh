@@ -3,18 +3,11 @@
 # lent when it was written). One rank on NCCL must train like the plain CUDA run: same losses
 # within bf16 noise, all-reduce time logged per step; then the same with ZeRO-1.
 # Here:  cargo build --release -p starling && mkdir -p .dev && strip -o .dev/starling target/release/starling
-#        cp scripts/device-ddp.sh .dev/   (with /.dev/ in .git/info/exclude; carry .dev)
-# There: bash .dev/device-ddp.sh [preset]     (small by default)
+#        (with /.dev/ in .git/info/exclude; carry .dev)
+# There: bash scripts/device-ddp.sh [preset]     (small by default)
 set -uo pipefail
-TL=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
-LIBS=$TL
-for d in $(find "$(dirname "$TL")/.." -maxdepth 4 -type d -path "*nvidia*/lib" 2>/dev/null); do LIBS=$LIBS:$d; done
-export LD_LIBRARY_PATH=$LIBS
-B=.dev/starling
-chmod +x $B
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available(), "nccl", torch.cuda.nccl.version())'
-ldd $B | grep -E "not found" && echo "MISSING LIBS"
+source "$(dirname "$0")/device-env.sh"
+python3 -c 'import torch; print("nccl", torch.cuda.nccl.version())'
 W=/tmp/w; mkdir -p $W
 $B synth --posts 20000 --out $W/s.jsonl.zst 2>&1 | tail -1
 $B corpus $W/s.jsonl.zst --out $W/c 2>&1 | tail -1
