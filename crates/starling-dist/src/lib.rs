@@ -312,6 +312,8 @@ impl ProcessGroup {
         let mut parts = Vec::new();
         let wait = 1000u64.min(self.timeout.as_millis() as u64);
         let mine = self.calls.saturating_sub(1);
+        // (rank, collective, step) of each peer that answered.
+        let mut seen: Vec<(usize, Option<u64>, Option<u64>)> = Vec::new();
         for r in (0..self.world).filter(|&r| r != self.rank) {
             match self
                 .raw
@@ -320,18 +322,7 @@ impl ProcessGroup {
                 Some(Ok(Some(v))) => {
                     let s = String::from_utf8_lossy(&v).into_owned();
                     let mut it = s.split(' ').map(|x| x.parse::<u64>().ok());
-                    let (n, step) = (it.next().flatten(), it.next().flatten());
-                    let behind = n.is_some_and(|n| n < mine);
-                    parts.push(format!(
-                        "rank {r} last entered collective #{} (step {}){}",
-                        n.map_or("?".into(), |n| n.to_string()),
-                        step.map_or("?".into(), |n| n.to_string()),
-                        if behind {
-                            " (behind: hung or dead)"
-                        } else {
-                            ""
-                        }
-                    ));
+                    seen.push((r, it.next().flatten(), it.next().flatten()));
                 }
                 Some(Ok(None)) => parts.push(format!("rank {r} never entered a collective")),
                 None | Some(Err(_)) => {
@@ -342,6 +333,22 @@ impl ProcessGroup {
                     break;
                 }
             }
+        }
+        // A peer behind this rank is the one that hangs; when none is (and none is missing), the
+        // collective timed out with every peer inside it: those peers stopped in the middle of it.
+        let any_behind = seen.iter().any(|(_, n, _)| n.is_some_and(|n| n < mine));
+        let stuck_inside = !any_behind && parts.is_empty();
+        for (r, n, step) in seen {
+            let tag = match n {
+                Some(n) if n < mine => " (behind: hung or dead)",
+                Some(n) if n == mine && stuck_inside => " (stopped inside it: hung or dead)",
+                _ => "",
+            };
+            parts.push(format!(
+                "rank {r} last entered collective #{} (step {}){tag}",
+                n.map_or("?".into(), |n| n.to_string()),
+                step.map_or("?".into(), |n| n.to_string()),
+            ));
         }
         if parts.is_empty() {
             String::new()
