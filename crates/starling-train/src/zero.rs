@@ -187,12 +187,11 @@ impl ShardedAdamW {
         let g = if c.grad_clip > 0.0 { g * &scale } else { g };
         self.step += 1;
         let params_flat: Vec<Tensor> = vars.iter().map(|(_, p)| p.shallow_clone()).collect();
-        let p = self
+        let mut p = self
             .layout
             .flatten(&params_flat, padded, device)
             .narrow(0, self.rank as i64 * self.shard, self.shard)
             .contiguous();
-        let mut p = p;
         if c.weight_decay > 0.0 {
             // Decoupled decay on matrices only (the mask), skipped with the step when found_inf.
             let keep = (1.0 - &found_inf) * (lr * c.weight_decay);

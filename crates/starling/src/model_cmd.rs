@@ -47,7 +47,7 @@ pub struct TrainArgs {
     /// Read loss and gradient norm on the host every N steps (one device sync per interval;
     /// metrics.jsonl still gets every step). In a data-parallel run a stop request is agreed at
     /// these intervals.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_every: u64,
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]

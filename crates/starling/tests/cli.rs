@@ -1131,6 +1131,11 @@ fn launch_and_data_parallel_train_refuse_bad_values_by_name() {
             ],
             "MASTER_PORT: `x` is not a valid number",
         ),
+        (
+            vec!["train", "--tokens", "nowhere", "--log-every", "0"],
+            vec![],
+            "invalid value '0' for '--log-every",
+        ),
     ];
     for (args, env, needle) in cases {
         let out = starling()
