@@ -11,13 +11,16 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # Project-local Python environment (pinned in scripts/requirements.txt): torch 2.11.0, whose libtorch
-# the model crate links through tch; transformers for interop tests; datasketch for `bench corpus`.
+# the model crate links through tch; transformers and llama-cpp-python for interop tests; datasketch
+# for `bench corpus`.
 venv="$root/.venv"
-stamp="$venv/.starling-setup-5"
+stamp="$venv/.starling-setup-6"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating $venv (python packages for benchmarks)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"
+  # llama-cpp-python compiles llama.cpp from source (~7.5 min on 2 cores) with every core.
+  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"
   touch "$stamp"
 fi
 # .cargo/config.toml points LIBTORCH at this link to the wheel's torch folder.

@@ -62,6 +62,26 @@ pub struct Generation {
     pub finish: FinishReason,
     /// Decoding speed, new tokens per second (prompt excluded).
     pub tokens_per_s: f64,
+    /// At each step, the gap between the two largest logits (how close greedy was to a tie).
+    pub margins: Vec<f32>,
+}
+
+/// The gap between the largest and second-largest value of `row` (0 when it has fewer than two).
+pub fn top2_margin(row: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in row {
+        if v > a {
+            b = a;
+            a = v;
+        } else if v > b {
+            b = v;
+        }
+    }
+    if b.is_finite() {
+        a - b
+    } else {
+        0.0
+    }
 }
 
 /// Picks the next token from `logits` (one row over the vocabulary) given the ids so far.
@@ -150,6 +170,7 @@ pub fn generate(
     let mut cache = KvCache::default();
     let mut history = prompt.clone();
     let mut ids = Vec::new();
+    let mut margins = Vec::new();
     let mut text = String::new();
     let mut finish = FinishReason::Length;
     let mut input = Tensor::from_slice(&prompt).view([1, -1]).to_device(device);
@@ -162,6 +183,7 @@ pub fn generate(
             .to_kind(Kind::Float)
             .to_device(tch::Device::Cpu);
         let row: Vec<f32> = Vec::<f32>::try_from(&last).unwrap_or_default();
+        margins.push(top2_margin(&row));
         let next = sample(&row, &history, cfg, &mut rng);
         if Some(next) == eos {
             finish = FinishReason::Stop;
@@ -198,6 +220,7 @@ pub fn generate(
         ids,
         text,
         finish,
+        margins,
     }
 }
 
@@ -215,6 +238,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(sample(&logits, &[], &greedy, &mut rng), 1);
+        assert!((top2_margin(&logits) - 0.1).abs() < 1e-6);
+        assert_eq!(top2_margin(&[1.0]), 0.0);
         // A strong repetition penalty moves greedy off the repeated token.
         let pen = SamplingConfig {
             repetition_penalty: 2.0,

@@ -12,7 +12,7 @@ pub mod head;
 mod model;
 
 pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
-pub use generate::{generate, sample, FinishReason, Generation, SamplingConfig};
+pub use generate::{generate, sample, top2_margin, FinishReason, Generation, SamplingConfig};
 pub use head::{train_head, EmbeddingHead, HeadConfig, HeadPair, HeadReport};
 pub use model::{KvCache, Llama, SlotCache};
 pub use starling_arch::LlamaConfig;

@@ -13,7 +13,6 @@ mod serve_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -49,15 +48,8 @@ enum Command {
     Launch(launch_cmd::LaunchArgs),
     /// Continue a post with a trained model, streaming, and report tokens/s.
     Generate(model_cmd::GenerateArgs),
-    /// Write a run's latest good checkpoint as an HF model directory.
-    Export {
-        /// Run directory.
-        #[arg(long)]
-        run: PathBuf,
-        /// Output directory.
-        #[arg(long, short)]
-        out: PathBuf,
-    },
+    /// Write a run's latest good checkpoint as an HF model directory or a GGUF file for llama.cpp.
+    Export(model_cmd::ExportArgs),
     /// Build a search index of a corpus.
     Index {
         #[command(subcommand)]
@@ -150,7 +142,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => model_cmd::train(&a),
         Command::Launch(a) => launch_cmd::launch(&a),
         Command::Generate(a) => model_cmd::generate_cmd(&a),
-        Command::Export { run, out } => model_cmd::export(&run, &out),
+        Command::Export(a) => model_cmd::export(&a),
         Command::Bench { which } => starling_bench::run(&which),
     }
 }

@@ -239,6 +239,9 @@ pub struct GenerateArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Print one JSON object (prompt ids, new ids, top-2 logit margins, text) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `starling generate`: streams the post's continuation and reports tokens/s.
@@ -270,12 +273,23 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         tok.decode(&u, false).unwrap_or_default()
     };
     use std::io::Write;
-    print!("{}", a.prompt);
+    if !a.json {
+        print!("{}", a.prompt);
+    }
     let g = generate(&model, &ids, &cfg, &decode, &mut |t| {
-        print!("{t}");
-        let _ = std::io::stdout().flush();
+        if !a.json {
+            print!("{t}");
+            let _ = std::io::stdout().flush();
+        }
     });
-    println!();
+    if a.json {
+        let finish = serde_json::to_value(g.finish)?;
+        let j = serde_json::json!({"prompt_ids": ids, "ids": g.ids, "margins": g.margins,
+            "text": g.text, "finish": finish});
+        println!("{j}");
+    } else {
+        println!();
+    }
     eprintln!(
         "generate: {} tokens at {:.1} tokens/s ({:?})",
         g.ids.len(),
@@ -285,14 +299,35 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `starling export`: the run's latest good checkpoint as an HF model directory.
-pub fn export(run: &Path, out: &Path) -> Result<()> {
+/// Options of `starling export`.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Run directory (its latest good checkpoint) or an HF model directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Output: a directory for `hf`, a file (`.gguf`) for `gguf`.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// `hf` (config.json, model.safetensors, tokenizer.json) or `gguf` (one file llama.cpp loads).
+    #[arg(long, default_value = "hf", value_parser = ["hf", "gguf"])]
+    pub format: String,
+    /// GGUF storage of the matrices: f32, f16, bf16 or q8_0 (norms stay f32).
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8_0"])]
+    pub dtype: String,
+}
+
+/// Runs `starling export`: the run's latest good checkpoint as an HF directory or a GGUF file.
+pub fn export(a: &ExportArgs) -> Result<()> {
+    let (run, out) = (a.run.as_path(), a.out.as_path());
     let starling_train::ModelDir { dir, weights } = starling_train::ModelDir::open(run)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let config = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _model = starling_model::Llama::new(&vs.root(), &config);
     starling_model::load_weights(&mut vs, &weights)?;
+    if a.format == "gguf" {
+        return export_gguf(a, &dir, &config, &vs);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     starling_model::save_dir(&vs, &config, out)?;
     std::fs::copy(dir.join("tokenizer.json"), out.join("tokenizer.json"))
         .with_context(|| "copying tokenizer.json")?;
@@ -300,6 +335,78 @@ pub fn export(run: &Path, out: &Path) -> Result<()> {
         "export: {} → {} (config.json, model.safetensors, tokenizer.json, generation_config.json)",
         weights.display(),
         out.display()
+    );
+    Ok(())
+}
+
+/// Writes the loaded model and the run's tokenizer as one GGUF file (and `<file>.sha256`).
+fn export_gguf(
+    a: &ExportArgs,
+    dir: &Path,
+    config: &starling_model::LlamaConfig,
+    vs: &tch::nn::VarStore,
+) -> Result<()> {
+    use starling_gguf::{ExportDtype, GgufVocab, SourceTensor};
+    let dtype = ExportDtype::parse(&a.dtype).context("--dtype")?;
+    let vocab = GgufVocab::from_tokenizer_json(&dir.join("tokenizer.json"), config.vocab_size)?;
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    // llama.cpp's order: embedding, blocks in order, final norm, head.
+    let rank = |n: &str| -> (usize, usize, String) {
+        match n
+            .strip_prefix("model.layers.")
+            .and_then(|r| r.split_once('.'))
+        {
+            Some((l, rest)) => (1, l.parse().unwrap_or(usize::MAX), rest.to_string()),
+            None if n.starts_with("model.embed") => (0, 0, n.to_string()),
+            None => (2, 0, n.to_string()),
+        }
+    };
+    names.sort_by_key(|n| rank(n));
+    let tensors: Vec<SourceTensor> = names
+        .iter()
+        .map(|n| SourceTensor {
+            name: n.to_string(),
+            shape: vars[*n].size().iter().map(|&d| d as usize).collect(),
+        })
+        .collect();
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let name = a
+        .out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "starling".into());
+    let pb = ProgressBar::new(tensors.len() as u64).with_style(
+        ProgressStyle::with_template("export gguf {bar:30} {pos}/{len} tensors")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let summary =
+        starling_gguf::write_llama(&a.out, config, &vocab, dtype, &name, &tensors, |n| {
+            pb.inc(1);
+            let t = vars[n].to_kind(tch::Kind::Float).contiguous().view([-1]);
+            Vec::<f32>::try_from(&t)
+                .map_err(|e| starling_gguf::Error::Format(format!("tensor {n}: {e}")))
+        })?;
+    pb.finish_and_clear();
+    let file = a
+        .out
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sidecar = PathBuf::from(format!("{}.sha256", a.out.display()));
+    starling_artifacts::write_atomic(&sidecar, format!("{}  {file}\n", summary.sha256).as_bytes())?;
+    println!(
+        "export: {} → {} (GGUF v3, {}, {} tensors, {:.1} MiB, {} tokens, sha256 {})",
+        dir.display(),
+        a.out.display(),
+        a.dtype,
+        summary.tensors,
+        summary.bytes as f64 / (1 << 20) as f64,
+        vocab.tokens.len(),
+        &summary.sha256[..16]
     );
     Ok(())
 }

@@ -1152,3 +1152,211 @@ fn launch_and_data_parallel_train_refuse_bad_values_by_name() {
     }
     assert!(!run.exists(), "nothing was written for refused runs");
 }
+
+/// The project's Python with llama-cpp-python and gguf (scripts/setup.sh installs them); required
+/// in CI, skipped with a reason elsewhere.
+fn llama_cpp_python() -> Option<PathBuf> {
+    let p = std::env::var_os("STARLING_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+    let ok = Command::new(&p)
+        .args(["-c", "import llama_cpp, gguf"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{} with llama-cpp-python and gguf is required in CI (scripts/setup.sh installs them)",
+        p.display()
+    );
+    eprintln!(
+        "skipping: no python with llama-cpp-python at {}",
+        p.display()
+    );
+    None
+}
+
+/// Runs scripts/llama_cpp_check.py on `model` and returns its JSON answer.
+fn llama_cpp(py: &Path, model: &Path, tokenize: &[&str], generate: &[String]) -> serde_json::Value {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/llama_cpp_check.py");
+    let mut child = Command::new(py)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let req = serde_json::json!({"model": model, "tokenize": tokenize, "generate": generate,
+        "max_tokens": 32, "threads": 1});
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(req.to_string().as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "llama_cpp_check.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_i64()).collect())
+        .unwrap_or_default()
+}
+
+/// Steps where two greedy runs agree before the first difference, and the margin (ours) where
+/// they first differ (None: identical).
+fn greedy_agreement(ours: &[i64], margins: &[f64], theirs: &[i64]) -> (usize, Option<f64>) {
+    let n = ours.iter().zip(theirs).take_while(|(a, b)| a == b).count();
+    if n == ours.len() && n == theirs.len() {
+        return (n, None);
+    }
+    (n, Some(margins.get(n).copied().unwrap_or(0.0)))
+}
+
+#[test]
+fn gguf_export_runs_in_llama_cpp_with_our_tokens_and_greedy_output() {
+    let Some(py) = llama_cpp_python() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = small_tokens(tmp.path());
+    let run = tmp.path().join("run");
+    run_ok(&mut train_cmd(&tokens, &run, 60));
+    let hf = tmp.path().join("hf");
+    run_ok(
+        starling()
+            .arg("export")
+            .arg("--run")
+            .arg(&run)
+            .arg("--out")
+            .arg(&hf),
+    );
+    let tok = starling_tokens::tokenizer::load(&hf.join("tokenizer.json")).expect("tokenizer");
+    let texts = [
+        "<|user|>: I'm sure they've said it's fine 😭😭 #NBA finals!!!  @espn <|url|><|endofpost|><|endoftext|>",
+        "Ça va? 東京で 123,456.78  \n\n  spaces\tand   tabs at the end   ",
+        "<|user|>: don't   STOP me now<|endofpost|><|user|>:",
+    ];
+    let prompts = ["the weather today", "thanks for the", "I love #NBA"];
+    let generate_prompts: Vec<String> = prompts.iter().map(|p| format!("<|user|>: {p}")).collect();
+    let mut report = Vec::new();
+    for dtype in ["f32", "f16", "q8_0"] {
+        let gguf = tmp.path().join(format!("model-{dtype}.gguf"));
+        let out = run_ok(
+            starling()
+                .arg("export")
+                .arg("--run")
+                .arg(&run)
+                .args(["--format", "gguf", "--dtype", dtype, "--out"])
+                .arg(&gguf),
+        );
+        assert!(out.contains("GGUF v3") && gguf.exists(), "{out}");
+        let sidecar =
+            std::fs::read_to_string(tmp.path().join(format!("model-{dtype}.gguf.sha256")))
+                .expect("sha256 file");
+        assert!(
+            sidecar.ends_with(&format!("  model-{dtype}.gguf\n")),
+            "{sidecar}"
+        );
+        let theirs = llama_cpp(&py, &gguf, &texts, &generate_prompts);
+        // What PyPI's gguf reader finds is what starling's writer wrote.
+        let ours = starling_gguf::GgufFile::read(&gguf).expect("read back");
+        let py_tensors: Vec<String> = theirs["gguf_py"]["tensors"]
+            .as_array()
+            .expect("tensors")
+            .iter()
+            .map(|t| t[0].as_str().unwrap_or_default().to_string())
+            .collect();
+        let rs_tensors: Vec<String> = ours.header.tensors.iter().map(|t| t.name.clone()).collect();
+        assert_eq!(py_tensors, rs_tensors);
+        assert_eq!(theirs["n_vocab"], tok.get_vocab_size(true));
+        // llama.cpp ends generation at the end of a post as well as at the end of the text.
+        let eog = ids_of(&theirs["eog"]);
+        assert!(eog.contains(&0) && eog.contains(&1), "{eog:?}");
+        assert!(theirs["chat_template"]
+            .as_str()
+            .is_some_and(|t| t.contains("<|endofpost|>")));
+        for (i, text) in texts.iter().enumerate() {
+            let ours: Vec<i64> = starling_tokens::tokenizer::encode(&tok, text)
+                .expect("encode")
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            assert_eq!(ids_of(&theirs["tokenize"][i]), ours, "tokens of {text:?}");
+            assert_eq!(
+                theirs["detokenize"][i], *text,
+                "llama.cpp detokenizes {text:?}"
+            );
+        }
+        for (i, p) in prompts.iter().enumerate() {
+            let g: serde_json::Value = serde_json::from_str(&run_ok(
+                starling()
+                    .args(["generate", "--temperature", "0", "--top-k", "0"])
+                    .args(["--repetition-penalty", "1", "--max-tokens", "32", "--json"])
+                    .args(["--prompt", p, "--model"])
+                    .arg(&run),
+            ))
+            .expect("generate --json");
+            let t = &theirs["generate"][i];
+            assert_eq!(ids_of(&t["prompt_ids"]), ids_of(&g["prompt_ids"]), "{p}");
+            let margins: Vec<f64> = g["margins"]
+                .as_array()
+                .expect("margins")
+                .iter()
+                .filter_map(|m| m.as_f64())
+                .collect();
+            let (ours, theirs) = (ids_of(&g["ids"]), ids_of(&t["ids"]));
+            let (agree, at) = greedy_agreement(&ours, &margins, &theirs);
+            if dtype == "f32" {
+                // Identical wherever greedy was not a near tie (top-2 margin over 1e-4).
+                assert!(
+                    at.is_none_or(|m| m <= 1e-4),
+                    "{p:?}: llama.cpp {theirs:?} vs starling {ours:?} differ at step {agree} (margin {at:?})"
+                );
+            }
+            report.push(format!(
+                "{dtype:5} {p:20} {agree:>2}/{:<2} tokens agree{}",
+                ours.len(),
+                at.map(|m| format!(", first difference at margin {m:.4}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    eprintln!("greedy agreement with llama.cpp:\n{}", report.join("\n"));
+    // A tokenizer llama.cpp cannot reproduce is refused by name, and nothing is written.
+    let edited = tmp.path().join("edited");
+    run_ok(
+        starling()
+            .arg("export")
+            .arg("--run")
+            .arg(&run)
+            .arg("--out")
+            .arg(&edited),
+    );
+    let path = edited.join("tokenizer.json");
+    let mut j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    j["normalizer"] = serde_json::json!({"type": "NFKC"});
+    std::fs::write(&path, j.to_string()).expect("write");
+    let out = starling()
+        .arg("export")
+        .arg("--run")
+        .arg(&edited)
+        .args(["--format", "gguf", "--out"])
+        .arg(tmp.path().join("refused.gguf"))
+        .output()
+        .expect("export");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("tokenizer.json: normalizer: a NFKC normalizer"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("refused.gguf").exists());
+}
