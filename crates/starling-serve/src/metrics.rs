@@ -30,8 +30,10 @@ pub struct Metrics {
     pub prompt_tokens: IntCounter,
     /// Sequences waiting for a slot.
     pub queue_depth: IntGauge,
-    /// Sequences decoding.
+    /// Sequences decoding (decode slots in use).
     pub batch_size: IntGauge,
+    /// Decode slots (most sequences decoding together).
+    pub slots: IntGauge,
     /// Requests refused because the queue was full.
     pub rejected: IntCounter,
     /// Sequences cancelled because the client went away.
@@ -107,7 +109,9 @@ impl Metrics {
                 .expect("valid metric"),
             queue_depth: IntGauge::new("queue_depth", "Sequences waiting for a decode slot")
                 .expect("valid metric"),
-            batch_size: IntGauge::new("batch_size", "Sequences decoding now")
+            batch_size: IntGauge::new("batch_size", "Sequences decoding now (slots in use)")
+                .expect("valid metric"),
+            slots: IntGauge::new("slots", "Decode slots (most sequences decoding together)")
                 .expect("valid metric"),
             rejected: IntCounter::new(
                 "rejected_total",
@@ -161,6 +165,7 @@ impl Metrics {
         }
         let _ = r.register(Box::new(m.queue_depth.clone()));
         let _ = r.register(Box::new(m.batch_size.clone()));
+        let _ = r.register(Box::new(m.slots.clone()));
         let _ = r.register(Box::new(m.connections_open.clone()));
         m
     }

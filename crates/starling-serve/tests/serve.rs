@@ -413,10 +413,56 @@ async fn openai_shapes_streaming_grounding_and_search() {
         "{m}"
     );
     assert!(m.contains("starling_time_to_first_token_seconds_count"));
+    // llama-server's counterparts: slots, slots in use, queue, prompt and generated tokens.
+    for name in [
+        "starling_slots 32",
+        "starling_batch_size ",
+        "starling_queue_depth ",
+        "starling_prompt_tokens_total ",
+        "starling_generated_tokens_total ",
+    ] {
+        assert!(m.contains(name), "{name} missing from {m}");
+    }
     let h: Value = get_json(format!("{b}/health")).await;
     assert_eq!(h["status"], "ok");
     assert_eq!(h["index_posts"], 40);
+    assert_eq!(
+        (h["slots"].as_u64(), h["context_length"].as_u64()),
+        (Some(32), Some(512))
+    );
+    assert_eq!(
+        h["slots_idle"].as_u64().unwrap_or(0) + h["slots_processing"].as_u64().unwrap_or(99),
+        32
+    );
     assert!(m.contains("route=\"/v1/posts\""));
+    assert_eq!(models["data"][0]["context_length"], 512);
+    assert_eq!(models["data"][0]["meta"]["n_ctx_train"], 512);
+
+    // /tokenize and /detokenize as llama-server answers them; special tokens parsed by default.
+    let text = "<|user|>: hello #nba<|endofpost|>";
+    let (st, t) = post_json(b, "/tokenize", json!({"content": text})).await;
+    assert_eq!(st, 200, "{t}");
+    let ids = t["tokens"].as_array().expect("tokens").clone();
+    assert_eq!(ids[0], 3, "<|user|> is one token: {t}");
+    let (_, plain) = post_json(
+        b,
+        "/tokenize",
+        json!({"content": text, "parse_special": false}),
+    )
+    .await;
+    assert!(
+        plain["tokens"].as_array().map(Vec::len) > Some(ids.len() + 2),
+        "{plain}"
+    );
+    let (_, pieces) = post_json(
+        b,
+        "/tokenize",
+        json!({"content": text, "with_pieces": true}),
+    )
+    .await;
+    assert_eq!(pieces["tokens"][0], json!({"id": 3, "piece": "<|user|>"}));
+    let (st, d) = post_json(b, "/detokenize", json!({"tokens": ids})).await;
+    assert_eq!((st, d["content"].as_str()), (200, Some(text)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,6 +581,14 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
     assert_eq!((st, e["error"]["param"].as_str()), (400, Some("prompt")));
     let (st, _) = call(&s.state, "/v1/nothing", json!({})).await;
     assert_eq!(st, 404);
+    let (st, e) = call(&s.state, "/detokenize", json!({"tokens": [1, -4]})).await;
+    assert_eq!(
+        (st, e["error"]["param"].as_str()),
+        (400, Some("tokens[1]")),
+        "{e}"
+    );
+    let (st, e) = call(&s.state, "/tokenize", json!({"contents": "x"})).await;
+    assert_eq!(st, 400, "{e}");
     // Still answering (through the network too).
     let (st, _) = post_json(
         b,

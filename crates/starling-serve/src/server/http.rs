@@ -24,6 +24,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{id}", get(model))
         .route("/v1/search", get(super::search::search))
         .route("/v1/posts", post(super::search::add_posts))
+        .route("/tokenize", post(super::tokenize::tokenize))
+        .route("/detokenize", post(super::tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(v1)
@@ -252,6 +254,10 @@ async fn health(State(s): State<Arc<AppState>>) -> Json<Value> {
         "model": s.config.model_name,
         "queued": s.engine.queued(),
         "active": s.engine.active(),
+        "slots": s.config.engine.max_batch,
+        "slots_idle": s.config.engine.max_batch.saturating_sub(s.engine.active()),
+        "slots_processing": s.engine.active(),
+        "context_length": s.engine.context(),
         "index_posts": s.index.as_ref().map(|i| i.len()),
     }))
 }
@@ -264,8 +270,14 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// A model as `/v1/models` lists it: OpenAI's fields, the context length, and llama-server's
+/// `meta` (training context, vocabulary, width, parameters).
 fn model_json(s: &AppState) -> Value {
-    json!({"id": s.config.model_name, "object": "model", "created": s.created, "owned_by": "starling"})
+    let c = &s.model_config;
+    json!({"id": s.config.model_name, "object": "model", "created": s.created, "owned_by": "starling",
+        "context_length": s.engine.context(),
+        "meta": {"vocab_type": 2, "n_vocab": c.vocab_size, "n_ctx_train": c.max_position_embeddings,
+            "n_embd": c.hidden_size, "n_params": c.num_params()}})
 }
 
 async fn models(State(s): State<Arc<AppState>>) -> Json<Value> {

@@ -22,6 +22,7 @@ mod embeddings;
 mod generate;
 mod http;
 mod search;
+mod tokenize;
 
 pub use http::{router, serve};
 
@@ -71,6 +72,10 @@ impl Default for ServeConfig {
 pub struct AppState {
     engine: Engine,
     tokenizer: Tokenizer,
+    /// The tokenizer with special tokens read as text (`/tokenize` with `parse_special: false`).
+    plain_tokenizer: std::sync::OnceLock<Tokenizer>,
+    /// The model's shape (for `/v1/models`).
+    model_config: starling_model::LlamaConfig,
     layout: ThreadLayout,
     index: Option<Arc<PostIndex>>,
     embedder: Option<Arc<dyn Embedder>>,
@@ -103,6 +108,8 @@ impl AppState {
             .or_else(|| tokenizer.token_to_id(END_OF_TEXT).map(i64::from));
         let end_of_post = tokenizer.token_to_id(END_OF_POST).map(i64::from);
         let vocab = model.config.vocab_size;
+        let model_config = model.config.clone();
+        metrics.slots.set(config.engine.max_batch as i64);
         // Byte-level BPE: one vocabulary character per byte.
         let max_token_bytes = tokenizer
             .get_vocab(true)
@@ -121,6 +128,8 @@ impl AppState {
         Arc::new(Self {
             engine,
             tokenizer,
+            plain_tokenizer: std::sync::OnceLock::new(),
+            model_config,
             layout: ThreadLayout::default(),
             index,
             embedder,
@@ -244,6 +253,15 @@ impl AppState {
             )
             .with_code("timeout")),
         }
+    }
+
+    /// The tokenizer that reads special tokens as plain text.
+    fn plain_tokenizer(&self) -> &Tokenizer {
+        self.plain_tokenizer.get_or_init(|| {
+            let mut t = self.tokenizer.clone();
+            t.set_encode_special_tokens(true);
+            t
+        })
     }
 
     fn decode(&self, ids: &[i64]) -> String {
