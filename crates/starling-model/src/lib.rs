@@ -5,14 +5,17 @@
 //! - [`Llama`]: RMSNorm, rotary positions, grouped-query attention, SwiGLU, optional tied head.
 //! - [`PostEmbedder`]: the model as search's and ads' `Embedder` (pooled final hidden states).
 //! - [`generate`]: KV-cache decoding with temperature, top-k, top-p, repetition penalty, stop strings.
+//! - [`export_gguf`]: the model and its tokenizer as one GGUF file llama.cpp runs.
 
 mod embed;
 mod generate;
+mod gguf;
 pub mod head;
 mod model;
 
 pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, top2_margin, FinishReason, Generation, SamplingConfig};
+pub use gguf::export_gguf;
 pub use head::{train_head, EmbeddingHead, HeadConfig, HeadPair, HeadReport};
 pub use model::{KvCache, Llama, SlotCache};
 pub use starling_arch::LlamaConfig;
@@ -32,6 +35,9 @@ pub enum Error {
     /// A file's content is not what it should be.
     #[error("{0}")]
     Format(String),
+    /// The GGUF export refused or failed.
+    #[error(transparent)]
+    Gguf(#[from] starling_gguf::Error),
     /// libtorch reported an error.
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),

@@ -346,50 +346,23 @@ fn export_gguf(
     config: &starling_model::LlamaConfig,
     vs: &tch::nn::VarStore,
 ) -> Result<()> {
-    use starling_gguf::{ExportDtype, GgufVocab, SourceTensor};
-    let dtype = ExportDtype::parse(&a.dtype).context("--dtype")?;
-    let vocab = GgufVocab::from_tokenizer_json(&dir.join("tokenizer.json"), config.vocab_size)?;
-    let vars = vs.variables();
-    let mut names: Vec<&String> = vars.keys().collect();
-    // llama.cpp's order: embedding, blocks in order, final norm, head.
-    let rank = |n: &str| -> (usize, usize, String) {
-        match n
-            .strip_prefix("model.layers.")
-            .and_then(|r| r.split_once('.'))
-        {
-            Some((l, rest)) => (1, l.parse().unwrap_or(usize::MAX), rest.to_string()),
-            None if n.starts_with("model.embed") => (0, 0, n.to_string()),
-            None => (2, 0, n.to_string()),
-        }
-    };
-    names.sort_by_key(|n| rank(n));
-    let tensors: Vec<SourceTensor> = names
-        .iter()
-        .map(|n| SourceTensor {
-            name: n.to_string(),
-            shape: vars[*n].size().iter().map(|&d| d as usize).collect(),
-        })
-        .collect();
+    let dtype = starling_gguf::ExportDtype::parse(&a.dtype).context("--dtype")?;
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let name = a
-        .out
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "starling".into());
-    let pb = ProgressBar::new(tensors.len() as u64).with_style(
+    let pb = ProgressBar::new(vs.variables().len() as u64).with_style(
         ProgressStyle::with_template("export gguf {bar:30} {pos}/{len} tensors")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let summary =
-        starling_gguf::write_llama(&a.out, config, &vocab, dtype, &name, &tensors, |n| {
-            pb.inc(1);
-            let t = vars[n].to_kind(tch::Kind::Float).contiguous().view([-1]);
-            Vec::<f32>::try_from(&t)
-                .map_err(|e| starling_gguf::Error::Format(format!("tensor {n}: {e}")))
-        })?;
+    let summary = starling_model::export_gguf(
+        vs,
+        config,
+        &dir.join("tokenizer.json"),
+        &a.out,
+        dtype,
+        || pb.inc(1),
+    )?;
     pb.finish_and_clear();
     let file = a
         .out
@@ -405,7 +378,7 @@ fn export_gguf(
         a.dtype,
         summary.tensors,
         summary.bytes as f64 / (1 << 20) as f64,
-        vocab.tokens.len(),
+        config.vocab_size,
         &summary.sha256[..16]
     );
     Ok(())
