@@ -53,6 +53,15 @@ struct Sample {
     ok: usize,
     refused: usize,
     failed: usize,
+    /// The first failure's description.
+    first_error: Option<String>,
+}
+
+impl Sample {
+    fn fail(&mut self, why: String) {
+        self.failed += 1;
+        self.first_error.get_or_insert(why);
+    }
 }
 
 const QUESTIONS: &[&str] = &[
@@ -81,10 +90,7 @@ async fn one(client: &reqwest::Client, url: &str, body: Value, s: &mut Sample) {
     let t0 = Instant::now();
     let r = match client.post(url).json(&body).send().await {
         Ok(r) => r,
-        Err(_) => {
-            s.failed += 1;
-            return;
-        }
+        Err(e) => return s.fail(format!("sending: {e:?}")),
     };
     match r.status().as_u16() {
         200 => {}
@@ -92,9 +98,9 @@ async fn one(client: &reqwest::Client, url: &str, body: Value, s: &mut Sample) {
             s.refused += 1;
             return;
         }
-        _ => {
-            s.failed += 1;
-            return;
+        st => {
+            let text = r.text().await.unwrap_or_default();
+            return s.fail(format!("HTTP {st}: {}", text.chars().take(200).collect::<String>()));
         }
     }
     let mut stream = r.bytes_stream();
@@ -104,7 +110,13 @@ async fn one(client: &reqwest::Client, url: &str, body: Value, s: &mut Sample) {
     let mut counted = 0u64;
     let mut done = false;
     while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else { break };
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                s.first_error.get_or_insert(format!("reading the stream: {e:?}"));
+                break;
+            }
+        };
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(cut) = buf.find("\n\n") {
             let frame: String = buf.drain(..cut + 2).collect();
@@ -142,7 +154,7 @@ async fn one(client: &reqwest::Client, url: &str, body: Value, s: &mut Sample) {
         s.ok += 1;
         s.tokens += if tokens > 0 { tokens } else { counted };
     } else {
-        s.failed += 1;
+        s.fail("the stream ended without [DONE]".into());
     }
 }
 
@@ -179,6 +191,9 @@ async fn level(
         all.ok += s.ok;
         all.refused += s.refused;
         all.failed += s.failed;
+        if all.first_error.is_none() {
+            all.first_error = s.first_error;
+        }
     }
     all.ttft.sort_by(f64::total_cmp);
     all.gaps.sort_by(f64::total_cmp);
@@ -206,6 +221,9 @@ fn print_row(server: &'static str, c: usize, all: &Sample, secs: f64) -> Row {
         all.refused,
         all.failed,
     );
+    if let Some(e) = &all.first_error {
+        eprintln!("bench serve: {server} at {c} clients: first error: {e}");
+    }
     Row {
         server,
         clients: c,
@@ -348,8 +366,10 @@ pub fn serve(a: &ServeBenchArgs) -> Result<()> {
         println!();
         println!("| server | clients | answers | tokens/s (all) | tokens/s per client | TTFT p50 | TTFT p99 | inter-token p50 | inter-token p99 | 429 | errors |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        // A new connection per request for both servers: llama-server closes kept-alive
+        // connections after a streamed answer, and a reused one then fails (IncompleteMessage).
         let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(600))
             .build()?;
         // Warm-up: one answer.
