@@ -100,7 +100,10 @@ async fn one(client: &reqwest::Client, url: &str, body: Value, s: &mut Sample) {
         }
         st => {
             let text = r.text().await.unwrap_or_default();
-            return s.fail(format!("HTTP {st}: {}", text.chars().take(200).collect::<String>()));
+            return s.fail(format!(
+                "HTTP {st}: {}",
+                text.chars().take(200).collect::<String>()
+            ));
         }
     }
     let mut stream = r.bytes_stream();
@@ -113,7 +116,8 @@ async fn one(client: &reqwest::Client, url: &str, body: Value, s: &mut Sample) {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                s.first_error.get_or_insert(format!("reading the stream: {e:?}"));
+                s.first_error
+                    .get_or_insert(format!("reading the stream: {e:?}"));
                 break;
             }
         };

@@ -66,22 +66,23 @@ impl Rope {
         x * cos + rotated * sin
     }
 
-    /// Rotates `x` of shape [n, heads, 1, head_dim], row `i` at position `pos[i]`.
-    fn apply_at(&self, x: &Tensor, pos: &Tensor) -> Tensor {
-        let n = x.size()[0];
-        let cos = self
-            .cos
-            .index_select(0, pos)
-            .view([n, 1, 1, -1])
-            .to_kind(x.kind());
-        let sin = self
-            .sin
-            .index_select(0, pos)
-            .view([n, 1, 1, -1])
-            .to_kind(x.kind());
+    /// The tables of a decode step, once for every layer: cos and sign-folded sin [n, 1, 1,
+    /// head_dim] of rows at positions `pos` (sin's first half negated, so a rotation is
+    /// `x·cos + swap_halves(x)·sin` with no negation).
+    fn tables_at(&self, pos: &Tensor) -> (Tensor, Tensor) {
+        let n = pos.size()[0];
+        let cos = self.cos.index_select(0, pos).view([n, 1, 1, -1]);
+        let sin = self.sin.index_select(0, pos);
+        let half = sin.size()[1] / 2;
+        let sin = Tensor::cat(&[-sin.narrow(1, 0, half), sin.narrow(1, half, half)], -1);
+        (cos, sin.view([n, 1, 1, -1]))
+    }
+
+    /// Rotates `x` of shape [n, heads, 1, head_dim] with a step's tables ([`Rope::tables_at`]).
+    fn apply_at(x: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Tensor {
         let half = x.size()[3] / 2;
-        let rotated = Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
-        x * cos + rotated * sin
+        let swapped = Tensor::cat(&[x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
+        x * cos.to_kind(x.kind()) + swapped * sin.to_kind(x.kind())
     }
 }
 
@@ -180,6 +181,8 @@ struct SlotsAt {
     len: i64,
     /// [n, 1, 1, len], true where a row may attend.
     mask: Tensor,
+    /// Rotary cos and sign-folded sin of each row's position (shared by every layer).
+    rope: (Tensor, Tensor),
 }
 
 #[derive(Debug)]
@@ -271,30 +274,20 @@ impl Attention {
 
 impl Attention {
     /// One new token per row, attending to the row's slot (written in place).
-    fn forward_slots(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        at: &SlotsAt,
-        kv: &mut (Tensor, Tensor),
-    ) -> Tensor {
+    fn forward_slots(&self, x: &Tensor, at: &SlotsAt, kv: &mut (Tensor, Tensor)) -> Tensor {
         let n = x.size()[0];
         let split = |y: Tensor, h: i64| y.view([n, 1, h, self.head_dim]).transpose(1, 2);
         let kind = self.kind;
-        let q = rope.apply_at(&split(linear(&self.q, x, kind), self.heads), &at.pos);
-        let k = rope.apply_at(&split(linear(&self.k, x, kind), self.kv_heads), &at.pos);
+        let q = Rope::apply_at(&split(linear(&self.q, x, kind), self.heads), &at.rope);
+        let k = Rope::apply_at(&split(linear(&self.k, x, kind), self.kv_heads), &at.rope);
         let v = split(linear(&self.v, x, kind), self.kv_heads);
         let (kc, vc) = kv;
         let idx = [Some(&at.rows), None, Some(&at.pos)];
         let _ = kc.index_put_(&idx, &k.squeeze_dim(2).to_kind(kc.kind()), false);
         let _ = vc.index_put_(&idx, &v.squeeze_dim(2).to_kind(vc.kind()), false);
-        let mut k = kc.narrow(0, 0, n).narrow(2, 0, at.len).to_kind(q.kind());
-        let mut v = vc.narrow(0, 0, n).narrow(2, 0, at.len).to_kind(q.kind());
-        let rep = self.heads / self.kv_heads;
-        if rep > 1 {
-            k = k.repeat_interleave_self_int(rep, Some(1), None);
-            v = v.repeat_interleave_self_int(rep, Some(1), None);
-        }
+        let k = kc.narrow(0, 0, n).narrow(2, 0, at.len).to_kind(q.kind());
+        let v = vc.narrow(0, 0, n).narrow(2, 0, at.len).to_kind(q.kind());
+        // Grouped K/V heads shared by SDPA itself (enable_gqa), not copied per query head.
         let y = Tensor::scaled_dot_product_attention(
             &q,
             &k,
@@ -303,7 +296,7 @@ impl Attention {
             0.0,
             false,
             None,
-            false,
+            self.kv_heads != self.heads,
         );
         linear(
             &self.o,
@@ -376,16 +369,8 @@ impl Block {
         &h + self.mlp.forward(&self.post_norm.forward(&h))
     }
 
-    fn forward_slots(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        at: &SlotsAt,
-        kv: &mut (Tensor, Tensor),
-    ) -> Tensor {
-        let h = x + self
-            .attn
-            .forward_slots(&self.input_norm.forward(x), rope, at, kv);
+    fn forward_slots(&self, x: &Tensor, at: &SlotsAt, kv: &mut (Tensor, Tensor)) -> Tensor {
+        let h = x + self.attn.forward_slots(&self.input_norm.forward(x), at, kv);
         &h + self.mlp.forward(&self.post_norm.forward(&h))
     }
 }
@@ -517,19 +502,48 @@ impl Llama {
     /// Reads a prompt into `slot` (replacing what it held) and returns the logits [vocab] of its
     /// last position. The prompt must be shorter than the context.
     pub fn prefill(&self, ids: &[i64], slot: usize, cache: &mut SlotCache) -> Tensor {
+        self.prefill_batch(&[(ids, slot)], cache).remove(0)
+    }
+
+    /// Reads several prompts in one forward pass, each into its slot (replacing what it held),
+    /// and returns each one's last-position logits [vocab]. Prompts are right-padded to the
+    /// longest: under the causal mask no real position sees a pad, and only real positions are
+    /// copied into the slots. Each prompt must be non-empty and shorter than the context.
+    pub fn prefill_batch(&self, prompts: &[(&[i64], usize)], cache: &mut SlotCache) -> Vec<Tensor> {
+        let longest = prompts.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+        if longest == 0 {
+            // Nothing to read: an empty row per prompt (callers see no vocabulary-sized logits).
+            let empty = || Tensor::zeros([0], (Kind::Float, self.device()));
+            return prompts.iter().map(|_| empty()).collect();
+        }
+        let mut flat = Vec::with_capacity(prompts.len() * longest);
+        for (p, _) in prompts {
+            flat.extend_from_slice(p);
+            flat.extend(std::iter::repeat_n(0i64, longest - p.len()));
+        }
         let mut kv = KvCache::default();
-        let input = Tensor::from_slice(ids)
-            .view([1, -1])
+        let input = Tensor::from_slice(&flat)
+            .view([prompts.len() as i64, longest as i64])
             .to_device(self.device());
         let logits = self.forward_cached(&input, &mut kv);
-        let t = ids.len() as i64;
         for ((k, v), layer) in cache.layers.iter_mut().zip(&kv.layers) {
             if let Some((pk, pv)) = layer {
-                k.get(slot as i64).narrow(1, 0, t).copy_(&pk.get(0));
-                v.get(slot as i64).narrow(1, 0, t).copy_(&pv.get(0));
+                for (row, (p, slot)) in prompts.iter().enumerate() {
+                    let (row, t) = (row as i64, p.len() as i64);
+                    k.get(*slot as i64)
+                        .narrow(1, 0, t)
+                        .copy_(&pk.get(row).narrow(1, 0, t));
+                    v.get(*slot as i64)
+                        .narrow(1, 0, t)
+                        .copy_(&pv.get(row).narrow(1, 0, t));
+                }
             }
         }
-        logits.get(0).get(t - 1)
+        prompts
+            .iter()
+            .enumerate()
+            .map(|(row, (p, _))| logits.get(row as i64).get(p.len().max(1) as i64 - 1))
+            .collect()
     }
 
     /// One decoding step of a batch: row `i` is slot `i`, its new token `tokens[i]` at position
@@ -552,6 +566,7 @@ impl Llama {
             .view([n, 1, 1, len]);
         let at = SlotsAt {
             rows: Tensor::arange(n, (Kind::Int64, device)),
+            rope: self.rope.tables_at(&pos),
             pos,
             len,
             mask,
@@ -560,7 +575,7 @@ impl Llama {
             .embed
             .forward(&Tensor::from_slice(tokens).to_device(device).view([n, 1]));
         for (b, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            x = b.forward_slots(&x, &self.rope, &at, kv);
+            x = b.forward_slots(&x, &at, kv);
         }
         self.head(&self.norm.forward(&x)).view([n, -1])
     }

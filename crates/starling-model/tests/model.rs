@@ -357,10 +357,12 @@ fn slot_batches_give_the_same_logits_as_one_sequence_at_a_time() {
         .iter()
         .map(|s| m.forward(&Tensor::from_slice(s).view([1, -1])).get(0))
         .collect();
-    // Prefill every sequence but its last 2 tokens, then decode 2 steps together.
+    // Prefill every sequence but its last 2 tokens (the first alone, the other two in one
+    // right-padded batch of lengths 1 and 3), then decode 2 steps together.
     let mut cache = m.slot_cache(4);
-    for (slot, s) in seqs.iter().enumerate() {
-        let p = m.prefill(&s[..s.len() - 2], slot, &mut cache);
+    let mut firsts = vec![m.prefill(&seqs[0][..seqs[0].len() - 2], 0, &mut cache)];
+    firsts.extend(m.prefill_batch(&[(&seqs[1][..1], 1), (&seqs[2][..3], 2)], &mut cache));
+    for (slot, (s, p)) in seqs.iter().zip(firsts).enumerate() {
         let d = (p - want[slot].get(s.len() as i64 - 3))
             .abs()
             .max()

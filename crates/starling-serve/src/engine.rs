@@ -280,6 +280,7 @@ impl Worker {
             self.shared
                 .active
                 .store(seqs.len() + admitted.len(), Ordering::Relaxed);
+            let mut fresh = Vec::new();
             for (job, queued_at) in admitted {
                 if job.events.is_closed() {
                     self.shared.metrics.cancelled.inc();
@@ -289,9 +290,22 @@ impl Worker {
                     .metrics
                     .queue_wait
                     .observe(queued_at.elapsed().as_secs_f64());
-                let slot = seqs.len();
-                let logits = self.model.prefill(&job.prompt, slot, &mut cache);
-                let row = to_vec(&logits);
+                fresh.push((job, queued_at));
+            }
+            // Every admitted prompt in one forward pass, each into the slot after the running ones.
+            let first_slot = seqs.len();
+            let prompts: Vec<(&[i64], usize)> = fresh
+                .iter()
+                .enumerate()
+                .map(|(i, (job, _))| (job.prompt.as_slice(), first_slot + i))
+                .collect();
+            let rows: Vec<Vec<f32>> = self
+                .model
+                .prefill_batch(&prompts, &mut cache)
+                .iter()
+                .map(to_vec)
+                .collect();
+            for (((job, queued_at), row), slot) in fresh.into_iter().zip(rows).zip(first_slot..) {
                 self.shared
                     .metrics
                     .prompt_tokens
@@ -305,8 +319,10 @@ impl Worker {
                     rng: StdRng::seed_from_u64(seed),
                     last_token_at: queued_at,
                 };
-                let done = self.step_seq(&mut seq, &row, true);
-                if !done {
+                if !self.step_seq(&mut seq, &row, true) {
+                    // Running sequences stay in the first slots: one that ended at its first
+                    // token leaves a gap the next one moves into.
+                    cache.move_slot(slot, seqs.len());
                     seqs.push(seq);
                 }
             }
