@@ -62,11 +62,7 @@ fn api(e: starling_ads::Error) -> ApiError {
         .with_code("event_refused"),
         other => {
             tracing::error!("ads: {other}");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                format!("ads: {other}"),
-            )
+            ApiError::internal(format!("ads: {other}"))
         }
     }
 }
@@ -312,13 +308,7 @@ async fn decide(
         ads.decide(&req)
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            e.to_string(),
-        )
-    })?
+    .map_err(ApiError::internal)?
     .map_err(api)?;
     Ok(Json(d).into_response())
 }

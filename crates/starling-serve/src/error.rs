@@ -34,6 +34,15 @@ impl ApiError {
         }
     }
 
+    /// 500: the server failed (a worker task panicked, a library failed) for a reason `e` names.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            e.to_string(),
+        )
+    }
+
     /// Any status with a message.
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {

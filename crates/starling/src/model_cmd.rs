@@ -311,14 +311,17 @@ pub struct ExportArgs {
     /// `hf` (config.json, model.safetensors, tokenizer.json) or `gguf` (one file llama.cpp loads).
     #[arg(long, default_value = "hf", value_parser = ["hf", "gguf"])]
     pub format: String,
-    /// GGUF storage of the matrices: f32, f16, bf16 or q8_0 (norms stay f32).
-    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16", "q8_0"])]
-    pub dtype: String,
+    /// GGUF storage of the matrices: f32, f16 (default), bf16 or q8_0 (norms stay f32).
+    #[arg(long, value_parser = ["f32", "f16", "bf16", "q8_0"])]
+    pub dtype: Option<String>,
 }
 
 /// Runs `starling export`: the run's latest good checkpoint as an HF directory or a GGUF file.
 pub fn export(a: &ExportArgs) -> Result<()> {
     let (run, out) = (a.run.as_path(), a.out.as_path());
+    if a.format == "hf" && a.dtype.is_some() {
+        bail!("--dtype applies to --format gguf; an HF export keeps the checkpoint's f32 weights");
+    }
     let starling_train::ModelDir { dir, weights } = starling_train::ModelDir::open(run)?;
     let config = starling_model::LlamaConfig::load(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -346,7 +349,8 @@ fn export_gguf(
     config: &starling_model::LlamaConfig,
     vs: &tch::nn::VarStore,
 ) -> Result<()> {
-    let dtype = starling_gguf::ExportDtype::parse(&a.dtype).context("--dtype")?;
+    let dtype_name = a.dtype.as_deref().unwrap_or("f16");
+    let dtype = starling_gguf::ExportDtype::parse(dtype_name).context("--dtype")?;
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -375,7 +379,7 @@ fn export_gguf(
         "export: {} → {} (GGUF v3, {}, {} tensors, {:.1} MiB, {} tokens, sha256 {})",
         dir.display(),
         a.out.display(),
-        a.dtype,
+        dtype_name,
         summary.tensors,
         summary.bytes as f64 / (1 << 20) as f64,
         config.vocab_size,

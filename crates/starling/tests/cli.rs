@@ -1222,6 +1222,18 @@ fn greedy_agreement(ours: &[i64], margins: &[f64], theirs: &[i64]) -> (usize, Op
     (n, Some(margins.get(n).copied().unwrap_or(0.0)))
 }
 
+/// `starling export --run RUN --out OUT` with `extra` arguments.
+fn export(run: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = starling();
+    c.arg("export")
+        .arg("--run")
+        .arg(run)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    c
+}
+
 #[test]
 fn gguf_export_runs_in_llama_cpp_with_our_tokens_and_greedy_output() {
     let Some(py) = llama_cpp_python() else { return };
@@ -1249,14 +1261,11 @@ fn gguf_export_runs_in_llama_cpp_with_our_tokens_and_greedy_output() {
     let mut report = Vec::new();
     for dtype in ["f32", "f16", "q8_0"] {
         let gguf = tmp.path().join(format!("model-{dtype}.gguf"));
-        let out = run_ok(
-            starling()
-                .arg("export")
-                .arg("--run")
-                .arg(&run)
-                .args(["--format", "gguf", "--dtype", dtype, "--out"])
-                .arg(&gguf),
-        );
+        let out = run_ok(&mut export(
+            &run,
+            &gguf,
+            &["--format", "gguf", "--dtype", dtype],
+        ));
         assert!(out.contains("GGUF v3") && gguf.exists(), "{out}");
         let sidecar =
             std::fs::read_to_string(tmp.path().join(format!("model-{dtype}.gguf.sha256")))
@@ -1332,25 +1341,14 @@ fn gguf_export_runs_in_llama_cpp_with_our_tokens_and_greedy_output() {
     eprintln!("greedy agreement with llama.cpp:\n{}", report.join("\n"));
     // A tokenizer llama.cpp cannot reproduce is refused by name, and nothing is written.
     let edited = tmp.path().join("edited");
-    run_ok(
-        starling()
-            .arg("export")
-            .arg("--run")
-            .arg(&run)
-            .arg("--out")
-            .arg(&edited),
-    );
+    run_ok(&mut export(&run, &edited, &[]));
     let path = edited.join("tokenizer.json");
     let mut j: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
     j["normalizer"] = serde_json::json!({"type": "NFKC"});
     std::fs::write(&path, j.to_string()).expect("write");
-    let out = starling()
-        .arg("export")
-        .arg("--run")
-        .arg(&edited)
-        .args(["--format", "gguf", "--out"])
-        .arg(tmp.path().join("refused.gguf"))
+    let refused = tmp.path().join("refused.gguf");
+    let out = export(&edited, &refused, &["--format", "gguf"])
         .output()
         .expect("export");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1358,5 +1356,14 @@ fn gguf_export_runs_in_llama_cpp_with_our_tokens_and_greedy_output() {
         !out.status.success() && err.contains("tokenizer.json: normalizer: a NFKC normalizer"),
         "{err}"
     );
-    assert!(!tmp.path().join("refused.gguf").exists());
+    assert!(!refused.exists());
+    // --dtype belongs to GGUF: an HF export with one is refused rather than silently ignored.
+    let out = export(&run, &tmp.path().join("hf2"), &["--dtype", "q8_0"])
+        .output()
+        .expect("export");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--dtype applies to --format gguf"),
+        "{err}"
+    );
 }

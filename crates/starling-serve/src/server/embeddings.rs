@@ -69,20 +69,8 @@ pub(super) async fn embeddings(
         embedder.embed(&refs)
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            e.to_string(),
-        )
-    })?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            e.to_string(),
-        )
-    })?;
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()

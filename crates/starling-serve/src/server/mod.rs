@@ -205,13 +205,7 @@ impl AppState {
     fn encode(&self, text: &str) -> Result<Vec<i64>, ApiError> {
         starling_tokens::tokenizer::encode(&self.tokenizer, text)
             .map(|v| v.into_iter().map(i64::from).collect())
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    format!("tokenizer: {e}"),
-                )
-            })
+            .map_err(|e| ApiError::internal(format!("tokenizer: {e}")))
     }
 
     /// Refuses, before any work is spent on it, text that cannot fit the context: `bytes` of
@@ -241,11 +235,9 @@ impl AppState {
         let task = tokio::task::spawn_blocking(work);
         match tokio::time::timeout(self.config.request_timeout, task).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                format!("preparing the request failed: {e}"),
-            )),
+            Ok(Err(e)) => Err(ApiError::internal(format!(
+                "preparing the request failed: {e}"
+            ))),
             Err(_) => Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "server_error",

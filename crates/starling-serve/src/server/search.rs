@@ -67,13 +67,7 @@ pub(super) async fn search(
         })
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            e.to_string(),
-        )
-    })?
+    .map_err(ApiError::internal)?
     .map_err(|e| ApiError::invalid("q", e.to_string()))?;
     Ok(Json(json!({
         "object": "list",
@@ -114,13 +108,7 @@ pub(super) async fn add_posts(
             "starling-posts-{:016x}.jsonl",
             rand::random::<u64>()
         ));
-        std::fs::write(&path, &body).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                e.to_string(),
-            )
-        })?;
+        std::fs::write(&path, &body).map_err(ApiError::internal)?;
         let mut u = starling_search::Updates::default();
         let read = u.read(&path);
         let _ = std::fs::remove_file(&path);
@@ -153,13 +141,7 @@ pub(super) async fn add_posts(
         }))
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            e.to_string(),
-        )
-    })??;
+    .map_err(ApiError::internal)??;
     let mut done = done;
     done["took_ms"] = json!(t0.elapsed().as_secs_f64() * 1e3);
     Ok(Json(done))
