@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's llama-server from the llama.cpp sources vendored in the pinned llama-cpp-python
 # sdist (scripts/requirements.txt), into .venv/llama.cpp/bin/llama-server, for
-# `starling bench serve --against llama-cpp`. Skips the build when the binary is there. ~8 min on 2 cores.
+# `starling bench serve --against llama-cpp`. Skips the build when the binary is there (10-15 min on 2 cores).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="$(sed -n 's/^llama-cpp-python==//p' "$root/scripts/requirements.txt")"
