@@ -1330,8 +1330,9 @@ fn gguf_export_runs_in_llama_cpp_with_our_tokens_and_greedy_output() {
                     "{p:?}: llama.cpp {theirs:?} vs starling {ours:?} differ at step {agree} (margin {at:?})"
                 );
             }
+            let closest = margins.iter().copied().fold(f64::INFINITY, f64::min);
             report.push(format!(
-                "{dtype:5} {p:20} {agree:>2}/{:<2} tokens agree{}",
+                "{dtype:5} {p:20} {agree:>2}/{:<2} tokens agree (closest top-2 margin {closest:.4}){}",
                 ours.len(),
                 at.map(|m| format!(", first difference at margin {m:.4}"))
                     .unwrap_or_default()
