@@ -2,12 +2,13 @@
 """Runs a GGUF file in llama.cpp (through llama-cpp-python) for starling's interop test.
 
 Reads a JSON request on stdin:
-  {"model": "m.gguf", "tokenize": ["text", ...], "generate": ["prompt text", ...], "max_tokens": 32}
+  {"model": "m.gguf", "tokenize": ["text", ...], "generate": ["prompt text", ...], "max_tokens": 32,
+   "chat": [{"role": "user", "content": "..."}, ...]}
 and prints one JSON object: llama.cpp's tokenization of each text (special tokens parsed, no BOS
 added), greedy continuations of each prompt (argmax of llama.cpp's own logits: temperature 0, no
 repetition penalty, no top-k; stops before EOS and after any other end-of-generation token, as
 `starling generate` does), the top-2 logit margin at each step, what llama.cpp read from the file,
-and the tensors and keys PyPI's gguf reader finds.
+the tensors and keys PyPI's gguf reader finds, and the chat rendered by the file's template.
 """
 import json
 import sys
@@ -15,6 +16,7 @@ import sys
 import gguf
 import llama_cpp
 import numpy as np
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 
 def main() -> None:
@@ -50,7 +52,12 @@ def main() -> None:
         ],
         "generate": [],
         "gguf_py": gguf_py,
+        "chat": None,
     }
+    if req.get("chat"):
+        # The file's chat template as llama-cpp-python renders it (Jinja2), with a generation prompt.
+        fmt = Jinja2ChatFormatter(out["chat_template"], eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+        out["chat"] = fmt(messages=req["chat"]).prompt
     for prompt in req.get("generate", []):
         ids = tokenize(prompt)
         llm.reset()

@@ -1190,7 +1190,7 @@ fn llama_cpp(py: &Path, model: &Path, tokenize: &[&str], generate: &[String]) ->
         .spawn()
         .expect("python");
     let req = serde_json::json!({"model": model, "tokenize": tokenize, "generate": generate,
-        "max_tokens": 32, "threads": 1});
+        "max_tokens": 32, "threads": 1, "chat": chat_messages()});
     child
         .stdin
         .take()
@@ -1204,6 +1204,15 @@ fn llama_cpp(py: &Path, model: &Path, tokenize: &[&str], generate: &[String]) ->
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// A conversation whose texts need no normalising (the server normalises; a Jinja template cannot).
+fn chat_messages() -> serde_json::Value {
+    serde_json::json!([
+        {"role": "user", "content": "who won the #nba finals?"},
+        {"role": "assistant", "content": "the home team did"},
+        {"role": "user", "content": "  and the score?  "},
+    ])
 }
 
 fn ids_of(v: &serde_json::Value) -> Vec<i64> {
@@ -1289,9 +1298,15 @@ fn gguf_export_runs_in_llama_cpp_with_our_tokens_and_greedy_output() {
         // llama.cpp ends generation at the end of a post as well as at the end of the text.
         let eog = ids_of(&theirs["eog"]);
         assert!(eog.contains(&0) && eog.contains(&1), "{eog:?}");
-        assert!(theirs["chat_template"]
-            .as_str()
-            .is_some_and(|t| t.contains("<|endofpost|>")));
+        // The embedded chat template renders the server's thread layout.
+        let messages: Vec<String> = chat_messages()
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let thread = starling_serve::chat::ThreadLayout::default().thread(&messages);
+        assert_eq!(theirs["chat"].as_str(), Some(thread.as_str()));
         for (i, text) in texts.iter().enumerate() {
             let ours: Vec<i64> = starling_tokens::tokenizer::encode(&tok, text)
                 .expect("encode")
