@@ -249,9 +249,10 @@ impl Cursor<'_> {
         a.copy_from_slice(&b);
         Ok(u64::from_le_bytes(a))
     }
-    fn count(&mut self, what: &str) -> Result<usize> {
+    /// A length or count, refused past `max` (a corrupt file must not make us allocate gigabytes).
+    fn count(&mut self, what: &str, max: u64) -> Result<usize> {
         let n = self.u64()?;
-        if n > 1 << 32 {
+        if n > max {
             return Err(Error::Format(format!(
                 "{}: {what} count {n} at byte {} is not plausible",
                 self.path.display(),
@@ -261,7 +262,7 @@ impl Cursor<'_> {
         Ok(n as usize)
     }
     fn string(&mut self) -> Result<String> {
-        let n = self.count("string length")?;
+        let n = self.count("string length", 1 << 24)?;
         let b = self.bytes(n)?;
         String::from_utf8(b).map_err(|_| {
             Error::Format(format!(
@@ -301,7 +302,7 @@ impl Cursor<'_> {
             8 => Value::Str(self.string()?),
             9 => {
                 let elem = self.u32()?;
-                let n = self.count("array length")?;
+                let n = self.count("array length", 1 << 28)?;
                 match elem {
                     8 => Value::StrArray((0..n).map(|_| self.string()).collect::<Result<_>>()?),
                     5 => Value::I32Array(
@@ -348,8 +349,8 @@ impl GgufFile {
                 path.display()
             )));
         }
-        let tensors = c.count("tensor")?;
-        let kvs = c.count("metadata")?;
+        let tensors = c.count("tensor", 1 << 20)?;
+        let kvs = c.count("metadata", 1 << 20)?;
         let mut header = GgufHeader::default();
         for _ in 0..kvs {
             let key = c.string()?;
@@ -360,6 +361,12 @@ impl GgufFile {
         for _ in 0..tensors {
             let name = c.string()?;
             let n = c.u32()? as usize;
+            if n > 4 {
+                return Err(Error::Format(format!(
+                    "{}: tensor {name} has {n} dimensions (ggml has at most 4)",
+                    path.display()
+                )));
+            }
             let dims = (0..n).map(|_| c.u64()).collect::<Result<Vec<_>>>()?;
             let ty = GgmlType::from_id(c.u32()?).ok_or_else(|| {
                 Error::Format(format!(
@@ -433,5 +440,14 @@ mod tests {
         std::fs::write(&bad, &bytes[..40]).expect("write");
         let e = GgufFile::read(&bad).expect_err("truncated").to_string();
         assert!(e.contains("bad.gguf") && e.contains("truncated"), "{e}");
+        // A corrupt length is refused before anything that large is allocated.
+        let mut corrupt = bytes.clone();
+        corrupt[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&bad, &corrupt).expect("write");
+        let e = GgufFile::read(&bad).expect_err("corrupt").to_string();
+        assert!(
+            e.contains("string length") && e.contains("not plausible"),
+            "{e}"
+        );
     }
 }
