@@ -5,7 +5,9 @@
 #     tokens/s, MFU against the GPU's dense bf16 peak, peak memory, last losses;
 #  2. the trainer itself (`starling train --device cuda`, no host read inside a step, --log-every 10)
 #     on gpt2-124m: tokens/s and MFU from metrics.jsonl;
-#  3. scripts/device-ddp.sh: one NCCL rank, plain and ZeRO-1 (the NCCL path's first run).
+#  3. scripts/device-ddp.sh: one NCCL rank, plain and ZeRO-1 (the NCCL path's first run);
+#  4. `starling bench serve --device cuda` on that gpt2-124m run (issue 20's GPU row, beside the README's
+#     CPU table; grounding off). With it the script takes ~10 minutes.
 # Here:  cargo build --release -p starling && mkdir -p .dev && strip -o .dev/starling target/release/starling
 #        (with /.dev/ in .git/info/exclude; carry .dev)
 # There: bash scripts/device-bench.sh
@@ -37,4 +39,9 @@ PY
 echo "=== $(( $(date +%s) - t ))s"
 echo "=== device-ddp.sh"
 timeout 120 bash scripts/device-ddp.sh 2>&1 | tail -8
+echo "=== bench serve --device cuda, gpt2-124m"
+t=$(date +%s)
+timeout 150 $B bench serve --model $W/run124 --index /nonexistent --device cuda --clients 1,4,16,64 \
+  --rounds 2 2>&1 | tail -12
+echo "=== $(( $(date +%s) - t ))s"
 } 2>&1 | tee "$OUT/device-bench.txt"
