@@ -299,12 +299,17 @@ impl Worker {
                 .enumerate()
                 .map(|(i, (job, _))| (job.prompt.as_slice(), first_slot + i))
                 .collect();
-            let rows: Vec<Vec<f32>> = self
-                .model
-                .prefill_batch(&prompts, &mut cache)
-                .iter()
-                .map(to_vec)
-                .collect();
+            // Passes of similar lengths whose padded size stays within the prefill budget, so
+            // one long prompt never pads many short ones to its length.
+            let lens: Vec<usize> = prompts.iter().map(|(p, _)| p.len()).collect();
+            let mut rows: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
+            for group in prefill_groups(&lens, self.shared.config.prefill_tokens_per_step) {
+                let pass: Vec<(&[i64], usize)> = group.iter().map(|&i| prompts[i]).collect();
+                let logits = self.model.prefill_batch(&pass, &mut cache);
+                for (&i, l) in group.iter().zip(&logits) {
+                    rows[i] = to_vec(l);
+                }
+            }
             for (((job, queued_at), row), slot) in fresh.into_iter().zip(rows).zip(first_slot..) {
                 self.shared
                     .metrics
@@ -469,6 +474,23 @@ impl Worker {
     }
 }
 
+/// Groups prompts (by index into `lens`) into prefill passes: shortest first, each pass as many
+/// as keep `count x longest` (its padded size) within `budget`; a prompt longer than the budget
+/// gets a pass of its own.
+fn prefill_groups(lens: &[usize], budget: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| lens[i]);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for i in order {
+        match groups.last_mut() {
+            // Sorted ascending: with i added, i is the longest of the pass.
+            Some(g) if (g.len() + 1) * lens[i] <= budget => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
 /// Bytes at the end of `text` not to show yet: an incomplete character, or the start of a stop string.
 fn held_back(text: &str, stop: &[String]) -> usize {
     if text.ends_with('\u{FFFD}') {
@@ -496,7 +518,28 @@ fn to_vec(t: &tch::Tensor) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::held_back;
+    use super::{held_back, prefill_groups};
+
+    #[test]
+    fn prefill_passes_keep_padding_within_the_budget() {
+        // One long prompt among short ones reads alone; the short ones read together.
+        let mut lens = vec![16; 63];
+        lens.insert(5, 1000);
+        let groups = prefill_groups(&lens, 1024);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[1], vec![5]);
+        assert_eq!(groups[0].len(), 63);
+        for g in &groups {
+            let longest = g.iter().map(|&i| lens[i]).max().unwrap_or(0);
+            assert!(g.len() == 1 || g.len() * longest <= 1024);
+        }
+        // Every prompt is read exactly once; a prompt over the budget still reads.
+        let lens = [3000, 10, 700, 400, 5];
+        let mut all: Vec<usize> = prefill_groups(&lens, 1024).concat();
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 2, 3, 4]);
+        assert!(prefill_groups(&lens, 1024).contains(&vec![0]));
+    }
 
     #[test]
     fn holds_back_partial_stop_strings_and_characters() {
