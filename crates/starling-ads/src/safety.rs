@@ -5,8 +5,10 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use starling_classify::features::dense_rows;
+use starling_classify::logreg::Schedule;
+use starling_classify::{SparseRow, Tfidf};
 use starling_embed::Embedder;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// The classifier a server loads (`brand-safety.json`).
@@ -89,72 +91,42 @@ pub struct Labelled {
 
 /// Reads `<dir>/<task>/<split>_text.txt` and `_labels.txt` (label 1 = hateful / offensive).
 pub fn read_split(dir: &Path, task: &str, split: &str) -> Result<Vec<Labelled>> {
-    let tp = dir.join(task).join(format!("{split}_text.txt"));
-    let lp = dir.join(task).join(format!("{split}_labels.txt"));
-    let texts = std::fs::read_to_string(&tp).map_err(|e| Error::io(&tp, e))?;
-    let labels = std::fs::read_to_string(&lp).map_err(|e| Error::io(&lp, e))?;
-    let texts: Vec<&str> = texts.lines().collect();
-    let labels: Vec<&str> = labels.lines().collect();
-    if texts.len() != labels.len() {
-        return Err(Error::Data {
-            path: lp.display().to_string(),
-            line: labels.len().min(texts.len()) + 1,
-            reason: format!("{} labels for {} texts", labels.len(), texts.len()),
-        });
-    }
-    texts
-        .iter()
-        .zip(&labels)
-        .enumerate()
-        .map(|(i, (t, l))| match l.trim() {
-            "0" => Ok(Labelled {
-                text: t.to_string(),
-                unsafe_: false,
-            }),
-            "1" => Ok(Labelled {
-                text: t.to_string(),
-                unsafe_: true,
-            }),
-            other => Err(Error::Data {
-                path: lp.display().to_string(),
-                line: i + 1,
-                reason: format!("label {other:?} (0 or 1 expected)"),
-            }),
+    use starling_classify::Error as E;
+    let found = starling_classify::tweeteval::read_split(&dir.join(task), split, 2).map_err(
+        |e| match e {
+            E::Io(io) => Error::Io(io),
+            E::Data { path, line, reason } => Error::Data { path, line, reason },
+            E::Embed(e) => Error::Data {
+                path: dir.display().to_string(),
+                line: 0,
+                reason: e.to_string(),
+            },
+        },
+    )?;
+    let s = found.ok_or_else(|| {
+        let p = dir.join(task).join(format!("{split}_text.txt"));
+        Error::io(
+            &p,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        )
+    })?;
+    Ok(s.texts
+        .into_iter()
+        .zip(s.labels)
+        .map(|(text, l)| Labelled {
+            text,
+            unsafe_: l == 1,
         })
-        .collect()
+        .collect())
 }
 
 /// Macro-F1 of predictions against labels.
 pub fn macro_f1(pred: &[bool], gold: &[bool]) -> f64 {
-    let f1 = |cls: bool| {
-        let tp = pred
-            .iter()
-            .zip(gold)
-            .filter(|(p, g)| **p == cls && **g == cls)
-            .count() as f64;
-        let fp = pred
-            .iter()
-            .zip(gold)
-            .filter(|(p, g)| **p == cls && **g != cls)
-            .count() as f64;
-        let fn_ = pred
-            .iter()
-            .zip(gold)
-            .filter(|(p, g)| **p != cls && **g == cls)
-            .count() as f64;
-        if tp == 0.0 {
-            0.0
-        } else {
-            2.0 * tp / (2.0 * tp + fp + fn_)
-        }
-    };
-    (f1(true) + f1(false)) / 2.0
+    let idx = |v: &[bool]| v.iter().map(|b| usize::from(*b)).collect::<Vec<_>>();
+    starling_classify::metrics::macro_f1(&idx(pred), &idx(gold), 2)
 }
 
-/// Sparse rows: (index, value) pairs.
-type SparseRow = Vec<(usize, f32)>;
-
-/// Logistic regression trained by full-batch Adam with L2 and balanced class weights.
+/// Logistic regression of the classifier and the baseline (two-class softmax as one sigmoid).
 struct LogReg {
     w: Vec<f32>,
     b: f32,
@@ -166,50 +138,16 @@ impl LogReg {
         1.0 / (1.0 + (-(z as f64)).exp())
     }
 
+    /// Full-batch Adam, balanced classes, L2 `l2`.
     fn train(rows: &[SparseRow], y: &[bool], dim: usize, l2: f32, epochs: usize) -> Self {
-        let pos = y.iter().filter(|v| **v).count().max(1) as f32;
-        let neg = (y.len() as f32 - pos).max(1.0);
-        let (wp, wn) = (y.len() as f32 / (2.0 * pos), y.len() as f32 / (2.0 * neg));
-        let mut m = LogReg {
-            w: vec![0.0; dim],
-            b: 0.0,
+        let y: Vec<usize> = y.iter().map(|b| usize::from(*b)).collect();
+        let schedule = Schedule {
+            epochs,
+            ..Schedule::SPARSE
         };
-        let (mut mw, mut vw) = (vec![0f32; dim], vec![0f32; dim]);
-        let (mut mb, mut vb) = (0f32, 0f32);
-        let (lr, b1, b2, eps) = (0.05f32, 0.9f32, 0.999f32, 1e-8f32);
-        let n = y.len() as f32;
-        for t in 1..=epochs {
-            let mut gw = vec![0f32; dim];
-            let mut gb = 0f32;
-            for (row, &label) in rows.iter().zip(y) {
-                let p = m.score(row) as f32;
-                let g = (p - if label { 1.0 } else { 0.0 }) * if label { wp } else { wn };
-                for (i, v) in row {
-                    gw[*i] += g * v;
-                }
-                gb += g;
-            }
-            let (c1, c2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
-            for i in 0..dim {
-                let g = gw[i] / n + l2 * m.w[i];
-                mw[i] = b1 * mw[i] + (1.0 - b1) * g;
-                vw[i] = b2 * vw[i] + (1.0 - b2) * g * g;
-                m.w[i] -= lr * (mw[i] / c1) / ((vw[i] / c2).sqrt() + eps);
-            }
-            let g = gb / n;
-            mb = b1 * mb + (1.0 - b1) * g;
-            vb = b2 * vb + (1.0 - b2) * g * g;
-            m.b -= lr * (mb / c1) / ((vb / c2).sqrt() + eps);
-        }
-        m
+        let (w, b) = starling_classify::LogReg::train(rows, &y, 2, dim, l2, schedule).binary();
+        Self { w, b }
     }
-}
-
-fn dense_rows(vectors: &[Vec<f32>]) -> Vec<SparseRow> {
-    vectors
-        .iter()
-        .map(|v| v.iter().enumerate().map(|(i, x)| (i, *x)).collect())
-        .collect()
 }
 
 /// Chooses the L2 strength and threshold with the best macro-F1 on `val`.
@@ -253,13 +191,7 @@ fn fit(
     }
 }
 
-/// The TF-IDF vocabulary of the baseline: word unigrams and bigrams seen in at least two training
-/// texts, sublinear term frequency, unit-length rows.
-struct Tfidf {
-    vocab: HashMap<String, usize>,
-    idf: Vec<f32>,
-}
-
+/// The baseline's grams: the ad matcher's words (mentions left out), unigrams and bigrams.
 fn grams(text: &str) -> Vec<String> {
     let words: Vec<String> = crate::decide::terms(text)
         .into_iter()
@@ -268,52 +200,6 @@ fn grams(text: &str) -> Vec<String> {
     let mut out = words.clone();
     out.extend(words.windows(2).map(|w| format!("{} {}", w[0], w[1])));
     out
-}
-
-impl Tfidf {
-    fn fit(texts: &[&str]) -> Self {
-        let mut df: HashMap<String, usize> = HashMap::new();
-        for t in texts {
-            let mut g = grams(t);
-            g.sort();
-            g.dedup();
-            for x in g {
-                *df.entry(x).or_default() += 1;
-            }
-        }
-        let mut keys: Vec<(String, usize)> = df.into_iter().filter(|(_, d)| *d >= 2).collect();
-        keys.sort();
-        let n = texts.len() as f32;
-        let idf = keys
-            .iter()
-            .map(|(_, d)| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0)
-            .collect();
-        let vocab = keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k, i))
-            .collect();
-        Self { vocab, idf }
-    }
-
-    fn row(&self, text: &str) -> SparseRow {
-        let mut tf: HashMap<usize, f32> = HashMap::new();
-        for g in grams(text) {
-            if let Some(&i) = self.vocab.get(&g) {
-                *tf.entry(i).or_default() += 1.0;
-            }
-        }
-        let mut row: SparseRow = tf
-            .into_iter()
-            .map(|(i, c)| (i, (1.0 + c.ln()) * self.idf[i]))
-            .collect();
-        row.sort_by_key(|(i, _)| *i);
-        let norm = row.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|(_, v)| *v /= norm);
-        }
-        row
-    }
 }
 
 fn embed_all(e: &dyn Embedder, texts: &[&str], progress: &dyn Fn(usize)) -> Result<Vec<Vec<f32>>> {
@@ -389,14 +275,14 @@ pub fn train(
     };
 
     // Baseline: TF-IDF + logistic regression.
-    let tf = Tfidf::fit(&texts(&data.train));
+    let tf = Tfidf::fit(&texts(&data.train), grams);
     let rows = |d: &[Labelled]| d.iter().map(|l| tf.row(&l.text)).collect::<Vec<_>>();
     let (m, th) = fit(
         &rows(&data.train),
         &ytr,
         &rows(&data.val),
         &yval,
-        tf.idf.len(),
+        tf.dim(),
         epochs,
     );
     let tfidf = score_all(

@@ -1,11 +1,17 @@
-//! Hashtag recovery, a search evaluation that needs no hand labels: every hashtag is stripped
-//! from the indexed posts; a query is a hashtag's words; the relevant posts are those that
-//! carried it. Scored by nDCG@10 and recall@100.
+//! Search evaluations that need no hand labels.
+//!
+//! - Hashtag recovery: every hashtag is stripped from the indexed posts; a query is a hashtag's
+//!   words; the relevant posts are those that carried it. Scored by nDCG@10 and recall@100.
+//! - Grounding: templated chat questions about a hashtag ("what are people saying about #x?",
+//!   "any news on x y?") answered by [`crate::grounding::ground`] on an index that keeps its
+//!   hashtags; a grounding post is relevant when it carries the tag. Scored by precision@3 and by
+//!   how often the answer abstains, which is right only for tags the index does not hold.
 
+use crate::grounding::ground;
 use crate::index::{PostIndex, Result, SearchMode, SearchOrder, SearchRequest};
 use starling_corpus::Post;
 use starling_embed::Embedder;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 /// One query of the task.
@@ -192,9 +198,285 @@ pub fn evaluate(
     })
 }
 
+/// How a grounding question is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    /// "what are people saying about #x?"
+    Hashtag,
+    /// "any news on x y?" (the tag's words).
+    Words,
+}
+
+impl Template {
+    /// The question about a tag whose words are `words`.
+    pub fn ask(self, tag: &str, words: &str) -> String {
+        match self {
+            Template::Hashtag => format!("what are people saying about #{tag}?"),
+            Template::Words => format!("any news on {words}?"),
+        }
+    }
+
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::Hashtag => "#x",
+            Template::Words => "words",
+        }
+    }
+}
+
+/// One grounding question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroundingQuestion {
+    /// The tag asked about, lower-cased, without `#`.
+    pub tag: String,
+    /// How it is asked.
+    pub template: Template,
+    /// The question.
+    pub text: String,
+    /// Posts in the index that carry the tag (none: the right answer is to abstain).
+    pub relevant: HashSet<String>,
+}
+
+/// How often each plain word occurs in the posts' texts (for splitting lower-case tags).
+pub fn word_counts(posts: &[Post]) -> HashMap<String, u64> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for p in posts {
+        for w in p
+            .text
+            .split(|c: char| !c.is_alphanumeric() && c != '#' && c != '@')
+        {
+            if w.is_empty() || w.starts_with(['#', '@']) {
+                continue;
+            }
+            *counts.entry(w.to_lowercase()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// A lower-case tag split into the likeliest words under `counts` (a unigram model over words
+/// seen at least twice; `mondaymotivation` → `monday motivation`); the tag itself when no split
+/// into such words exists.
+pub fn segment(tag: &str, counts: &HashMap<String, u64>) -> String {
+    let chars: Vec<char> = tag.chars().collect();
+    let total: u64 = counts.values().sum::<u64>().max(1);
+    let cost = |w: &str| -> Option<f64> {
+        let c = *counts.get(w)?;
+        (c >= 2 && (w.chars().count() >= 2 || w == "a" || w == "i"))
+            .then(|| -(c as f64 / total as f64).ln())
+    };
+    let n = chars.len();
+    // best[i]: cheapest split of chars[..i] and where its last word starts.
+    let mut best: Vec<Option<(f64, usize)>> = vec![None; n + 1];
+    best[0] = Some((0.0, 0));
+    for end in 1..=n {
+        for start in end.saturating_sub(24)..end {
+            let Some((before, _)) = best[start] else {
+                continue;
+            };
+            let w: String = chars[start..end].iter().collect();
+            if let Some(c) = cost(&w) {
+                if best[end].is_none_or(|(b, _)| before + c < b) {
+                    best[end] = Some((before + c, start));
+                }
+            }
+        }
+    }
+    if best[n].is_none() {
+        return tag.to_string();
+    }
+    let mut words = Vec::new();
+    let mut end = n;
+    while end > 0 {
+        let Some((_, start)) = best[end] else {
+            return tag.to_string();
+        };
+        words.push(chars[start..end].iter().collect::<String>());
+        end = start;
+    }
+    words.reverse();
+    words.join(" ")
+}
+
+/// A tag's words as people would write them: split at case changes (`query` of
+/// [`HashtagQuery`]), or by [`segment`] when the tag is written in one case.
+pub fn spoken_words(words: &str, counts: &HashMap<String, u64>) -> String {
+    if words.contains(' ') {
+        words.to_string()
+    } else {
+        segment(words, counts)
+    }
+}
+
+/// The grounding questions about the tags of `present` (the index holds their posts) and of
+/// `absent` (it holds none, so abstaining is right; their `relevant` is ignored), each asked
+/// with every template.
+pub fn grounding_questions(
+    present: &[HashtagQuery],
+    absent: &[HashtagQuery],
+    counts: &HashMap<String, u64>,
+) -> Vec<GroundingQuestion> {
+    let mut out = Vec::new();
+    let asked = present
+        .iter()
+        .map(|q| (q, q.relevant.clone()))
+        .chain(absent.iter().map(|q| (q, HashSet::new())));
+    for (q, relevant) in asked {
+        let words = spoken_words(&q.query, counts);
+        for template in [Template::Hashtag, Template::Words] {
+            out.push(GroundingQuestion {
+                text: template.ask(&q.tag, &words),
+                tag: q.tag.clone(),
+                template,
+                relevant: relevant.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Grounding scores over one template's questions.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GroundingScore {
+    /// Mean over questions whose tag the index holds of relevant grounding posts / posts shown
+    /// (at most `want`); an abstention counts 0.
+    pub precision: f64,
+    /// Share of those questions answered without grounding (wrong: relevant posts exist).
+    pub abstained_present: f64,
+    /// Share of questions about absent tags answered without grounding (right).
+    pub abstained_absent: f64,
+    /// Mean grounding posts per answer, over questions whose tag the index holds.
+    pub posts: f64,
+    /// Questions whose tag the index holds.
+    pub present: usize,
+    /// Questions about absent tags.
+    pub absent: usize,
+}
+
+/// How a grounding evaluation searches: the tiered [`ground`] or, for comparison, one BM25
+/// search of the message's words joined by `OR` (the server's grounding before tiers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grounder {
+    /// [`ground`], hybrid when an embedder is given.
+    Tiered,
+    /// Any word of three or more letters that is not a stop word, `OR`, BM25.
+    AnyWord,
+}
+
+/// Words too common to find posts by, for [`any_word_query`].
+const STOPWORDS: &[&str] = &[
+    "the", "and", "for", "are", "but", "not", "you", "your", "all", "any", "can", "had", "her",
+    "was", "one", "our", "out", "has", "him", "his", "how", "its", "let", "may", "who", "did",
+    "get", "got", "just", "this", "that", "with", "have", "from", "they", "will", "would", "there",
+    "their", "what", "about", "which", "when", "make", "like", "time", "than", "then", "them",
+    "these", "some", "could", "into", "been", "were", "does", "doing", "tell", "know", "think",
+    "please", "should", "what's", "i'm", "it's", "don't",
+];
+
+/// The server's grounding query before tiers: the message's words of three or more letters
+/// that are not stop words, and its hashtags and mentions, any of them (`OR`).
+pub fn any_word_query(message: &str) -> Option<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for raw in message.split_whitespace() {
+        let w: String = raw
+            .trim_matches(|c: char| !(c.is_alphanumeric() || c == '#' || c == '@' || c == '_'))
+            .to_lowercase();
+        let (sigil, body) = match w.chars().next() {
+            Some(c @ ('#' | '@')) => (Some(c), &w[1..]),
+            _ => (None, w.as_str()),
+        };
+        if body.is_empty() || !body.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let keep = sigil.is_some() || (body.chars().count() >= 3 && !STOPWORDS.contains(&body));
+        let term = w.clone();
+        if keep && !terms.contains(&term) {
+            terms.push(term);
+        }
+    }
+    (!terms.is_empty()).then(|| terms.join(" OR "))
+}
+
+/// Asks every question of one template and scores the grounding posts (`want` per answer).
+pub fn evaluate_grounding(
+    idx: &PostIndex,
+    questions: &[GroundingQuestion],
+    template: Template,
+    grounder: Grounder,
+    want: usize,
+    embedder: Option<&dyn Embedder>,
+) -> Result<GroundingScore> {
+    let mut s = GroundingScore::default();
+    for q in questions.iter().filter(|q| q.template == template) {
+        let ids: Vec<String> = match grounder {
+            Grounder::Tiered => ground(idx, &q.text, want, embedder)?.hits,
+            Grounder::AnyWord => match any_word_query(&q.text) {
+                Some(query) => idx.search_with(&SearchRequest {
+                    query: &query,
+                    mode: SearchMode::Bm25,
+                    order: SearchOrder::Top,
+                    limit: want,
+                    embedder: None,
+                })?,
+                None => Vec::new(),
+            },
+        }
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+        if q.relevant.is_empty() {
+            s.absent += 1;
+            s.abstained_absent += f64::from(u8::from(ids.is_empty()));
+            continue;
+        }
+        s.present += 1;
+        s.posts += ids.len() as f64;
+        if ids.is_empty() {
+            s.abstained_present += 1.0;
+        } else {
+            let hit = ids.iter().filter(|id| q.relevant.contains(*id)).count();
+            s.precision += hit as f64 / ids.len() as f64;
+        }
+    }
+    let (p, a) = (s.present.max(1) as f64, s.absent.max(1) as f64);
+    s.precision /= p;
+    s.abstained_present /= p;
+    s.posts /= p;
+    s.abstained_absent /= a;
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower_case_tags_split_into_likely_words() {
+        let counts: HashMap<String, u64> = [
+            ("monday", 20),
+            ("motivation", 5),
+            ("mon", 3),
+            ("day", 30),
+            ("climate", 4),
+            ("change", 9),
+        ]
+        .iter()
+        .map(|(w, c)| (w.to_string(), *c))
+        .collect();
+        assert_eq!(segment("mondaymotivation", &counts), "monday motivation");
+        assert_eq!(segment("climatechange", &counts), "climate change");
+        assert_eq!(segment("brexit", &counts), "brexit");
+        assert_eq!(
+            spoken_words(&tag_words("ClimateChange"), &counts),
+            "climate change"
+        );
+        assert_eq!(spoken_words("climatechange", &counts), "climate change");
+        assert_eq!(
+            any_word_query("what are people saying about #sports?").as_deref(),
+            Some("people OR saying OR #sports")
+        );
+    }
 
     #[test]
     fn tag_words_split_like_people_write_them() {

@@ -2,7 +2,9 @@
 //!
 //! - [`index`]: the tantivy index of a corpus (post-aware analyzer, entity and engagement fields),
 //!   BM25 search ranked `top` or `latest`, dense and hybrid modes, near-real-time add and delete.
-//! - [`eval`]: hashtag recovery (nDCG@10, recall@100) for comparing modes without labels.
+//! - [`eval`]: hashtag recovery (nDCG@10, recall@100) and grounding precision for comparing
+//!   modes without labels.
+//! - [`grounding`]: the posts a chat message is about (tiered, gated), or none.
 //! - [`pairs`]: hashtag ↔ post and parent ↔ reply pairs for contrastive embedding training.
 //! - [`dense`]: post vectors in usearch's HNSW graph, reciprocal rank fusion.
 //! - [`query`]: the query language (implicit AND, `OR`, `-`, phrases, `#` `$` `@`, `from:` `to:`
@@ -18,12 +20,14 @@
 
 pub mod dense;
 pub mod eval;
+pub mod grounding;
 pub mod index;
 pub mod pairs;
 pub mod query;
 pub mod updates;
 
 pub use dense::DenseIndex;
+pub use grounding::{ground, Grounded, GroundingQuery};
 pub use index::{
     build, build_from, build_posts, AddReport, BuildOptions, DenseMeta, Hit, IndexMeta, PostIndex,
     SearchMode, SearchOrder, SearchRequest,

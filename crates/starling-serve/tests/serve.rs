@@ -297,6 +297,24 @@ async fn openai_shapes_streaming_grounding_and_search() {
     assert_eq!(st, 200);
     assert_eq!(two["choices"].as_array().map(Vec::len), Some(2));
     assert_eq!(two["grounding"].as_array().map(Vec::len), Some(0));
+    assert!(two.get("grounding_note").is_none(), "{two}");
+
+    // A question about a tag the index does not hold is answered without grounding, and says so:
+    // the posts that share its other words (the weather ones) do not stand in.
+    let (st, none) = post_json(b, "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "what is the weather forecast saying about #curling?"}], "max_tokens": 3})).await;
+    assert_eq!(st, 200, "{none}");
+    assert_eq!(
+        none["grounding"].as_array().map(Vec::len),
+        Some(0),
+        "{none}"
+    );
+    assert!(
+        none["grounding_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("#curling")),
+        "{none}"
+    );
 
     // Completions: echo, logprobs in the legacy shape, token-id prompts, ignore_eos runs to max_tokens.
     let (st, c) = post_json(b, "/v1/completions",
@@ -589,6 +607,43 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
     );
     let (st, e) = call(&s.state, "/tokenize", json!({"contents": "x"})).await;
     assert_eq!(st, 400, "{e}");
+    // Near the body limit, one unbroken word and many short ones tokenise in bounded time
+    // (9 s for the 1.8 MB word in this debug build, 1.9 s for a quarter of it: about n log n).
+    for content in ["ab".repeat(900_000), "ab ".repeat(600_000)] {
+        let t0 = std::time::Instant::now();
+        let (st, t) = call(
+            &s.state,
+            "/tokenize",
+            json!({"content": content, "with_pieces": true}),
+        )
+        .await;
+        let n = t["tokens"].as_array().map_or(0, Vec::len);
+        assert!(
+            st == 200 && n > 0 && t0.elapsed() < Duration::from_secs(20),
+            "{st} after {:?}",
+            t0.elapsed()
+        );
+        // The first 30,000-40,000 ids detokenise back to the start of the text (all of them
+        // are over the body limit: 413, as tested above).
+        let ids: Vec<u64> = t["tokens"]
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .filter_map(|p| p["id"].as_u64())
+            .take(if content.contains(' ') {
+                40_000
+            } else {
+                30_000
+            })
+            .collect();
+        let (st, d) = call(&s.state, "/detokenize", json!({ "tokens": ids })).await;
+        let back = d["content"].as_str().unwrap_or_default();
+        assert!(
+            st == 200 && back.len() >= 30_000 && content.starts_with(back),
+            "{st}: {} bytes back",
+            back.len()
+        );
+    }
     // Still answering (through the network too).
     let (st, _) = post_json(
         b,

@@ -1,13 +1,60 @@
 //! `starling eval search`: hashtag recovery on a corpus, BM25 against the model's dense vectors
-//! and their hybrid, printed as a table and written as JSON.
+//! and their hybrid; `starling eval grounding`: the chat's grounding posts for questions about
+//! hashtags; `starling eval bots`. Each prints a table and writes JSON.
 
 use crate::search_cmd::{load_embedder, spinner};
 use anyhow::{Context, Result};
 use starling_corpus::{Corpus, Post};
-use starling_search::eval::{evaluate, hashtag_queries, strip_hashtags, ModeScore};
+use starling_search::eval::{
+    evaluate, evaluate_grounding, grounding_questions, hashtag_queries, strip_hashtags,
+    word_counts, Grounder, GroundingScore, ModeScore, Template,
+};
 use starling_search::{build_posts, BuildOptions, Embedder, PostIndex, SearchMode};
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Every written post of a corpus.
+fn read_posts(corpus: &Path) -> Result<Vec<Post>> {
+    let c = Corpus::open(corpus)?;
+    let mut posts: Vec<Post> = Vec::new();
+    c.for_each_post(&mut |p| posts.push(p))?;
+    Ok(posts)
+}
+
+/// Builds (anew) an index of `posts` in `dir`, with `embedder`'s vectors when given.
+fn build_eval_index(
+    posts: &[Post],
+    dir: &Path,
+    embedder: Option<(&dyn Embedder, &Path)>,
+    what: &str,
+) -> Result<PostIndex> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let bar = spinner(what);
+    let t = Instant::now();
+    let opts = BuildOptions {
+        embedder: embedder.map(|(e, _)| e),
+        model: embedder.map(|(_, m)| m.display().to_string()),
+    };
+    build_posts(posts, "eval", dir, &opts, &mut |n| {
+        bar.set_message(format!(
+            "{n}/{} posts · {:.0} posts/s",
+            posts.len(),
+            n as f64 / t.elapsed().as_secs_f64().max(1e-9)
+        ));
+        bar.tick();
+    })?;
+    bar.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "  {what}: {} posts in {secs:.0}s ({:.0} posts/s)",
+        posts.len(),
+        posts.len() as f64 / secs
+    );
+    Ok(PostIndex::open(dir)?)
+}
 
 /// Options of `starling eval search`.
 #[derive(clap::Args)]
@@ -38,9 +85,7 @@ pub struct EvalSearchArgs {
 /// Runs `starling eval search`.
 pub fn search(a: &EvalSearchArgs) -> Result<()> {
     let started = Instant::now();
-    let c = Corpus::open(&a.corpus)?;
-    let mut posts: Vec<Post> = Vec::new();
-    c.for_each_post(&mut |p| posts.push(p))?;
+    let mut posts = read_posts(&a.corpus)?;
     let queries = hashtag_queries(&posts, a.min_posts, a.max_posts, a.queries);
     let carrying = posts
         .iter()
@@ -68,31 +113,12 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
     let mut bm25_done = false;
     for pooling in &a.pooling {
         let e = load_embedder(&a.model, pooling)?;
-        let dir = a.out.join(format!("index-{pooling}"));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        }
-        let bar = spinner(&format!("eval index ({pooling})"));
-        let t = Instant::now();
-        let opts = BuildOptions {
-            embedder: Some(&e),
-            model: Some(a.model.display().to_string()),
-        };
-        build_posts(&posts, "eval", &dir, &opts, &mut |n| {
-            bar.set_message(format!(
-                "{n}/{} posts · {:.0} posts/s",
-                posts.len(),
-                n as f64 / t.elapsed().as_secs_f64().max(1e-9)
-            ));
-            bar.tick();
-        })?;
-        bar.finish_and_clear();
-        let secs = t.elapsed().as_secs_f64();
-        println!(
-            "  indexed and embedded ({pooling}) in {secs:.0}s ({:.0} posts/s)",
-            posts.len() as f64 / secs
-        );
-        let idx = PostIndex::open(&dir)?;
+        let idx = build_eval_index(
+            &posts,
+            &a.out.join(format!("index-{pooling}")),
+            Some((&e, &a.model)),
+            &format!("indexed and embedded ({pooling})"),
+        )?;
         let emb: &dyn Embedder = &e;
         if !bm25_done {
             rows.push((
@@ -192,5 +218,292 @@ pub fn bots(a: &EvalBotsArgs) -> Result<()> {
         std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
         println!("→ {}", out.display());
     }
+    Ok(())
+}
+
+/// Options of `starling eval grounding`.
+#[derive(clap::Args)]
+pub struct EvalGroundingArgs {
+    /// Corpus directory (every written post is indexed, hashtags kept).
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Model (run or exported directory): adds the hybrid rows.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Pooling of the model's embeddings.
+    #[arg(long, default_value = crate::search_cmd::DEFAULT_POOLING)]
+    pooling: String,
+    /// A second corpus whose hashtags the index does not hold become questions whose right
+    /// answer is to abstain.
+    #[arg(long)]
+    absent_from: Option<PathBuf>,
+    /// Fewest posts a hashtag needs to become a question.
+    #[arg(long, default_value_t = 5)]
+    min_posts: usize,
+    /// Most posts a hashtag may have.
+    #[arg(long, default_value_t = 1000)]
+    max_posts: usize,
+    /// Tags the index holds to ask about (spread evenly over the eligible ones).
+    #[arg(long, default_value_t = 300)]
+    queries: usize,
+    /// Tags it does not hold to ask about (from `--absent-from`).
+    #[arg(long, default_value_t = 100)]
+    absent: usize,
+    /// Grounding posts per answer (the server's default is 3).
+    #[arg(long, default_value_t = 3)]
+    posts: usize,
+    /// Work directory (its index is rebuilt each run).
+    #[arg(long, default_value = "out/eval-grounding")]
+    out: PathBuf,
+}
+
+/// Runs `starling eval grounding`.
+pub fn grounding(a: &EvalGroundingArgs) -> Result<()> {
+    let started = Instant::now();
+    let posts = read_posts(&a.corpus)?;
+    let present = hashtag_queries(&posts, a.min_posts, a.max_posts, a.queries);
+    anyhow::ensure!(
+        !present.is_empty(),
+        "{}: no hashtag is carried by {}..={} posts; nothing to ask about",
+        a.corpus.display(),
+        a.min_posts,
+        a.max_posts
+    );
+    let absent = match &a.absent_from {
+        None => Vec::new(),
+        Some(other) => {
+            let held: HashSet<String> = posts
+                .iter()
+                .flat_map(|p| p.entities.hashtags.iter().map(|h| h.text.to_lowercase()))
+                .collect();
+            let theirs = hashtag_queries(&read_posts(other)?, a.min_posts, usize::MAX, usize::MAX);
+            let missing: Vec<_> = theirs
+                .into_iter()
+                .filter(|q| !held.contains(&q.tag))
+                .collect();
+            let step = (missing.len() as f64 / a.absent.max(1) as f64).max(1.0);
+            (0..a.absent)
+                .filter_map(|i| missing.get((i as f64 * step) as usize).cloned())
+                .collect()
+        }
+    };
+    let counts: HashMap<String, u64> = word_counts(&posts);
+    let questions = grounding_questions(&present, &absent, &counts);
+    println!(
+        "eval grounding: {} posts (hashtags kept); {} tags the index holds ({}..={} posts each), {} it does not{}; {} posts per answer",
+        posts.len(),
+        present.len(),
+        a.min_posts,
+        a.max_posts,
+        absent.len(),
+        a.absent_from
+            .as_ref()
+            .map_or(String::new(), |p| format!(" (from {})", p.display())),
+        a.posts
+    );
+    for q in questions.iter().take(4) {
+        println!("  e.g. {:?} ({} relevant)", q.text, q.relevant.len());
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let embedder = match &a.model {
+        Some(m) => Some(load_embedder(m, &a.pooling)?),
+        None => None,
+    };
+    let model = a.model.as_deref();
+    let idx = build_eval_index(
+        &posts,
+        &a.out.join("index"),
+        embedder
+            .as_ref()
+            .zip(model)
+            .map(|(e, m)| (e as &dyn Embedder, m)),
+        "indexed",
+    )?;
+    let mut rows: Vec<(Template, &str, GroundingScore)> = Vec::new();
+    for template in [Template::Hashtag, Template::Words] {
+        let mut row = |name, grounder, e: Option<&dyn Embedder>| -> Result<()> {
+            let s = evaluate_grounding(&idx, &questions, template, grounder, a.posts, e)?;
+            rows.push((template, name, s));
+            Ok(())
+        };
+        row("any word, bm25 (before)", Grounder::AnyWord, None)?;
+        row("tiered, bm25", Grounder::Tiered, None)?;
+        if let Some(e) = &embedder {
+            row("tiered, hybrid", Grounder::Tiered, Some(e as &dyn Embedder))?;
+        }
+    }
+    println!("\n| template | grounding | precision@{} | abstained, tag held (wrong) | abstained, tag absent (right) | posts/answer |", a.posts);
+    println!("|---|---|---|---|---|---|");
+    for (t, name, s) in &rows {
+        let absent = if s.absent > 0 {
+            format!("{:.3}", s.abstained_absent)
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {} | {name} | {:.3} | {:.3} | {absent} | {:.2} |",
+            t.name(),
+            s.precision,
+            s.abstained_present,
+            s.posts
+        );
+    }
+    let report = serde_json::json!({
+        "corpus": a.corpus.display().to_string(),
+        "model": a.model.as_ref().map(|m| m.display().to_string()),
+        "absent_from": a.absent_from.as_ref().map(|m| m.display().to_string()),
+        "posts": posts.len(),
+        "tags_present": present.len(),
+        "tags_absent": absent.len(),
+        "rows": rows.iter().map(|(t, name, s)| serde_json::json!({
+            "template": t.name(), "grounding": name, "precision": s.precision,
+            "abstained_present": s.abstained_present, "abstained_absent": s.abstained_absent,
+            "posts_per_answer": s.posts, "present": s.present, "absent": s.absent,
+        })).collect::<Vec<_>>(),
+    });
+    let path = a.out.join("report.json");
+    starling_artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "\neval grounding: report → {} ({:.0}s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Options of `starling eval probes`.
+#[derive(clap::Args)]
+pub struct EvalProbesArgs {
+    /// Model (run or exported directory) whose embeddings are probed.
+    #[arg(long)]
+    model: PathBuf,
+    /// Pooling of the model's embeddings.
+    #[arg(long, default_value = crate::search_cmd::DEFAULT_POOLING)]
+    pooling: String,
+    /// TweetEval's folder (one folder per task).
+    #[arg(long, default_value = "../shared/data/tweeteval")]
+    data: PathBuf,
+    /// Tasks (comma-separated; default all seven).
+    #[arg(long, value_delimiter = ',', default_values_t = starling_classify::tweeteval::Task::ALL.map(|t| t.name().to_string()))]
+    tasks: Vec<String>,
+    /// Most training examples per task or stance target (the first ones of the file).
+    #[arg(long, default_value_t = 20_000)]
+    max_train: usize,
+    /// Where the report goes.
+    #[arg(long, default_value = "out/eval-probes")]
+    out: PathBuf,
+}
+
+/// Runs `starling eval probes`.
+pub fn probes(a: &EvalProbesArgs) -> Result<()> {
+    use starling_classify::tweeteval::{probe_task, read_task, Task};
+    let started = Instant::now();
+    let tasks: Vec<Task> = a
+        .tasks
+        .iter()
+        .map(|t| {
+            Task::parse(t).with_context(|| {
+                format!(
+                    "--tasks {t}: use emoji, emotion, hate, irony, offensive, sentiment, stance"
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    // Texts the embedder will see: train (capped), val and test; five folds of val more
+    // where there is no train split.
+    let mut total = 0usize;
+    for &t in &tasks {
+        for p in read_task(&a.data, t).with_context(|| format!("reading {}", a.data.display()))? {
+            total += p.test.texts.len()
+                + match &p.train {
+                    Some(tr) => tr.texts.len().min(a.max_train) + p.val.texts.len(),
+                    None => 6 * p.val.texts.len(),
+                };
+        }
+    }
+    let e = load_embedder(&a.model, &a.pooling)?;
+    println!(
+        "eval probes: {} on {} task(s) of {}; logistic regression (balanced classes, L2 in {:?} chosen on val by the task's metric), at most {} training posts per task or target",
+        a.model.display(),
+        tasks.len(),
+        a.data.display(),
+        starling_classify::tweeteval::L2_GRID,
+        a.max_train
+    );
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} texts embedded · {per_sec} · {msg} [{elapsed_precise}, eta {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut rows = Vec::new();
+    for &t in &tasks {
+        bar.set_message(t.name());
+        let row = probe_task(&a.data, t, &e, a.max_train, &mut |n| bar.inc(n as u64))
+            .with_context(|| format!("probing {}", t.name()))?;
+        bar.println(format!(
+            "  {}: embeddings {:.1}, tf-idf {:.1} ({} train, {} test)",
+            t.name(),
+            100.0 * row.embeddings,
+            100.0 * row.tfidf,
+            row.train_examples,
+            row.test_examples
+        ));
+        rows.push(row);
+    }
+    bar.finish_and_clear();
+    println!("\n| task | metric | embeddings + LR | TF-IDF + LR | SVM (paper) | FastText (paper) | trained on |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} ({}) |",
+            r.task.name(),
+            r.task.metric(),
+            100.0 * r.embeddings,
+            100.0 * r.tfidf,
+            r.task.svm(),
+            r.task.fasttext(),
+            r.trained_on,
+            r.train_examples
+        );
+    }
+    let n = rows.len().max(1) as f64;
+    let avg = |f: &dyn Fn(&starling_classify::tweeteval::ProbeRow) -> f64| {
+        rows.iter().map(f).sum::<f64>() / n
+    };
+    let (ae, at) = (avg(&|r| 100.0 * r.embeddings), avg(&|r| 100.0 * r.tfidf));
+    let (asvm, aft) = (avg(&|r| r.task.svm()), avg(&|r| r.task.fasttext()));
+    println!(
+        "| average ({} tasks) | | {ae:.1} | {at:.1} | {asvm:.1} | {aft:.1} | |",
+        rows.len()
+    );
+    let wins = rows.iter().filter(|r| r.embeddings > r.tfidf).count();
+    println!(
+        "\nembeddings beat TF-IDF + LR on {wins} of {} tasks; their average is {:+.1} points from the paper's SVM over the same tasks",
+        rows.len(),
+        ae - asvm
+    );
+    let report = serde_json::json!({
+        "model": a.model.display().to_string(),
+        "pooling": a.pooling,
+        "max_train": a.max_train,
+        "rows": rows.iter().map(|r| serde_json::json!({
+            "task": r.task.name(), "metric": r.task.metric(), "embeddings": r.embeddings,
+            "tfidf": r.tfidf, "svm_paper": r.task.svm() / 100.0, "fasttext_paper": r.task.fasttext() / 100.0,
+            "train_examples": r.train_examples, "test_examples": r.test_examples, "trained_on": r.trained_on,
+        })).collect::<Vec<_>>(),
+        "average": {"embeddings": ae / 100.0, "tfidf": at / 100.0, "svm_paper": asvm / 100.0, "fasttext_paper": aft / 100.0},
+    });
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let path = a.out.join("report.json");
+    starling_artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "eval probes: report → {} ({:.0}s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

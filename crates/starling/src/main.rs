@@ -87,6 +87,10 @@ enum Command {
 enum EvalCommand {
     /// Hashtag recovery: nDCG@10 and recall@100 of bm25, dense and hybrid search.
     Search(eval_cmd::EvalSearchArgs),
+    /// The chat's grounding: precision@3 and abstentions on questions about hashtags.
+    Grounding(eval_cmd::EvalGroundingArgs),
+    /// Linear probes of the model's embeddings on TweetEval's seven tasks, beside TF-IDF + LR.
+    Probes(eval_cmd::EvalProbesArgs),
     /// The bot rule on PAN 2019's labelled authors: fit on 80%, the corpus verdicts scored on 20%.
     Bots(eval_cmd::EvalBotsArgs),
 }
@@ -134,6 +138,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             which: EvalCommand::Search(a),
         } => eval_cmd::search(&a),
+        Command::Eval {
+            which: EvalCommand::Grounding(a),
+        } => eval_cmd::grounding(&a),
+        Command::Eval {
+            which: EvalCommand::Probes(a),
+        } => eval_cmd::probes(&a),
         Command::Eval {
             which: EvalCommand::Bots(a),
         } => eval_cmd::bots(&a),

@@ -37,6 +37,8 @@ pub(super) struct Reply {
     echo: Vec<String>,
     n: usize,
     grounding: Option<Vec<Hit>>,
+    /// Why there are no grounding posts, when the server looked and found none relevant.
+    grounding_note: Option<String>,
     include_usage: bool,
 }
 
@@ -160,28 +162,43 @@ pub(super) async fn chat(
         .find(|m| m.role == "user")
         .map(|m| m.text())
         .unwrap_or_default();
-    let hits = if want > 0 {
-        s.ground(&last_user, want).await
+    let grounded = if want > 0 && s.index.is_some() {
+        Some(s.ground(&last_user, want).await)
     } else {
-        Vec::new()
+        None
     };
-    // Grounding posts go first, as many as leave room for the answer.
+    let hits = grounded.as_ref().map_or(Vec::new(), |g| g.hits.clone());
+    let note = grounded.and_then(|g| g.note);
+    // Grounding posts go first, as many as leave room for the answer; when none is relevant, a
+    // line that says so takes their place.
     let reserve = p.sampling.max_tokens.min(ctx / 4);
     let mut prompt = Vec::new();
     let mut used = Vec::new();
     let docs = {
-        let (s2, hits) = (s.clone(), hits.clone());
+        let (s2, hits, note) = (s.clone(), hits.clone(), note.clone());
         s.off_runtime(move || {
-            hits.iter()
-                .map(|h| s2.encode(&s2.layout.grounding_document(h)))
+            let mut texts: Vec<String> = hits
+                .iter()
+                .map(|h| s2.layout.grounding_document(h))
+                .collect();
+            texts.extend(note.iter().map(|n| s2.layout.grounding_note_document(n)));
+            texts
+                .iter()
+                .map(|t| s2.encode(t))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?
     };
-    for (h, ids) in hits.into_iter().zip(docs) {
+    let mut docs = docs.into_iter();
+    for (h, ids) in hits.into_iter().zip(docs.by_ref()) {
         if prompt.len() + ids.len() + thread.len() + reserve <= ctx {
             prompt.extend(ids);
             used.push(h);
+        }
+    }
+    for ids in docs {
+        if prompt.len() + ids.len() + thread.len() + reserve <= ctx {
+            prompt.extend(ids);
         }
     }
     prompt.extend(thread);
@@ -201,6 +218,7 @@ pub(super) async fn chat(
         echo: Vec::new(),
         n: p.n,
         grounding: s.index.is_some().then_some(used),
+        grounding_note: note,
         include_usage: p.include_usage,
     };
     Ok(if p.stream {
@@ -307,6 +325,7 @@ pub(super) async fn completions(
         echo,
         n: p.n,
         grounding: None,
+        grounding_note: None,
         include_usage: p.include_usage,
     };
     Ok(if p.stream {
@@ -436,10 +455,19 @@ impl Reply {
             "choices": choices,
             "usage": self.usage(completion),
         });
+        self.add_grounding(&mut v);
+        v
+    }
+
+    /// `grounding` (the posts) and `grounding_note` (why there are none) on a response or its
+    /// first chunk.
+    fn add_grounding(&self, v: &mut Value) {
         if let Some(g) = &self.grounding {
             v["grounding"] = json!(g);
         }
-        v
+        if let Some(note) = &self.grounding_note {
+            v["grounding_note"] = json!(note);
+        }
     }
 
     fn chunk(&self, choices: Vec<Value>) -> Value {
@@ -560,9 +588,7 @@ fn stream(reply: Reply, rx: UnboundedReceiver<Event>) -> Response {
         for i in 0..st.reply.choices {
             let mut c = st.reply.chunk(vec![json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})]);
             if i == 0 {
-                if let Some(g) = &st.reply.grounding {
-                    c["grounding"] = json!(g);
-                }
+                st.reply.add_grounding(&mut c);
             }
             st.pending.push_back(data(&c));
         }

@@ -3,7 +3,7 @@
 //! [`generate`] (chat and completions, whole or as server-sent events).
 
 use crate::auth::ApiKeys;
-use crate::chat::{grounding_query, ThreadLayout};
+use crate::chat::ThreadLayout;
 use crate::engine::{Engine, EngineConfig, Event, Job};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -11,7 +11,7 @@ use crate::openai::Params;
 use axum::http::StatusCode;
 use starling_embed::Embedder;
 use starling_model::Llama;
-use starling_search::{Hit, PostIndex, SearchMode, SearchOrder, SearchRequest};
+use starling_search::{ground, Grounded, PostIndex, SearchMode};
 use starling_tokens::template::{END_OF_POST, END_OF_TEXT};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -312,29 +312,31 @@ impl AppState {
         v
     }
 
-    async fn ground(&self, message: &str, want: usize) -> Vec<Hit> {
-        let (Some(index), Some(query)) = (self.index.clone(), grounding_query(message)) else {
-            return Vec::new();
+    /// The posts `message` is about (hybrid when the index has vectors), or none and why.
+    async fn ground(&self, message: &str, want: usize) -> Grounded {
+        let none = |note: &str| Grounded {
+            hits: Vec::new(),
+            queries: Vec::new(),
+            mode: SearchMode::Bm25,
+            note: Some(note.to_string()),
         };
+        let Some(index) = self.index.clone() else {
+            return none("this server has no index");
+        };
+        let (message, embedder) = (message.to_string(), self.embedder.clone());
         let found = tokio::task::spawn_blocking(move || {
-            index.search_with(&SearchRequest {
-                query: &query,
-                mode: SearchMode::Bm25,
-                order: SearchOrder::Top,
-                limit: want,
-                embedder: None,
-            })
+            ground(&index, &message, want, embedder.as_deref())
         })
         .await;
         match found {
-            Ok(Ok(hits)) => hits,
+            Ok(Ok(g)) => g,
             Ok(Err(e)) => {
                 tracing::warn!("grounding search failed: {e}");
-                Vec::new()
+                none("the search for posts failed")
             }
             Err(e) => {
                 tracing::warn!("grounding search panicked: {e}");
-                Vec::new()
+                none("the search for posts failed")
             }
         }
     }
