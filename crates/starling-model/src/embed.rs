@@ -54,15 +54,106 @@ struct Loaded {
     _vs: tch::nn::VarStore,
 }
 
+/// How a post becomes token ids and pooling weights: the training template, the corpus
+/// stage's normalisation, the embedding length; shared by embedding and its training.
+pub(crate) struct PostEncoding {
+    tokenizer: Tokenizer,
+    normalizer: Normalizer,
+    pub(crate) pooling: Pooling,
+    prefix_tokens: usize,
+    max_tokens: usize,
+}
+
+impl PostEncoding {
+    /// The encoding of the model in `dir` (its `tokenizer.json`).
+    pub(crate) fn new(dir: &Path, config: &LlamaConfig, pooling: Pooling) -> Result<Self> {
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = starling_tokens::tokenizer::load(&tok_path)
+            .map_err(|e| Error::Format(format!("{}: {e}", tok_path.display())))?;
+        let prefix = format!("{}:", starling_text::USER_PLACEHOLDER);
+        let prefix_tokens = starling_tokens::tokenizer::encode(&tokenizer, &prefix)
+            .map_err(|e| Error::Format(e.to_string()))?
+            .len();
+        Ok(Self {
+            tokenizer,
+            normalizer: Normalizer::new(NormalizeConfig::default()),
+            pooling,
+            prefix_tokens,
+            max_tokens: MAX_EMBED_TOKENS.min(config.max_position_embeddings),
+        })
+    }
+
+    /// Token ids of a post as the template lays it out, cut to the embedding length.
+    pub(crate) fn ids(&self, text: &str) -> std::result::Result<Vec<i64>, EmbedError> {
+        let n = self
+            .normalizer
+            .normalize_display(text, &extract_entities(text));
+        let doc = starling_tokens::template::post(&n.text);
+        let mut ids: Vec<i64> = starling_tokens::tokenizer::encode(&self.tokenizer, &doc)
+            .map_err(|e| EmbedError(e.to_string()))?
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        if ids.len() > self.max_tokens {
+            // Keep the end-of-post token: it is where the model has read everything kept.
+            let last = ids[ids.len() - 1];
+            ids.truncate(self.max_tokens - 1);
+            ids.push(last);
+        }
+        Ok(ids)
+    }
+
+    /// Pooling weights over `len` tokens: zero on the template prefix.
+    pub(crate) fn weights(&self, len: usize, width: usize) -> Vec<f32> {
+        let mut w = vec![0f32; width];
+        let start = if len > self.prefix_tokens + 1 {
+            self.prefix_tokens
+        } else {
+            0
+        };
+        match self.pooling {
+            Pooling::Mean => w[start..len].iter_mut().for_each(|x| *x = 1.0),
+            Pooling::WeightedMean => w[start..len]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = (i + 1) as f32),
+            Pooling::Last => w[len - 1] = 1.0,
+        }
+        w
+    }
+
+    /// Right-padded ids [b, width] and pooling weights [b, width, 1] of encoded posts (a causal
+    /// model's states at real tokens never see the pads).
+    pub(crate) fn batch(&self, rows: &[&[i64]]) -> (Tensor, Tensor) {
+        let width = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
+        let mut ids = Vec::with_capacity(rows.len() * width);
+        let mut w = Vec::with_capacity(rows.len() * width);
+        for e in rows {
+            ids.extend_from_slice(e);
+            ids.extend(std::iter::repeat_n(0i64, width - e.len()));
+            w.extend(self.weights(e.len(), width));
+        }
+        let b = rows.len() as i64;
+        (
+            Tensor::from_slice(&ids).view([b, width as i64]),
+            Tensor::from_slice(&w).view([b, width as i64, 1]),
+        )
+    }
+}
+
+/// Hidden states [b, t, d] pooled by weights [b, t, 1] into unit vectors [b, d].
+pub(crate) fn pool(h: &Tensor, w: &Tensor) -> Tensor {
+    let h = h.to_kind(Kind::Float);
+    let pooled =
+        (h * w).sum_dim_intlist(1, false, Kind::Float) / w.sum_dim_intlist(1, false, Kind::Float);
+    &pooled / pooled.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+}
+
 /// A model as an [`Embedder`]: `starling-model`'s implementation of the contract.
 pub struct PostEmbedder {
     loaded: Vec<Mutex<Loaded>>,
     next: std::sync::atomic::AtomicUsize,
-    tokenizer: Tokenizer,
-    normalizer: Normalizer,
-    pooling: Pooling,
-    prefix_tokens: usize,
-    max_tokens: usize,
+    enc: PostEncoding,
     dim: usize,
     hidden: usize,
     id: String,
@@ -85,14 +176,8 @@ impl PostEmbedder {
         replicas: usize,
     ) -> Result<Self> {
         let config = LlamaConfig::load(&dir.join("config.json"))?;
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer = starling_tokens::tokenizer::load(&tok_path)
-            .map_err(|e| Error::Format(format!("{}: {e}", tok_path.display())))?;
+        let enc = PostEncoding::new(dir, &config, pooling)?;
         let (sha, _) = starling_artifacts::sha256_file(weights)?;
-        let prefix = format!("{}:", starling_text::USER_PLACEHOLDER);
-        let prefix_tokens = starling_tokens::tokenizer::encode(&tokenizer, &prefix)
-            .map_err(|e| Error::Format(e.to_string()))?
-            .len();
         let (head, head_sha) = match EmbeddingHead::load(dir)? {
             Some((h, sha)) => (Some(h), Some(sha)),
             None => (None, None),
@@ -130,11 +215,7 @@ impl PostEmbedder {
             has_head: head.is_some(),
             loaded,
             next: std::sync::atomic::AtomicUsize::new(0),
-            tokenizer,
-            normalizer: Normalizer::new(NormalizeConfig::default()),
-            pooling,
-            prefix_tokens,
-            max_tokens: MAX_EMBED_TOKENS.min(config.max_position_embeddings),
+            enc,
             dim,
             hidden: config.hidden_size,
             id,
@@ -143,46 +224,7 @@ impl PostEmbedder {
 
     /// The pooling in use.
     pub fn pooling(&self) -> Pooling {
-        self.pooling
-    }
-
-    /// Token ids of a post as the template lays it out, cut to the embedding length.
-    fn ids(&self, text: &str) -> std::result::Result<Vec<i64>, EmbedError> {
-        let n = self
-            .normalizer
-            .normalize_display(text, &extract_entities(text));
-        let doc = starling_tokens::template::post(&n.text);
-        let mut ids: Vec<i64> = starling_tokens::tokenizer::encode(&self.tokenizer, &doc)
-            .map_err(|e| EmbedError(e.to_string()))?
-            .into_iter()
-            .map(i64::from)
-            .collect();
-        if ids.len() > self.max_tokens {
-            // Keep the end-of-post token: it is where the model has read everything kept.
-            let last = ids[ids.len() - 1];
-            ids.truncate(self.max_tokens - 1);
-            ids.push(last);
-        }
-        Ok(ids)
-    }
-
-    /// Pooling weights over `len` tokens: zero on the template prefix.
-    fn weights(&self, len: usize, width: usize) -> Vec<f32> {
-        let mut w = vec![0f32; width];
-        let start = if len > self.prefix_tokens + 1 {
-            self.prefix_tokens
-        } else {
-            0
-        };
-        match self.pooling {
-            Pooling::Mean => w[start..len].iter_mut().for_each(|x| *x = 1.0),
-            Pooling::WeightedMean => w[start..len]
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, x)| *x = (i + 1) as f32),
-            Pooling::Last => w[len - 1] = 1.0,
-        }
-        w
+        self.enc.pooling
     }
 
     /// A free model copy, or (all busy) the next one in turn.
@@ -207,7 +249,7 @@ impl PostEmbedder {
     fn vectors(&self, texts: &[&str], head: bool) -> std::result::Result<Tensor, EmbedError> {
         let encoded = texts
             .iter()
-            .map(|t| self.ids(t))
+            .map(|t| self.enc.ids(t))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         if encoded.is_empty() {
             let width = if head { self.dim } else { self.hidden };
@@ -223,23 +265,9 @@ impl PostEmbedder {
         let _guard = tch::no_grad_guard();
         let mut parts = Vec::new();
         for chunk in order.chunks(BATCH) {
-            let width = chunk.iter().map(|&i| encoded[i].len()).max().unwrap_or(1);
-            let mut ids = Vec::with_capacity(chunk.len() * width);
-            let mut w = Vec::with_capacity(chunk.len() * width);
-            for &i in chunk {
-                let e = &encoded[i];
-                ids.extend_from_slice(e);
-                // Right padding: a causal model's states at real tokens never see the pads.
-                ids.extend(std::iter::repeat_n(0i64, width - e.len()));
-                w.extend(self.weights(e.len(), width));
-            }
-            let b = chunk.len() as i64;
-            let ids = Tensor::from_slice(&ids).view([b, width as i64]);
-            let w = Tensor::from_slice(&w).view([b, width as i64, 1]);
-            let h = loaded.model.hidden(&ids).to_kind(Kind::Float);
-            let pooled = (h * &w).sum_dim_intlist(1, false, Kind::Float)
-                / w.sum_dim_intlist(1, false, Kind::Float);
-            parts.push(&pooled / pooled.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12));
+            let rows: Vec<&[i64]> = chunk.iter().map(|&i| encoded[i].as_slice()).collect();
+            let (ids, w) = self.enc.batch(&rows);
+            parts.push(pool(&loaded.model.hidden(&ids), &w));
         }
         // Back to the callers' order.
         let sorted = Tensor::cat(&parts, 0);

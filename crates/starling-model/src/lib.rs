@@ -7,12 +7,17 @@
 //! - [`generate`]: KV-cache decoding with temperature, top-k, top-p, repetition penalty, stop strings.
 //! - [`export_gguf`]: the model and its tokenizer as one GGUF file llama.cpp runs.
 
+pub mod contrastive;
 mod embed;
 mod generate;
 mod gguf;
 pub mod head;
 mod model;
 
+pub use contrastive::{
+    train_embedder, trained_embedder, ContrastConfig, ContrastPair, ContrastReport, CurvePoint,
+    EMBEDDER_DIR, EMBEDDER_REPORT_FILE,
+};
 pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, top2_margin, FinishReason, Generation, SamplingConfig};
 pub use gguf::export_gguf;

@@ -393,3 +393,85 @@ fn slot_batches_give_the_same_logits_as_one_sequence_at_a_time() {
     assert!(d < 1e-4, "moved slot differs by {d}");
     assert_eq!(cache.slots(), 4);
 }
+
+#[test]
+fn contrastive_fine_tuning_beats_the_untrained_model_on_held_out_groups() {
+    use starling_embed::Embedder;
+    use starling_model::{train_embedder, ContrastConfig, ContrastPair};
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = embedder_dir(tmp.path());
+    // 40 topics, each a made-up word; its posts bury it among twelve words shared by every
+    // topic, so the untrained model's mean pooling mostly sees the filler.
+    let filler = [
+        "good", "morning", "coffee", "match", "tonight", "movie", "home", "today", "great", "game",
+        "pizza", "markets",
+    ];
+    let word = |g: usize| -> String {
+        let letters = b"bcdfghjklmnpqrstvwxz";
+        (0..3)
+            .map(|i| letters[(g * 7 + i * 13 + g / 3) % letters.len()] as char)
+            .chain((0..2).map(|i| ['a', 'e', 'i', 'o', 'u'][(g + i) % 5]))
+            .collect()
+    };
+    let mut pairs = Vec::new();
+    for g in 0..40 {
+        for k in 0..3 {
+            let f = |j: usize| filler[(g * 5 + k * 3 + j * 7) % filler.len()];
+            let noise = |from: usize| (from..from + 6).map(f).collect::<Vec<_>>().join(" ");
+            pairs.push(ContrastPair {
+                query: word(g),
+                doc: format!("{} {} {}", noise(0), word(g), noise(6)),
+                hard_negative: (k == 0).then(|| format!("{} {}", noise(1), word((g + 1) % 40))),
+                group: g,
+            });
+        }
+    }
+    let out = tmp.path().join(starling_model::EMBEDDER_DIR);
+    let cfg = ContrastConfig {
+        steps: 80,
+        batch: 8,
+        lr: 2e-3,
+        val_fraction: 0.25,
+        eval_every: 40,
+        ..ContrastConfig::default()
+    };
+    let mut seen = 0;
+    let r = train_embedder(tmp.path(), &weights, &pairs, &cfg, &out, &mut |_, l| {
+        assert!(l.is_finite());
+        seen += 1;
+    })
+    .unwrap();
+    println!(
+        "held-out top-1 {:.3} → {:.3}",
+        r.val_top1_before, r.val_top1_after
+    );
+    assert_eq!((seen, r.steps, r.val_groups), (80, 80, 10));
+    assert_eq!(r.curve.first().map(|c| c.step), Some(0));
+    assert!(
+        r.val_top1_after > r.val_top1_before + 0.1,
+        "held-out top-1 {:.3} → {:.3}",
+        r.val_top1_before,
+        r.val_top1_after
+    );
+    // Found beside the model, loadable as an embedder of its own (another id).
+    let (dir, w) = starling_model::trained_embedder(tmp.path()).expect("found");
+    let trained =
+        starling_model::PostEmbedder::load(&dir, &w, starling_model::Pooling::Mean).unwrap();
+    let plain =
+        starling_model::PostEmbedder::load(tmp.path(), &weights, starling_model::Pooling::Mean)
+            .unwrap();
+    assert_ne!(trained.id(), plain.id());
+    let v = trained.embed(&[pairs[0].doc.as_str()]).unwrap().remove(0);
+    assert!((starling_embed::dot(&v, &v) - 1.0).abs() < 1e-4);
+    // Too few pairs are refused by name.
+    let err = train_embedder(
+        tmp.path(),
+        &weights,
+        &pairs[..3],
+        &cfg,
+        &out,
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("too few"), "{err}");
+}

@@ -210,6 +210,9 @@ pub struct GroundingQuery {
     pub entities: Vec<String>,
     /// Content words, lower-cased (neither stop words nor conversational words).
     pub words: Vec<String>,
+    /// The content words with the numbers and single characters among them (`covid 19`,
+    /// `1 a`): what may spell a hashtag.
+    pub spelling: Vec<String>,
 }
 
 impl GroundingQuery {
@@ -241,15 +244,18 @@ impl GroundingQuery {
                         q.entities.push(e);
                     }
                 }
-                None => {
-                    let content = body.chars().count() >= 2
-                        && !CONVERSATIONAL.contains(&body)
-                        && !body.chars().all(|c| c.is_numeric());
-                    if content && !q.words.contains(&body.to_string()) && q.words.len() < MAX_WORDS
-                    {
+                None if q.spelling.len() < 2 * MAX_WORDS => {
+                    let short = body.chars().count() < 2;
+                    let number = body.chars().all(|c| c.is_numeric());
+                    let content = !short && !number && !CONVERSATIONAL.contains(&body);
+                    if content && !q.words.iter().any(|w| w == body) && q.words.len() < MAX_WORDS {
                         q.words.push(body.to_string());
                     }
+                    if content || short || number {
+                        q.spelling.push(body.to_string());
+                    }
                 }
+                None => {}
             }
         }
         q
@@ -257,7 +263,7 @@ impl GroundingQuery {
 
     /// True when the message names nothing to search for.
     pub fn is_empty(&self) -> bool {
-        self.entities.is_empty() && self.words.is_empty()
+        self.entities.is_empty() && self.words.is_empty() && self.spelling.is_empty()
     }
 
     /// The searches to try, most specific first, in the query language: a post any of them
@@ -273,22 +279,25 @@ impl GroundingQuery {
             tiers.push(any);
             return tiers;
         }
-        let w = &self.words;
-        if w.is_empty() {
-            return tiers;
-        }
         // Hashtags the words spell: every run of two to four adjacent words joined, or the one word.
+        let sp = &self.spelling;
         let mut spelled: Vec<String> = Vec::new();
-        if w.len() == 1 {
-            spelled.push(format!("#{}", w[0]));
+        if sp.len() == 1 {
+            spelled.push(format!("#{}", sp[0]));
         } else {
-            for len in (2..=w.len().min(4)).rev() {
-                for run in w.windows(len) {
+            for len in (2..=sp.len().min(4)).rev() {
+                for run in sp.windows(len) {
                     spelled.push(format!("#{}", run.concat()));
                 }
             }
         }
-        tiers.push(spelled.join(" OR "));
+        if !spelled.is_empty() {
+            tiers.push(spelled.join(" OR "));
+        }
+        let w = &self.words;
+        if w.is_empty() {
+            return tiers;
+        }
         if w.len() > 1 {
             tiers.push(format!("\"{}\"", w.join(" ")));
         }
@@ -377,7 +386,7 @@ pub fn ground(
             .entities
             .iter()
             .cloned()
-            .chain((q.entities.is_empty()).then(|| q.words.join(" ")))
+            .chain(q.entities.is_empty().then(|| q.spelling.join(" ")))
             .collect();
         out.note = Some(format!(
             "no post in the index is about {}",
@@ -401,7 +410,9 @@ mod tests {
         assert_eq!(q.entities, vec!["$tsla"]);
         assert_eq!(q.words, vec!["climate", "change", "costs"]);
         assert!(GroundingQuery::from_message("what's new with you today?").is_empty());
-        assert!(GroundingQuery::from_message("-filter:replies OR (x)").is_empty());
+        // Operators in a message never reach the query language.
+        let q = GroundingQuery::from_message("-filter:replies OR (xy)");
+        assert_eq!(q.tiers(), vec!["#xy", "xy"]);
     }
 
     #[test]
@@ -415,7 +426,11 @@ mod tests {
         assert_eq!(q.tiers(), vec!["#brexit", "brexit"]);
         let q = GroundingQuery::from_message("what about #NBA finals?");
         assert_eq!(q.tiers(), vec!["(#nba) (finals)", "#nba"]);
-        let q = GroundingQuery::from_message("a b c d e");
+        let q = GroundingQuery::from_message("any news on covid 19?");
+        assert_eq!(q.tiers(), vec!["#covid19", "covid"]);
+        let q = GroundingQuery::from_message("any news on 1 a?");
+        assert_eq!(q.tiers(), vec!["#1a"]);
+        let q = GroundingQuery::from_message("what's new with you, and how?");
         assert!(q.tiers().is_empty());
         // Every tier parses in the query language.
         for m in ["new york state fair today", "@jack $tsla #x y"] {

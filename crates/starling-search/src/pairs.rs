@@ -3,7 +3,7 @@
 
 use crate::eval::{strip_hashtags, tag_words};
 use starling_corpus::Post;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One pair: indices into [`PairSet::texts`], and a group (pairs of one group — one hashtag —
 /// are never each other's negatives).
@@ -36,6 +36,18 @@ pub struct PairSet {
 /// hashtags (and at least 3 letters left without them) pairs with each tag's words; each reply
 /// whose parent is among `posts` pairs with it.
 pub fn mine_pairs(posts: &[Post], max_pairs: usize, per_tag: usize) -> PairSet {
+    mine_pairs_except(posts, max_pairs, per_tag, &HashSet::new())
+}
+
+/// [`mine_pairs`] without any pair of the hashtags in `excluded` (lower-cased, no `#`: an
+/// evaluation's tags, so it never scores a tag the embedder was trained on); the posts that
+/// carried them still pair with their other tags, every tag stripped from their text.
+pub fn mine_pairs_except(
+    posts: &[Post],
+    max_pairs: usize,
+    per_tag: usize,
+    excluded: &HashSet<String>,
+) -> PairSet {
     let by_id: HashMap<&str, usize> = posts
         .iter()
         .enumerate()
@@ -67,6 +79,9 @@ pub fn mine_pairs(posts: &[Post], max_pairs: usize, per_tag: usize) -> PairSet {
                 >= 3
             {
                 for h in &p.entities.hashtags {
+                    if excluded.contains(&h.text.to_lowercase()) {
+                        continue;
+                    }
                     let words = tag_words(&h.text);
                     if words.is_empty() {
                         continue;
@@ -141,5 +156,21 @@ mod tests {
         assert_ne!(reply.group, tag.group);
         assert_eq!(mine_pairs(&posts, 100, 5).hashtag_pairs, 2);
         assert_eq!(mine_pairs(&posts, 1, 5).pairs.len(), 1);
+        // An evaluation's tags make no pair, and their text never reaches a pair.
+        let mut posts = posts;
+        posts.push(post(
+            "6",
+            "storm warning tonight #WeatherUpdate #EvalTag",
+            None,
+        ));
+        let excluded: HashSet<String> = ["evaltag".to_string()].into();
+        let set = mine_pairs_except(&posts, 100, 5, &excluded);
+        assert!(
+            set.texts.iter().all(|t| !t.to_lowercase().contains("eval")),
+            "{:?}",
+            set.texts
+        );
+        assert_eq!(set.hashtag_pairs, 3);
+        assert_eq!(mine_pairs(&posts, 100, 5).hashtag_pairs, 4);
     }
 }

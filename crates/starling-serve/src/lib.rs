@@ -59,7 +59,8 @@ pub fn default_slots(c: &starling_model::LlamaConfig, device: tch::Device) -> (u
 }
 
 /// Loads the model of `dir` (weights from `weights`) onto `device` and the index at `index`
-/// (with the model as its query embedder), and starts the engine.
+/// (with the trained embedder in `<dir>/embedder/`, else the model, as its query embedder), and
+/// starts the engine.
 pub fn load(
     dir: &Path,
     weights: &Path,
@@ -89,8 +90,11 @@ pub fn load(
         .and_then(|d| d.embedder.rsplit('/').next())
         .and_then(starling_model::Pooling::parse)
         .unwrap_or(starling_model::Pooling::Mean);
+    // The trained embedder beside the model when there is one, else the model's own states.
+    let (edir, eweights) = starling_model::trained_embedder(dir)
+        .unwrap_or_else(|| (dir.to_path_buf(), weights.to_path_buf()));
     let embedder: Arc<dyn starling_embed::Embedder> = Arc::new(
-        starling_model::PostEmbedder::load_replicated(dir, weights, pooling, 2)?,
+        starling_model::PostEmbedder::load_replicated(&edir, &eweights, pooling, 2)?,
     );
     Ok(AppState::new(
         model,

@@ -22,6 +22,25 @@ fn read_posts(corpus: &Path) -> Result<Vec<Post>> {
     Ok(posts)
 }
 
+/// Writes `report` as `<out>/report.json` (atomically) and says where, with the time taken.
+fn write_report(
+    out: &Path,
+    what: &str,
+    report: &serde_json::Value,
+    started: Instant,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("report.json");
+    starling_artifacts::write_atomic(&path, &serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "{what}report → {} ({:.0}s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Builds (anew) an index of `posts` in `dir`, with `embedder`'s vectors when given.
 fn build_eval_index(
     posts: &[Post],
@@ -111,13 +130,30 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut rows: Vec<(String, String, ModeScore)> = Vec::new();
     let mut bm25_done = false;
-    for pooling in &a.pooling {
-        let e = load_embedder(&a.model, pooling)?;
+    // The language model's own pooled states, and the trained embedder when there is one.
+    let trained = starling_train::ModelDir::open(&a.model)
+        .ok()
+        .and_then(|m| starling_model::trained_embedder(&m.dir))
+        .is_some();
+    let mut embedders: Vec<(&str, &str)> = a
+        .pooling
+        .iter()
+        .map(|p| ("untrained", p.as_str()))
+        .collect();
+    if trained {
+        embedders.push(("trained", crate::search_cmd::DEFAULT_POOLING));
+    }
+    for (which, pooling) in embedders {
+        let e = if which == "trained" {
+            load_embedder(&a.model, pooling)?
+        } else {
+            crate::search_cmd::load_lm_embedder(&a.model, pooling)?
+        };
         let idx = build_eval_index(
             &posts,
-            &a.out.join(format!("index-{pooling}")),
+            &a.out.join(format!("index-{which}-{pooling}")),
             Some((&e, &a.model)),
-            &format!("indexed and embedded ({pooling})"),
+            &format!("indexed and embedded ({which}, {pooling})"),
         )?;
         let emb: &dyn Embedder = &e;
         if !bm25_done {
@@ -130,8 +166,8 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         }
         for (name, mode) in [("dense", SearchMode::Dense), ("hybrid", SearchMode::Hybrid)] {
             rows.push((
-                name.into(),
-                pooling.clone(),
+                format!("{name} ({which})"),
+                pooling.to_string(),
                 evaluate(&idx, &queries, mode, Some(emb))?,
             ));
         }
@@ -158,15 +194,12 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
             "mode": m, "pooling": p, "ndcg10": s.ndcg10, "recall100": s.recall100, "p50_ms": s.p50_ms
         })).collect::<Vec<_>>(),
     });
-    let path = a.out.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!(
-        "\neval search: best nDCG@10 is {best}; report → {} ({:.0}s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    write_report(
+        &a.out,
+        &format!("\neval search: best nDCG@10 is {best}; "),
+        &report,
+        started,
+    )
 }
 
 /// Options of `starling eval bots`.
@@ -361,15 +394,7 @@ pub fn grounding(a: &EvalGroundingArgs) -> Result<()> {
             "posts_per_answer": s.posts, "present": s.present, "absent": s.absent,
         })).collect::<Vec<_>>(),
     });
-    let path = a.out.join("report.json");
-    starling_artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!(
-        "\neval grounding: report → {} ({:.0}s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    write_report(&a.out, "\neval grounding: ", &report, started)
 }
 
 /// Options of `starling eval probes`.
@@ -496,14 +521,5 @@ pub fn probes(a: &EvalProbesArgs) -> Result<()> {
         })).collect::<Vec<_>>(),
         "average": {"embeddings": ae / 100.0, "tfidf": at / 100.0, "svm_paper": asvm / 100.0, "fasttext_paper": aft / 100.0},
     });
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let path = a.out.join("report.json");
-    starling_artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!(
-        "eval probes: report → {} ({:.0}s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    write_report(&a.out, "eval probes: ", &report, started)
 }

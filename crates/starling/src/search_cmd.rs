@@ -85,7 +85,9 @@ pub fn load_embedder(model: &Path, pooling: &str) -> Result<PostEmbedder> {
     load_embedder_replicated(model, pooling, 1)
 }
 
-/// [`load_embedder`] with `replicas` model copies, for that many concurrent callers.
+/// [`load_embedder`] with `replicas` model copies, for that many concurrent callers: the trained
+/// embedder in `<model>/embedder/` when there is one (`starling embed train`), else the model's
+/// own pooled states.
 pub fn load_embedder_replicated(
     model: &Path,
     pooling: &str,
@@ -94,7 +96,17 @@ pub fn load_embedder_replicated(
     let pooling = Pooling::parse(pooling)
         .with_context(|| format!("--pooling {pooling}: use mean, weighted-mean or last"))?;
     let starling_train::ModelDir { dir, weights } = starling_train::ModelDir::open(model)?;
+    let (dir, weights) = starling_model::trained_embedder(&dir).unwrap_or((dir, weights));
     PostEmbedder::load_replicated(&dir, &weights, pooling, replicas)
+        .with_context(|| format!("loading {} as an embedder", dir.display()))
+}
+
+/// The language model's own pooled states as the embedder, passing over a trained embedder.
+pub fn load_lm_embedder(model: &Path, pooling: &str) -> Result<PostEmbedder> {
+    let pooling = Pooling::parse(pooling)
+        .with_context(|| format!("--pooling {pooling}: use mean, weighted-mean or last"))?;
+    let starling_train::ModelDir { dir, weights } = starling_train::ModelDir::open(model)?;
+    PostEmbedder::load(&dir, &weights, pooling)
         .with_context(|| format!("loading {} as an embedder", model.display()))
 }
 

@@ -1,0 +1,345 @@
+//! Contrastive fine-tuning of the whole model into an embedding model (as SGPT, E5 and GTE do for
+//! decoder models): pairs the platform has for free — a post ↔ its hashtag's words, a reply ↔
+//! its parent — pooled through every layer, InfoNCE over the batch (symmetric) with in-batch
+//! negatives plus one mined hard negative per pair where given, and a learnt temperature. The
+//! result is a model directory of its own (HF layout, the source's tokenizer, `embedder.json`)
+//! that [`crate::PostEmbedder`] loads like any other.
+
+use crate::embed::{pool, PostEncoding};
+use crate::{Error, Llama, LlamaConfig, Pooling, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use tch::nn::OptimizerConfig;
+use tch::{nn, Kind, Tensor};
+
+/// What an embedder directory holds besides the model: how it was trained and how it did.
+pub const EMBEDDER_REPORT_FILE: &str = "embedder.json";
+
+/// Folder of a model (or run) directory that holds its trained embedder.
+pub const EMBEDDER_DIR: &str = "embedder";
+
+/// The trained embedder beside the model in `dir` (`<dir>/embedder/` with weights and
+/// `embedder.json`), when there is one: search, ads and serve embed with it instead of the
+/// language model's own pooled states.
+pub fn trained_embedder(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let e = dir.join(EMBEDDER_DIR);
+    let weights = e.join("model.safetensors");
+    (weights.is_file() && e.join(EMBEDDER_REPORT_FILE).is_file()).then_some((e, weights))
+}
+
+/// One training pair, as texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContrastPair {
+    /// The query side (a hashtag's words, a parent post).
+    pub query: String,
+    /// The document side (the post without its tags, the reply).
+    pub doc: String,
+    /// A post that looks relevant to the query but is not (BM25's best without the tag).
+    pub hard_negative: Option<String>,
+    /// Pairs of one group (one hashtag) are never each other's negatives.
+    pub group: usize,
+}
+
+/// How the embedder is trained.
+#[derive(Debug, Clone)]
+pub struct ContrastConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Pairs per step, each from a distinct group.
+    pub batch: usize,
+    /// AdamW learning rate (warm-up over the first tenth, then constant).
+    pub lr: f64,
+    /// Starting temperature of InfoNCE (learnt from there, kept within 0.01..1).
+    pub temperature: f64,
+    /// Share of groups held out to measure top-1.
+    pub val_fraction: f64,
+    /// Most tokens per text.
+    pub max_tokens: usize,
+    /// Pooling of the hidden states.
+    pub pooling: Pooling,
+    /// Measure on the held-out groups every this many steps.
+    pub eval_every: usize,
+    /// Seed of the split and of batch order.
+    pub seed: u64,
+}
+
+impl Default for ContrastConfig {
+    fn default() -> Self {
+        Self {
+            steps: 300,
+            batch: 32,
+            lr: 1e-4,
+            temperature: 0.05,
+            val_fraction: 0.1,
+            max_tokens: 64,
+            pooling: Pooling::Mean,
+            eval_every: 50,
+            seed: 0,
+        }
+    }
+}
+
+/// How training went: held-out top-1 and loss before, during and after.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ContrastReport {
+    /// Pairs trained on.
+    pub train_pairs: usize,
+    /// Of them, with a hard negative.
+    pub hard_negatives: usize,
+    /// Groups held out.
+    pub val_groups: usize,
+    /// Held-out pairs.
+    pub val_pairs: usize,
+    /// Each measurement (step 0: before training).
+    pub curve: Vec<CurvePoint>,
+    /// Held-out top-1 of the untrained model.
+    pub val_top1_before: f64,
+    /// Held-out top-1 after training.
+    pub val_top1_after: f64,
+    /// Learnt temperature.
+    pub temperature: f64,
+    /// Steps taken.
+    pub steps: usize,
+    /// Pooling used.
+    pub pooling: String,
+    /// The source model's weights (sha256).
+    pub source_sha256: String,
+}
+
+/// One measurement of training.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CurvePoint {
+    /// Steps taken.
+    pub step: usize,
+    /// Mean training loss since the last measurement (none before training).
+    pub train_loss: Option<f64>,
+    /// Held-out InfoNCE.
+    pub val_loss: f64,
+    /// Held-out top-1: share of queries whose own document ranks first in their batch.
+    pub val_top1: f64,
+}
+
+/// Splits `pairs` by group: the held-out groups (a `val_fraction` share, at least 2) and the rest.
+pub fn split_by_group(
+    pairs: &[ContrastPair],
+    val_fraction: f64,
+    seed: u64,
+) -> (Vec<&ContrastPair>, Vec<&ContrastPair>) {
+    let mut groups: Vec<usize> = pairs.iter().map(|p| p.group).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    groups.shuffle(&mut rng);
+    // At least two groups held out, at most half of them.
+    let n_val = ((groups.len() as f64 * val_fraction) as usize)
+        .max(2)
+        .min(groups.len() / 2);
+    let held: HashSet<usize> = groups[..n_val].iter().copied().collect();
+    pairs.iter().partition(|p| held.contains(&p.group))
+}
+
+/// Batches of pairs from distinct groups, in a seeded order.
+fn batches(
+    pairs: &[&ContrastPair],
+    batch: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Vec<Vec<usize>> {
+    let mut by_group: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, p) in pairs.iter().enumerate() {
+        by_group.entry(p.group).or_default().push(i);
+    }
+    let mut groups: Vec<Vec<usize>> = by_group.into_values().collect();
+    groups.shuffle(rng);
+    groups
+        .chunks(batch.max(2))
+        .filter(|c| c.len() >= 2)
+        .map(|c| c.iter().filter_map(|g| g.choose(rng).copied()).collect())
+        .collect()
+}
+
+/// The model and what trains with it.
+struct Trainee {
+    model: Llama,
+    enc: PostEncoding,
+    max_tokens: usize,
+}
+
+impl Trainee {
+    /// Unit vectors [n, d] of `texts` (with gradients unless under `no_grad`).
+    fn embed(&self, texts: &[&str]) -> Result<Tensor> {
+        let ids = texts
+            .iter()
+            .map(|t| {
+                let mut ids = self.enc.ids(t).map_err(|e| Error::Format(e.0))?;
+                if ids.len() > self.max_tokens {
+                    let last = ids[ids.len() - 1];
+                    ids.truncate(self.max_tokens - 1);
+                    ids.push(last);
+                }
+                Ok(ids)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
+        let (ids, w) = self.enc.batch(&rows);
+        Ok(pool(&self.model.hidden(&ids), &w))
+    }
+
+    /// Symmetric InfoNCE of a batch (hard negatives widen the query → document side) and top-1
+    /// of query → document.
+    fn loss(
+        &self,
+        pairs: &[&ContrastPair],
+        idx: &[usize],
+        scale: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let q: Vec<&str> = idx.iter().map(|&i| pairs[i].query.as_str()).collect();
+        let mut d: Vec<&str> = idx.iter().map(|&i| pairs[i].doc.as_str()).collect();
+        let n = d.len() as i64;
+        d.extend(
+            idx.iter()
+                .filter_map(|&i| pairs[i].hard_negative.as_deref()),
+        );
+        let (qv, dv) = (self.embed(&q)?, self.embed(&d)?);
+        let logits = qv.matmul(&dv.tr()) * scale.exp();
+        let target = Tensor::arange(n, (Kind::Int64, tch::Device::Cpu));
+        let square = logits.narrow(1, 0, n);
+        let loss = (logits.cross_entropy_for_logits(&target)
+            + square.tr().cross_entropy_for_logits(&target))
+            / 2.0;
+        let top1 = logits
+            .argmax(1, false)
+            .eq_tensor(&target)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float);
+        Ok((loss, top1))
+    }
+}
+
+/// Fine-tunes the model of `src_dir` (weights `weights`) on `pairs` and writes the embedder to
+/// `out_dir`. `progress` hears each step and its loss.
+pub fn train_embedder(
+    src_dir: &Path,
+    weights: &Path,
+    pairs: &[ContrastPair],
+    cfg: &ContrastConfig,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<ContrastReport> {
+    let (val, train) = split_by_group(pairs, cfg.val_fraction, cfg.seed);
+    if train.len() < 4 || val.len() < 2 {
+        return Err(Error::Format(format!(
+            "{} pairs ({} of them held out): too few to train an embedder",
+            pairs.len(),
+            val.len()
+        )));
+    }
+    let config = LlamaConfig::load(&src_dir.join("config.json"))?;
+    let mut vs = nn::VarStore::new(tch::Device::Cpu);
+    let model = Llama::new(&vs.root(), &config);
+    crate::load_weights(&mut vs, weights)?;
+    let t = Trainee {
+        model,
+        enc: PostEncoding::new(src_dir, &config, cfg.pooling)?,
+        max_tokens: cfg.max_tokens.max(2),
+    };
+    // The temperature is learnt as a log-scale beside the model, not saved with it.
+    let svs = nn::VarStore::new(tch::Device::Cpu);
+    let scale = svs.root().var_copy(
+        "log_scale",
+        &Tensor::from((1.0 / cfg.temperature.max(1e-3)).ln() as f32),
+    );
+    let mut opt = nn::AdamW::default().build(&vs, cfg.lr)?;
+    let mut sopt = nn::Adam::default().build(&svs, 1e-2)?;
+    let mut val_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
+    let val_batches = batches(&val, cfg.batch, &mut val_rng);
+    let measure = |t: &Trainee, scale: &Tensor| -> Result<(f64, f64)> {
+        let _g = tch::no_grad_guard();
+        let (mut l, mut a, mut n) = (0f64, 0f64, 0f64);
+        for b in &val_batches {
+            let (loss, top1) = t.loss(&val, b, scale)?;
+            l += loss.double_value(&[]);
+            a += top1.double_value(&[]);
+            n += 1.0;
+        }
+        Ok((l / n.max(1.0), a / n.max(1.0)))
+    };
+    let (sha, _) = starling_artifacts::sha256_file(weights)?;
+    let mut report = ContrastReport {
+        train_pairs: train.len(),
+        hard_negatives: train.iter().filter(|p| p.hard_negative.is_some()).count(),
+        val_groups: val.iter().map(|p| p.group).collect::<HashSet<_>>().len(),
+        val_pairs: val.len(),
+        pooling: cfg.pooling.name().to_string(),
+        source_sha256: sha,
+        ..Default::default()
+    };
+    let (vl, va) = measure(&t, &scale)?;
+    report.curve.push(CurvePoint {
+        step: 0,
+        train_loss: None,
+        val_loss: vl,
+        val_top1: va,
+    });
+    report.val_top1_before = va;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let warmup = (cfg.steps / 10).max(1);
+    let (mut step, mut recent) = (0usize, Vec::new());
+    while step < cfg.steps {
+        let epoch = batches(&train, cfg.batch, &mut rng);
+        if epoch.is_empty() {
+            break;
+        }
+        for b in epoch {
+            if step >= cfg.steps {
+                break;
+            }
+            opt.set_lr(cfg.lr * ((step + 1) as f64 / warmup as f64).min(1.0));
+            let (loss, _) = t.loss(&train, &b, &scale)?;
+            opt.zero_grad();
+            sopt.zero_grad();
+            loss.backward();
+            opt.clip_grad_norm(1.0);
+            opt.step();
+            sopt.step();
+            tch::no_grad(|| {
+                let _ = scale.shallow_clone().clamp_(0.0, 100f64.ln());
+            });
+            step += 1;
+            let l = loss.double_value(&[]);
+            recent.push(l);
+            progress(step, l);
+            if step % cfg.eval_every.max(1) == 0 || step == cfg.steps {
+                let (vl, va) = measure(&t, &scale)?;
+                let tl = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+                recent.clear();
+                report.curve.push(CurvePoint {
+                    step,
+                    train_loss: Some(tl),
+                    val_loss: vl,
+                    val_top1: va,
+                });
+            }
+        }
+    }
+    if report.curve.last().is_none_or(|c| c.step != step) {
+        let (vl, va) = measure(&t, &scale)?;
+        report.curve.push(CurvePoint {
+            step,
+            train_loss: None,
+            val_loss: vl,
+            val_top1: va,
+        });
+    }
+    report.steps = step;
+    report.val_top1_after = report.curve.last().map_or(0.0, |c| c.val_top1);
+    report.temperature = 1.0 / scale.double_value(&[]).exp();
+    crate::save_dir(&vs, &config, out_dir)?;
+    let tok = std::fs::read(src_dir.join("tokenizer.json"))
+        .map_err(|e| Error::io(src_dir.join("tokenizer.json"), e))?;
+    starling_artifacts::write_atomic(&out_dir.join("tokenizer.json"), &tok)?;
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Format(e.to_string()))?;
+    starling_artifacts::write_atomic(&out_dir.join(EMBEDDER_REPORT_FILE), &json)?;
+    Ok(report)
+}
