@@ -121,6 +121,43 @@ pub fn hashtag_queries(
         .collect()
 }
 
+/// The lexical-mismatch subset of the task: each query keeps only its relevant posts (hashtags
+/// stripped, `posts` as indexed) that share no word with it, and queries left with none are
+/// dropped. BM25 cannot find these posts; only meaning can.
+pub fn lexical_mismatch(queries: &[HashtagQuery], posts: &[Post]) -> Vec<HashtagQuery> {
+    let words = |t: &str| -> HashSet<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let by_id: HashMap<&str, &str> = posts
+        .iter()
+        .map(|p| (p.id.as_str(), p.text.as_str()))
+        .collect();
+    queries
+        .iter()
+        .filter_map(|q| {
+            let qw = words(&q.query);
+            let relevant: HashSet<String> = q
+                .relevant
+                .iter()
+                .filter(|id| {
+                    by_id
+                        .get(id.as_str())
+                        .is_some_and(|t| words(t).is_disjoint(&qw))
+                })
+                .cloned()
+                .collect();
+            (!relevant.is_empty()).then(|| HashtagQuery {
+                tag: q.tag.clone(),
+                query: q.query.clone(),
+                relevant,
+            })
+        })
+        .collect()
+}
+
 /// nDCG@k with binary relevance.
 pub fn ndcg_at(ranked: &[String], relevant: &HashSet<String>, k: usize) -> f64 {
     let dcg: f64 = ranked
@@ -154,7 +191,7 @@ pub fn recall_at(ranked: &[String], relevant: &HashSet<String>, k: usize) -> f64
 }
 
 /// One mode's scores over the task.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModeScore {
     /// Mean nDCG@10.
     pub ndcg10: f64,
@@ -164,6 +201,40 @@ pub struct ModeScore {
     pub p50_ms: f64,
     /// Queries scored.
     pub queries: usize,
+    /// nDCG@10 of each query, in order (for paired comparisons).
+    pub per_query_ndcg10: Vec<f64>,
+    /// Recall@100 of each query, in order.
+    pub per_query_recall100: Vec<f64>,
+}
+
+/// The mean of `a - b` over paired per-query scores and its 95% interval by the paired
+/// bootstrap (`rounds` resamples of the queries, seeded).
+pub fn paired_bootstrap(a: &[f64], b: &[f64], rounds: usize, seed: u64) -> (f64, f64, f64) {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = d.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    let mut means: Vec<f64> = (0..rounds.max(1))
+        .map(|_| {
+            let mut sum = 0.0;
+            for _ in 0..n {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                sum += d[(state % n as u64) as usize];
+            }
+            sum / n as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((means.len() - 1) as f64 * q).round() as usize];
+    (mean, at(0.025), at(0.975))
 }
 
 /// Runs every query in `mode` (ranked `top`) and averages the scores.
@@ -173,7 +244,8 @@ pub fn evaluate(
     mode: SearchMode,
     embedder: Option<&dyn Embedder>,
 ) -> Result<ModeScore> {
-    let (mut ndcg, mut recall, mut ms) = (0.0, 0.0, Vec::with_capacity(queries.len()));
+    let (mut ndcg, mut recall, mut ms) =
+        (Vec::new(), Vec::new(), Vec::with_capacity(queries.len()));
     for q in queries {
         let t = Instant::now();
         let hits = idx.search_with(&SearchRequest {
@@ -185,16 +257,18 @@ pub fn evaluate(
         })?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         let ranked: Vec<String> = hits.into_iter().map(|h| h.id).collect();
-        ndcg += ndcg_at(&ranked, &q.relevant, 10);
-        recall += recall_at(&ranked, &q.relevant, 100);
+        ndcg.push(ndcg_at(&ranked, &q.relevant, 10));
+        recall.push(recall_at(&ranked, &q.relevant, 100));
     }
     let n = queries.len().max(1) as f64;
     ms.sort_by(f64::total_cmp);
     Ok(ModeScore {
-        ndcg10: ndcg / n,
-        recall100: recall / n,
+        ndcg10: ndcg.iter().sum::<f64>() / n,
+        recall100: recall.iter().sum::<f64>() / n,
         p50_ms: ms.get(ms.len() / 2).copied().unwrap_or(0.0),
         queries: queries.len(),
+        per_query_ndcg10: ndcg,
+        per_query_recall100: recall,
     })
 }
 
@@ -450,6 +524,55 @@ pub fn evaluate_grounding(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mismatch_subset_keeps_posts_without_the_query_words() {
+        let origin = starling_corpus::Origin {
+            file: "t".into(),
+            line: 1,
+            nested: false,
+        };
+        let post = |id: &str, text: &str| Post::new(id.into(), text.into(), origin.clone());
+        let posts = vec![
+            post("1", "rain all day"),
+            post("2", "storm warning tonight"),
+        ];
+        let q = HashtagQuery {
+            tag: "rainstorm".into(),
+            query: "rain storm".into(),
+            relevant: ["1".to_string(), "2".to_string()].into(),
+        };
+        let q2 = HashtagQuery {
+            relevant: ["1".to_string()].into(),
+            ..q.clone()
+        };
+        let subset = lexical_mismatch(&[q, q2], &posts);
+        assert!(subset.is_empty(), "both posts share a word: {subset:?}");
+        let posts = vec![
+            post("1", "wet and windy all day"),
+            post("2", "storm warning"),
+        ];
+        let q = HashtagQuery {
+            tag: "rainstorm".into(),
+            query: "rain storm".into(),
+            relevant: ["1".to_string(), "2".to_string()].into(),
+        };
+        let subset = lexical_mismatch(&[q], &posts);
+        assert_eq!(subset.len(), 1);
+        assert_eq!(subset[0].relevant, ["1".to_string()].into());
+    }
+
+    #[test]
+    fn paired_bootstrap_brackets_the_mean_difference() {
+        let a: Vec<f64> = (0..200).map(|i| f64::from(i % 2)).collect();
+        let b = vec![0.0; 200];
+        let (mean, lo, hi) = paired_bootstrap(&a, &b, 1000, 7);
+        assert!((mean - 0.5).abs() < 1e-12);
+        assert!(lo < 0.5 && hi > 0.5 && lo > 0.4 && hi < 0.6, "{lo} {hi}");
+        // No difference: an interval around 0.
+        let (m, lo, hi) = paired_bootstrap(&a, &a, 100, 7);
+        assert_eq!((m, lo, hi), (0.0, 0.0, 0.0));
+    }
 
     #[test]
     fn lower_case_tags_split_into_likely_words() {

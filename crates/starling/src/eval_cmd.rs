@@ -6,8 +6,8 @@ use crate::search_cmd::{load_embedder, spinner};
 use anyhow::{Context, Result};
 use starling_corpus::{Corpus, Post};
 use starling_search::eval::{
-    evaluate, evaluate_grounding, grounding_questions, hashtag_queries, strip_hashtags,
-    word_counts, Grounder, GroundingScore, ModeScore, Template,
+    evaluate, evaluate_grounding, grounding_questions, hashtag_queries, lexical_mismatch,
+    paired_bootstrap, strip_hashtags, word_counts, Grounder, GroundingScore, ModeScore, Template,
 };
 use starling_search::{build_posts, BuildOptions, Embedder, PostIndex, SearchMode};
 use std::collections::{HashMap, HashSet};
@@ -127,8 +127,15 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         a.max_posts,
         queries.iter().map(|q| q.relevant.len()).sum::<usize>() as f64 / queries.len() as f64
     );
+    let mismatch = lexical_mismatch(&queries, &posts);
+    println!(
+        "  lexical-mismatch subset: {} queries keep {} relevant posts that share no word with the query",
+        mismatch.len(),
+        mismatch.iter().map(|q| q.relevant.len()).sum::<usize>()
+    );
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut rows: Vec<(String, String, ModeScore)> = Vec::new();
+    let mut mismatch_rows: Vec<(String, ModeScore)> = Vec::new();
     let mut bm25_done = false;
     // The language model's own pooled states, and the trained embedder when there is one.
     let trained = starling_train::ModelDir::open(&a.model)
@@ -171,6 +178,12 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
                 evaluate(&idx, &queries, mode, Some(emb))?,
             ));
         }
+        if !mismatch.is_empty() {
+            mismatch_rows.push((
+                format!("dense ({which}, {pooling})"),
+                evaluate(&idx, &mismatch, SearchMode::Dense, Some(emb))?,
+            ));
+        }
     }
     println!("\n| mode | pooling | nDCG@10 | recall@100 | p50 ms/query |");
     println!("|---|---|---|---|---|");
@@ -178,6 +191,39 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         println!(
             "| {mode} | {pooling} | {:.4} | {:.4} | {:.1} |",
             s.ndcg10, s.recall100, s.p50_ms
+        );
+    }
+    // Each mode against BM25, query by query: the mean difference and its 95% paired-bootstrap
+    // interval (1,000 resamples of the queries).
+    let diffs: Vec<(String, (f64, f64, f64), (f64, f64, f64))> = match rows.first() {
+        Some((_, _, base)) => rows
+            .iter()
+            .skip(1)
+            .map(|(m, p, s)| {
+                (
+                    format!("{m} ({p}) − bm25"),
+                    paired_bootstrap(&s.per_query_ndcg10, &base.per_query_ndcg10, 1000, 1),
+                    paired_bootstrap(&s.per_query_recall100, &base.per_query_recall100, 1000, 2),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    if !mismatch_rows.is_empty() {
+        println!(
+            "\nlexical-mismatch subset ({} queries; BM25 scores 0 here by construction):\n\n| mode | nDCG@10 | recall@100 |\n|---|---|---|",
+            mismatch.len()
+        );
+        for (m, s) in &mismatch_rows {
+            println!("| {m} | {:.4} | {:.4} |", s.ndcg10, s.recall100);
+        }
+    }
+    println!("\n| difference | nDCG@10 [95% CI] | recall@100 [95% CI] |");
+    println!("|---|---|---|");
+    for (name, n, r) in &diffs {
+        println!(
+            "| {name} | {:+.4} [{:+.4}, {:+.4}] | {:+.4} [{:+.4}, {:+.4}] |",
+            n.0, n.1, n.2, r.0, r.1, r.2
         );
     }
     let best = rows
@@ -192,6 +238,12 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         "queries": queries.len(),
         "rows": rows.iter().map(|(m, p, s)| serde_json::json!({
             "mode": m, "pooling": p, "ndcg10": s.ndcg10, "recall100": s.recall100, "p50_ms": s.p50_ms
+        })).collect::<Vec<_>>(),
+        "lexical_mismatch": mismatch_rows.iter().map(|(m, s)| serde_json::json!({
+            "mode": m, "queries": s.queries, "ndcg10": s.ndcg10, "recall100": s.recall100,
+        })).collect::<Vec<_>>(),
+        "differences_from_bm25": diffs.iter().map(|(name, n, r)| serde_json::json!({
+            "rows": name, "ndcg10": [n.0, n.1, n.2], "recall100": [r.0, r.1, r.2],
         })).collect::<Vec<_>>(),
     });
     write_report(
