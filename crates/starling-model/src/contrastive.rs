@@ -55,6 +55,8 @@ pub struct ContrastConfig {
     pub temperature: f64,
     /// Share of groups held out to measure top-1.
     pub val_fraction: f64,
+    /// Most held-out pairs measured (the first of a seeded order), so measuring stays cheap.
+    pub max_val_pairs: usize,
     /// Most tokens per text.
     pub max_tokens: usize,
     /// Pooling of the hidden states.
@@ -73,6 +75,7 @@ impl Default for ContrastConfig {
             lr: 1e-4,
             temperature: 0.05,
             val_fraction: 0.1,
+            max_val_pairs: 1024,
             max_tokens: 64,
             pooling: Pooling::Mean,
             eval_every: 50,
@@ -227,7 +230,8 @@ pub fn train_embedder(
     out_dir: &Path,
     progress: &mut dyn FnMut(usize, f64),
 ) -> Result<ContrastReport> {
-    let (val, train) = split_by_group(pairs, cfg.val_fraction, cfg.seed);
+    let (mut val, train) = split_by_group(pairs, cfg.val_fraction, cfg.seed);
+    val.truncate(cfg.max_val_pairs.max(2));
     if train.len() < 4 || val.len() < 2 {
         return Err(Error::Format(format!(
             "{} pairs ({} of them held out): too few to train an embedder",

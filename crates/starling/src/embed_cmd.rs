@@ -91,6 +91,9 @@ pub struct TrainArgs {
     /// Measure held-out top-1 every this many steps.
     #[arg(long, default_value_t = 50)]
     eval_every: usize,
+    /// Most held-out pairs measured each time.
+    #[arg(long, default_value_t = 1024)]
+    max_val_pairs: usize,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -262,6 +265,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         max_tokens: a.max_tokens,
         pooling,
         eval_every: a.eval_every,
+        max_val_pairs: a.max_val_pairs,
         seed: a.seed,
         ..Default::default()
     };

@@ -520,14 +520,17 @@ pub fn probes(a: &EvalProbesArgs) -> Result<()> {
         bar.set_message(t.name());
         let row = probe_task(&a.data, t, &e, a.max_train, &mut |n| bar.inc(n as u64))
             .with_context(|| format!("probing {}", t.name()))?;
-        bar.println(format!(
-            "  {}: embeddings {:.1}, tf-idf {:.1} ({} train, {} test)",
-            t.name(),
-            100.0 * row.embeddings,
-            100.0 * row.tfidf,
-            row.train_examples,
-            row.test_examples
-        ));
+        // Printed around the bar (bar.println says nothing when the bar is hidden, as in a log).
+        bar.suspend(|| {
+            println!(
+                "  {}: embeddings {:.1}, tf-idf {:.1} ({} train, {} test)",
+                t.name(),
+                100.0 * row.embeddings,
+                100.0 * row.tfidf,
+                row.train_examples,
+                row.test_examples
+            )
+        });
         rows.push(row);
     }
     bar.finish_and_clear();
