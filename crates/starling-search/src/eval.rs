@@ -207,13 +207,24 @@ pub struct ModeScore {
     pub per_query_recall100: Vec<f64>,
 }
 
+/// A mean difference and its 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Interval {
+    /// The mean difference.
+    pub mean: f64,
+    /// 2.5th percentile of the resampled means.
+    pub low: f64,
+    /// 97.5th percentile.
+    pub high: f64,
+}
+
 /// The mean of `a - b` over paired per-query scores and its 95% interval by the paired
 /// bootstrap (`rounds` resamples of the queries, seeded).
-pub fn paired_bootstrap(a: &[f64], b: &[f64], rounds: usize, seed: u64) -> (f64, f64, f64) {
+pub fn paired_bootstrap(a: &[f64], b: &[f64], rounds: usize, seed: u64) -> Interval {
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     let n = d.len();
     if n == 0 {
-        return (0.0, 0.0, 0.0);
+        return Interval::default();
     }
     let mean = d.iter().sum::<f64>() / n as f64;
     let mut state = seed
@@ -234,7 +245,11 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], rounds: usize, seed: u64) -> (f64,
         .collect();
     means.sort_by(f64::total_cmp);
     let at = |q: f64| means[((means.len() - 1) as f64 * q).round() as usize];
-    (mean, at(0.025), at(0.975))
+    Interval {
+        mean,
+        low: at(0.025),
+        high: at(0.975),
+    }
 }
 
 /// Runs every query in `mode` (ranked `top`) and averages the scores.
@@ -566,12 +581,14 @@ mod tests {
     fn paired_bootstrap_brackets_the_mean_difference() {
         let a: Vec<f64> = (0..200).map(|i| f64::from(i % 2)).collect();
         let b = vec![0.0; 200];
-        let (mean, lo, hi) = paired_bootstrap(&a, &b, 1000, 7);
-        assert!((mean - 0.5).abs() < 1e-12);
-        assert!(lo < 0.5 && hi > 0.5 && lo > 0.4 && hi < 0.6, "{lo} {hi}");
+        let i = paired_bootstrap(&a, &b, 1000, 7);
+        assert!((i.mean - 0.5).abs() < 1e-12);
+        assert!(
+            i.low < 0.5 && i.high > 0.5 && i.low > 0.4 && i.high < 0.6,
+            "{i:?}"
+        );
         // No difference: an interval around 0.
-        let (m, lo, hi) = paired_bootstrap(&a, &a, 100, 7);
-        assert_eq!((m, lo, hi), (0.0, 0.0, 0.0));
+        assert_eq!(paired_bootstrap(&a, &a, 100, 7), Interval::default());
     }
 
     #[test]

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use starling_corpus::{Corpus, Post};
 use starling_search::eval::{
     evaluate, evaluate_grounding, grounding_questions, hashtag_queries, lexical_mismatch,
-    paired_bootstrap, strip_hashtags, word_counts, Grounder, GroundingScore, ModeScore, Template,
+    paired_bootstrap, strip_hashtags, word_counts, Grounder, GroundingScore, Interval, ModeScore,
+    Template,
 };
 use starling_search::{build_posts, BuildOptions, Embedder, PostIndex, SearchMode};
 use std::collections::{HashMap, HashSet};
@@ -195,7 +196,7 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
     }
     // Each mode against BM25, query by query: the mean difference and its 95% paired-bootstrap
     // interval (1,000 resamples of the queries).
-    let diffs: Vec<(String, (f64, f64, f64), (f64, f64, f64))> = match rows.first() {
+    let diffs: Vec<(String, Interval, Interval)> = match rows.first() {
         Some((_, _, base)) => rows
             .iter()
             .skip(1)
@@ -223,7 +224,7 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
     for (name, n, r) in &diffs {
         println!(
             "| {name} | {:+.4} [{:+.4}, {:+.4}] | {:+.4} [{:+.4}, {:+.4}] |",
-            n.0, n.1, n.2, r.0, r.1, r.2
+            n.mean, n.low, n.high, r.mean, r.low, r.high
         );
     }
     let best = rows
@@ -243,7 +244,7 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
             "mode": m, "queries": s.queries, "ndcg10": s.ndcg10, "recall100": s.recall100,
         })).collect::<Vec<_>>(),
         "differences_from_bm25": diffs.iter().map(|(name, n, r)| serde_json::json!({
-            "rows": name, "ndcg10": [n.0, n.1, n.2], "recall100": [r.0, r.1, r.2],
+            "rows": name, "ndcg10": [n.mean, n.low, n.high], "recall100": [r.mean, r.low, r.high],
         })).collect::<Vec<_>>(),
     });
     write_report(
