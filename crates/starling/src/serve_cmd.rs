@@ -203,8 +203,11 @@ async fn smoke(base: &str, model: &str, needs_key: bool) -> Result<()> {
         .as_str()
         .unwrap_or_default();
     let grounded = body["grounding"].as_array().map_or(0, Vec::len);
+    let note = body["grounding_note"]
+        .as_str()
+        .map_or(String::new(), |n| format!(" ({n})"));
     println!(
-        "serve --smoke: answered in {:.2}s, {} tokens, finish {}, grounded on {grounded} posts: {answer:?}",
+        "serve --smoke: answered in {:.2}s, {} tokens, finish {}, grounded on {grounded} posts{note}: {answer:?}",
         t.elapsed().as_secs_f64(),
         body["usage"]["completion_tokens"],
         body["choices"][0]["finish_reason"],
