@@ -149,9 +149,21 @@ fn batches(
     batch: usize,
     rng: &mut rand_chacha::ChaCha8Rng,
 ) -> Vec<Vec<usize>> {
+    let groups: Vec<usize> = pairs.iter().map(|p| p.group).collect();
+    group_batches(&groups, batch, rng)
+}
+
+/// Batches of indices into a list whose item `i` belongs to group `groups[i]`: each batch takes
+/// one item of each of up to `batch` groups (so in-batch negatives are true negatives), groups
+/// shuffled by `rng`; batches of fewer than two are dropped.
+pub(crate) fn group_batches(
+    groups: &[usize],
+    batch: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Vec<Vec<usize>> {
     let mut by_group: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, p) in pairs.iter().enumerate() {
-        by_group.entry(p.group).or_default().push(i);
+    for (i, g) in groups.iter().enumerate() {
+        by_group.entry(*g).or_default().push(i);
     }
     let mut groups: Vec<Vec<usize>> = by_group.into_values().collect();
     groups.shuffle(rng);

@@ -148,27 +148,14 @@ fn batch_loss(w: &Tensor, mean: &Tensor, q: &Tensor, d: &Tensor, t: f64) -> (Ten
     (loss, top1)
 }
 
-/// One batch of pairs from distinct groups, in a seeded order.
+/// Batches of pairs from distinct groups, in a seeded order.
 fn batches(
     pairs: &[&HeadPair],
     batch: usize,
     rng: &mut rand_chacha::ChaCha8Rng,
 ) -> Vec<Vec<usize>> {
-    let mut by_group: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (i, p) in pairs.iter().enumerate() {
-        by_group.entry(p.group).or_default().push(i);
-    }
-    let mut groups: Vec<Vec<usize>> = by_group.into_values().collect();
-    groups.shuffle(rng);
-    groups
-        .chunks(batch.max(2))
-        .filter(|c| c.len() >= 2)
-        .map(|c| {
-            c.iter()
-                .filter_map(|g| g.choose(rng).copied())
-                .collect::<Vec<usize>>()
-        })
-        .collect()
+    let groups: Vec<usize> = pairs.iter().map(|p| p.group).collect();
+    crate::contrastive::group_batches(&groups, batch, rng)
 }
 
 /// Trains a head on pooled vectors `vectors` [n, d] (unit length) and `pairs` of rows of it.
