@@ -211,25 +211,30 @@ impl Trainee {
     ) -> Result<(Tensor, Tensor)> {
         let q: Vec<&str> = idx.iter().map(|&i| pairs[i].query.as_str()).collect();
         let mut d: Vec<&str> = idx.iter().map(|&i| pairs[i].doc.as_str()).collect();
-        let n = d.len() as i64;
         d.extend(
             idx.iter()
                 .filter_map(|&i| pairs[i].hard_negative.as_deref()),
         );
         let (qv, dv) = (self.embed(&q)?, self.embed(&d)?);
-        let logits = qv.matmul(&dv.tr()) * scale.exp();
-        let target = Tensor::arange(n, (Kind::Int64, tch::Device::Cpu));
-        let square = logits.narrow(1, 0, n);
-        let loss = (logits.cross_entropy_for_logits(&target)
-            + square.tr().cross_entropy_for_logits(&target))
-            / 2.0;
-        let top1 = logits
-            .argmax(1, false)
-            .eq_tensor(&target)
-            .to_kind(Kind::Float)
-            .mean(Kind::Float);
-        Ok((loss, top1))
+        Ok(info_nce(&(qv.matmul(&dv.tr()) * scale.exp())))
     }
+}
+
+/// Symmetric InfoNCE of similarity logits [n, n + k] (row i's positive is column i; the k extra
+/// columns are negatives for the query → document side only) and query → document top-1.
+pub(crate) fn info_nce(logits: &Tensor) -> (Tensor, Tensor) {
+    let n = logits.size()[0];
+    let target = Tensor::arange(n, (Kind::Int64, tch::Device::Cpu));
+    let square = logits.narrow(1, 0, n);
+    let loss = (logits.cross_entropy_for_logits(&target)
+        + square.tr().cross_entropy_for_logits(&target))
+        / 2.0;
+    let top1 = logits
+        .argmax(1, false)
+        .eq_tensor(&target)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float);
+    (loss, top1)
 }
 
 /// Fine-tunes the model of `src_dir` (weights `weights`) on `pairs` and writes the embedder to

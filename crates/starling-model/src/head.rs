@@ -134,18 +134,7 @@ fn batch_loss(w: &Tensor, mean: &Tensor, q: &Tensor, d: &Tensor, t: f64) -> (Ten
         let y = (x - mean).matmul(&w.tr());
         &y / y.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
     };
-    let logits = map(q).matmul(&map(d).tr()) / t;
-    let n = logits.size()[0];
-    let target = Tensor::arange(n, (Kind::Int64, tch::Device::Cpu));
-    let loss = (logits.cross_entropy_for_logits(&target)
-        + logits.tr().cross_entropy_for_logits(&target))
-        / 2.0;
-    let top1 = logits
-        .argmax(1, false)
-        .eq_tensor(&target)
-        .to_kind(Kind::Float)
-        .mean(Kind::Float);
-    (loss, top1)
+    crate::contrastive::info_nce(&(map(q).matmul(&map(d).tr()) / t))
 }
 
 /// Batches of pairs from distinct groups, in a seeded order.
