@@ -229,15 +229,41 @@ impl DenseIndex {
     }
 }
 
+/// How hybrid search fuses BM25's list with the dense one: reciprocal rank fusion with a weight
+/// on the dense list and the constant `k`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    /// Weight of the dense list (BM25's is 1; 0 leaves BM25's order).
+    pub dense_weight: f64,
+    /// The RRF constant.
+    pub k: f64,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Self {
+            dense_weight: 1.0,
+            k: RRF_K,
+        }
+    }
+}
+
 /// Reciprocal rank fusion of ranked lists of keys: `Σ 1 / (RRF_K + rank)`, best first.
 pub fn rrf(lists: &[Vec<u64>]) -> Vec<(u64, f64)> {
+    rrf_weighted(lists, &[], RRF_K)
+}
+
+/// [`rrf`] with a weight per list (missing weights are 1) and constant `k`:
+/// `Σ w_list / (k + rank)`, best first (ties: first seen first).
+pub fn rrf_weighted(lists: &[Vec<u64>], weights: &[f64], k: f64) -> Vec<(u64, f64)> {
     let mut score: HashMap<u64, f64> = HashMap::new();
     let mut first_seen: HashMap<u64, usize> = HashMap::new();
     let mut n = 0;
-    for list in lists {
-        for (rank, k) in list.iter().enumerate() {
-            *score.entry(*k).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
-            first_seen.entry(*k).or_insert_with(|| {
+    for (l, list) in lists.iter().enumerate() {
+        let w = weights.get(l).copied().unwrap_or(1.0);
+        for (rank, key) in list.iter().enumerate() {
+            *score.entry(*key).or_default() += w / (k + rank as f64 + 1.0);
+            first_seen.entry(*key).or_insert_with(|| {
                 n += 1;
                 n
             });
@@ -297,6 +323,15 @@ mod tests {
         assert_eq!(f[1].0, 3);
         assert!((f[0].1 - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-12);
         assert_eq!(f.len(), 4);
+        // A dense weight of 0 keeps the first list's order; a heavy one follows the second.
+        let order = |w: f64| -> Vec<u64> {
+            rrf_weighted(&[vec![1, 2, 3], vec![3, 1, 4]], &[1.0, w], 10.0)
+                .iter()
+                .map(|p| p.0)
+                .collect()
+        };
+        assert_eq!(order(0.0)[..3], [1, 2, 3]);
+        assert_eq!(order(10.0)[..3], [3, 1, 4]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod pairs;
 pub mod query;
 pub mod updates;
 
-pub use dense::DenseIndex;
+pub use dense::{DenseIndex, Fusion};
 pub use grounding::{ground, Grounded, GroundingQuery};
 pub use index::{
     build, build_from, build_posts, AddReport, BuildOptions, DenseMeta, Hit, IndexMeta, PostIndex,

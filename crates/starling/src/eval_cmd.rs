@@ -97,9 +97,37 @@ pub struct EvalSearchArgs {
     /// Queries (spread evenly over the eligible hashtags).
     #[arg(long, default_value_t = 300)]
     queries: usize,
+    /// A validation corpus (never the test one): hybrid's fusion (dense weight, RRF k) is tuned
+    /// on its hashtags (nDCG@10) and a tuned hybrid row added.
+    #[arg(long)]
+    tune_fusion_on: Option<PathBuf>,
     /// Work directory (its indexes are rebuilt each run).
     #[arg(long, default_value = "out/eval-search")]
     out: PathBuf,
+}
+
+/// Dense weights and RRF constants tried when tuning fusion.
+const FUSION_GRID: ([f64; 6], [f64; 2]) = ([0.0, 0.1, 0.25, 0.5, 1.0, 2.0], [10.0, 60.0]);
+
+/// The fusion with the best mean nDCG@10 on `queries` over `idx` (validation data).
+fn tune_fusion(
+    idx: &PostIndex,
+    queries: &[starling_search::eval::HashtagQuery],
+    e: &dyn Embedder,
+) -> Result<(starling_search::Fusion, f64)> {
+    let mut best = (starling_search::Fusion::default(), f64::MIN);
+    for k in FUSION_GRID.1 {
+        for dense_weight in FUSION_GRID.0 {
+            let f = starling_search::Fusion { dense_weight, k };
+            idx.set_fusion(f);
+            let s = evaluate(idx, queries, SearchMode::Hybrid, Some(e))?;
+            if s.ndcg10 > best.1 {
+                best = (f, s.ndcg10);
+            }
+        }
+    }
+    idx.set_fusion(starling_search::Fusion::default());
+    Ok(best)
 }
 
 /// Runs `starling eval search`.
@@ -128,6 +156,29 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         a.max_posts,
         queries.iter().map(|q| q.relevant.len()).sum::<usize>() as f64 / queries.len() as f64
     );
+    // Validation tags for tuning fusion: their own posts, hashtags stripped, never the test's.
+    let tuning = match &a.tune_fusion_on {
+        None => None,
+        Some(v) => {
+            let mut vposts = read_posts(v)?;
+            let vq = hashtag_queries(&vposts, a.min_posts, a.max_posts, a.queries);
+            anyhow::ensure!(
+                !vq.is_empty(),
+                "{}: no hashtag is carried by {}..={} posts; nothing to tune fusion on",
+                v.display(),
+                a.min_posts,
+                a.max_posts
+            );
+            vposts.iter_mut().for_each(strip_hashtags);
+            println!(
+                "  fusion tuned on {} ({} posts, {} tags)",
+                v.display(),
+                vposts.len(),
+                vq.len()
+            );
+            Some((vposts, vq))
+        }
+    };
     let mismatch = lexical_mismatch(&queries, &posts);
     println!(
         "  lexical-mismatch subset: {} queries keep {} relevant posts that share no word with the query",
@@ -178,6 +229,25 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
                 pooling.to_string(),
                 evaluate(&idx, &queries, mode, Some(emb))?,
             ));
+        }
+        if let Some((vposts, vq)) = &tuning {
+            let vidx = build_eval_index(
+                vposts,
+                &a.out.join(format!("val-index-{which}-{pooling}")),
+                Some((&e, &a.model)),
+                &format!("validation posts indexed and embedded ({which}, {pooling})"),
+            )?;
+            let (f, v) = tune_fusion(&vidx, vq, emb)?;
+            idx.set_fusion(f);
+            rows.push((
+                format!(
+                    "hybrid ({which}, dense weight {}, k {} from val nDCG@10 {v:.4})",
+                    f.dense_weight, f.k
+                ),
+                pooling.to_string(),
+                evaluate(&idx, &queries, SearchMode::Hybrid, Some(emb))?,
+            ));
+            idx.set_fusion(starling_search::Fusion::default());
         }
         if !mismatch.is_empty() {
             mismatch_rows.push((

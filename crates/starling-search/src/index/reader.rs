@@ -30,6 +30,7 @@ pub struct PostIndex {
     dense: Option<RwLock<DenseIndex>>,
     writer: Mutex<Option<IndexWriter>>,
     newest: AtomicI64,
+    fusion: RwLock<crate::dense::Fusion>,
     /// What built it.
     pub meta: IndexMeta,
 }
@@ -86,8 +87,21 @@ impl PostIndex {
             dense,
             writer: Mutex::new(None),
             newest: AtomicI64::new(meta.newest.unwrap_or(i64::MIN)),
+            fusion: RwLock::new(crate::dense::Fusion::default()),
             meta,
         })
+    }
+
+    /// How hybrid search fuses its lists from now on (default: equal weights, k = 60).
+    pub fn set_fusion(&self, f: crate::dense::Fusion) {
+        if let Ok(mut g) = self.fusion.write() {
+            *g = f;
+        }
+    }
+
+    /// How hybrid search fuses its lists.
+    pub fn fusion(&self) -> crate::dense::Fusion {
+        self.fusion.read().map(|g| *g).unwrap_or_default()
     }
 
     /// Posts in the index.
@@ -150,7 +164,8 @@ impl PostIndex {
                     .chain(dense)
                     .map(|h| (dense::key(&h.id), h))
                     .collect();
-                dense::rrf(&lists)
+                let f = self.fusion();
+                dense::rrf_weighted(&lists, &[1.0, f.dense_weight], f.k)
                     .into_iter()
                     .take(limit)
                     .filter_map(|(k, score)| {
