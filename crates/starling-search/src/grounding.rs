@@ -206,7 +206,7 @@ pub const MAX_WORDS: usize = 8;
 /// What a message names, in the order it names it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroundingQuery {
-    /// Hashtags, mentions and cashtags, lower-cased, with their sigils.
+    /// Hashtags, mentions and cashtags, lower-cased, with their sigils (at most [`MAX_WORDS`]).
     pub entities: Vec<String>,
     /// Content words, lower-cased (neither stop words nor conversational words).
     pub words: Vec<String>,
@@ -238,12 +238,15 @@ impl GroundingQuery {
             match sigil {
                 // `$5` is money, not a cashtag.
                 Some('$') if !body.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) => {}
-                Some(s) => {
+                // At most MAX_WORDS entities: a message naming thousands must not cost
+                // thousands squared, nor become a query of thousands of terms.
+                Some(s) if q.entities.len() < MAX_WORDS => {
                     let e = format!("{s}{body}");
                     if !q.entities.contains(&e) {
                         q.entities.push(e);
                     }
                 }
+                Some(_) => {}
                 None if q.spelling.len() < 2 * MAX_WORDS => {
                     let short = body.chars().count() < 2;
                     let number = body.chars().all(|c| c.is_numeric());
@@ -413,6 +416,25 @@ mod tests {
         // Operators in a message never reach the query language.
         let q = GroundingQuery::from_message("-filter:replies OR (xy)");
         assert_eq!(q.tiers(), vec!["#xy", "xy"]);
+    }
+
+    #[test]
+    fn a_huge_message_reads_in_linear_time_into_a_bounded_query() {
+        // 200,000 words (about a 1.4 MB body): every list is capped, so the tiers stay small.
+        let msg = (0..200_000)
+            .map(|i| format!("w{i} #t{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let t = std::time::Instant::now();
+        let q = GroundingQuery::from_message(&msg);
+        assert!(q.words.len() <= MAX_WORDS && q.spelling.len() <= 2 * MAX_WORDS);
+        let tiers = q.tiers();
+        assert!(tiers.len() <= 3 && tiers.iter().all(|x| crate::parse(x).is_ok()));
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]
