@@ -8,6 +8,13 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
+    let shared = PathBuf::from(
+        std::env::var_os("DEP_STARLING_TORCH_INCLUDE").expect("starling-torch's include folder"),
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        shared.join("guard.h").display()
+    );
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=STARLING_NO_NCCL");
     println!("cargo:rerun-if-env-changed=STARLING_LIBTORCH_LIB");
@@ -30,6 +37,8 @@ fn main() {
     let mut b = cc::Build::new();
     b.cpp(true)
         .file("csrc/c10d_shim.cpp")
+        // starling-torch's guard.h (exceptions to error texts), through its `links` metadata.
+        .include(&shared)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("USE_C10D_GLOO", None)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
-    println!("cargo:rerun-if-changed=csrc/starling_torch.cpp");
+    println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=STARLING_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=STARLING_NO_CUDA");
@@ -46,6 +46,7 @@ fn main() {
     }
     b.cpp(true)
         .file("csrc/starling_torch.cpp")
+        .file("csrc/autograd.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
@@ -56,6 +57,10 @@ fn main() {
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false)
         .compile("starling_torch");
+    // Dependents' build scripts (starling-dist) read the shared header's folder as
+    // DEP_STARLING_TORCH_INCLUDE.
+    let csrc = Path::new(env!("CARGO_MANIFEST_DIR")).join("csrc");
+    println!("cargo:include={}", csrc.display());
     let lib = libtorch.join("lib");
     println!("cargo:rustc-link-search=native={}", lib.display());
     if cuda.is_some() {

@@ -15,11 +15,8 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Peak resident memory of this process in MiB (NaN where /proc is missing).
 pub fn peak_rss_mib() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
+    starling_train::metrics::peak_rss_bytes()
+        .map(|b| b as f64 / (1u64 << 20) as f64)
         .unwrap_or(f64::NAN)
 }
 

@@ -7,6 +7,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include "guard.h"
+
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -23,12 +25,8 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
-void set_error(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  size_t n = std::min(len - 1, msg.size());
-  std::memcpy(err, msg.data(), n);
-  err[n] = '\0';
-}
+using starling::guarded;
+using starling::set_error;
 
 at::ScalarType scalar(int dtype) {
   switch (dtype) {
@@ -45,19 +43,6 @@ at::Tensor wrap(const Group* g, void* data, int64_t n, int dtype) {
   auto opts = at::TensorOptions().dtype(scalar(dtype));
   opts = g->device < 0 ? opts.device(at::kCPU) : opts.device(at::Device(at::kCUDA, g->device));
   return at::from_blob(data, {n}, opts);
-}
-
-template <typename F>
-int guarded(char* err, size_t len, F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    set_error(err, len, e.what());
-  } catch (...) {
-    set_error(err, len, "unknown C++ exception");
-  }
-  return 1;
 }
 
 }  // namespace

@@ -20,6 +20,13 @@ impl RmsNorm {
         }
     }
 
+    fn handle(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            eps: self.eps,
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
         if x.kind() == Kind::Float {
             // ATen's own RMSNorm (what nn.RMSNorm runs): one op forward and backward.
@@ -56,6 +63,13 @@ impl Rope {
         }
     }
 
+    fn handle(&self) -> Self {
+        Self {
+            cos: self.cos.shallow_clone(),
+            sin: self.sin.shallow_clone(),
+        }
+    }
+
     /// Rotates `x` of shape [batch, heads, time, head_dim] for positions `start..start + time`.
     fn apply(&self, x: &Tensor, start: i64) -> Tensor {
         let t = x.size()[2];
@@ -83,6 +97,14 @@ impl Rope {
         let half = x.size()[3] / 2;
         let swapped = Tensor::cat(&[x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
         x * cos.to_kind(x.kind()) + swapped * sin.to_kind(x.kind())
+    }
+}
+
+/// A second handle to `l`'s weights (same storage, same autograd leaf).
+fn linear_handle(l: &nn::Linear) -> nn::Linear {
+    nn::Linear {
+        ws: l.ws.shallow_clone(),
+        bs: l.bs.as_ref().map(Tensor::shallow_clone),
     }
 }
 
@@ -220,6 +242,16 @@ impl Attention {
         }
     }
 
+    fn handle(&self) -> Self {
+        Self {
+            q: linear_handle(&self.q),
+            k: linear_handle(&self.k),
+            v: linear_handle(&self.v),
+            o: linear_handle(&self.o),
+            ..*self
+        }
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -327,6 +359,15 @@ impl Mlp {
         }
     }
 
+    fn handle(&self) -> Self {
+        Self {
+            gate: linear_handle(&self.gate),
+            up: linear_handle(&self.up),
+            down: linear_handle(&self.down),
+            kind: self.kind,
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
         let k = self.kind;
         let tokens = x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1);
@@ -369,11 +410,31 @@ impl Block {
         &h + self.mlp.forward(&self.post_norm.forward(&h))
     }
 
+    /// The block's training forward as a function that owns handles to its weights.
+    fn owned_forward(&self, rope: &Rope) -> BlockForward {
+        let block = Self {
+            input_norm: self.input_norm.handle(),
+            attn: self.attn.handle(),
+            post_norm: self.post_norm.handle(),
+            mlp: self.mlp.handle(),
+        };
+        let rope = rope.handle();
+        Box::new(move |x: &Tensor| block.forward(x, &rope, None))
+    }
+
     fn forward_slots(&self, x: &Tensor, at: &SlotsAt, kv: &mut (Tensor, Tensor)) -> Tensor {
         let h = x + self.attn.forward_slots(&self.input_norm.forward(x), at, kv);
         &h + self.mlp.forward(&self.post_norm.forward(&h))
     }
 }
+
+/// One block's training forward, owning handles to the block's weights (so an autograd graph may
+/// keep it past the call that made it).
+pub type BlockForward = Box<dyn FnMut(&Tensor) -> Tensor + Send>;
+
+/// How training runs each block: given the block's input and its forward (e.g. activation
+/// recomputation, `starling_torch::recompute`).
+pub type BlockWrap = fn(&Tensor, BlockForward) -> Tensor;
 
 /// A Llama causal language model whose variables live in a `VarStore` under HF names.
 #[derive(Debug)]
@@ -386,6 +447,7 @@ pub struct Llama {
     lm_head: Option<nn::Linear>,
     rope: Rope,
     kind: Kind,
+    wrap: Option<BlockWrap>,
 }
 
 impl Llama {
@@ -430,7 +492,14 @@ impl Llama {
             lm_head,
             rope: Rope::new(c, root.device()),
             kind: Kind::Float,
+            wrap: None,
         }
+    }
+
+    /// Runs every block through `wrap` whenever a graph is recorded (training); `None` runs
+    /// blocks directly. Generation and evaluation without gradients are never wrapped.
+    pub fn wrap_blocks(&mut self, wrap: Option<BlockWrap>) {
+        self.wrap = wrap;
     }
 
     /// Runs matrix products in `kind` (`Kind::BFloat16` for mixed precision on GPUs); weights,
@@ -460,7 +529,10 @@ impl Llama {
     pub fn hidden(&self, ids: &Tensor) -> Tensor {
         let mut x = self.embed.forward(ids);
         for b in &self.blocks {
-            x = b.forward(&x, &self.rope, None);
+            x = match self.wrap {
+                Some(wrap) if x.requires_grad() => wrap(&x, b.owned_forward(&self.rope)),
+                _ => b.forward(&x, &self.rope, None),
+            };
         }
         self.norm.forward(&x)
     }

@@ -13,6 +13,8 @@
 #include <ATen/record_function.h>
 #include <c10/core/GradMode.h>
 
+#include "guard.h"
+
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -20,25 +22,8 @@
 
 namespace {
 
-void set_error(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  size_t n = std::min(len - 1, msg.size());
-  std::memcpy(err, msg.data(), n);
-  err[n] = '\0';
-}
-
-template <typename F>
-int guarded(char* err, size_t len, F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    set_error(err, len, e.what());
-  } catch (...) {
-    set_error(err, len, "unknown C++ exception");
-  }
-  return 1;
-}
+using starling::guarded;
+using starling::set_error;
 
 std::vector<at::Tensor> list(at::Tensor** ts, size_t n) {
   std::vector<at::Tensor> out;

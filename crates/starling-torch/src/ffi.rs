@@ -58,6 +58,24 @@ extern "C" {
     ) -> c_int;
 }
 
+/// A block's forward as the C++ layer calls it (see `csrc/autograd.cpp`).
+type BlockFnC =
+    unsafe extern "C" fn(*mut c_void, *mut c_void, *mut *mut c_void, *mut c_char, usize) -> c_int;
+/// Frees a block callback's context.
+type DropFnC = unsafe extern "C" fn(*mut c_void);
+
+extern "C" {
+    fn starling_torch_recompute(
+        x: *mut c_void,
+        f: BlockFnC,
+        ctx: *mut c_void,
+        drop: DropFnC,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
 extern "C" {
     fn starling_torch_has_cuda() -> c_int;
     fn starling_torch_cuda_max_memory_allocated(
@@ -213,4 +231,69 @@ pub(crate) fn cuda_device_name(device: i32) -> CResult<String> {
     })?;
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// The callback a recomputed block runs: owned by the C++ graph, called at most once at a time.
+type Block = Box<dyn FnMut(&Tensor) -> Tensor + Send>;
+
+/// Runs the boxed block of `ctx` on the handle `x` (taking it) and hands back a new handle.
+unsafe extern "C" fn call_block(
+    ctx: *mut c_void,
+    x: *mut c_void,
+    out: *mut *mut c_void,
+    err: *mut c_char,
+    len: usize,
+) -> c_int {
+    // SAFETY: `x` is a new `at::Tensor*` the C++ side gave up; the Tensor frees it.
+    let x = unsafe { Tensor::from_ptr(x.cast()) };
+    // SAFETY: `ctx` is the `Box<Block>` made by `recompute`, alive until `drop_block`, and the
+    // C++ side never calls it twice at once.
+    let f = unsafe { &mut *(ctx as *mut Block) };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&x))) {
+        Ok(mut y) => {
+            // The C++ side copies the handle and deletes this one (as tch's own drop would).
+            let p = y.as_mut_ptr();
+            std::mem::forget(y);
+            // SAFETY: `out` points to a slot the C++ side owns.
+            unsafe { *out = p.cast() };
+            0
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into());
+            let n = msg.len().min(len.saturating_sub(1));
+            if n > 0 || len > 0 {
+                // SAFETY: `err` holds `len` bytes; n + 1 <= len.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(msg.as_ptr(), err.cast::<u8>(), n);
+                    *err.add(n) = 0;
+                }
+            }
+            1
+        }
+    }
+}
+
+/// Frees the boxed block of `ctx`.
+unsafe extern "C" fn drop_block(ctx: *mut c_void) {
+    // SAFETY: `ctx` came from `Box::into_raw` in `recompute` and is dropped once.
+    drop(unsafe { Box::from_raw(ctx as *mut Block) });
+}
+
+pub(crate) fn recompute(x: &Tensor, f: Block) -> CResult<Tensor> {
+    let ctx = Box::into_raw(Box::new(f)) as *mut c_void;
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `x` outlives the call; `ctx` is handed over (the C++ side frees it through
+    // `drop_block`); on success `out` is a new at::Tensor* we own.
+    call(|e, l| unsafe {
+        starling_torch_recompute(raw(x), call_block, ctx, drop_block, &mut out, e, l)
+    })?;
+    if out.is_null() {
+        return Err("recompute returned no tensor".into());
+    }
+    // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
 }

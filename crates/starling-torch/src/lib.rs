@@ -1,5 +1,6 @@
 //! starling's C++ layer over ATen, for what the `tch` crate has no binding for: ATen's fused
-//! AdamW kernel, foreach operations over tensor lists, and a counter of host synchronisations.
+//! AdamW kernel, foreach operations over tensor lists, a counter of host synchronisations, and
+//! activation recomputation (a custom autograd function around a Rust callback).
 //!
 //! Tensors cross the boundary as tch's own handles (each an `at::Tensor*`), so autograd, devices
 //! and dtypes come along; nothing is copied. The C++ source is `csrc/starling_torch.cpp`, compiled
@@ -102,6 +103,15 @@ pub fn read_f64(t: &Tensor) -> Result<Vec<f64>> {
     ffi::read_f64(t).map_err(Error)
 }
 
+/// `f(x)` with activation recomputation: the graph keeps only `x`, and `f` runs again (with its
+/// graph recorded) when backward reaches it, so the parameters `f` uses get their gradients then.
+/// `f` must compute the same function both times (no dropout, no state it changes); it owns what
+/// it needs (shallow clones of its weights), because the graph may outlive the caller's borrow.
+/// Without a graph (no input requires a gradient, or gradients are off) it is `f(x)`.
+pub fn recompute(x: &Tensor, f: impl FnMut(&Tensor) -> Tensor + Send + 'static) -> Result<Tensor> {
+    ffi::recompute(x, Box::new(f)).map_err(Error)
+}
+
 /// CUDA facts tch does not reach: the caching allocator's peak and the device's name. Each answers
 /// `None` when this library was built without its CUDA part (a CPU-only torch wheel).
 pub mod cuda {
@@ -187,6 +197,16 @@ mod tests {
         Tensor::from_slice(v)
     }
 
+    fn hyper(weight_decay: f64) -> AdamWHyper {
+        AdamWHyper {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            weight_decay,
+            eps: 1e-8,
+        }
+    }
+
     #[test]
     fn global_norm_and_scaling_stay_tensors() {
         let a = t(&[3.0, 0.0]);
@@ -207,13 +227,7 @@ mod tests {
         let g = t(&[3.0, -0.5]);
         let (m, v) = (p.zeros_like(), p.zeros_like());
         let step = Tensor::from(1.0f32);
-        let h = AdamWHyper {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.95,
-            weight_decay: 0.5,
-            eps: 1e-8,
-        };
+        let h = hyper(0.5);
         let inf = Tensor::from(1.0f32);
         fused_adamw_(&[&p], &[&g], &[&m], &[&v], &step, &h, None, Some(&inf)).unwrap();
         assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, -2.0]);
@@ -227,25 +241,94 @@ mod tests {
         // A learning rate given as a tensor replaces the number.
         let lr = Tensor::from(0.0f32);
         let before = Vec::<f32>::try_from(&p).unwrap();
-        let h0 = AdamWHyper {
-            weight_decay: 0.0,
-            ..h
-        };
+        let h0 = hyper(0.0);
         fused_adamw_(&[&p], &[&g], &[&m], &[&v], &step, &h0, Some(&lr), None).unwrap();
         assert_eq!(Vec::<f32>::try_from(&p).unwrap(), before);
+    }
+
+    /// A two-layer "block" owning handles to its weights, counting its calls.
+    fn block(
+        w1: &Tensor,
+        w2: &Tensor,
+        calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> impl FnMut(&Tensor) -> Tensor + Send + 'static {
+        let (w1, w2, calls) = (w1.shallow_clone(), w2.shallow_clone(), calls.clone());
+        move |x: &Tensor| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            x + x.matmul(&w1).tanh().matmul(&w2)
+        }
+    }
+
+    #[test]
+    fn recompute_gives_the_same_gradients_and_runs_the_block_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        tch::manual_seed(3);
+        let opts = (Kind::Double, Device::Cpu);
+        let w1 = Tensor::randn([6, 5], opts).set_requires_grad(true);
+        let w2 = Tensor::randn([5, 6], opts).set_requires_grad(true);
+        let x0 = Tensor::randn([4, 6], opts).set_requires_grad(true);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let grads = |recomputed: bool| {
+            for t in [&w1, &w2, &x0] {
+                let mut g = t.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let mut f = block(&w1, &w2, &calls);
+            let h = &x0 * 2.0;
+            let y = if recomputed {
+                recompute(&h, block(&w1, &w2, &calls)).unwrap()
+            } else {
+                f(&h)
+            };
+            let y = if recomputed {
+                recompute(&y, block(&w1, &w2, &calls)).unwrap()
+            } else {
+                f(&y)
+            };
+            (y.sin().sum(Kind::Double) * 1.0).backward();
+            (y.detach(), [&w1, &w2, &x0].map(|t| t.grad().copy()))
+        };
+        let (y_plain, g_plain) = grads(false);
+        assert_eq!(calls.swap(0, Ordering::SeqCst), 2);
+        let (y_re, g_re) = grads(true);
+        // Two blocks, each run in forward and again in backward.
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert!(y_re.allclose(&y_plain, 0.0, 0.0, false));
+        for (a, b) in g_re.iter().zip(&g_plain) {
+            assert!(a.allclose(b, 1e-12, 1e-12, false), "{a} vs {b}");
+        }
+        // Without gradients it is a plain call.
+        let _off = tch::no_grad_guard();
+        let y = recompute(&x0.detach(), block(&w1, &w2, &calls)).unwrap();
+        assert!(!y.requires_grad());
+    }
+
+    #[test]
+    fn a_panicking_block_is_an_error_in_forward_and_in_backward() {
+        let x = Tensor::ones([2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let e = recompute(&x, |_: &Tensor| -> Tensor { panic!("shape mismatch") }).unwrap_err();
+        assert!(e.0.contains("shape mismatch"), "{e}");
+        let mut first = true;
+        let y = recompute(&x, move |x: &Tensor| {
+            if !first {
+                panic!("second call");
+            }
+            first = false;
+            x * 3.0
+        })
+        .unwrap();
+        let back = y.sum(Kind::Float).f_backward();
+        assert!(format!("{back:?}").contains("second call"), "{back:?}");
     }
 
     #[test]
     fn mismatched_lists_are_refused() {
         let p = t(&[1.0]);
         let step = Tensor::from(1.0f32);
-        let h = AdamWHyper {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.95,
-            weight_decay: 0.0,
-            eps: 1e-8,
-        };
+        let h = hyper(0.0);
         let e = fused_adamw_(&[&p], &[], &[&p], &[&p], &step, &h, None, None).unwrap_err();
         assert!(e.0.contains("1 parameters, 0 gradients"), "{e}");
     }

@@ -48,6 +48,9 @@ pub struct TrainConfig {
     pub max_seconds: Option<f64>,
     /// ZeRO-1: split the AdamW state across the ranks of a data-parallel run. By default false.
     pub shard_optimizer: bool,
+    /// Activation recomputation: `none`, or `block` (each block keeps only its input for backward
+    /// and runs its forward again there). By default none.
+    pub recompute: Recompute,
     /// Optimizer and schedule.
     pub optim: OptimConfig,
 }
@@ -73,7 +76,31 @@ impl Default for TrainConfig {
             plot: true,
             max_seconds: None,
             shard_optimizer: false,
+            recompute: Recompute::None,
             optim: OptimConfig::default(),
+        }
+    }
+}
+
+/// What the forward keeps for backward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    /// Every activation (fastest, most memory).
+    #[default]
+    None,
+    /// Only each block's input: the block runs again in backward (about one more forward of
+    /// compute; activation memory of one block plus one tensor per block).
+    Block,
+}
+
+impl std::str::FromStr for Recompute {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "block" => Ok(Self::Block),
+            other => Err(format!("unknown recompute `{other}` (none or block)")),
         }
     }
 }

@@ -142,6 +142,8 @@ pub struct TrainSummary {
     pub params: usize,
     /// The last checkpoint.
     pub checkpoint: PathBuf,
+    /// Peak memory of this process (CPU: resident set; CUDA: the caching allocator's peak).
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// Trains (or resumes, when `run` has a good checkpoint) on the token directory `tokens`.
@@ -187,6 +189,9 @@ pub fn train_distributed(
     let mut vs = VarStore::new(device);
     let mut model = Llama::new(&vs.root(), &mc);
     model.set_compute_kind(kind);
+    if cfg.recompute == config::Recompute::Block {
+        model.wrap_blocks(Some(recompute_block));
+    }
     let mut par = parallel::apply(dp, cfg.shard_optimizer, &vs, cfg.optim.clone())?;
     let Restored {
         mut tokens_seen,
@@ -320,6 +325,7 @@ pub fn train_distributed(
         val_loss: last.val_loss,
         params,
         checkpoint: last_ckpt,
+        peak_memory_bytes: metrics::peak_memory_bytes(device),
     })
 }
 
@@ -459,6 +465,11 @@ fn forward_backward(
 }
 
 /// A batch on the training device; to CUDA through pinned memory without waiting for the copy.
+/// A block run with activation recomputation (the C++ layer's autograd function).
+fn recompute_block(x: &tch::Tensor, f: starling_model::BlockForward) -> tch::Tensor {
+    starling_torch::recompute(x, f).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn upload(t: &tch::Tensor, device: tch::Device) -> tch::Tensor {
     if device.is_cuda() {
         t.pin_memory(device)

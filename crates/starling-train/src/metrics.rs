@@ -43,6 +43,24 @@ pub fn cuda_device_name(index: usize) -> Option<String> {
     (out.status.success() && !name.is_empty()).then_some(name)
 }
 
+/// Peak resident memory of this process in bytes (Linux's VmHWM), if /proc answers.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// Peak memory of training on `device`: the caching allocator's peak on CUDA
+/// (`torch.cuda.max_memory_allocated`), the process's peak RSS on the CPU.
+pub fn peak_memory_bytes(device: tch::Device) -> Option<u64> {
+    match device {
+        tch::Device::Cuda(i) => starling_torch::cuda::max_memory_allocated(i).ok().flatten(),
+        _ => peak_rss_bytes(),
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {

@@ -40,7 +40,8 @@ pub(crate) fn check_memory(
     if device != Device::Cpu {
         return Ok(());
     }
-    let need = mc.step_memory_bytes(cfg.batch, ctx);
+    let recompute = cfg.recompute == crate::config::Recompute::Block;
+    let need = mc.step_memory_bytes(cfg.batch, ctx, recompute);
     let Some(avail) = available_memory() else {
         return Ok(());
     };

@@ -2,6 +2,7 @@
 
 use starling_corpus::synth::SynthConfig;
 use starling_corpus::{CorpusBuilder, CorpusConfig};
+use starling_train::config::Recompute;
 use starling_train::{checkpoints, latest_good, train, StepMetrics, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -28,6 +29,19 @@ fn tokens_dir(dir: &Path) -> PathBuf {
     let out = dir.join("tokens");
     starling_tokens::encode_corpus(&corpus, &tok, &out, &Default::default()).expect("tokens");
     out
+}
+
+/// This test's turn at torch (one thread), a temporary folder and tokens in it.
+fn setup() -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    PathBuf,
+) {
+    let turn = TORCH.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = tokens_dir(tmp.path());
+    (turn, tmp, tokens)
 }
 
 fn cfg(steps: u64) -> TrainConfig {
@@ -58,10 +72,7 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 
 #[test]
 fn trains_resumes_exactly_and_skips_a_corrupt_checkpoint() {
-    let _turn = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let tmp = tempfile::tempdir().expect("tmp");
-    let tokens = tokens_dir(tmp.path());
+    let (_turn, tmp, tokens) = setup();
     let never = AtomicBool::new(false);
 
     // Uninterrupted: 9 steps.
@@ -124,10 +135,7 @@ fn err(r: starling_train::Result<starling_train::TrainSummary>) -> String {
 
 #[test]
 fn init_continues_a_model_and_bad_inputs_get_clear_errors() {
-    let _turn = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let tmp = tempfile::tempdir().expect("tmp");
-    let tokens = tokens_dir(tmp.path());
+    let (_turn, tmp, tokens) = setup();
     let never = AtomicBool::new(false);
 
     // Train, export as an HF directory, continue from it: it starts where the first run ended.
@@ -283,10 +291,7 @@ fn committed_v1_checkpoint_opens_and_other_versions_are_skipped() {
 /// interval (4) and one for the closing evaluation; reading every step makes at least 20.
 #[test]
 fn one_host_sync_per_logging_interval() {
-    let _turn = TORCH.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let tmp = tempfile::tempdir().expect("tmp");
-    let tokens = tokens_dir(tmp.path());
+    let (_turn, tmp, tokens) = setup();
     let never = AtomicBool::new(false);
     let mut c = cfg(20);
     c.eval_every = 1000;
@@ -310,4 +315,28 @@ fn one_host_sync_per_logging_interval() {
         "{per_interval} host syncs in 20 steps"
     );
     assert!(per_step >= 20, "the counter sees reads: {per_step}");
+}
+
+#[test]
+fn recomputed_blocks_train_the_same_losses() {
+    let (_turn, tmp, tokens) = setup();
+    let never = AtomicBool::new(false);
+    let mut runs = Vec::new();
+    for recompute in [Recompute::None, Recompute::Block] {
+        let mut c = cfg(12);
+        c.recompute = recompute;
+        c.log_every = 1;
+        // Low enough that every step clips: the norm over recomputed gradients is exercised.
+        c.optim.grad_clip = 0.05;
+        let run = tmp.path().join(format!("{recompute:?}"));
+        train(&tokens, &run, &c, &never, &mut |_| {}).expect("train");
+        runs.push(losses(&run));
+    }
+    assert_eq!(runs[0].len(), 12);
+    for ((s, a), (_, b)) in runs[0].iter().zip(&runs[1]) {
+        assert!(
+            (a - b).abs() <= 1e-5,
+            "step {s}: {a} without recomputation, {b} with"
+        );
+    }
 }

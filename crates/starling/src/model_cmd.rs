@@ -79,6 +79,10 @@ pub struct TrainArgs {
     /// ZeRO-1 in a data-parallel run: split the AdamW state across the ranks.
     #[arg(long)]
     pub shard_optimizer: bool,
+    /// Activation recomputation: none, or block (each block keeps only its input and runs again
+    /// in backward: less memory, about a third more compute).
+    #[arg(long, default_value = "none")]
+    pub recompute: starling_train::config::Recompute,
     /// Seconds a collective may wait for the other ranks before the run fails naming the laggard.
     #[arg(long, default_value_t = 300.0)]
     pub collective_timeout_s: f64,
@@ -108,6 +112,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         peak_flops: a.peak_flops,
         max_seconds: a.max_minutes.map(|m| m * 60.0),
         shard_optimizer: a.shard_optimizer,
+        recompute: a.recompute,
         ..Default::default()
     };
     cfg.optim.lr = a.lr;
@@ -194,7 +199,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "train: {} params, {} steps, {} tokens in {:.0}s; loss {:.3}{} → {} (checkpoint {})",
+        "train: {} params, {} steps, {} tokens in {:.0}s; loss {:.3}{}{} → {} (checkpoint {})",
         s.params,
         s.steps,
         s.tokens,
@@ -202,6 +207,9 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         s.loss,
         s.val_loss
             .map(|v| format!(", val {v:.3} (ppl {:.1})", v.exp()))
+            .unwrap_or_default(),
+        s.peak_memory_bytes
+            .map(|b| format!(", peak memory {:.2} GB", b as f64 / 1e9))
             .unwrap_or_default(),
         a.out.display(),
         s.checkpoint.display()
