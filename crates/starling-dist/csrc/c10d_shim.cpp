@@ -1,6 +1,14 @@
 // A C ABI over PyTorch's c10d: TCPStore rendezvous and the Gloo (CPU) and NCCL (CUDA) backends.
 // Buffers arrive as raw pointers owned by the caller (tch tensors on the Rust side) and are wrapped,
 // never copied, with at::from_blob. Every entry point catches C++ exceptions and returns their text.
+//
+// Each group is also a c10d::ProcessGroup registered by name (c10d's GroupRegistry), so code
+// that resolves groups by name - starling-torch's autograd collectives, torch's functional
+// collectives - runs on it. Subgroups (the tensor- and data-parallel groups of a mesh) are new
+// backends over a prefixed view of the same store, as torch.distributed.new_group makes them.
+#include <torch/csrc/distributed/c10d/GroupRegistry.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef STARLING_NCCL
@@ -23,7 +31,53 @@ struct Group {
   int world;
   int device;  // -1: CPU, else the CUDA device index
   std::chrono::milliseconds timeout;
+  std::chrono::milliseconds join_timeout;
+  std::string kind;  // "gloo" or "nccl"
+  std::string name;  // the name it is registered under in c10d's GroupRegistry
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+
+  ~Group() {
+    try {
+      c10d::unregister_process_group(name);
+    } catch (...) {
+    }
+  }
 };
+
+c10::intrusive_ptr<c10d::Backend> make_backend(const std::string& kind,
+                                               const c10::intrusive_ptr<c10d::Store>& store,
+                                               int rank, int world,
+                                               std::chrono::milliseconds join_timeout,
+                                               std::chrono::milliseconds timeout) {
+  if (kind == "gloo") {
+    auto o = c10d::ProcessGroupGloo::Options::create(join_timeout);
+    o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    o->threads = 2;
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, o);
+  }
+  if (kind == "nccl") {
+#ifdef STARLING_NCCL
+    auto o = c10d::ProcessGroupNCCL::Options::create();
+    o->timeout = timeout;
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, o);
+#else
+    throw std::runtime_error("this starling was built without NCCL (no CUDA libtorch or nccl.h at build time)");
+#endif
+  }
+  throw std::invalid_argument("unknown backend `" + kind + "` (gloo or nccl)");
+}
+
+/// Wraps the group's backend in a c10d::ProcessGroup and registers it as `g->name`.
+void register_group(Group* g) {
+  auto pg = c10::make_intrusive<c10d::ProcessGroup>(g->store, g->rank, g->world);
+  const bool nccl = g->kind == "nccl";
+  auto type = nccl ? c10d::ProcessGroup::BackendType::NCCL : c10d::ProcessGroup::BackendType::GLOO;
+  pg->setBackend(nccl ? c10::DeviceType::CUDA : c10::DeviceType::CPU, type, g->backend);
+  pg->setDefaultBackend(type);
+  pg->setGroupName(g->name);
+  c10d::register_process_group(g->name, pg);
+  g->pg = pg;
+}
 
 using starling::guarded;
 using starling::set_error;
@@ -62,7 +116,8 @@ int starling_c10d_has_nccl() {
 /// The rendezvous (store connection, Gloo's full mesh) may take join_timeout_ms; every collective
 /// after it timeout_ms.
 void* starling_c10d_new(const char* backend, const char* host, int port, int rank, int world,
-                        int join_timeout_ms, int timeout_ms, int device, char* err, size_t len) {
+                        int join_timeout_ms, int timeout_ms, int device, const char* name,
+                        char* err, size_t len) {
   Group* out = nullptr;
   guarded(err, len, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
@@ -74,25 +129,39 @@ void* starling_c10d_new(const char* backend, const char* host, int port, int ran
     so.waitWorkers = true;
     so.timeout = join_timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
-    c10::intrusive_ptr<c10d::Backend> b;
-    std::string name(backend);
-    if (name == "gloo") {
-      auto o = c10d::ProcessGroupGloo::Options::create(join_timeout);
-      o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-      o->threads = 2;
-      b = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, o);
-    } else if (name == "nccl") {
-#ifdef STARLING_NCCL
-      auto o = c10d::ProcessGroupNCCL::Options::create();
-      o->timeout = timeout;
-      b = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, o);
-#else
-      throw std::runtime_error("this starling was built without NCCL (no CUDA libtorch or nccl.h at build time)");
-#endif
-    } else {
-      throw std::invalid_argument("unknown backend `" + name + "` (gloo or nccl)");
+    std::string kind(backend);
+    auto b = make_backend(kind, store, rank, world, join_timeout, timeout);
+    auto g = std::make_unique<Group>(Group{store, b, rank, world, kind == "nccl" ? device : -1,
+                                           timeout, join_timeout, kind, std::string(name), {}});
+    register_group(g.get());
+    out = g.release();
+  });
+  return out;
+}
+
+/// The subgroup of `parent` made of its ranks `ranks[0..n]` (in that order), registered as
+/// `name`. Every member calls it with the same ranks and name; a rank outside gets null and no
+/// error. The rendezvous runs over the parent's store under the prefix `name`.
+void* starling_c10d_subgroup(void* parent, const int* ranks, int n, const char* name, char* err,
+                             size_t len) {
+  auto* p = static_cast<Group*>(parent);
+  Group* out = nullptr;
+  guarded(err, len, [&] {
+    int sub = -1;
+    for (int i = 0; i < n; ++i) {
+      if (ranks[i] < 0 || ranks[i] >= p->world)
+        throw std::invalid_argument("subgroup rank " + std::to_string(ranks[i]) +
+                                    " outside the group of " + std::to_string(p->world));
+      if (ranks[i] == p->rank) sub = i;
     }
-    out = new Group{store, b, rank, world, name == "nccl" ? device : -1, timeout};
+    if (sub < 0) return;
+    std::string tag(name);
+    auto store = c10::make_intrusive<c10d::PrefixStore>(tag, p->store);
+    auto b = make_backend(p->kind, store, sub, n, p->join_timeout, p->timeout);
+    auto g = std::make_unique<Group>(
+        Group{store, b, sub, n, p->device, p->timeout, p->join_timeout, p->kind, tag, {}});
+    register_group(g.get());
+    out = g.release();
   });
   return out;
 }

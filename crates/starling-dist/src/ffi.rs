@@ -14,6 +14,15 @@ extern "C" {
         join_timeout_ms: c_int,
         timeout_ms: c_int,
         device: c_int,
+        name: *const c_char,
+        err: *mut c_char,
+        len: usize,
+    ) -> *mut c_void;
+    fn starling_c10d_subgroup(
+        parent: *mut c_void,
+        ranks: *const c_int,
+        n: c_int,
+        name: *const c_char,
         err: *mut c_char,
         len: usize,
     ) -> *mut c_void;
@@ -123,8 +132,8 @@ pub(crate) struct Buffer {
 }
 
 impl RawGroup {
-    /// Joins (rank 0 hosts) the store at host:port and creates the backend; the rendezvous may
-    /// take the first timeout, each collective the second.
+    /// Joins (rank 0 hosts) the store at host:port and creates the backend, registered with
+    /// c10d as `name`; the rendezvous may take the first timeout, each collective the second.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: &str,
@@ -134,8 +143,9 @@ impl RawGroup {
         world: usize,
         (join_timeout_ms, timeout_ms): (u64, u64),
         device: i32,
+        name: &str,
     ) -> CResult<Self> {
-        let (b, h) = (cstring(backend)?, cstring(host)?);
+        let (b, h, nm) = (cstring(backend)?, cstring(host)?, cstring(name)?);
         let mut err = vec![0u8; ERR_LEN];
         let to_int =
             |v: u64, what: &str| c_int::try_from(v).map_err(|_| format!("{what} {v} is too large"));
@@ -156,6 +166,7 @@ impl RawGroup {
                 join_timeout,
                 timeout,
                 device,
+                nm.as_ptr(),
                 err.as_mut_ptr().cast(),
                 ERR_LEN,
             )
@@ -164,6 +175,35 @@ impl RawGroup {
             check(1, &err)?;
         }
         Ok(Self(g, false))
+    }
+
+    /// The subgroup of this group's `ranks` (in that order), registered as `name`; None on a
+    /// rank outside it. Every member calls it with the same ranks and name.
+    pub fn subgroup(&mut self, ranks: &[usize], name: &str) -> CResult<Option<Self>> {
+        let nm = cstring(name)?;
+        let ranks: Vec<c_int> = ranks
+            .iter()
+            .map(|&r| c_int::try_from(r).map_err(|_| format!("rank {r} is too large")))
+            .collect::<CResult<_>>()?;
+        let n = c_int::try_from(ranks.len()).map_err(|_| "too many ranks".to_string())?;
+        let mut err = vec![0u8; ERR_LEN];
+        // SAFETY: self.0 is a live group; `ranks` holds n ints and `nm` is NUL-terminated, both
+        // outliving the call; err has ERR_LEN bytes.
+        let g = unsafe {
+            starling_c10d_subgroup(
+                self.0,
+                ranks.as_ptr(),
+                n,
+                nm.as_ptr(),
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if g.is_null() {
+            check(if err[0] == 0 { 0 } else { 1 }, &err)?;
+            return Ok(None);
+        }
+        Ok(Some(Self(g, false)))
     }
 
     /// In-place sum over ranks.

@@ -13,6 +13,7 @@
 
 mod ffi;
 pub mod launch;
+pub mod mesh;
 
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
@@ -183,6 +184,7 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub struct ProcessGroup {
     raw: ffi::RawGroup,
+    name: String,
     rank: usize,
     world: usize,
     device: Device,
@@ -218,6 +220,15 @@ impl ProcessGroup {
             Backend::Nccl => Device::Cuda(env.local_rank),
         };
         let ms = |d: Duration| d.as_millis().min(i32::MAX as u128) as u64;
+        // c10d's registry holds one group per name in a process: a process that joins twice
+        // (tests) gets a new name each time.
+        static JOINED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = JOINED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = if n == 0 {
+            "world".to_string()
+        } else {
+            format!("world.{n}")
+        };
         let raw = ffi::RawGroup::new(
             backend.name(),
             &env.master_addr,
@@ -229,6 +240,7 @@ impl ProcessGroup {
                 Device::Cuda(i) => i32::try_from(i).unwrap_or(0),
                 _ => -1,
             },
+            &name,
         )
         .map_err(|message| Error::Join {
             rank: env.rank,
@@ -246,6 +258,7 @@ impl ProcessGroup {
         );
         Ok(Self {
             raw,
+            name,
             rank: env.rank,
             world: env.world,
             device,
@@ -255,6 +268,40 @@ impl ProcessGroup {
             comm: Duration::ZERO,
             calls: 0,
         })
+    }
+
+    /// The name c10d knows this group by (its GroupRegistry): what code that resolves groups by
+    /// name, such as `starling_torch::collective`, is given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The group of `ranks` (ranks of this group, in the subgroup's rank order), for the ranks in
+    /// it; `None` for the others. Every rank of this group calls it, in the same order for every
+    /// subgroup (like `torch.distributed.new_group`); the subgroup is registered as
+    /// `<this name>/<tag>`.
+    pub fn subgroup(&mut self, ranks: &[usize], tag: &str) -> Result<Option<ProcessGroup>> {
+        if let Some(&r) = ranks.iter().find(|&&r| r >= self.world) {
+            return Err(Error::Tensor(format!(
+                "subgroup `{tag}`: rank {r} is not in a group of {}",
+                self.world
+            )));
+        }
+        let name = format!("{}/{tag}", self.name);
+        let me = ranks.iter().position(|&r| r == self.rank);
+        let raw = self.timed(&format!("subgroup `{tag}`"), |g| g.subgroup(ranks, &name))?;
+        Ok(raw.zip(me).map(|(raw, sub)| ProcessGroup {
+            raw,
+            name,
+            rank: sub,
+            world: ranks.len(),
+            device: self.device,
+            backend: self.backend,
+            timeout: self.timeout,
+            step: self.step,
+            comm: Duration::ZERO,
+            calls: 0,
+        }))
     }
 
     /// This process's rank.

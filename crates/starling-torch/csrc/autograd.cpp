@@ -1,5 +1,6 @@
 // Autograd pieces tch cannot define (it has no custom autograd functions): activation
-// recomputation of a block whose forward is a Rust callback.
+// recomputation of a block whose forward is a Rust callback, and collectives that autograd
+// understands, over a c10d::ProcessGroup registered by name (starling-dist registers its groups).
 //
 // The recomputed block is a torch::autograd::Function: its forward runs the callback without
 // recording a graph and keeps only the input; its backward runs the callback again with the graph
@@ -8,6 +9,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/GroupRegistry.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <stdexcept>
 #include <string>
@@ -75,9 +78,126 @@ struct Recompute : public torch::autograd::Function<Recompute> {
   }
 };
 
+// ---- collectives with autograd -------------------------------------------------------------
+
+c10::intrusive_ptr<c10d::ProcessGroup> group(const std::string& name) {
+  return c10d::resolve_process_group(name);
+}
+
+/// Every rank's `x` concatenated along dim 0, in rank order.
+at::Tensor gather(const std::string& name, const at::Tensor& x) {
+  auto pg = group(name);
+  auto in = x.contiguous();
+  auto sizes = in.sizes().vec();
+  if (sizes.empty()) throw std::invalid_argument("all-gather of a 0-d tensor");
+  sizes[0] *= pg->getSize();
+  auto out = at::empty(sizes, in.options());
+  pg->_allgather_base(out, in)->wait();
+  return out;
+}
+
+/// The sum over ranks of `x`, this rank's 1/world share along dim 0.
+at::Tensor scatter_sum(const std::string& name, const at::Tensor& x) {
+  auto pg = group(name);
+  auto in = x.contiguous();
+  auto sizes = in.sizes().vec();
+  const int64_t w = pg->getSize();
+  if (sizes.empty() || sizes[0] % w != 0)
+    throw std::invalid_argument("reduce-scatter of a tensor whose first dimension (" +
+                                std::to_string(sizes.empty() ? 0 : sizes[0]) +
+                                ") the world size " + std::to_string(w) + " does not divide");
+  sizes[0] /= w;
+  auto out = at::empty(sizes, in.options());
+  c10d::ReduceScatterOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  pg->_reduce_scatter_base(out, in, o)->wait();
+  return out;
+}
+
+/// The sum over ranks of `x`, a new tensor.
+at::Tensor sum(const std::string& name, const at::Tensor& x) {
+  auto pg = group(name);
+  std::vector<at::Tensor> ts{x.contiguous().clone()};
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  pg->allreduce(ts, o)->wait();
+  return ts[0];
+}
+
+/// All-gather whose backward is a reduce-scatter (FSDP's parameter gather).
+struct AllGather : public torch::autograd::Function<AllGather> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const std::string& name) {
+    ctx->saved_data["group"] = name;
+    return gather(name, x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
+    return {scatter_sum(ctx->saved_data["group"].toStringRef(), g[0]), at::Tensor()};
+  }
+};
+
+/// Reduce-scatter (sum) whose backward is an all-gather (sequence parallel, FSDP's gradients).
+struct ReduceScatter : public torch::autograd::Function<ReduceScatter> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const std::string& name) {
+    ctx->saved_data["group"] = name;
+    return scatter_sum(name, x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
+    return {gather(ctx->saved_data["group"].toStringRef(), g[0]), at::Tensor()};
+  }
+};
+
+/// Megatron's f: identity forward, all-reduce backward (the input of a column-parallel layer).
+struct CopyToGroup : public torch::autograd::Function<CopyToGroup> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const std::string& name) {
+    ctx->saved_data["group"] = name;
+    return x;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
+    return {sum(ctx->saved_data["group"].toStringRef(), g[0]), at::Tensor()};
+  }
+};
+
+/// Megatron's g: all-reduce forward, identity backward (the output of a row-parallel layer).
+struct ReduceFromGroup : public torch::autograd::Function<ReduceFromGroup> {
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& x,
+                            const std::string& name) {
+    return sum(name, x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list g) {
+    return {g[0], at::Tensor()};
+  }
+};
+
 }  // namespace
 
 extern "C" {
+
+/// One collective with autograd over the group registered as `name`: 0 all-gather (backward:
+/// reduce-scatter), 1 reduce-scatter of the sum (backward: all-gather), 2 identity (backward:
+/// all-reduce), 3 all-reduce (backward: identity). Writes a new handle into `*out`.
+int starling_torch_collective(int op, at::Tensor* x, const char* name, at::Tensor** out, char* err,
+                              size_t len) {
+  return starling::guarded(err, len, [&] {
+    if (x == nullptr || name == nullptr) throw std::invalid_argument("null argument");
+    std::string n(name);
+    at::Tensor y;
+    switch (op) {
+      case 0: y = AllGather::apply(*x, n); break;
+      case 1: y = ReduceScatter::apply(*x, n); break;
+      case 2: y = CopyToGroup::apply(*x, n); break;
+      case 3: y = ReduceFromGroup::apply(*x, n); break;
+      default: throw std::invalid_argument("unknown collective " + std::to_string(op));
+    }
+    *out = new at::Tensor(std::move(y));
+  });
+}
 
 /// `f(x)` with activation recomputation: nothing but `x` is kept for backward, where `f` runs
 /// again. Takes ownership of `ctx` (freed by `drop` when the graph no longer needs it, even on

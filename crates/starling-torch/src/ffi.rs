@@ -65,6 +65,14 @@ type BlockFnC =
 type DropFnC = unsafe extern "C" fn(*mut c_void);
 
 extern "C" {
+    fn starling_torch_collective(
+        op: c_int,
+        x: *mut c_void,
+        name: *const c_char,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
     fn starling_torch_recompute(
         x: *mut c_void,
         f: BlockFnC,
@@ -293,6 +301,19 @@ pub(crate) fn recompute(x: &Tensor, f: Block) -> CResult<Tensor> {
     })?;
     if out.is_null() {
         return Err("recompute returned no tensor".into());
+    }
+    // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+pub(crate) fn collective(op: i32, x: &Tensor, group: &str) -> CResult<Tensor> {
+    let name =
+        std::ffi::CString::new(group).map_err(|_| format!("group name `{group}` holds a NUL"))?;
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `x` and `name` outlive the call; on success `out` is a new at::Tensor* we own.
+    call(|e, l| unsafe { starling_torch_collective(op, raw(x), name.as_ptr(), &mut out, e, l) })?;
+    if out.is_null() {
+        return Err("collective returned no tensor".into());
     }
     // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
     Ok(unsafe { Tensor::from_ptr(out.cast()) })

@@ -112,6 +112,38 @@ pub fn recompute(x: &Tensor, f: impl FnMut(&Tensor) -> Tensor + Send + 'static) 
     ffi::recompute(x, Box::new(f)).map_err(Error)
 }
 
+/// Collectives that autograd differentiates, over a c10d process group registered by name
+/// (`starling_dist::ProcessGroup::name`): the building blocks of FSDP and tensor parallelism.
+/// Every rank of the group calls each one in the same order.
+pub mod collective {
+    use crate::{ffi, Error, Result};
+    use tch::Tensor;
+
+    /// Every rank's `x` concatenated along dim 0 in rank order; backward reduce-scatters (sums)
+    /// the gradient back to each rank's share.
+    pub fn all_gather(x: &Tensor, group: &str) -> Result<Tensor> {
+        ffi::collective(0, x, group).map_err(Error)
+    }
+
+    /// The sum over ranks of `x`, this rank's 1/world share along dim 0 (which the world size
+    /// must divide); backward all-gathers the gradient.
+    pub fn reduce_scatter(x: &Tensor, group: &str) -> Result<Tensor> {
+        ffi::collective(1, x, group).map_err(Error)
+    }
+
+    /// `x` unchanged; backward sums the gradient over ranks (Megatron's f, before a
+    /// column-parallel layer).
+    pub fn copy_to_group(x: &Tensor, group: &str) -> Result<Tensor> {
+        ffi::collective(2, x, group).map_err(Error)
+    }
+
+    /// The sum over ranks of `x`; backward passes the gradient unchanged (Megatron's g, after a
+    /// row-parallel layer).
+    pub fn reduce_from_group(x: &Tensor, group: &str) -> Result<Tensor> {
+        ffi::collective(3, x, group).map_err(Error)
+    }
+}
+
 /// CUDA facts tch does not reach: the caching allocator's peak and the device's name. Each answers
 /// `None` when this library was built without its CUDA part (a CPU-only torch wheel).
 pub mod cuda {
