@@ -20,13 +20,6 @@ impl RmsNorm {
         }
     }
 
-    fn handle(&self) -> Self {
-        Self {
-            weight: self.weight.shallow_clone(),
-            eps: self.eps,
-        }
-    }
-
     fn forward(&self, x: &Tensor) -> Tensor {
         if x.kind() == Kind::Float {
             // ATen's own RMSNorm (what nn.RMSNorm runs): one op forward and backward.
@@ -97,14 +90,6 @@ impl Rope {
         let half = x.size()[3] / 2;
         let swapped = Tensor::cat(&[x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
         x * cos.to_kind(x.kind()) + swapped * sin.to_kind(x.kind())
-    }
-}
-
-/// A second handle to `l`'s weights (same storage, same autograd leaf).
-fn linear_handle(l: &nn::Linear) -> nn::Linear {
-    nn::Linear {
-        ws: l.ws.shallow_clone(),
-        bs: l.bs.as_ref().map(Tensor::shallow_clone),
     }
 }
 
@@ -242,16 +227,6 @@ impl Attention {
         }
     }
 
-    fn handle(&self) -> Self {
-        Self {
-            q: linear_handle(&self.q),
-            k: linear_handle(&self.k),
-            v: linear_handle(&self.v),
-            o: linear_handle(&self.o),
-            ..*self
-        }
-    }
-
     fn forward(
         &self,
         x: &Tensor,
@@ -359,15 +334,6 @@ impl Mlp {
         }
     }
 
-    fn handle(&self) -> Self {
-        Self {
-            gate: linear_handle(&self.gate),
-            up: linear_handle(&self.up),
-            down: linear_handle(&self.down),
-            kind: self.kind,
-        }
-    }
-
     fn forward(&self, x: &Tensor) -> Tensor {
         let k = self.kind;
         let tokens = x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1);
@@ -410,16 +376,39 @@ impl Block {
         &h + self.mlp.forward(&self.post_norm.forward(&h))
     }
 
-    /// The block's training forward as a function that owns handles to its weights.
-    fn owned_forward(&self, rope: &Rope) -> BlockForward {
-        let block = Self {
-            input_norm: self.input_norm.handle(),
-            attn: self.attn.handle(),
-            post_norm: self.post_norm.handle(),
-            mlp: self.mlp.handle(),
+    /// A block of handles to this block's weights (same storage, same autograd leaves), the
+    /// weights `sub` names (relative HF names, [`BLOCK_WEIGHTS`]) replaced by its tensors.
+    fn substituted(&self, sub: &dyn Fn(&str) -> Option<Tensor>) -> Self {
+        let pick = |name: &str, own: &Tensor| sub(name).unwrap_or_else(|| own.shallow_clone());
+        let norm = |name: &str, n: &RmsNorm| RmsNorm {
+            weight: pick(name, &n.weight),
+            eps: n.eps,
         };
-        let rope = rope.handle();
-        Box::new(move |x: &Tensor| block.forward(x, &rope, None))
+        let lin = |name: &str, l: &nn::Linear| nn::Linear {
+            ws: pick(name, &l.ws),
+            bs: l.bs.as_ref().map(Tensor::shallow_clone),
+        };
+        let (a, m) = (&self.attn, &self.mlp);
+        Self {
+            input_norm: norm(BLOCK_WEIGHTS[0], &self.input_norm),
+            attn: Attention {
+                q: lin(BLOCK_WEIGHTS[1], &a.q),
+                k: lin(BLOCK_WEIGHTS[2], &a.k),
+                v: lin(BLOCK_WEIGHTS[3], &a.v),
+                o: lin(BLOCK_WEIGHTS[4], &a.o),
+                heads: a.heads,
+                kv_heads: a.kv_heads,
+                head_dim: a.head_dim,
+                kind: a.kind,
+            },
+            post_norm: norm(BLOCK_WEIGHTS[5], &self.post_norm),
+            mlp: Mlp {
+                gate: lin(BLOCK_WEIGHTS[6], &m.gate),
+                up: lin(BLOCK_WEIGHTS[7], &m.up),
+                down: lin(BLOCK_WEIGHTS[8], &m.down),
+                kind: m.kind,
+            },
+        }
     }
 
     fn forward_slots(&self, x: &Tensor, at: &SlotsAt, kv: &mut (Tensor, Tensor)) -> Tensor {
@@ -428,13 +417,62 @@ impl Block {
     }
 }
 
-/// One block's training forward, owning handles to the block's weights (so an autograd graph may
-/// keep it past the call that made it).
-pub type BlockForward = Box<dyn FnMut(&Tensor) -> Tensor + Send>;
+/// A block's weights, by their HF names relative to `model.layers.N.`.
+pub const BLOCK_WEIGHTS: [&str; 9] = [
+    "input_layernorm.weight",
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+];
 
-/// How training runs each block: given the block's input and its forward (e.g. activation
-/// recomputation, `starling_torch::recompute`).
-pub type BlockWrap = fn(&Tensor, BlockForward) -> Tensor;
+/// One block's training forward, owning handles to its weights (so an autograd graph may keep it
+/// past the forward that made it), runnable with stand-ins for some of them.
+#[derive(Debug)]
+pub struct BlockTemplate {
+    /// The block's index.
+    pub layer: usize,
+    block: Block,
+    rope: Rope,
+}
+
+impl BlockTemplate {
+    /// The block's output for `x` with its own weights.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.block.forward(x, &self.rope, None)
+    }
+
+    /// The block's output for `x`, the weights `sub` names ([`BLOCK_WEIGHTS`]) replaced by its
+    /// tensors (FSDP's gathered parameters).
+    pub fn forward_with(&self, x: &Tensor, sub: &dyn Fn(&str) -> Option<Tensor>) -> Tensor {
+        self.block.substituted(sub).forward(x, &self.rope, None)
+    }
+}
+
+/// How a training forward reaches its weights and runs its blocks: activation recomputation,
+/// parameters sharded across ranks (FSDP). The model calls it on every forward once set
+/// ([`Llama::set_runner`]); a failure inside (a collective) panics, as a failing tensor op does.
+pub trait Runner: Send + std::fmt::Debug {
+    /// Stand-ins, by HF name, for the weights outside the blocks (`model.embed_tokens.weight`,
+    /// `model.norm.weight`, `lm_head.weight`) for one forward; `None` uses the model's own.
+    fn outer_weights(&self) -> Option<std::collections::HashMap<String, Tensor>> {
+        None
+    }
+
+    /// Block `block.layer`'s output for `x`.
+    fn run(&self, x: &Tensor, block: BlockTemplate) -> Tensor;
+}
+
+/// The weights outside the blocks for one forward.
+struct Outer {
+    embed: Tensor,
+    norm: RmsNorm,
+    head: Option<Tensor>,
+}
 
 /// A Llama causal language model whose variables live in a `VarStore` under HF names.
 #[derive(Debug)]
@@ -447,7 +485,7 @@ pub struct Llama {
     lm_head: Option<nn::Linear>,
     rope: Rope,
     kind: Kind,
-    wrap: Option<BlockWrap>,
+    runner: Option<Box<dyn Runner>>,
 }
 
 impl Llama {
@@ -492,14 +530,14 @@ impl Llama {
             lm_head,
             rope: Rope::new(c, root.device()),
             kind: Kind::Float,
-            wrap: None,
+            runner: None,
         }
     }
 
-    /// Runs every block through `wrap` whenever a graph is recorded (training); `None` runs
-    /// blocks directly. Generation and evaluation without gradients are never wrapped.
-    pub fn wrap_blocks(&mut self, wrap: Option<BlockWrap>) {
-        self.wrap = wrap;
+    /// Runs every forward through `runner` (training: recomputation, FSDP); `None` runs it
+    /// directly. Generation with a KV cache never goes through it.
+    pub fn set_runner(&mut self, runner: Option<Box<dyn Runner>>) {
+        self.runner = runner;
     }
 
     /// Runs matrix products in `kind` (`Kind::BFloat16` for mixed precision on GPUs); weights,
@@ -525,21 +563,55 @@ impl Llama {
         }
     }
 
-    /// Final hidden states [batch, time, hidden] of token ids [batch, time].
-    pub fn hidden(&self, ids: &Tensor) -> Tensor {
-        let mut x = self.embed.forward(ids);
-        for b in &self.blocks {
-            x = match self.wrap {
-                Some(wrap) if x.requires_grad() => wrap(&x, b.owned_forward(&self.rope)),
-                _ => b.forward(&x, &self.rope, None),
+    /// The weights outside the blocks: the runner's stand-ins, else the model's own.
+    fn outer(&self) -> Outer {
+        let mut sub = self
+            .runner
+            .as_ref()
+            .and_then(|r| r.outer_weights())
+            .unwrap_or_default();
+        let mut pick =
+            |name: &str, own: &Tensor| sub.remove(name).unwrap_or_else(|| own.shallow_clone());
+        Outer {
+            embed: pick("model.embed_tokens.weight", &self.embed.ws),
+            norm: RmsNorm {
+                weight: pick("model.norm.weight", &self.norm.weight),
+                eps: self.norm.eps,
+            },
+            head: self.lm_head.as_ref().map(|l| pick("lm_head.weight", &l.ws)),
+        }
+    }
+
+    fn hidden_with(&self, ids: &Tensor, outer: &Outer) -> Tensor {
+        let mut x = Tensor::embedding(&outer.embed, ids, -1, false, false);
+        for (layer, b) in self.blocks.iter().enumerate() {
+            x = match &self.runner {
+                Some(r) => r.run(
+                    &x,
+                    BlockTemplate {
+                        layer,
+                        block: b.substituted(&|_| None),
+                        rope: self.rope.handle(),
+                    },
+                ),
+                None => b.forward(&x, &self.rope, None),
             };
         }
-        self.norm.forward(&x)
+        outer.norm.forward(&x)
+    }
+
+    /// Final hidden states [batch, time, hidden] of token ids [batch, time].
+    pub fn hidden(&self, ids: &Tensor) -> Tensor {
+        self.hidden_with(ids, &self.outer())
     }
 
     /// Logits [batch, time, vocab] of token ids [batch, time].
     pub fn forward(&self, ids: &Tensor) -> Tensor {
-        self.head(&self.hidden(ids))
+        let outer = self.outer();
+        let h = self.hidden_with(ids, &outer);
+        let k = self.kind;
+        let w = outer.head.as_ref().unwrap_or(&outer.embed);
+        h.to_kind(k).matmul(&w.to_kind(k).tr())
     }
 
     /// Logits of new tokens given (and extending) a KV cache.

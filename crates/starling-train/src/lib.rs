@@ -190,7 +190,7 @@ pub fn train_distributed(
     let mut model = Llama::new(&vs.root(), &mc);
     model.set_compute_kind(kind);
     if cfg.recompute == config::Recompute::Block {
-        model.wrap_blocks(Some(recompute_block));
+        model.set_runner(Some(Box::new(RecomputeBlocks)));
     }
     let mut par = parallel::apply(dp, cfg.shard_optimizer, &vs, cfg.optim.clone())?;
     let Restored {
@@ -465,9 +465,15 @@ fn forward_backward(
 }
 
 /// A batch on the training device; to CUDA through pinned memory without waiting for the copy.
-/// A block run with activation recomputation (the C++ layer's autograd function).
-fn recompute_block(x: &tch::Tensor, f: starling_model::BlockForward) -> tch::Tensor {
-    starling_torch::recompute(x, f).unwrap_or_else(|e| panic!("{e}"))
+/// Blocks run with activation recomputation (the C++ layer's autograd function).
+#[derive(Debug)]
+struct RecomputeBlocks;
+
+impl starling_model::Runner for RecomputeBlocks {
+    fn run(&self, x: &tch::Tensor, block: starling_model::BlockTemplate) -> tch::Tensor {
+        starling_torch::recompute(x, move |x: &tch::Tensor| block.forward(x))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 fn upload(t: &tch::Tensor, device: tch::Device) -> tch::Tensor {
