@@ -48,6 +48,9 @@ pub struct TrainConfig {
     pub max_seconds: Option<f64>,
     /// ZeRO-1: split the AdamW state across the ranks of a data-parallel run. By default false.
     pub shard_optimizer: bool,
+    /// FSDP (ZeRO-3): split parameters, gradients and AdamW state across the ranks of a
+    /// data-parallel run. By default false.
+    pub fsdp: bool,
     /// Activation recomputation: `none`, or `block` (each block keeps only its input for backward
     /// and runs its forward again there). By default none.
     pub recompute: Recompute,
@@ -76,6 +79,7 @@ impl Default for TrainConfig {
             plot: true,
             max_seconds: None,
             shard_optimizer: false,
+            fsdp: false,
             recompute: Recompute::None,
             optim: OptimConfig::default(),
         }

@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod ddp;
+pub mod fsdp;
 pub mod loader;
 pub mod metrics;
 mod model_dir;
@@ -189,16 +190,19 @@ pub fn train_distributed(
     let mut vs = VarStore::new(device);
     let mut model = Llama::new(&vs.root(), &mc);
     model.set_compute_kind(kind);
-    if cfg.recompute == config::Recompute::Block {
-        model.set_runner(Some(Box::new(RecomputeBlocks)));
-    }
-    let mut par = parallel::apply(dp, cfg.shard_optimizer, &vs, cfg.optim.clone())?;
+    let sharding = match (cfg.fsdp, cfg.shard_optimizer) {
+        (true, _) => parallel::Sharding::Full,
+        (false, true) => parallel::Sharding::Optimizer,
+        (false, false) => parallel::Sharding::None,
+    };
+    let mut par = parallel::apply(dp, sharding, &vs, cfg.optim.clone())?;
     let Restored {
         mut tokens_seen,
         mut sequences,
         mut history,
     } = restore(run, cfg, resume.as_ref(), &mut vs, par.as_mut())?;
     par.place(&vs)?;
+    model.set_runner(par.runner(cfg.recompute == config::Recompute::Block));
     let params = mc.num_params();
     let flops_per_token = mc.flops_per_token(ctx);
     let peak = cfg
@@ -465,17 +469,6 @@ fn forward_backward(
 }
 
 /// A batch on the training device; to CUDA through pinned memory without waiting for the copy.
-/// Blocks run with activation recomputation (the C++ layer's autograd function).
-#[derive(Debug)]
-struct RecomputeBlocks;
-
-impl starling_model::Runner for RecomputeBlocks {
-    fn run(&self, x: &tch::Tensor, block: starling_model::BlockTemplate) -> tch::Tensor {
-        starling_torch::recompute(x, move |x: &tch::Tensor| block.forward(x))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-}
-
 fn upload(t: &tch::Tensor, device: tch::Device) -> tch::Tensor {
     if device.is_cuda() {
         t.pin_memory(device)

@@ -1,14 +1,17 @@
 //! How a run is spread over ranks, as one seam: the training loop asks a [`Parallelism`] to place
 //! the parameters, reduce and apply gradients, sum scalars and write its part of a checkpoint,
 //! and knows nothing else of ranks. Today's implementations: one process ([`Single`]), data
-//! parallel with the whole AdamW state on every rank ([`Replicated`]) and ZeRO-1 with the AdamW
-//! state split across ranks ([`Zero1`]). A new strategy (FSDP, tensor parallel) is one more.
+//! parallel with the whole AdamW state on every rank ([`Replicated`]), ZeRO-1 with the AdamW
+//! state split across ranks ([`Zero1`]) and FSDP with parameters, gradients and AdamW state split
+//! ([`Fsdp`](crate::fsdp::Fsdp)). A new strategy (tensor parallel) is one more.
 
 use crate::checkpoint::{latest_verified, read_state, write_model_files, CheckpointState};
 use crate::ddp::DataParallel;
+use crate::fsdp::{self, Fsdp};
 use crate::optim::{AdamW, OptimConfig, StepOutcome};
 use crate::zero::{self, ShardedAdamW};
 use crate::{Error, Result};
+use starling_model::{BlockTemplate, Runner};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tch::nn::VarStore;
@@ -44,44 +47,89 @@ pub trait Parallelism {
     fn agree(&mut self, r: Result<()>) -> Result<()>;
     /// Time spent in collectives so far (None alone).
     fn comm(&self) -> Option<Duration>;
+    /// How the model's training forward runs (set after [`Parallelism::place`]): with
+    /// `recompute`, blocks recompute their activations in backward.
+    fn runner(&self, recompute: bool) -> Option<Box<dyn Runner>> {
+        recompute.then(|| Box::new(RecomputeBlocks) as Box<dyn Runner>)
+    }
+}
+
+/// Blocks run with activation recomputation (the C++ layer's autograd function).
+#[derive(Debug)]
+pub(crate) struct RecomputeBlocks;
+
+impl Runner for RecomputeBlocks {
+    fn run(&self, x: &Tensor, block: BlockTemplate) -> Tensor {
+        starling_torch::recompute(x, move |x: &Tensor| block.forward(x))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// How the data-parallel ranks share the model's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharding {
+    /// Every rank holds everything (DDP).
+    None,
+    /// ZeRO-1: the AdamW state is split.
+    Optimizer,
+    /// FSDP / ZeRO-3: parameters, gradients and AdamW state are split.
+    Full,
 }
 
 /// Builds the strategy a run asks for: alone, data parallel, or data parallel with the optimizer
-/// state sharded (ZeRO-1; needs a group).
+/// state (ZeRO-1) or everything (FSDP) sharded, which need a group.
 pub fn apply<'a>(
     dp: Option<&'a mut DataParallel>,
-    shard_optimizer: bool,
+    sharding: Sharding,
     vs: &VarStore,
     optim: OptimConfig,
 ) -> Result<Box<dyn Parallelism + 'a>> {
-    Ok(match (dp, shard_optimizer) {
-        (None, false) => Box::new(Single {
+    Ok(match (dp, sharding) {
+        (None, Sharding::None) => Box::new(Single {
             opt: AdamW::new(vs, optim),
         }),
-        (None, true) => {
-            return Err(Error::Format(
-                "--shard-optimizer needs a data-parallel group (start with `starling launch` or torchrun's environment)".into(),
-            ))
+        (None, s) => {
+            let flag = if s == Sharding::Full {
+                "--fsdp"
+            } else {
+                "--shard-optimizer"
+            };
+            return Err(Error::Format(format!(
+                "{flag} needs a data-parallel group (start with `starling launch` or torchrun's environment)"
+            )));
         }
-        (Some(dp), false) => Box::new(Replicated {
+        (Some(dp), Sharding::None) => Box::new(Replicated {
             opt: AdamW::new(vs, optim),
             dp,
         }),
-        (Some(dp), true) => {
+        (Some(dp), Sharding::Optimizer) => {
             let (rank, world) = (dp.rank(), dp.world());
             Box::new(Zero1 {
                 opt: ShardedAdamW::new(vs, optim, rank, world),
                 dp,
             })
         }
+        (Some(dp), Sharding::Full) => Box::new(Fsdp::new(dp, vs, optim)),
     })
 }
 
-/// Loads whole AdamW moments from a checkpoint, sharded by ZeRO-1 or not.
-fn load_full(opt: &mut AdamW, vs: &VarStore, dir: &Path, step: u64) -> Result<()> {
-    match zero::shard_world(dir) {
-        Some(w) => zero::load_full_from_shards(opt, vs, dir, w)?,
-        None => {
+/// Loads whole AdamW moments from a checkpoint, sharded by ZeRO-1 or FSDP or not.
+pub(crate) fn load_full(opt: &mut AdamW, vs: &VarStore, dir: &Path, step: u64) -> Result<()> {
+    match (zero::shard_world(dir), fsdp::shard_world(dir)) {
+        (Some(w), _) => zero::load_full_from_shards(opt, vs, dir, w)?,
+        (None, Some(w)) => {
+            let (m, v) = fsdp::moments_from_shards(dir, vs, w)?;
+            let _g = tch::no_grad_guard();
+            for (by_name, store) in [(m, &opt.m), (v, &opt.v)] {
+                for (name, mut t) in store.variables() {
+                    let src = by_name.get(&name).ok_or_else(|| {
+                        Error::Format(format!("{}: no moments of `{name}`", dir.display()))
+                    })?;
+                    t.copy_(src);
+                }
+            }
+        }
+        (None, None) => {
             for (file, store) in [
                 ("adam-m.safetensors", &mut opt.m),
                 ("adam-v.safetensors", &mut opt.v),
@@ -130,7 +178,7 @@ fn agree_resume(dp: &mut DataParallel, run: &Path) -> Result<Option<(PathBuf, Ch
 }
 
 /// Each rank says whether its part failed; all fail together.
-fn agree_in(dp: &mut DataParallel, r: Result<()>) -> Result<()> {
+pub(crate) fn agree_in(dp: &mut DataParallel, r: Result<()>) -> Result<()> {
     let failed = dp.sum_scalars(&[if r.is_err() { 1.0 } else { 0.0 }])?[0];
     r?;
     if failed > 0.0 {
@@ -213,9 +261,6 @@ macro_rules! group_common {
         fn is_group(&self) -> bool {
             true
         }
-        fn place(&mut self, vs: &VarStore) -> Result<()> {
-            self.dp.broadcast_params(vs)
-        }
         fn steps(&self) -> u64 {
             self.opt.step
         }
@@ -239,6 +284,9 @@ macro_rules! group_common {
 
 impl Parallelism for Replicated<'_> {
     group_common!();
+    fn place(&mut self, vs: &VarStore) -> Result<()> {
+        self.dp.broadcast_params(vs)
+    }
     fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
         load_full(&mut self.opt, vs, dir, step)
     }
@@ -260,8 +308,11 @@ impl Parallelism for Replicated<'_> {
 
 impl Parallelism for Zero1<'_> {
     group_common!();
-    fn load_optimizer(&mut self, dir: &Path, _vs: &VarStore, step: u64) -> Result<()> {
-        self.opt.load(dir, step)
+    fn place(&mut self, vs: &VarStore) -> Result<()> {
+        self.dp.broadcast_params(vs)
+    }
+    fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
+        self.opt.load(dir, vs, step)
     }
     fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<StepOutcome> {
         self.opt.step(vs, self.dp, lr)
@@ -275,6 +326,51 @@ impl Parallelism for Zero1<'_> {
         agree_in(self.dp, r)?;
         let r = self.opt.save_shard(tmp).map(|_| ());
         agree_in(self.dp, r)
+    }
+}
+
+impl Parallelism for Fsdp<'_> {
+    fn rank(&self) -> usize {
+        self.dp_ref().rank()
+    }
+    fn world(&self) -> usize {
+        self.dp_ref().world()
+    }
+    fn is_group(&self) -> bool {
+        true
+    }
+    fn place(&mut self, vs: &VarStore) -> Result<()> {
+        Fsdp::place(self, vs)
+    }
+    fn steps(&self) -> u64 {
+        self.step
+    }
+    fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
+        self.load(dir, vs, step)
+    }
+    fn begin_step(&mut self, step: u64) {
+        self.dp().group.mark_step(step);
+    }
+    fn sum_scalars(&mut self, values: &[f64]) -> Result<Vec<f64>> {
+        self.dp().sum_scalars(values)
+    }
+    fn sum_tensor(&mut self, t: &Tensor) -> Result<()> {
+        Ok(self.dp().group.all_reduce_sum(t)?)
+    }
+    fn optimizer_step(&mut self, _vs: &VarStore, lr: f64) -> Result<StepOutcome> {
+        Fsdp::optimizer_step(self, lr)
+    }
+    fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()> {
+        Fsdp::save(self, tmp, vs)
+    }
+    fn agree(&mut self, r: Result<()>) -> Result<()> {
+        agree_in(self.dp(), r)
+    }
+    fn comm(&self) -> Option<Duration> {
+        Some(self.dp_ref().comm())
+    }
+    fn runner(&self, recompute: bool) -> Option<Box<dyn Runner>> {
+        Some(Fsdp::runner(self, recompute))
     }
 }
 

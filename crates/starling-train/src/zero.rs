@@ -238,7 +238,7 @@ impl ShardedAdamW {
 
     /// Loads this rank's moments from a checkpoint directory written at any world size, sharded
     /// (`adam-shard-*`) or not (`adam-m` / `adam-v`).
-    pub fn load(&mut self, dir: &Path, step: u64) -> Result<()> {
+    pub fn load(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
         let device = self.m.device();
         let padded = self.shard * self.world as i64;
         let (m, v) = match shard_world(dir) {
@@ -251,6 +251,20 @@ impl ShardedAdamW {
                 let cut =
                     |t: Tensor| self.pad_cut(t.narrow(0, 0, self.layout.total), padded, device);
                 (cut(m), cut(v))
+            }
+            None if crate::fsdp::shard_world(dir).is_some() => {
+                // An FSDP checkpoint: its moments by name, laid out flat as ZeRO-1 keeps them.
+                let mut opt = AdamW::new(vs, self.config.clone());
+                crate::parallel::load_full(&mut opt, vs, dir, step)?;
+                let flat = |store: &VarStore| {
+                    let vars = sorted_variables(store);
+                    let ts: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+                    self.layout.flatten(&ts, self.layout.total, device)
+                };
+                (
+                    self.pad_cut(flat(&opt.m), padded, device),
+                    self.pad_cut(flat(&opt.v), padded, device),
+                )
             }
             None => {
                 let (m, v) = read_full(dir, &self.layout)?;

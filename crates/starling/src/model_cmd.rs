@@ -79,6 +79,13 @@ pub struct TrainArgs {
     /// ZeRO-1 in a data-parallel run: split the AdamW state across the ranks.
     #[arg(long)]
     pub shard_optimizer: bool,
+    /// FSDP (ZeRO-3) in a data-parallel run: split parameters, gradients and AdamW state across
+    /// the ranks; each block's parameters are gathered just before it runs.
+    #[arg(long, conflicts_with = "shard_optimizer")]
+    pub fsdp: bool,
+    /// Clip gradients to this global L2 norm (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
     /// Activation recomputation: none, or block (each block keeps only its input and runs again
     /// in backward: less memory, about a third more compute).
     #[arg(long, default_value = "none")]
@@ -113,9 +120,17 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         max_seconds: a.max_minutes.map(|m| m * 60.0),
         shard_optimizer: a.shard_optimizer,
         recompute: a.recompute,
+        fsdp: a.fsdp,
         ..Default::default()
     };
+    if !(a.grad_clip.is_finite() && a.grad_clip >= 0.0) {
+        bail!(
+            "--grad-clip must be a finite number >= 0 (0: no clipping), not {}",
+            a.grad_clip
+        );
+    }
     cfg.optim.lr = a.lr;
+    cfg.optim.grad_clip = a.grad_clip;
     cfg.optim.min_lr = a.lr / 10.0;
     cfg.optim.warmup = a.warmup.min(a.steps / 2);
     let stop = Arc::new(AtomicBool::new(false));

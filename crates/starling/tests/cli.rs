@@ -954,6 +954,66 @@ fn data_parallel_matches_one_process_with_and_without_zero1_at_any_world_size() 
     assert_same_losses(&want, &step_metrics(&o2z), TOL, "1 process → ZeRO-1 x2");
 }
 
+#[test]
+fn fsdp_and_recompute_match_one_process_and_resume_at_another_world_size() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tokens = small_tokens(tmp.path());
+    // A clipping threshold low enough that every step clips: the sharded global norm matters.
+    let clip = ["--grad-clip", "0.05"];
+    let run = |name: &str, ranks: Option<(usize, u32)>, batch: usize, extra: &[&str]| {
+        let dir = tmp.path().join(name);
+        let args: Vec<&str> = clip.iter().chain(extra).copied().collect();
+        run_ok(&mut dp_train(ranks, &tokens, &dir, 12, batch, &args));
+        dir
+    };
+    let one = run("one", None, 8, &[]);
+    let want = step_metrics(&one);
+    const TOL: f64 = 2e-5;
+    // (run, ranks, batch per rank, flags)
+    type Case<'a> = (&'a str, Option<(usize, u32)>, usize, &'a [&'a str]);
+    let cases: [Case; 3] = [
+        ("one-recompute", None, 8, &["--recompute", "block"]),
+        ("fsdp", Some((2, 0)), 4, &["--fsdp"]),
+        (
+            "fsdp-recompute",
+            Some((2, 0)),
+            4,
+            &["--fsdp", "--recompute", "block"],
+        ),
+    ];
+    for (name, ranks, batch, extra) in cases {
+        let dir = run(name, ranks, batch, extra);
+        assert_same_losses(&want, &step_metrics(&dir), TOL, name);
+    }
+    // Every FSDP rank writes its moments; rank 0 the whole model (gathered).
+    let fsdp = tmp.path().join("fsdp");
+    let mut files: Vec<String> = std::fs::read_dir(fsdp.join("ckpt-00000012"))
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "fsdp-shard-00000-of-00002.safetensors",
+            "fsdp-shard-00001-of-00002.safetensors",
+            "model.safetensors",
+            "state.json"
+        ]
+    );
+    // FSDP x2 → one process, and one process → FSDP x2: steps 8..12 match.
+    let f2o = tmp.path().join("f2o");
+    copy_back_to_step_7(&fsdp, &f2o);
+    run_ok(&mut dp_train(None, &tokens, &f2o, 12, 8, &clip));
+    assert_same_losses(&want, &step_metrics(&f2o), TOL, "FSDP x2 → 1 process");
+    let o2f = tmp.path().join("o2f");
+    copy_back_to_step_7(&one, &o2f);
+    let args: Vec<&str> = clip.iter().chain(&["--fsdp"]).copied().collect();
+    run_ok(&mut dp_train(Some((2, 0)), &tokens, &o2f, 12, 4, &args));
+    assert_same_losses(&want, &step_metrics(&o2f), TOL, "1 process → FSDP x2");
+}
+
 /// The pid of `launcher`'s worker of rank `rank` (read from /proc).
 fn worker_pid(launcher: u32, rank: usize) -> Option<i32> {
     let kids =
