@@ -77,15 +77,16 @@ impl UnitLayout {
 
 /// The units of a model's variables: one per block (`model.layers.N.*`), then the rest.
 fn units_of(vs: &VarStore) -> Vec<UnitLayout> {
-    let mut blocks: Vec<UnitLayout> = Vec::new();
-    let mut outer = UnitLayout {
-        key: "outer".into(),
+    let empty = |key: String| UnitLayout {
+        key,
         names: Vec::new(),
         local: Vec::new(),
         shapes: Vec::new(),
         offsets: Vec::new(),
         total: 0,
     };
+    let mut blocks: Vec<UnitLayout> = Vec::new();
+    let mut outer = empty("outer".into());
     for (name, t) in sorted_variables(vs) {
         let block = name.strip_prefix("model.layers.").and_then(|rest| {
             let (i, local) = rest.split_once('.')?;
@@ -94,11 +95,7 @@ fn units_of(vs: &VarStore) -> Vec<UnitLayout> {
         let (unit, local) = match block {
             Some((i, local)) => {
                 while blocks.len() <= i {
-                    let key = format!("layers.{}", blocks.len());
-                    blocks.push(UnitLayout {
-                        key,
-                        ..outer.clone()
-                    });
+                    blocks.push(empty(format!("layers.{}", blocks.len())));
                 }
                 (&mut blocks[i], local)
             }
@@ -122,7 +119,7 @@ struct Shard {
     param: Tensor,
     m: Tensor,
     v: Tensor,
-    /// 1 where weight decay applies (matrices), 0 elsewhere.
+    /// True where weight decay applies (matrices).
     decay: Tensor,
 }
 
@@ -176,10 +173,11 @@ impl<'a> Fsdp<'a> {
                         )
                     })
                     .collect();
+                // Kept as bytes: a float mask would add 4 bytes per parameter and rank.
                 let decay = layout
                     .flatten(&mask, len * world as i64, device)
-                    .map(|f| f.narrow(0, rank as i64 * len, len).contiguous())
-                    .unwrap_or_else(|_| zeros());
+                    .map(|f| f.narrow(0, rank as i64 * len, len).to_kind(Kind::Bool))
+                    .unwrap_or_else(|_| zeros().to_kind(Kind::Bool));
                 Shard {
                     layout: Arc::new(layout),
                     param: zeros().set_requires_grad(true),
@@ -218,6 +216,7 @@ impl<'a> Fsdp<'a> {
     /// whole parameters (each VarStore variable keeps its name and becomes empty).
     pub fn place(&mut self, vs: &VarStore) -> Result<()> {
         self.dp.broadcast_params(vs)?;
+
         let _g = tch::no_grad_guard();
         let (rank, world) = (self.dp.rank(), self.dp.world());
         let vars = vs.variables();
@@ -296,7 +295,7 @@ impl<'a> Fsdp<'a> {
             let keep = (1.0 - &found_inf) * (lr * c.weight_decay);
             for s in &self.shards {
                 let mut p = s.param.shallow_clone();
-                let _ = p.g_mul_(&(1.0 - &s.decay * &keep));
+                let _ = p.g_mul_(&(1.0 - s.decay.to_kind(Kind::Float) * &keep));
             }
         }
         let step = self.step_tensor.fill_(self.step as f64);
@@ -386,7 +385,7 @@ impl<'a> Fsdp<'a> {
                             .flatten(by_name, len * world as i64, device)
                             .map_err(|e| Error::Format(format!("{}: {e}", dir.display())))?
                             .narrow(0, rank as i64 * len, len)
-                            .contiguous()
+                            .copy()
                     }
                     (None, None) => unreachable!("one of the two is read"),
                 };
@@ -538,5 +537,34 @@ impl Runner for FsdpRunner {
         } else {
             forward(x)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_parameter_is_in_exactly_one_unit() {
+        let vs = VarStore::new(Device::Cpu);
+        let c = starling_arch::LlamaConfig::preset("tiny", 300).expect("tiny");
+        let _m = starling_model::Llama::new(&vs.root(), &c);
+        let units = units_of(&vs);
+        assert_eq!(units.len(), c.num_hidden_layers + 1);
+        assert_eq!(units.last().map(|u| u.key.as_str()), Some("outer"));
+        let mut names: Vec<&String> = units.iter().flat_map(|u| &u.names).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "no parameter twice");
+        assert_eq!(n, vs.variables().len(), "none left out");
+        let total: i64 = units.iter().map(|u| u.total).sum();
+        assert_eq!(total as usize, c.num_params());
+        // A block's names are relative, the rest full.
+        assert_eq!(units[1].local[0], "input_layernorm.weight");
+        assert_eq!(units[1].names[0], "model.layers.1.input_layernorm.weight");
+        assert!(units
+            .last()
+            .is_some_and(|u| u.local.contains(&"model.norm.weight".into())));
     }
 }

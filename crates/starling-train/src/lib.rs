@@ -143,7 +143,8 @@ pub struct TrainSummary {
     pub params: usize,
     /// The last checkpoint.
     pub checkpoint: PathBuf,
-    /// Peak memory of this process (CPU: resident set; CUDA: the caching allocator's peak).
+    /// Peak memory of this process over the steps and evaluations, set-up and checkpoint writes
+    /// excluded (CPU: resident set; CUDA: the caching allocator's peak).
     pub peak_memory_bytes: Option<u64>,
 }
 
@@ -196,6 +197,7 @@ pub fn train_distributed(
         (false, false) => parallel::Sharding::None,
     };
     let mut par = parallel::apply(dp, sharding, &vs, cfg.optim.clone())?;
+
     let Restored {
         mut tokens_seen,
         mut sequences,
@@ -203,6 +205,9 @@ pub fn train_distributed(
     } = restore(run, cfg, resume.as_ref(), &mut vs, par.as_mut())?;
     par.place(&vs)?;
     model.set_runner(par.runner(cfg.recompute == config::Recompute::Block));
+    // The peak the summary reports is the steps' (and evaluations'), not set-up's or checkpoints'.
+    metrics::reset_peak_memory(device);
+    let mut peak_memory = None;
     let params = mc.num_params();
     let flops_per_token = mc.flops_per_token(ctx);
     let peak = cfg
@@ -310,6 +315,7 @@ pub fn train_distributed(
                     .is_some_and(|m| started.elapsed().as_secs_f64() >= m)
         };
         if checkpointing || stopping {
+            peak_memory = peak_memory.max(metrics::peak_memory_bytes(device));
             metrics.flush()?;
             last_ckpt = save_checkpoint(run, &vs, par.as_mut(), tokens_seen, sequences, cfg.keep)?;
         }
@@ -329,7 +335,7 @@ pub fn train_distributed(
         val_loss: last.val_loss,
         params,
         checkpoint: last_ckpt,
-        peak_memory_bytes: metrics::peak_memory_bytes(device),
+        peak_memory_bytes: peak_memory,
     })
 }
 

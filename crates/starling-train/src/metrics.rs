@@ -52,6 +52,19 @@ pub fn peak_rss_bytes() -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// Starts a new peak for [`peak_memory_bytes`] (Linux: `clear_refs` 5 resets VmHWM; CUDA: the
+/// allocator's peak statistics).
+pub fn reset_peak_memory(device: tch::Device) {
+    match device {
+        tch::Device::Cuda(i) => {
+            let _ = starling_torch::cuda::reset_peak_memory(i);
+        }
+        _ => {
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+        }
+    }
+}
+
 /// Peak memory of training on `device`: the caching allocator's peak on CUDA
 /// (`torch.cuda.max_memory_allocated`), the process's peak RSS on the CPU.
 pub fn peak_memory_bytes(device: tch::Device) -> Option<u64> {

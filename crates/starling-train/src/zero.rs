@@ -135,7 +135,7 @@ impl ShardedAdamW {
         let decay = layout
             .flatten(&mask, shard * world as i64, device)
             .narrow(0, rank as i64 * shard, shard)
-            .contiguous();
+            .copy();
         Self {
             config,
             step: 0,
@@ -302,7 +302,7 @@ impl ShardedAdamW {
             flat
         };
         flat.narrow(0, self.rank as i64 * self.shard, self.shard)
-            .contiguous()
+            .copy()
     }
 }
 
