@@ -451,6 +451,40 @@ impl BlockTemplate {
     pub fn forward_with(&self, x: &Tensor, sub: &dyn Fn(&str) -> Option<Tensor>) -> Tensor {
         self.block.substituted(sub).forward(x, &self.rope, None)
     }
+
+    /// The block's output for `x` on one rank of a tensor-parallel group (Megatron-LM): `sub`
+    /// gives this rank's slices — Q, K, V, gate and up by rows (its 1/n of the heads and of the
+    /// MLP columns), O and down by columns — and the replicated norms. `tp.enter` wraps the
+    /// input of the attention and the MLP (identity forward, sum of gradients backward);
+    /// `tp.exit` sums their partial outputs over the group.
+    pub fn forward_split(
+        &self,
+        x: &Tensor,
+        sub: &dyn Fn(&str) -> Option<Tensor>,
+        tp: &TensorParallel,
+    ) -> Tensor {
+        let mut b = self.block.substituted(sub);
+        let n = tp.ranks as i64;
+        b.attn.heads /= n;
+        b.attn.kv_heads /= n;
+        let a = b
+            .attn
+            .forward(&(tp.enter)(&b.input_norm.forward(x)), &self.rope, None);
+        let h = x + (tp.exit)(&a);
+        let m = b.mlp.forward(&(tp.enter)(&b.post_norm.forward(&h)));
+        &h + (tp.exit)(&m)
+    }
+}
+
+/// A tensor-parallel group as a block sees it: its size and the two collectives around each
+/// half of the block.
+pub struct TensorParallel<'a> {
+    /// Ranks in the group (it divides the heads, the KV heads and the MLP width).
+    pub ranks: usize,
+    /// Identity forward, gradient summed over the group backward (Megatron's f).
+    pub enter: &'a dyn Fn(&Tensor) -> Tensor,
+    /// Sum over the group forward, identity backward (Megatron's g).
+    pub exit: &'a dyn Fn(&Tensor) -> Tensor,
 }
 
 /// How a training forward reaches its weights and runs its blocks: activation recomputation,

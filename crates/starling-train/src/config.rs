@@ -51,6 +51,9 @@ pub struct TrainConfig {
     /// FSDP (ZeRO-3): split parameters, gradients and AdamW state across the ranks of a
     /// data-parallel run. By default false.
     pub fsdp: bool,
+    /// Tensor-parallel degree: blocks split over groups of this many consecutive ranks, FSDP
+    /// over the rest. By default 1.
+    pub tp: usize,
     /// Activation recomputation: `none`, or `block` (each block keeps only its input for backward
     /// and runs its forward again there). By default none.
     pub recompute: Recompute,
@@ -80,6 +83,7 @@ impl Default for TrainConfig {
             max_seconds: None,
             shard_optimizer: false,
             fsdp: false,
+            tp: 1,
             recompute: Recompute::None,
             optim: OptimConfig::default(),
         }

@@ -7,14 +7,20 @@
 //! (forward, and again in backward); without, they stay until backward, like FSDP's
 //! `reshard_after_forward=False`.
 //!
+//! With tensor parallelism (`--tp N`, [`crate::tp`]) the ranks form a mesh: N consecutive ranks
+//! split each block's matrices, and FSDP shards each rank's part over the ranks at the same place
+//! in the other tensor-parallel groups.
+//!
 //! Checkpoints: rank 0 writes the whole model (`model.safetensors`, gathered unit by unit, so any
-//! strategy and `export` read it) and every rank its moments, `fsdp-shard-RRRRR-of-WWWWW`; a run
-//! resumes at any world size, or as one process, from either.
+//! strategy and `export` read it) and every rank its moments, `fsdp-shard-RRRRR-of-WWWWW` (with
+//! the tensor-parallel degree); a run resumes at any layout, or as one process, from either.
 
 use crate::ddp::{sorted_variables, DataParallel};
 use crate::optim::{clip_scale, hyper, OptimConfig, StepOutcome};
+use crate::tp::{Split, TpRank};
 use crate::{Error, Result};
-use starling_model::{BlockTemplate, Runner};
+use starling_dist::ProcessGroup;
+use starling_model::{BlockTemplate, Runner, TensorParallel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,8 +67,9 @@ impl UnitLayout {
         Ok(Tensor::cat(&parts, 0))
     }
 
-    /// Views of a gathered buffer, by the names the model asks for.
-    fn views(&self, full: &Tensor) -> HashMap<String, Tensor> {
+    /// Views of a gathered buffer, by the names the model asks for, in the unit's order (the
+    /// same on every rank: collectives follow it).
+    fn views(&self, full: &Tensor) -> Vec<(String, Tensor)> {
         (0..self.names.len())
             .map(|i| {
                 let n: i64 = self.shapes[i].iter().product();
@@ -75,8 +82,9 @@ impl UnitLayout {
     }
 }
 
-/// The units of a model's variables: one per block (`model.layers.N.*`), then the rest.
-fn units_of(vs: &VarStore) -> Vec<UnitLayout> {
+/// The units of a model's variables as tensor-parallel rank `tp` holds them: one per block
+/// (`model.layers.N.*`), then the rest.
+fn units_of(vs: &VarStore, tp: TpRank) -> Vec<UnitLayout> {
     let empty = |key: String| UnitLayout {
         key,
         names: Vec::new(),
@@ -88,6 +96,7 @@ fn units_of(vs: &VarStore) -> Vec<UnitLayout> {
     let mut blocks: Vec<UnitLayout> = Vec::new();
     let mut outer = empty("outer".into());
     for (name, t) in sorted_variables(vs) {
+        let shape = tp.local_shape(&name, &t.size());
         let block = name.strip_prefix("model.layers.").and_then(|rest| {
             let (i, local) = rest.split_once('.')?;
             Some((i.parse::<usize>().ok()?, local.to_string()))
@@ -102,10 +111,10 @@ fn units_of(vs: &VarStore) -> Vec<UnitLayout> {
             None => (&mut outer, name.clone()),
         };
         unit.offsets.push(unit.total);
-        unit.total += t.numel() as i64;
+        unit.total += shape.iter().product::<i64>();
         unit.names.push(name);
         unit.local.push(local);
-        unit.shapes.push(t.size());
+        unit.shapes.push(shape);
     }
     blocks.push(outer);
     blocks
@@ -121,6 +130,15 @@ struct Shard {
     v: Tensor,
     /// True where weight decay applies (matrices).
     decay: Tensor,
+    /// With tensor parallelism: true where the parameter is replicated over the group (counted
+    /// once in the global norm).
+    replicated: Option<Tensor>,
+}
+
+/// This rank's tensor-parallel group.
+struct TpGroup {
+    group: ProcessGroup,
+    at: TpRank,
 }
 
 /// The file name of rank `rank`'s FSDP moments at `world` ranks.
@@ -143,7 +161,11 @@ pub fn shard_world(dir: &Path) -> Option<usize> {
 
 /// Parameters, gradients and AdamW moments sharded over the data-parallel ranks.
 pub struct Fsdp<'a> {
-    dp: &'a mut DataParallel,
+    /// Every rank: scalars, agreement, the parameters' first broadcast.
+    world: &'a mut DataParallel,
+    /// The ranks a unit is sharded over, when not the whole world (tensor parallelism).
+    shard_group: Option<ProcessGroup>,
+    tp: Option<TpGroup>,
     shards: Vec<Shard>,
     config: OptimConfig,
     /// Optimizer steps taken.
@@ -152,57 +174,108 @@ pub struct Fsdp<'a> {
 }
 
 impl<'a> Fsdp<'a> {
-    /// Shards for this rank of `vs`'s units (filled by [`crate::parallel::Parallelism::place`]).
-    pub fn new(dp: &'a mut DataParallel, vs: &VarStore, config: OptimConfig) -> Self {
-        let (rank, world) = (dp.rank(), dp.world());
+    /// Shards for this rank of `vs`'s units (filled by [`crate::parallel::Parallelism::place`]),
+    /// over all ranks, or with `tp` > 1 over a 2-D mesh (tensor parallel x FSDP).
+    pub fn new(
+        world: &'a mut DataParallel,
+        vs: &VarStore,
+        config: OptimConfig,
+        tp: usize,
+    ) -> Result<Self> {
+        let (shard_group, tp) = if tp > 1 {
+            let mesh = starling_dist::mesh::Mesh::new(world.world(), tp)?;
+            let (tpg, dpg) = mesh.groups(&mut world.group)?;
+            let at = TpRank {
+                rank: tpg.rank(),
+                ranks: tp,
+            };
+            (Some(dpg), Some(TpGroup { group: tpg, at }))
+        } else {
+            (None, None)
+        };
+        let at = tp.as_ref().map_or(TpRank { rank: 0, ranks: 1 }, |t| t.at);
+        let (rank, n) = match &shard_group {
+            Some(g) => (g.rank(), g.world()),
+            None => (world.rank(), world.world()),
+        };
         let device = vs.device();
-        let shards = units_of(vs)
+        let shards = units_of(vs, at)
             .into_iter()
             .map(|layout| {
-                let len = layout.shard_len(world);
+                let len = layout.shard_len(n);
                 let zeros = || Tensor::zeros([len], (Kind::Float, device));
-                let mask: HashMap<String, Tensor> = layout
-                    .names
-                    .iter()
-                    .zip(&layout.shapes)
-                    .map(|(n, s)| {
-                        let v = if s.len() >= 2 { 1.0 } else { 0.0 };
-                        (
-                            n.clone(),
-                            Tensor::full(s.as_slice(), v, (Kind::Float, device)),
-                        )
-                    })
-                    .collect();
-                // Kept as bytes: a float mask would add 4 bytes per parameter and rank.
-                let decay = layout
-                    .flatten(&mask, len * world as i64, device)
-                    .map(|f| f.narrow(0, rank as i64 * len, len).to_kind(Kind::Bool))
-                    .unwrap_or_else(|_| zeros().to_kind(Kind::Bool));
+                // Per-element masks (kept as bytes) from a per-parameter rule.
+                let mask = |rule: &dyn Fn(&str, &[i64]) -> bool| {
+                    let by_name: HashMap<String, Tensor> = layout
+                        .names
+                        .iter()
+                        .zip(&layout.shapes)
+                        .map(|(name, s)| {
+                            let v = if rule(name, s) { 1.0 } else { 0.0 };
+                            (
+                                name.clone(),
+                                Tensor::full(s.as_slice(), v, (Kind::Float, device)),
+                            )
+                        })
+                        .collect();
+                    layout
+                        .flatten(&by_name, len * n as i64, device)
+                        .map(|f| f.narrow(0, rank as i64 * len, len).to_kind(Kind::Bool))
+                        .unwrap_or_else(|_| zeros().to_kind(Kind::Bool))
+                };
+                let decay = mask(&|_, s| s.len() >= 2);
+                let replicated =
+                    (at.ranks > 1).then(|| mask(&|name, _| Split::of(name) == Split::Replicated));
                 Shard {
                     layout: Arc::new(layout),
                     param: zeros().set_requires_grad(true),
                     m: zeros(),
                     v: zeros(),
                     decay,
+                    replicated,
                 }
             })
             .collect();
-        Self {
-            dp,
+        Ok(Self {
+            world,
+            shard_group,
+            tp,
             shards,
             config,
             step: 0,
             step_tensor: Tensor::zeros([], (Kind::Float, device)),
-        }
+        })
     }
 
-    /// The group all of this runs on.
+    /// Every rank.
     pub(crate) fn dp(&mut self) -> &mut DataParallel {
-        self.dp
+        self.world
     }
 
     pub(crate) fn dp_ref(&self) -> &DataParallel {
-        self.dp
+        self.world
+    }
+
+    /// The ranks each unit is sharded over.
+    fn shards_over(&mut self) -> &mut ProcessGroup {
+        match &mut self.shard_group {
+            Some(g) => g,
+            None => &mut self.world.group,
+        }
+    }
+
+    /// This rank's place among the ranks that read different data (and the count of them).
+    pub(crate) fn data_rank(&self) -> (usize, usize) {
+        match &self.shard_group {
+            Some(g) => (g.rank(), g.world()),
+            None => (self.world.rank(), self.world.world()),
+        }
+    }
+
+    fn tp_rank(&self) -> TpRank {
+        self.tp
+            .as_ref()
+            .map_or(TpRank { rank: 0, ranks: 1 }, |t| t.at)
     }
 
     /// Elements of parameters, gradients and moments this rank holds, and the whole model's.
@@ -212,39 +285,71 @@ impl<'a> Fsdp<'a> {
         (mine, all)
     }
 
-    /// Makes the parameters equal (rank 0's), cuts this rank's shards out of them and frees the
-    /// whole parameters (each VarStore variable keeps its name and becomes empty).
+    /// Makes the parameters equal (rank 0's), cuts this rank's shards out of them (its
+    /// tensor-parallel part first) and frees the whole parameters (each VarStore variable keeps
+    /// its name and becomes empty).
     pub fn place(&mut self, vs: &VarStore) -> Result<()> {
-        self.dp.broadcast_params(vs)?;
-
+        self.world.broadcast_params(vs)?;
         let _g = tch::no_grad_guard();
-        let (rank, world) = (self.dp.rank(), self.dp.world());
-        let vars = vs.variables();
+        let tp = self.tp_rank();
+        let (rank, n) = self.data_rank();
+        let local: HashMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| {
+                let part = tp.local(&name, &t);
+                (name, part)
+            })
+            .collect();
         for s in &mut self.shards {
-            let len = s.layout.shard_len(world);
-            let flat = s.layout.flatten(&vars, len * world as i64, vs.device())?;
+            let len = s.layout.shard_len(n);
+            let flat = s.layout.flatten(&local, len * n as i64, vs.device())?;
             let mut p = s.param.shallow_clone();
             p.copy_(&flat.narrow(0, rank as i64 * len, len));
         }
+        drop(local);
         free(vs);
         Ok(())
     }
 
-    /// Fills every VarStore variable with the gathered parameters (for writing the model); free
-    /// them again with [`free`].
+    /// Fills every VarStore variable with the gathered parameters (for writing the model): each
+    /// unit gathered over its shard group, then each tensor-parallel part over the tensor-parallel
+    /// group. Free them again with [`free`].
     fn materialize(&mut self, vs: &VarStore) -> Result<()> {
         let _g = tch::no_grad_guard();
-        let world = self.dp.world();
+        let (_, n) = self.data_rank();
+        let device = vs.device();
         let vars = vs.variables();
-        for s in &self.shards {
-            let len = s.layout.shard_len(world);
-            let full = Tensor::zeros([len * world as i64], (Kind::Float, vs.device()));
-            self.dp.group.all_gather(&full, &s.param.detach())?;
-            for (local, t) in s.layout.views(&full) {
-                let i = s.layout.local.iter().position(|l| *l == local).unwrap_or(0);
-                if let Some(v) = vars.get(&s.layout.names[i]) {
+        for i in 0..self.shards.len() {
+            let (layout, param) = {
+                let s = &self.shards[i];
+                (s.layout.clone(), s.param.detach())
+            };
+            let len = layout.shard_len(n);
+            let full = Tensor::zeros([len * n as i64], (Kind::Float, device));
+            self.shards_over().all_gather(&full, &param)?;
+            for (j, (_, t)) in layout.views(&full).into_iter().enumerate() {
+                let name = &layout.names[j];
+                let whole = match &mut self.tp {
+                    Some(tp) if Split::of(name) != Split::Replicated => {
+                        let part = t.contiguous();
+                        let all = Tensor::zeros(
+                            [part.numel() as i64 * tp.at.ranks as i64],
+                            (Kind::Float, device),
+                        );
+                        tp.group.all_gather(&all, &part.view([-1]))?;
+                        let parts: Vec<Tensor> = all
+                            .chunk(tp.at.ranks as i64, 0)
+                            .iter()
+                            .map(|c| c.view(part.size().as_slice()))
+                            .collect();
+                        TpRank::join(name, &parts)
+                    }
+                    _ => t,
+                };
+                if let Some(v) = vars.get(name) {
                     let mut v = v.shallow_clone();
-                    v.set_data(&t.contiguous().copy());
+                    v.set_data(&whole.contiguous().copy());
                 }
             }
         }
@@ -255,7 +360,8 @@ impl<'a> Fsdp<'a> {
     /// updates this rank's shards, all on the device; a non-finite step changes nothing.
     pub fn optimizer_step(&mut self, lr: f64) -> Result<StepOutcome> {
         let _g = tch::no_grad_guard();
-        let world = self.dp.world() as f64;
+        let (_, n) = self.data_rank();
+        let device = self.step_tensor.device();
         let grads: Vec<Tensor> = self
             .shards
             .iter()
@@ -269,20 +375,24 @@ impl<'a> Fsdp<'a> {
             })
             .collect();
         let refs: Vec<&Tensor> = grads.iter().collect();
-        // The backward summed over ranks; the mean is what one process would see.
-        starling_torch::foreach_mul_(
-            &refs,
-            &Tensor::from(1.0 / world as f32).to_device(self.step_tensor.device()),
-        )?;
+        // The backward summed over the shard group; the mean is what one process would see.
+        starling_torch::foreach_mul_(&refs, &Tensor::from(1.0 / n as f32).to_device(device))?;
+        // Squares summed over every rank: a tensor-parallel part lives on one rank of its group,
+        // a replicated parameter on all of them, so it counts 1/tp each.
+        let tp = self.tp_rank().ranks as f64;
         let sq = grads
             .iter()
-            .map(|g| g.square().sum(Kind::Float))
-            .fold(
-                Tensor::zeros([], (Kind::Float, self.step_tensor.device())),
-                |a, b| a + b,
-            )
+            .zip(&self.shards)
+            .map(|(g, s)| match &s.replicated {
+                Some(r) => {
+                    let w: Tensor = r.to_kind(Kind::Float) * (1.0 / tp - 1.0) + 1.0;
+                    (g.square() * w).sum(Kind::Float)
+                }
+                None => g.square().sum(Kind::Float),
+            })
+            .fold(Tensor::zeros([], (Kind::Float, device)), |a, b| a + b)
             .view([1]);
-        self.dp.group.all_reduce_sum(&sq)?;
+        self.world.group.all_reduce_sum(&sq)?;
         let norm = sq.sqrt().view([]);
         let c = &self.config;
         let (scale, found_inf) = clip_scale(&norm, c.grad_clip);
@@ -322,20 +432,21 @@ impl<'a> Fsdp<'a> {
     /// Writes the whole model (rank 0) and this rank's moments into `tmp`; all ranks agree.
     pub fn save(&mut self, tmp: &Path, vs: &VarStore) -> Result<()> {
         self.materialize(vs)?;
-        let r = if self.dp.rank() == 0 {
+        let r = if self.world.rank() == 0 {
             crate::checkpoint::write_model_files(tmp, vs, None)
         } else {
             Ok(())
         };
         free(vs);
-        crate::parallel::agree_in(self.dp, r)?;
+        crate::parallel::agree_in(self.world, r)?;
         let r = self.save_shard(tmp).map(|_| ());
-        crate::parallel::agree_in(self.dp, r)
+        crate::parallel::agree_in(self.world, r)
     }
 
     fn save_shard(&self, dir: &Path) -> Result<PathBuf> {
-        let p = dir.join(shard_file(self.dp.rank(), self.dp.world()));
-        let mut named: Vec<(String, &Tensor)> = Vec::new();
+        let p = dir.join(shard_file(self.world.rank(), self.world.world()));
+        let tp = Tensor::from_slice(&[self.tp_rank().ranks as i64]);
+        let mut named: Vec<(String, &Tensor)> = vec![("tp".into(), &tp)];
         for s in &self.shards {
             named.push((format!("{}.m", s.layout.key), &s.m));
             named.push((format!("{}.v", s.layout.key), &s.v));
@@ -350,23 +461,35 @@ impl<'a> Fsdp<'a> {
         Ok(p)
     }
 
-    /// Loads this rank's moments from a checkpoint written at any world size by any strategy.
+    /// Loads this rank's moments from a checkpoint written at any layout by any strategy.
     pub fn load(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
-        let (rank, world) = (self.dp.rank(), self.dp.world());
+        let (rank, world) = (self.world.rank(), self.world.world());
+        let (data_rank, n) = self.data_rank();
+        let tp = self.tp_rank();
         let device = vs.device();
-        let same = shard_world(dir) == Some(world);
-        let own = if same {
-            Some(read_named(&dir.join(shard_file(rank, world)))?)
-        } else {
-            None
+        let mine = dir.join(shard_file(rank, world));
+        let own = match shard_world(dir) {
+            Some(w) if w == world && shard_tp(&mine)? == tp.ranks => Some(read_named(&mine)?),
+            _ => None,
         };
-        let full = if same {
-            None
-        } else {
-            Some(full_moments(dir, vs)?)
+        let full = match own {
+            Some(_) => None,
+            None => {
+                let (m, v) = full_moments(dir, vs)?;
+                let part = |by_name: HashMap<String, Tensor>| -> HashMap<String, Tensor> {
+                    by_name
+                        .into_iter()
+                        .map(|(name, t)| {
+                            let p = tp.local(&name, &t);
+                            (name, p)
+                        })
+                        .collect()
+                };
+                Some((part(m), part(v)))
+            }
         };
         for s in &mut self.shards {
-            let len = s.layout.shard_len(world);
+            let len = s.layout.shard_len(n);
             for (which, slot) in [("m", &mut s.m), ("v", &mut s.v)] {
                 let t = match (&own, &full) {
                     (Some(named), _) => named
@@ -375,16 +498,16 @@ impl<'a> Fsdp<'a> {
                         .ok_or_else(|| {
                             Error::Format(format!(
                                 "{}: no `{}.{which}`",
-                                dir.display(),
+                                mine.display(),
                                 s.layout.key
                             ))
                         })?,
                     (None, Some((m, v))) => {
                         let by_name = if which == "m" { m } else { v };
                         s.layout
-                            .flatten(by_name, len * world as i64, device)
+                            .flatten(by_name, len * n as i64, device)
                             .map_err(|e| Error::Format(format!("{}: {e}", dir.display())))?
-                            .narrow(0, rank as i64 * len, len)
+                            .narrow(0, data_rank as i64 * len, len)
                             .copy()
                     }
                     (None, None) => unreachable!("one of the two is read"),
@@ -404,20 +527,41 @@ impl<'a> Fsdp<'a> {
         Ok(())
     }
 
-    /// The runner that gathers each unit for the model's forward.
+    /// The runner that gathers each unit for the model's forward (and, with tensor parallelism,
+    /// runs each block split over the tensor-parallel group).
     pub fn runner(&self, recompute: bool) -> Box<dyn Runner> {
         let unit = |s: &Shard| GatheredUnit {
             layout: s.layout.clone(),
             param: s.param.shallow_clone(),
         };
         let n = self.shards.len();
+        let group = match &self.shard_group {
+            Some(g) => g.name(),
+            None => self.world.group.name(),
+        };
         Box::new(FsdpRunner {
             blocks: self.shards[..n - 1].iter().map(unit).collect(),
             outer: unit(&self.shards[n - 1]),
-            group: self.dp.group.name().to_string(),
+            group: group.to_string(),
+            tp: self
+                .tp
+                .as_ref()
+                .map(|t| (t.group.name().to_string(), t.at.ranks)),
             recompute,
         })
     }
+}
+
+/// The tensor-parallel degree a shard file was written at (1 before tensor parallelism).
+fn shard_tp(p: &Path) -> Result<usize> {
+    if !p.exists() {
+        return Ok(0);
+    }
+    let named = read_named(p)?;
+    Ok(named
+        .get("tp")
+        .map(|t| t.int64_value(&[0]) as usize)
+        .unwrap_or(1))
 }
 
 /// Frees the whole parameters of `vs` (names and autograd identity stay; data becomes empty).
@@ -436,7 +580,8 @@ fn read_named(p: &Path) -> Result<HashMap<String, Tensor>> {
         .collect())
 }
 
-/// Whole AdamW moments by parameter name from an FSDP checkpoint of any world size.
+/// Whole AdamW moments by parameter name from an FSDP checkpoint of `world` ranks (of any
+/// tensor-parallel degree: rank r is part r % tp of data-parallel rank r / tp).
 pub fn moments_from_shards(
     dir: &Path,
     vs: &VarStore,
@@ -445,30 +590,51 @@ pub fn moments_from_shards(
     let files: Vec<HashMap<String, Tensor>> = (0..world)
         .map(|r| read_named(&dir.join(shard_file(r, world))))
         .collect::<Result<_>>()?;
+    let tp = files
+        .first()
+        .and_then(|f| f.get("tp"))
+        .map(|t| t.int64_value(&[0]) as usize)
+        .unwrap_or(1)
+        .max(1);
+    let dp = world / tp;
     let (mut m, mut v) = (HashMap::new(), HashMap::new());
-    for layout in units_of(vs) {
-        for (which, out) in [("m", &mut m), ("v", &mut v)] {
-            let key = format!("{}.{which}", layout.key);
-            let parts: Vec<&Tensor> = files
-                .iter()
-                .map(|f| {
-                    f.get(&key)
-                        .ok_or_else(|| Error::Format(format!("{}: no `{key}`", dir.display())))
-                })
-                .collect::<Result<_>>()?;
-            let flat = Tensor::cat(&parts, 0);
-            if (flat.numel() as i64) < layout.total {
-                return Err(Error::Format(format!(
-                    "{}: `{key}` holds {} elements, the model {}",
-                    dir.display(),
-                    flat.numel(),
-                    layout.total
-                )));
+    // Each tensor-parallel part's tensors, by name, then joined.
+    let mut parts: [HashMap<String, Vec<Tensor>>; 2] = [HashMap::new(), HashMap::new()];
+    for t in 0..tp {
+        let at = TpRank { rank: t, ranks: tp };
+        for layout in units_of(vs, at) {
+            for (k, which) in ["m", "v"].into_iter().enumerate() {
+                let key = format!("{}.{which}", layout.key);
+                let pieces: Vec<&Tensor> = (0..dp)
+                    .map(|j| {
+                        files[j * tp + t]
+                            .get(&key)
+                            .ok_or_else(|| Error::Format(format!("{}: no `{key}`", dir.display())))
+                    })
+                    .collect::<Result<_>>()?;
+                let flat = Tensor::cat(&pieces, 0);
+                if (flat.numel() as i64) < layout.total {
+                    return Err(Error::Format(format!(
+                        "{}: `{key}` holds {} elements, the model {}",
+                        dir.display(),
+                        flat.numel(),
+                        layout.total
+                    )));
+                }
+                for (i, (_, x)) in layout.views(&flat).into_iter().enumerate() {
+                    parts[k]
+                        .entry(layout.names[i].clone())
+                        .or_default()
+                        .push(x.contiguous());
+                }
             }
-            for (local, t) in layout.views(&flat) {
-                let i = layout.local.iter().position(|l| *l == local).unwrap_or(0);
-                out.insert(layout.names[i].clone(), t.contiguous());
-            }
+        }
+    }
+    let [pm, pv] = parts;
+    for (by_name, out) in [(pm, &mut m), (pv, &mut v)] {
+        for (name, ps) in by_name {
+            let whole = TpRank::join(&name, &ps);
+            out.insert(name, whole);
         }
     }
     Ok((m, v))
@@ -507,7 +673,10 @@ impl GatheredUnit {
     fn gather(&self, group: &str) -> HashMap<String, Tensor> {
         let full = starling_torch::collective::all_gather(&self.param, group)
             .unwrap_or_else(|e| panic!("FSDP all-gather of {}: {e}", self.layout.key));
-        self.layout.views(&full.narrow(0, 0, self.layout.total))
+        self.layout
+            .views(&full.narrow(0, 0, self.layout.total))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -517,6 +686,8 @@ struct FsdpRunner {
     blocks: Vec<GatheredUnit>,
     outer: GatheredUnit,
     group: String,
+    /// The tensor-parallel group's name and size.
+    tp: Option<(String, usize)>,
     recompute: bool,
 }
 
@@ -528,9 +699,30 @@ impl Runner for FsdpRunner {
     fn run(&self, x: &Tensor, block: BlockTemplate) -> Tensor {
         let unit = self.blocks[block.layer].handle();
         let group = self.group.clone();
+        let tp = self.tp.clone();
         let forward = move |x: &Tensor| {
             let w = unit.gather(&group);
-            block.forward_with(x, &|n| w.get(n).map(Tensor::shallow_clone))
+            let sub = |n: &str| w.get(n).map(Tensor::shallow_clone);
+            match &tp {
+                None => block.forward_with(x, &sub),
+                Some((g, ranks)) => {
+                    let collective = |what: &str, r: starling_torch::Result<Tensor>| {
+                        r.unwrap_or_else(|e| panic!("tensor-parallel {what}: {e}"))
+                    };
+                    let enter = |t: &Tensor| {
+                        collective("f", starling_torch::collective::copy_to_group(t, g))
+                    };
+                    let exit = |t: &Tensor| {
+                        collective("g", starling_torch::collective::reduce_from_group(t, g))
+                    };
+                    let split = TensorParallel {
+                        ranks: *ranks,
+                        enter: &enter,
+                        exit: &exit,
+                    };
+                    block.forward_split(x, &sub, &split)
+                }
+            }
         };
         if self.recompute {
             starling_torch::recompute(x, forward).unwrap_or_else(|e| panic!("{e}"))
@@ -549,7 +741,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let c = starling_arch::LlamaConfig::preset("tiny", 300).expect("tiny");
         let _m = starling_model::Llama::new(&vs.root(), &c);
-        let units = units_of(&vs);
+        let units = units_of(&vs, TpRank { rank: 0, ranks: 1 });
         assert_eq!(units.len(), c.num_hidden_layers + 1);
         assert_eq!(units.last().map(|u| u.key.as_str()), Some("outer"));
         let mut names: Vec<&String> = units.iter().flat_map(|u| &u.names).collect();

@@ -21,6 +21,7 @@ pub mod optim;
 pub mod parallel;
 pub mod plot;
 pub mod setup;
+pub mod tp;
 pub mod zero;
 
 pub use checkpoint::{checkpoints, latest_good, CHECKPOINT_VERSION};
@@ -196,7 +197,13 @@ pub fn train_distributed(
         (false, true) => parallel::Sharding::Optimizer,
         (false, false) => parallel::Sharding::None,
     };
-    let mut par = parallel::apply(dp, sharding, &vs, cfg.optim.clone())?;
+    if cfg.tp > 1 {
+        let local = std::env::var("LOCAL_WORLD_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        tp::check(&mc, cfg.tp, local)?;
+    }
+    let mut par = parallel::apply(dp, sharding, cfg.tp, &vs, cfg.optim.clone())?;
 
     let Restored {
         mut tokens_seen,
@@ -239,7 +246,9 @@ pub fn train_distributed(
     // A micro-batch is `batch` sequences on each rank: rank r reads sequences
     // [cursor + r·batch, cursor + (r+1)·batch) of the run's order, so one rank with batch B·W
     // sees exactly what W ranks with batch B see together.
-    let global_micro = (cfg.batch * world) as u64;
+    // Ranks of a tensor-parallel group read the same sequences.
+    let (data_rank, data_world) = par.data_rank();
+    let global_micro = (cfg.batch * data_world) as u64;
     let per_step = global_micro * cfg.accum as u64 * ctx as u64;
     let started = Instant::now();
     let log_every = cfg.log_every.max(1);
@@ -249,7 +258,7 @@ pub fn train_distributed(
         par.begin_step(step + 1);
         let lr = lr_at(&cfg.optim, step, cfg.steps);
         let batch = Batch {
-            first: sequences + (rank * cfg.batch) as u64,
+            first: sequences + (data_rank * cfg.batch) as u64,
             stride: global_micro,
         };
         // Nothing in the step reads a value on the host: loss, norm and the non-finite flag stay
@@ -554,8 +563,9 @@ fn evaluate(
     device: tch::Device,
 ) -> Result<f64> {
     let _g = tch::no_grad_guard();
-    let (rank, world) = (par.rank(), par.world());
-    let global_micro = (cfg.batch * world) as u64;
+    let world = par.world();
+    let (rank, data_world) = par.data_rank();
+    let global_micro = (cfg.batch * data_world) as u64;
     let accum = cfg.accum as u64;
     // Summed on the device, reduced over the ranks and read once.
     let mut total = tch::Tensor::zeros([1], (Kind::Float, device));

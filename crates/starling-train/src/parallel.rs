@@ -23,6 +23,11 @@ pub trait Parallelism {
     fn rank(&self) -> usize;
     /// Number of ranks.
     fn world(&self) -> usize;
+    /// This rank's place among the ranks that read different batches, and how many do (the
+    /// ranks of a tensor-parallel group read the same ones).
+    fn data_rank(&self) -> (usize, usize) {
+        (self.rank(), self.world())
+    }
     /// True when ranks take part (even a group of one): decisions such as stopping are agreed.
     fn is_group(&self) -> bool;
     /// Makes the parameters equal on every rank (rank 0's).
@@ -77,13 +82,28 @@ pub enum Sharding {
 }
 
 /// Builds the strategy a run asks for: alone, data parallel, or data parallel with the optimizer
-/// state (ZeRO-1) or everything (FSDP) sharded, which need a group.
+/// state (ZeRO-1) or everything (FSDP) sharded, which need a group; with `tp` > 1, tensor
+/// parallel groups of `tp` ranks inside FSDP over the others (a 2-D mesh).
 pub fn apply<'a>(
     dp: Option<&'a mut DataParallel>,
     sharding: Sharding,
+    tp: usize,
     vs: &VarStore,
     optim: OptimConfig,
 ) -> Result<Box<dyn Parallelism + 'a>> {
+    if tp > 1 {
+        return match (dp, sharding) {
+            (None, _) => Err(Error::Format(
+                "--tp needs a group of ranks (start with `starling launch` or torchrun's environment)"
+                    .into(),
+            )),
+            (Some(_), Sharding::Optimizer) => Err(Error::Format(
+                "--tp shards the data-parallel dimension with FSDP; --shard-optimizer (ZeRO-1) does not combine with it"
+                    .into(),
+            )),
+            (Some(dp), _) => Ok(Box::new(Fsdp::new(dp, vs, optim, tp)?)),
+        };
+    }
     Ok(match (dp, sharding) {
         (None, Sharding::None) => Box::new(Single {
             opt: AdamW::new(vs, optim),
@@ -109,7 +129,7 @@ pub fn apply<'a>(
                 dp,
             })
         }
-        (Some(dp), Sharding::Full) => Box::new(Fsdp::new(dp, vs, optim)),
+        (Some(dp), Sharding::Full) => Box::new(Fsdp::new(dp, vs, optim, 1)?),
     })
 }
 
@@ -335,6 +355,9 @@ impl Parallelism for Fsdp<'_> {
     }
     fn world(&self) -> usize {
         self.dp_ref().world()
+    }
+    fn data_rank(&self) -> (usize, usize) {
+        Fsdp::data_rank(self)
     }
     fn is_group(&self) -> bool {
         true

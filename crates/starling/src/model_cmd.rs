@@ -83,6 +83,10 @@ pub struct TrainArgs {
     /// the ranks; each block's parameters are gathered just before it runs.
     #[arg(long, conflicts_with = "shard_optimizer")]
     pub fsdp: bool,
+    /// Tensor parallel: split each block's heads and MLP columns over groups of N consecutive
+    /// ranks (inside a node), FSDP over the ranks at the same place in the other groups.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tp: u64,
     /// Clip gradients to this global L2 norm (0: no clipping).
     #[arg(long, default_value_t = 1.0)]
     pub grad_clip: f64,
@@ -121,6 +125,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         shard_optimizer: a.shard_optimizer,
         recompute: a.recompute,
         fsdp: a.fsdp,
+        tp: a.tp as usize,
         ..Default::default()
     };
     if !(a.grad_clip.is_finite() && a.grad_clip >= 0.0) {

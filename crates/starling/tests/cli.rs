@@ -955,7 +955,7 @@ fn data_parallel_matches_one_process_with_and_without_zero1_at_any_world_size() 
 }
 
 #[test]
-fn fsdp_and_recompute_match_one_process_and_resume_at_another_world_size() {
+fn fsdp_tensor_parallel_and_recompute_match_one_process_and_resume_at_another_layout() {
     let tmp = tempfile::tempdir().expect("tmp");
     let tokens = small_tokens(tmp.path());
     // A clipping threshold low enough that every step clips: the sharded global norm matters.
@@ -971,7 +971,7 @@ fn fsdp_and_recompute_match_one_process_and_resume_at_another_world_size() {
     const TOL: f64 = 2e-5;
     // (run, ranks, batch per rank, flags)
     type Case<'a> = (&'a str, Option<(usize, u32)>, usize, &'a [&'a str]);
-    let cases: [Case; 3] = [
+    let cases: [Case; 7] = [
         ("one-recompute", None, 8, &["--recompute", "block"]),
         ("fsdp", Some((2, 0)), 4, &["--fsdp"]),
         (
@@ -979,6 +979,22 @@ fn fsdp_and_recompute_match_one_process_and_resume_at_another_world_size() {
             Some((2, 0)),
             4,
             &["--fsdp", "--recompute", "block"],
+        ),
+        // Tensor parallel: both ranks of a group read the same 8 sequences.
+        ("tp", Some((2, 0)), 8, &["--tp", "2"]),
+        (
+            "tp-recompute",
+            Some((2, 0)),
+            8,
+            &["--tp", "2", "--recompute", "block"],
+        ),
+        // A 2 x 2 mesh: tensor parallel 2 inside, FSDP 2 across.
+        ("tp-fsdp", Some((4, 0)), 4, &["--tp", "2", "--fsdp"]),
+        (
+            "tp-fsdp-recompute",
+            Some((4, 0)),
+            4,
+            &["--tp", "2", "--fsdp", "--recompute", "block"],
         ),
     ];
     for (name, ranks, batch, extra) in cases {
@@ -1012,6 +1028,41 @@ fn fsdp_and_recompute_match_one_process_and_resume_at_another_world_size() {
     let args: Vec<&str> = clip.iter().chain(&["--fsdp"]).copied().collect();
     run_ok(&mut dp_train(Some((2, 0)), &tokens, &o2f, 12, 4, &args));
     assert_same_losses(&want, &step_metrics(&o2f), TOL, "1 process → FSDP x2");
+    // A tensor parallel 2 x FSDP 2 checkpoint resumes as one process and as 2 FSDP ranks.
+    let mesh = tmp.path().join("tp-fsdp");
+    let m2o = tmp.path().join("m2o");
+    copy_back_to_step_7(&mesh, &m2o);
+    run_ok(&mut dp_train(None, &tokens, &m2o, 12, 8, &clip));
+    assert_same_losses(&want, &step_metrics(&m2o), TOL, "TP 2 x FSDP 2 → 1 process");
+    let m2f = tmp.path().join("m2f");
+    copy_back_to_step_7(&mesh, &m2f);
+    run_ok(&mut dp_train(Some((2, 0)), &tokens, &m2f, 12, 4, &args));
+    assert_same_losses(&want, &step_metrics(&m2f), TOL, "TP 2 x FSDP 2 → FSDP x2");
+    // Layouts that cannot work are refused by name.
+    let refused: [(usize, &[&str], &str); 3] = [
+        (
+            3,
+            &["--tp", "3"],
+            "attention heads (4) is not divisible by 3",
+        ),
+        (2, &["--tp", "4"], "larger than the 2 ranks of a node"),
+        (
+            2,
+            &["--tp", "2", "--shard-optimizer"],
+            "--shard-optimizer (ZeRO-1) does not combine with it",
+        ),
+    ];
+    for (n, flags, want) in refused {
+        let dir = tmp.path().join(format!("refused-{n}-{}", flags[1]));
+        let out = dp_train(Some((n, 0)), &tokens, &dir, 2, 4, flags)
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains(want),
+            "{flags:?}: {text}"
+        );
+    }
 }
 
 /// The pid of `launcher`'s worker of rank `rank` (read from /proc).

@@ -1,0 +1,158 @@
+//! Tensor parallelism's split of the parameters (Megatron-LM, Shoeybi et al. 2019): inside a
+//! block Q, K, V, gate and up are split by rows (each rank its 1/n of the heads, KV heads and MLP
+//! columns; HF stores heads row-major, so a head's rows are contiguous) and O and down by columns;
+//! norms, the embedding and the head are replicated. The block runs with Megatron's f and g
+//! around each half (`starling_model::TensorParallel`).
+
+use crate::{Error, Result};
+use starling_arch::LlamaConfig;
+use tch::Tensor;
+
+/// How one parameter is split over a tensor-parallel group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Dimension 0 in equal parts (Q, K, V, gate, up).
+    Rows,
+    /// Dimension 1 in equal parts (O, down).
+    Cols,
+    /// Every rank holds all of it.
+    Replicated,
+}
+
+impl Split {
+    /// The split of the parameter named `name` (HF names).
+    pub fn of(name: &str) -> Self {
+        const ROWS: [&str; 5] = ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"];
+        const COLS: [&str; 2] = ["o_proj", "down_proj"];
+        let module = name
+            .strip_suffix(".weight")
+            .and_then(|n| n.rsplit('.').next())
+            .unwrap_or("");
+        if ROWS.contains(&module) {
+            Split::Rows
+        } else if COLS.contains(&module) {
+            Split::Cols
+        } else {
+            Split::Replicated
+        }
+    }
+
+    fn dim(self) -> Option<usize> {
+        match self {
+            Split::Rows => Some(0),
+            Split::Cols => Some(1),
+            Split::Replicated => None,
+        }
+    }
+}
+
+/// One rank's place in a tensor-parallel group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TpRank {
+    /// This rank in the group.
+    pub rank: usize,
+    /// Ranks in the group.
+    pub ranks: usize,
+}
+
+impl TpRank {
+    /// The shape this rank holds of a parameter of shape `full`.
+    pub fn local_shape(&self, name: &str, full: &[i64]) -> Vec<i64> {
+        let mut s = full.to_vec();
+        if let Some(d) = Split::of(name).dim() {
+            s[d] /= self.ranks as i64;
+        }
+        s
+    }
+
+    /// This rank's part of the whole parameter `full` (a copy).
+    pub fn local(&self, name: &str, full: &Tensor) -> Tensor {
+        match Split::of(name).dim() {
+            Some(d) => {
+                let len = full.size()[d] / self.ranks as i64;
+                full.narrow(d as i64, self.rank as i64 * len, len).copy()
+            }
+            None => full.shallow_clone(),
+        }
+    }
+
+    /// The whole parameter from every rank's part, in rank order.
+    pub fn join(name: &str, parts: &[Tensor]) -> Tensor {
+        match Split::of(name).dim() {
+            Some(d) => Tensor::cat(parts, d as i64),
+            None => parts[0].shallow_clone(),
+        }
+    }
+}
+
+/// Refuses a tensor-parallel degree that does not divide the model's heads, KV heads and MLP
+/// width, or the ranks of a node.
+pub fn check(mc: &LlamaConfig, n: usize, local_world: Option<usize>) -> Result<()> {
+    let bad = |what: &str, v: usize| {
+        Err(Error::Format(format!(
+            "--tp {n}: the model's {what} ({v}) is not divisible by {n}"
+        )))
+    };
+    if n == 0 {
+        return Err(Error::Format("--tp must be at least 1".into()));
+    }
+    if let Some(local) = local_world.filter(|&l| n > l) {
+        return Err(Error::Format(format!(
+            "--tp {n} is larger than the {local} ranks of a node (LOCAL_WORLD_SIZE): tensor \
+             parallelism stays inside a node"
+        )));
+    }
+    if !mc.num_attention_heads.is_multiple_of(n) {
+        return bad("attention heads", mc.num_attention_heads);
+    }
+    if !mc.num_key_value_heads.is_multiple_of(n) {
+        return bad("KV heads", mc.num_key_value_heads);
+    }
+    if !mc.intermediate_size.is_multiple_of(n) {
+        return bad("MLP width", mc.intermediate_size);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn parts_join_back_into_the_whole() {
+        assert_eq!(
+            Split::of("model.layers.3.self_attn.q_proj.weight"),
+            Split::Rows
+        );
+        assert_eq!(
+            Split::of("model.layers.3.mlp.down_proj.weight"),
+            Split::Cols
+        );
+        assert_eq!(
+            Split::of("model.layers.3.input_layernorm.weight"),
+            Split::Replicated
+        );
+        assert_eq!(Split::of("lm_head.weight"), Split::Replicated);
+        let w = Tensor::arange(24, (Kind::Float, tch::Device::Cpu)).view([4, 6]);
+        for name in ["a.o_proj.weight", "a.up_proj.weight", "a.norm.weight"] {
+            let parts: Vec<Tensor> = (0..2)
+                .map(|rank| TpRank { rank, ranks: 2 }.local(name, &w))
+                .collect();
+            let want = TpRank { rank: 0, ranks: 2 }.local_shape(name, &[4, 6]);
+            assert_eq!(parts[0].size(), want, "{name}");
+            assert!(TpRank::join(name, &parts).equal(&w), "{name}");
+        }
+        let c = LlamaConfig::preset("small", 300).expect("small");
+        assert!(check(&c, 2, Some(2)).is_ok());
+        let e = check(&c, 3, None).unwrap_err().to_string();
+        assert!(
+            e.contains("attention heads (8) is not divisible by 3"),
+            "{e}"
+        );
+        let e = check(&c, 8, Some(8)).unwrap_err().to_string();
+        assert!(e.contains("KV heads (4)"), "{e}");
+        let e = check(&c, 4, Some(2)).unwrap_err().to_string();
+        assert!(e.contains("larger than the 2 ranks of a node"), "{e}");
+    }
+}
