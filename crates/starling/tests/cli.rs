@@ -1102,47 +1102,51 @@ fn launch_restarts_after_a_killed_worker_and_names_a_hung_one() {
     let tmp = tempfile::tempdir().expect("tmp");
     let tokens = small_tokens(tmp.path());
     let steps = 80;
-    let straight = tmp.path().join("straight");
-    run_ok(&mut dp_train(
-        Some((2, 0)),
-        &tokens,
-        &straight,
-        steps,
-        4,
-        &[],
-    ));
-    let want = step_metrics(&straight);
-    assert_eq!(want.len(), steps as usize);
+    // Data parallel, then FSDP (every rank's shards written, rank 0's gathered model).
+    for flags in [&[][..], &["--fsdp"][..]] {
+        let tag = flags.join("");
+        let straight = tmp.path().join(format!("straight{tag}"));
+        run_ok(&mut dp_train(
+            Some((2, 0)),
+            &tokens,
+            &straight,
+            steps,
+            4,
+            flags,
+        ));
+        let want = step_metrics(&straight);
+        assert_eq!(want.len(), steps as usize);
 
-    // SIGKILL rank 1 mid-run: the group is torn down and restarted from the last checkpoint.
-    let killed = tmp.path().join("killed");
-    let out = signal_rank_at(
-        &mut dp_train(Some((2, 1)), &tokens, &killed, steps, 4, &[]),
-        &killed,
-        25,
-        (1, nix::sys::signal::Signal::SIGKILL),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(
-        err.contains("rank 1 was killed by signal 9 (SIGKILL)"),
-        "{err}"
-    );
-    assert!(
-        err.contains("restart 1 of 1 from the last good checkpoint"),
-        "{err}"
-    );
-    assert!(err.contains("after 1 restart(s)"), "{err}");
-    let got = step_metrics(&killed);
-    assert_eq!(got.len(), want.len(), "one line per step after the rewind");
-    for (a, b) in want.iter().zip(&got) {
-        assert!(
-            a.0 == b.0 && a.1 == b.1,
-            "step {}: {} uninterrupted vs {} restarted",
-            a.0,
-            a.1,
-            b.1
+        // SIGKILL rank 1 mid-run: the group is torn down and restarted from the last checkpoint.
+        let killed = tmp.path().join(format!("killed{tag}"));
+        let out = signal_rank_at(
+            &mut dp_train(Some((2, 1)), &tokens, &killed, steps, 4, flags),
+            &killed,
+            25,
+            (1, nix::sys::signal::Signal::SIGKILL),
         );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("rank 1 was killed by signal 9 (SIGKILL)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("restart 1 of 1 from the last good checkpoint"),
+            "{err}"
+        );
+        assert!(err.contains("after 1 restart(s)"), "{err}");
+        let got = step_metrics(&killed);
+        assert_eq!(got.len(), want.len(), "one line per step after the rewind");
+        for (a, b) in want.iter().zip(&got) {
+            assert!(
+                a.0 == b.0 && a.1 == b.1,
+                "{flags:?} step {}: {} uninterrupted vs {} restarted",
+                a.0,
+                a.1,
+                b.1
+            );
+        }
     }
 
     // SIGSTOP one rank (alive, silent) with a 3 s collective timeout; no restarts left.
