@@ -22,5 +22,6 @@ pub mod validate;
 pub use error::{Error, Result};
 pub use model::ModelSpec;
 pub use plan::{
-    compute_optimal, plan, DataSupply, MemoryReport, Plan, PlanInput, PostVolume, Precision, Tokens,
+    compute_optimal, plan, starling_largest, DataSupply, MemoryReport, Plan, PlanInput, PostVolume,
+    Precision, Tokens,
 };

@@ -77,7 +77,7 @@ impl MemoryBreakdown {
 }
 
 /// Shape assumed when the model gives none: Llama-like width and depth for its size.
-fn shape(m: &ModelSpec) -> (f64, f64, f64) {
+pub(crate) fn shape(m: &ModelSpec) -> (f64, f64, f64) {
     let d = m.d_model.map(f64::from).unwrap_or_else(|| {
         // 12·L·d² ≈ N with L ≈ d/128 (Llama/GPT-3 aspect ratios).
         (m.params * 128.0 / 12.0).cbrt()
@@ -168,6 +168,38 @@ pub fn smallest_layout(m: &ModelSpec, gpus: u64, usable: f64) -> Option<Layout> 
     None
 }
 
+/// The layouts starling's trainer runs that fit in `usable` bytes per GPU, with recomputation:
+/// plain data parallel, ZeRO-1, then FSDP (ZeRO-3) with tensor parallel 1, 2, 4, 8 inside a node.
+/// starling has no pipeline parallelism (pp is 1), and tensor parallelism shards the
+/// data-parallel dimension with FSDP.
+pub fn starling_layouts(m: &ModelSpec, gpus: u64, usable: f64) -> Vec<Layout> {
+    let candidates = [
+        (1, Sharding::DataParallel),
+        (1, Sharding::Zero1),
+        (1, Sharding::Zero3),
+        (2, Sharding::Zero3),
+        (4, Sharding::Zero3),
+        (8, Sharding::Zero3),
+    ];
+    candidates
+        .into_iter()
+        .filter_map(|(tp, sharding)| {
+            if tp > gpus {
+                return None;
+            }
+            let dp = gpus / tp;
+            let b = breakdown(m, sharding, dp, tp, 1).total_recompute();
+            (b <= usable).then_some(Layout {
+                tp,
+                pp: 1,
+                dp,
+                sharding,
+                bytes_per_gpu: b,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +246,23 @@ mod tests {
         assert!(smallest_layout(&big, 8, 72e9).is_none());
         // A 10T model on 8 GPUs does not fit at all.
         assert!(smallest_layout(&ModelSpec::dense(10e12, 2048), 8, 72e9).is_none());
+        // What starling runs: no pipeline; 175B on 64 GPUs needs FSDP (and TP when the
+        // activations of one layer are too large).
+        let ls = starling_layouts(&big, 64, 72e9);
+        assert!(
+            !ls.is_empty()
+                && ls
+                    .iter()
+                    .all(|l| l.pp == 1 && l.sharding == Sharding::Zero3),
+            "{ls:?}"
+        );
+        assert_eq!(
+            starling_layouts(&small, 64, 72e9)
+                .first()
+                .map(|l| l.sharding),
+            Some(Sharding::Zero1),
+            "7B: 112 GB of states replicated do not fit 72 GB; ZeRO-1's do"
+        );
+        assert!(starling_layouts(&big, 8, 72e9).is_empty());
     }
 }

@@ -72,6 +72,77 @@ pub fn step_comm(
     }
 }
 
+/// What one step of starling's own layout moves and how long it takes, none of it overlapped with
+/// compute (starling reduces after backward, and FSDP gathers inside forward and backward):
+/// with FSDP each rank all-gathers its parameters twice (forward, and the recomputation in
+/// backward) and reduce-scatters its gradients, each (dp − 1)/dp of the bytes; with tensor
+/// parallelism each layer all-reduces its b·s·d activations six times a micro-batch (two in
+/// forward, two in the recomputation, two in backward) inside the node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StarlingComm {
+    /// The layout, e.g. "tensor 8 x FSDP 1250".
+    pub layout: String,
+    /// Seconds per step of data-parallel communication (all-reduce, or FSDP's gathers and
+    /// reduce-scatter) over the NIC (or NVLink inside one node).
+    pub data_s: f64,
+    /// Seconds per step of tensor-parallel activation all-reduces over NVLink.
+    pub tensor_s: f64,
+    /// Seconds of one step's compute at the plan's MFU.
+    pub step_s: f64,
+}
+
+impl StarlingComm {
+    /// Step time over compute time: what starling's lack of overlap costs.
+    pub fn slowdown(&self) -> f64 {
+        (self.step_s + self.data_s + self.tensor_s) / self.step_s
+    }
+}
+
+/// The communication of starling's layout `l` for one step of `batch_tokens` tokens.
+pub fn starling_comm(
+    m: &ModelSpec,
+    gpu: &Gpu,
+    l: &Layout,
+    batch_tokens: f64,
+    achieved: f64,
+) -> StarlingComm {
+    use crate::memory::Sharding;
+    let (tp, dp) = (l.tp, l.dp.max(1));
+    let gpus = tp * dp;
+    let local = GRAD_BYTES * m.params / tp as f64;
+    let frac = (dp as f64 - 1.0) / dp as f64;
+    let bw = if dp == 1 {
+        f64::INFINITY
+    } else if tp * dp <= GPUS_PER_NODE {
+        gpu.nvlink
+    } else {
+        gpu.nic
+    };
+    let data_bytes = match l.sharding {
+        // Two all-gathers of the parameters and one reduce-scatter of the gradients.
+        Sharding::Zero3 => 3.0 * frac * local,
+        // A ring all-reduce (or ZeRO-1's reduce-scatter + all-gather): the same bytes.
+        _ => 2.0 * frac * local,
+    };
+    let (layers, d, _) = crate::memory::shape(m);
+    let tensor_s = if tp > 1 {
+        let per_group_tokens = batch_tokens / dp as f64;
+        let bytes = 6.0 * layers * per_group_tokens * d * GRAD_BYTES;
+        2.0 * (tp as f64 - 1.0) / tp as f64 * bytes / gpu.nvlink
+    } else {
+        0.0
+    };
+    StarlingComm {
+        layout: match (tp, l.sharding) {
+            (1, s) => format!("{} over {dp}", s.name()),
+            (t, _) => format!("tensor {t} x FSDP {dp}"),
+        },
+        data_s: data_bytes / bw,
+        tensor_s,
+        step_s: batch_tokens * m.flops_per_token() / (gpus as f64 * achieved),
+    }
+}
+
 /// The all-reduce under plain data parallelism and under the smallest layout that fits.
 pub fn step_comms(
     m: &ModelSpec,
@@ -116,5 +187,30 @@ mod tests {
         assert_eq!(c.link, "NVLink");
         assert!((c.allreduce_s - 2.0 * 7.0 / 8.0 * 20e9 / 300e9).abs() < 1e-9);
         assert!((c.step_s - 4e6 * m.flops_per_token() / (8.0 * 100e12)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn starling_fsdp_and_tensor_parallel_by_hand() {
+        use crate::memory::{Layout, Sharding};
+        let a100 = *crate::gpu::find("a100-40gb").expect("a100");
+        let mut m = ModelSpec::dense(10e9, 2048);
+        m.layers = Some(40);
+        m.d_model = Some(5120);
+        let l = Layout {
+            tp: 8,
+            pp: 1,
+            dp: 128,
+            sharding: Sharding::Zero3,
+            bytes_per_gpu: 0.0,
+        };
+        let c = starling_comm(&m, &a100, &l, 4e6, 100e12);
+        assert_eq!(c.layout, "tensor 8 x FSDP 128");
+        // Two gathers and a reduce-scatter of 1/8 of 20 GB of bf16 parameters, over the NIC.
+        let local = 20e9 / 8.0;
+        assert!((c.data_s - 3.0 * 127.0 / 128.0 * local / 25e9).abs() < 1e-9);
+        // Six all-reduces per layer of (4e6 / 128) tokens x 5120 x 2 bytes, over NVLink.
+        let bytes = 6.0 * 40.0 * (4e6 / 128.0) * 5120.0 * 2.0;
+        assert!((c.tensor_s - 2.0 * 7.0 / 8.0 * bytes / 300e9).abs() < 1e-9);
+        assert!((c.slowdown() - (c.step_s + c.data_s + c.tensor_s) / c.step_s).abs() < 1e-12);
     }
 }

@@ -194,6 +194,8 @@ pub struct MemoryReport {
     pub strategies: Vec<MemoryBreakdown>,
     /// The smallest tensor × pipeline layout that fits (with recomputation), if any.
     pub layout: Option<Layout>,
+    /// The layout starling's trainer runs (no pipeline) that fits with the shortest step, if any.
+    pub starling: Option<Layout>,
 }
 
 /// Whether the platform's posts cover the tokens.
@@ -254,6 +256,8 @@ pub struct Plan {
     pub data: Option<DataSupply>,
     /// The gradient all-reduce per step: plain data parallel, and the smallest layout that fits.
     pub network: Vec<crate::network::StepComm>,
+    /// One step's communication under starling's layout, none of it overlapped.
+    pub starling_comm: Option<crate::network::StarlingComm>,
 }
 
 /// Plans a run.
@@ -301,6 +305,16 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         }
     });
     let layout = smallest_layout(m, input.gpus, usable);
+    // Of the layouts starling runs that fit, the one whose step (compute + communication, not
+    // overlapped) is shortest.
+    let (starling, starling_comm) = crate::memory::starling_layouts(m, input.gpus, usable)
+        .into_iter()
+        .map(|l| {
+            let c = crate::network::starling_comm(m, &input.gpu, &l, input.batch_tokens, achieved);
+            (l, c)
+        })
+        .min_by(|a, b| a.1.slowdown().total_cmp(&b.1.slowdown()))
+        .map_or((None, None), |(l, c)| (Some(l), Some(c)));
     let network = crate::network::step_comms(
         m,
         &input.gpu,
@@ -311,6 +325,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     );
     Ok(Plan {
         network,
+        starling_comm,
         mfu,
         mfu_source,
         tokens,
@@ -332,10 +347,42 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             usable_bytes: usable,
             strategies,
             layout,
+            starling,
         },
         data,
         input: input.clone(),
     })
+}
+
+/// The largest Chinchilla-optimal model (N, D = 20·N) starling's own trainer trains on `gpus`
+/// GPUs in `days` of wall time: its layout must fit (no pipeline parallelism) and every step
+/// pays its communication on top of compute (nothing is overlapped). `None` when not even 100 M
+/// parameters fit.
+pub fn starling_largest(gpu: Gpu, gpus: u64, days: f64, base: &PlanInput) -> Result<Option<Plan>> {
+    let wall = |n: f64| -> Result<Option<Plan>> {
+        let mut i = base.clone();
+        i.gpu = gpu;
+        i.gpus = gpus;
+        i.model = ModelSpec::dense(n, base.model.context);
+        i.tokens = Tokens::Chinchilla;
+        let p = plan(&i)?;
+        Ok(p.starling_comm.is_some().then_some(p))
+    };
+    let days_of = |p: &Plan| p.wall_days * p.starling_comm.as_ref().map_or(1.0, |c| c.slowdown());
+    let (mut lo, mut hi) = (1e8f64, 1e13f64);
+    if !wall(lo)?.is_some_and(|p| days_of(&p) <= days) {
+        return Ok(None);
+    }
+    // Bisect on log N: it fits and finishes in time below the answer, not above.
+    for _ in 0..60 {
+        let mid = (lo * hi).sqrt();
+        if wall(mid)?.is_some_and(|p| days_of(&p) <= days) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    wall(lo)
 }
 
 /// The Chinchilla-optimal model (N, D = 20·N) that `gpus` GPUs train in `days` of wall time.

@@ -123,6 +123,27 @@ pub fn plan_table(p: &Plan) -> String {
             let _ = writeln!(s, "DOES NOT FIT: no tensor (<= 8) x pipeline layout with ZeRO-3 and recomputation fits {} per GPU", gb(p.memory.usable_bytes));
         }
     }
+    match (&p.memory.starling, &p.starling_comm) {
+        (Some(l), Some(c)) => {
+            let _ = writeln!(
+                s,
+                "starling runs: {} with recomputation, {} per GPU (no pipeline parallelism: a pipeline layout above stays on paper); \
+                 per step {:.2} s compute + {:.2} s data-parallel + {:.2} s tensor-parallel communication, not overlapped ({:.2}x the compute)",
+                c.layout,
+                gb(l.bytes_per_gpu),
+                c.step_s,
+                c.data_s,
+                c.tensor_s,
+                c.slowdown()
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                s,
+                "starling runs: nothing that fits (data parallel, ZeRO-1, FSDP with tensor parallel <= 8; it has no pipeline parallelism)"
+            );
+        }
+    }
     for c in &p.network {
         let _ = writeln!(
             s,
@@ -241,12 +262,29 @@ pub fn twitter_2023() -> Result<String> {
         s.push_str(&plan_table(&p));
         let _ = writeln!(
             s,
-            "rent vs buy: renting {:.0} days costs ${} ({:.0}% of the ${} purchase)\n",
+            "rent vs buy: renting {:.0} days costs ${} ({:.0}% of the ${} purchase)",
             p.wall_days,
             si(p.rent_cost),
             p.rent_cost / p.buy_cost * 100.0,
             si(p.buy_cost)
         );
+        let base = PlanInput::new(ModelSpec::dense(1e9, 4096), Tokens::Chinchilla, a100, gpus);
+        match crate::plan::starling_largest(a100, gpus, days, &base)? {
+            Some(q) => {
+                let c = q.starling_comm.as_ref();
+                let _ = writeln!(
+                    s,
+                    "starling itself: the largest compute-optimal model its trainer runs here in {days:.0} days is {} parameters on {} tokens ({}, {:.2}x the compute per step without overlap)\n",
+                    si(q.input.model.params),
+                    si(q.tokens),
+                    c.map_or(String::new(), |c| c.layout.clone()),
+                    c.map_or(1.0, |c| c.slowdown())
+                );
+            }
+            None => {
+                let _ = writeln!(s, "starling itself: no model of 100 M parameters or more\n");
+            }
+        }
     }
     Ok(s)
 }
