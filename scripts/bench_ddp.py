@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""PyTorch DDP reference for `starling bench ddp`: the model of scripts/bench_train.py wrapped in
-DistributedDataParallel (Gloo, 25 MB buckets, gradients overlapped with backward), started by
-torchrun, each rank reading its share of the same global batches starling reads.
+"""PyTorch references for `starling bench ddp`, started by torchrun on Gloo, each on the model of
+scripts/bench_train.py and the same global batches starling reads:
 
-Timed twice: normal steps, then steps under `no_sync()` (no all-reduce); the difference of the
-median step times is the communication the step waits for. Rank 0 prints one JSON object.
+- `--mode ddp`: DistributedDataParallel (25 MB buckets, gradients overlapped with backward), each
+  rank its share of a batch. Timed twice: normal steps, then steps under `no_sync()` (no
+  all-reduce); the difference of the median step times is the communication the step waits for.
+- `--mode fsdp`: FSDP2 (`fully_shard` on every block, then the root), each rank its share.
+- `--mode tp`: tensor parallel (`parallelize_module`: Q, K, V, gate, up column-wise, O and down
+  row-wise, as Megatron and starling split them) over all ranks, every rank the whole batch.
+
+Rank 0 prints one JSON object.
 """
 import argparse
 import json
@@ -31,6 +36,7 @@ def main():
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--warmup", type=int, required=True)
     ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--mode", choices=["ddp", "fsdp", "tp"], default="ddp")
     a = ap.parse_args()
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -39,37 +45,91 @@ def main():
     with open(a.config) as f:
         cfg = json.load(f)
     model = Llama(cfg)
-    ddp = DDP(model, bucket_cap_mb=25, gradient_as_bucket_view=True)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=1e-3, betas=(0.9, 0.95), eps=1e-8, fused=True,
-    )
+    if a.mode == "ddp":
+        ddp = DDP(model, bucket_cap_mb=25, gradient_as_bucket_view=True)
+    elif a.mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.layers:
+            fully_shard(block)
+        ddp = fully_shard(model)
+    else:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor.parallel import (
+            ColwiseParallel,
+            RowwiseParallel,
+            parallelize_module,
+        )
+
+        mesh = init_device_mesh("cpu", (world,))
+        plan = {n: ColwiseParallel() for n in ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"]}
+        plan.update({n: RowwiseParallel() for n in ["o_proj", "down_proj"]})
+        for block in model.layers:
+            parallelize_module(block, mesh, plan)
+            block.h //= world
+            block.kv //= world
+        ddp = model
+    def adamw(params):
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=1e-3, betas=(0.9, 0.95), eps=1e-8, fused=True,
+        )
+
+    if a.mode == "tp":
+        # Split (DTensor) and replicated (plain) parameters do not mix in one foreach op.
+        from torch.distributed.tensor import DTensor
+
+        split = [p for p in model.parameters() if isinstance(p, DTensor)]
+        replicated = [p for p in model.parameters() if not isinstance(p, DTensor)]
+        opts = [adamw(split), adamw(replicated)]
+    else:
+        opts = [adamw(list(model.parameters()))]
+
+    def clip(max_norm=1.0):
+        if a.mode != "tp":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
+            return
+        # The global norm: split parameters' squares summed over ranks, replicated ones once.
+        sq = torch.stack([(p.grad.to_local() ** 2).sum() for p in split]).sum()
+        dist.all_reduce(sq)
+        sq = sq + torch.stack([(p.grad ** 2).sum() for p in replicated]).sum()
+        scale = torch.clamp(max_norm / (sq.sqrt() + 1e-6), max=1.0)
+        for p in split:
+            p.grad.to_local().mul_(scale)
+        for p in replicated:
+            p.grad.mul_(scale)
     data = torch.from_numpy(np.fromfile(a.data, dtype="<u4").astype(np.int64))
     row = a.ctx + 1
-    per = world * a.batch * row
+    # Tensor parallel: every rank reads the whole batch of `--batch` sequences.
+    readers, reader = (1, 0) if a.mode == "tp" else (world, rank)
+    per = readers * a.batch * row
 
     def batch(k):
-        g = data[k * per:(k + 1) * per].view(world * a.batch, row)
-        w = g[rank * a.batch:(rank + 1) * a.batch]
+        g = data[k * per:(k + 1) * per].view(readers * a.batch, row)
+        w = g[reader * a.batch:(reader + 1) * a.batch]
         return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
     def step(k, sync):
         x, y = batch(k)
         t = time.perf_counter()
-        if sync:
+        if sync or a.mode != "ddp":
             loss = ddp(x, y)
             loss.backward()
         else:
             with ddp.no_sync():
                 loss = ddp(x, y)
                 loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=False)
+        clip()
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=False)
         return time.perf_counter() - t, loss.item()
 
+    # The peak reported is the steps' (as starling's summary), not set-up's.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     n = a.warmup + a.steps
     synced, losses = [], []
     for k in range(n):
@@ -77,19 +137,29 @@ def main():
         losses.append(loss)
         if k >= a.warmup:
             synced.append(dt)
-    local = []
-    for k in range(n, 2 * n):
-        dt, _ = step(k, False)
-        if k - n >= a.warmup:
-            local.append(dt)
-    s, l = statistics.median(synced), statistics.median(local)
+    s = statistics.median(synced)
+    share, l = None, None
+    if a.mode == "ddp":
+        local = []
+        for k in range(n, 2 * n):
+            dt, _ = step(k, False)
+            if k - n >= a.warmup:
+                local.append(dt)
+        l = statistics.median(local)
+        share = max(0.0, (s - l) / s)
+    peak_kb = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak_kb = int(line.split()[1])
     if rank == 0:
         print(json.dumps({
-            "train_tok_s": world * a.batch * a.ctx / s,
+            "train_tok_s": readers * a.batch * a.ctx / s,
             "step_s": s,
             "no_sync_step_s": l,
-            "comm_share": max(0.0, (s - l) / s),
+            "comm_share": share,
             "first_loss": losses[0],
+            "peak_rss_mb": peak_kb / 1024,
             "torch": torch.__version__,
         }))
     dist.destroy_process_group()

@@ -56,7 +56,8 @@ class LlamaBlock(nn.Module):
         k = rope(self.k_proj(h).view(b, t, self.kv, self.hd).transpose(1, 2))
         v = self.v_proj(h).view(b, t, self.kv, self.hd).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv != self.h)
-        x = x + self.o_proj(y.transpose(1, 2).reshape(b, t, d))
+        # -1, not d: under tensor parallelism (bench_ddp.py --mode tp) a rank holds d/tp of it.
+        x = x + self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
         h = self.post_attention_layernorm(x)
         return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
 

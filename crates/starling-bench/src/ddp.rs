@@ -1,7 +1,8 @@
-//! `starling bench ddp`: data-parallel training on this CPU — one process with 2 threads against
-//! 2 processes with 1 thread each (Gloo; plain and ZeRO-1) — beside PyTorch on the same model,
-//! global batch and token batches: one process (`scripts/bench_train.py`) and DDP under torchrun
-//! (`scripts/bench_ddp.py`). Prints tokens/s and the share of the step spent in communication.
+//! `starling bench ddp`: training over 2 processes on this CPU — one process with 2 threads against
+//! 2 processes with 1 thread each (Gloo; DDP, ZeRO-1, FSDP, tensor parallel 2) — beside PyTorch on
+//! the same model, global batch and token batches: one process (`scripts/bench_train.py`) and DDP,
+//! FSDP2 and DTensor tensor parallel under torchrun (`scripts/bench_ddp.py`). Prints tokens/s, the
+//! share of the step spent in communication and the peak memory of rank 0.
 
 use anyhow::{bail, Context, Result};
 use starling_train::loader::TokenLoader;
@@ -40,7 +41,15 @@ struct Row {
     name: &'static str,
     tok_s: f64,
     comm: Option<f64>,
+    /// Peak memory of rank 0 over the steps, GB.
+    peak_gb: Option<f64>,
     note: String,
+}
+
+/// The peak memory starling's summary line reports (`peak memory X GB`).
+fn peak_of(stdout: &str) -> Option<f64> {
+    let rest = stdout.split("peak memory ").nth(1)?;
+    rest.split(' ').next()?.parse().ok()
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
@@ -205,7 +214,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     eprintln!("bench ddp: starling, 1 process x 2 threads");
     let one = a.dir.join("run-1x2");
-    run(
+    let out = run(
         Command::new(&exe)
             .args(train(&one, a.batch, &["--threads", "2"]))
             .env("OMP_NUM_THREADS", "2"),
@@ -216,26 +225,38 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         name: "starling, 1 process x 2 threads",
         tok_s: base,
         comm: None,
+        peak_gb: peak_of(&out),
         note: format!("batch {}", a.batch),
     });
-    for (name, run_dir, extra) in [
+    // (row, run directory, flags, sequences per rank: tensor-parallel ranks share theirs)
+    let half = a.batch / 2;
+    for (name, run_dir, extra, per_rank) in [
         (
             "starling, 2 processes x 1 thread (Gloo)",
             "run-2x1",
             &[][..],
+            half,
         ),
         (
             "starling, 2 x 1, ZeRO-1",
             "run-2x1-zero1",
             &["--shard-optimizer"][..],
+            half,
+        ),
+        ("starling, 2 x 1, FSDP", "run-2x1-fsdp", &["--fsdp"][..], half),
+        (
+            "starling, 2 x 1, tensor parallel 2",
+            "run-2x1-tp",
+            &["--tp", "2"][..],
+            a.batch,
         ),
     ] {
         eprintln!("bench ddp: {name}");
         let dir = a.dir.join(run_dir);
-        run(
+        let out = run(
             Command::new(&exe)
                 .args(["launch", "--nproc", "2", "--"])
-                .args(train(&dir, a.batch / 2, extra))
+                .args(train(&dir, per_rank, extra))
                 .env("OMP_NUM_THREADS", "1"),
             name,
         )?;
@@ -244,7 +265,8 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
             name,
             tok_s,
             comm,
-            note: format!("batch {} per rank", a.batch / 2),
+            peak_gb: peak_of(&out),
+            note: format!("batch {per_rank} per rank"),
         });
     }
     let config = std::fs::read_to_string(one.join("config.json"))?;
@@ -274,50 +296,74 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         name: "PyTorch eager, 1 process x 2 threads",
         tok_s: v["train_tok_s"].as_f64().unwrap_or(f64::NAN),
         comm: None,
+        peak_gb: None,
         note: format!("torch {torch}"),
     });
-    eprintln!("bench ddp: PyTorch DDP (torchrun, Gloo), 2 processes x 1 thread");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let out = run(
-        Command::new(&py)
-            .args(["-m", "torch.distributed.run", "--nproc-per-node", "2"])
-            .args([
-                "--master-addr",
-                "127.0.0.1",
-                "--master-port",
-                &port.to_string(),
-            ])
-            .arg(script.join("bench_ddp.py"))
-            .arg("--config")
-            .arg(one.join("config.json"))
-            .arg("--data")
-            .arg(&batches)
-            .args([
-                "--batch",
-                &(a.batch / 2).to_string(),
-                "--ctx",
-                &a.ctx.to_string(),
-            ])
-            .args([
-                "--steps",
-                &a.steps.to_string(),
-                "--warmup",
-                &a.warmup.to_string(),
-            ])
-            .args(["--threads", "1"])
-            .env("OMP_NUM_THREADS", "1"),
-        "torchrun scripts/bench_ddp.py",
-    )?;
-    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or(""))
-        .with_context(|| format!("reading bench_ddp.py's output: {out}"))?;
-    rows.push(Row {
-        name: "PyTorch DDP, 2 x 1 (torchrun, Gloo)",
-        tok_s: v["train_tok_s"].as_f64().unwrap_or(f64::NAN),
-        comm: v["comm_share"].as_f64(),
-        note: format!("batch {} per rank; comm = step − no_sync step", a.batch / 2),
-    });
+    for (name, mode, per_rank, note) in [
+        (
+            "PyTorch DDP, 2 x 1 (torchrun, Gloo)",
+            "ddp",
+            half,
+            "comm = step − no_sync step",
+        ),
+        (
+            "PyTorch FSDP2, 2 x 1 (fully_shard per block)",
+            "fsdp",
+            half,
+            "",
+        ),
+        (
+            "PyTorch tensor parallel 2 (DTensor)",
+            "tp",
+            a.batch,
+            "",
+        ),
+    ] {
+        eprintln!("bench ddp: {name}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let out = run(
+            Command::new(&py)
+                .args(["-m", "torch.distributed.run", "--nproc-per-node", "2"])
+                .args([
+                    "--master-addr",
+                    "127.0.0.1",
+                    "--master-port",
+                    &port.to_string(),
+                ])
+                .arg(script.join("bench_ddp.py"))
+                .arg("--config")
+                .arg(one.join("config.json"))
+                .arg("--data")
+                .arg(&batches)
+                .args(["--mode", mode])
+                .args([
+                    "--batch",
+                    &per_rank.to_string(),
+                    "--ctx",
+                    &a.ctx.to_string(),
+                ])
+                .args([
+                    "--steps",
+                    &a.steps.to_string(),
+                    "--warmup",
+                    &a.warmup.to_string(),
+                ])
+                .args(["--threads", "1"])
+                .env("OMP_NUM_THREADS", "1"),
+            "torchrun scripts/bench_ddp.py",
+        )?;
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+            .with_context(|| format!("reading bench_ddp.py's output: {out}"))?;
+        rows.push(Row {
+            name,
+            tok_s: v["train_tok_s"].as_f64().unwrap_or(f64::NAN),
+            comm: v["comm_share"].as_f64(),
+            peak_gb: v["peak_rss_mb"].as_f64().map(|m| m / 1024.0),
+            note: format!("batch {per_rank} per rank; {note}"),
+        });
+    }
     let params = serde_json::from_str::<starling_model::LlamaConfig>(&config)
         .map(|c| c.num_params())
         .unwrap_or(0);
@@ -331,23 +377,28 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         a.warmup,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("| setup | tokens/s | x starling 1x2 | communication share of the step | notes |");
-    println!("|---|---|---|---|---|");
+    println!("| setup | tokens/s | x starling 1x2 | communication share of the step | peak memory, rank 0 | notes |");
+    println!("|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.2} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {} | {} | {} |",
             r.name,
             r.tok_s,
             r.tok_s / base,
             r.comm
                 .map(|c| format!("{:.1}%", c * 100.0))
                 .unwrap_or_else(|| "—".into()),
+            r.peak_gb
+                .map(|g| format!("{g:.2} GB"))
+                .unwrap_or_else(|| "—".into()),
             r.note
         );
     }
     println!(
         "\nstarling's gradients are averaged after backward (no overlap), so its share is all exposed; \
-         DDP overlaps buckets with backward and its share is what the step still waits for."
+         DDP overlaps buckets with backward and its share is what the step still waits for. \
+         Peak memory is the steps' (set-up excluded) on both sides; the tensor-parallel rows read \
+         the whole batch on both ranks."
     );
     Ok(())
 }

@@ -12,6 +12,8 @@
 #include <torch/csrc/distributed/c10d/GroupRegistry.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -84,6 +86,20 @@ c10::intrusive_ptr<c10d::ProcessGroup> group(const std::string& name) {
   return c10d::resolve_process_group(name);
 }
 
+/// Nanoseconds spent waiting in the collectives below (forward and backward), every thread.
+std::atomic<uint64_t> g_collective_ns{0};
+
+/// Runs a collective's work and counts the time until it completes.
+template <typename F>
+void timed(F&& f) {
+  auto t = std::chrono::steady_clock::now();
+  f();
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                std::chrono::steady_clock::now() - t)
+                .count();
+  g_collective_ns.fetch_add(static_cast<uint64_t>(ns));
+}
+
 /// Every rank's `x` concatenated along dim 0, in rank order.
 at::Tensor gather(const std::string& name, const at::Tensor& x) {
   auto pg = group(name);
@@ -92,7 +108,7 @@ at::Tensor gather(const std::string& name, const at::Tensor& x) {
   if (sizes.empty()) throw std::invalid_argument("all-gather of a 0-d tensor");
   sizes[0] *= pg->getSize();
   auto out = at::empty(sizes, in.options());
-  pg->_allgather_base(out, in)->wait();
+  timed([&] { pg->_allgather_base(out, in)->wait(); });
   return out;
 }
 
@@ -110,7 +126,7 @@ at::Tensor scatter_sum(const std::string& name, const at::Tensor& x) {
   auto out = at::empty(sizes, in.options());
   c10d::ReduceScatterOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;
-  pg->_reduce_scatter_base(out, in, o)->wait();
+  timed([&] { pg->_reduce_scatter_base(out, in, o)->wait(); });
   return out;
 }
 
@@ -120,7 +136,7 @@ at::Tensor sum(const std::string& name, const at::Tensor& x) {
   std::vector<at::Tensor> ts{x.contiguous().clone()};
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;
-  pg->allreduce(ts, o)->wait();
+  timed([&] { pg->allreduce(ts, o)->wait(); });
   return ts[0];
 }
 
@@ -178,6 +194,9 @@ struct ReduceFromGroup : public torch::autograd::Function<ReduceFromGroup> {
 }  // namespace
 
 extern "C" {
+
+/// Seconds (as nanoseconds) spent in the collectives with autograd so far, every thread.
+uint64_t starling_torch_collective_ns() { return g_collective_ns.load(); }
 
 /// One collective with autograd over the group registered as `name`: 0 all-gather (backward:
 /// reduce-scatter), 1 reduce-scatter of the sum (backward: all-gather), 2 identity (backward:

@@ -65,6 +65,7 @@ type BlockFnC =
 type DropFnC = unsafe extern "C" fn(*mut c_void);
 
 extern "C" {
+    fn starling_torch_collective_ns() -> u64;
     fn starling_torch_collective(
         op: c_int,
         x: *mut c_void,
@@ -317,4 +318,9 @@ pub(crate) fn collective(op: i32, x: &Tensor, group: &str) -> CResult<Tensor> {
     }
     // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
     Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+pub(crate) fn collective_ns() -> u64 {
+    // SAFETY: reads an atomic counter.
+    unsafe { starling_torch_collective_ns() }
 }

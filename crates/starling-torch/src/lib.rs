@@ -119,6 +119,11 @@ pub mod collective {
     use crate::{ffi, Error, Result};
     use tch::Tensor;
 
+    /// Time this process has spent waiting in these collectives (forward and backward) so far.
+    pub fn time_spent() -> std::time::Duration {
+        std::time::Duration::from_nanos(ffi::collective_ns())
+    }
+
     /// Every rank's `x` concatenated along dim 0 in rank order; backward reduce-scatters (sums)
     /// the gradient back to each rank's share.
     pub fn all_gather(x: &Tensor, group: &str) -> Result<Tensor> {

@@ -390,7 +390,8 @@ impl Parallelism for Fsdp<'_> {
         agree_in(self.dp(), r)
     }
     fn comm(&self) -> Option<Duration> {
-        Some(self.dp_ref().comm())
+        // The gathers and reduce-scatters inside forward and backward, and the rest.
+        Some(self.dp_ref().comm() + starling_torch::collective::time_spent())
     }
     fn runner(&self, recompute: bool) -> Option<Box<dyn Runner>> {
         Some(Fsdp::runner(self, recompute))
