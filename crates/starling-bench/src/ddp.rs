@@ -243,7 +243,12 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
             &["--shard-optimizer"][..],
             half,
         ),
-        ("starling, 2 x 1, FSDP", "run-2x1-fsdp", &["--fsdp"][..], half),
+        (
+            "starling, 2 x 1, FSDP",
+            "run-2x1-fsdp",
+            &["--fsdp"][..],
+            half,
+        ),
         (
             "starling, 2 x 1, tensor parallel 2",
             "run-2x1-tp",
@@ -312,12 +317,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
             half,
             "",
         ),
-        (
-            "PyTorch tensor parallel 2 (DTensor)",
-            "tp",
-            a.batch,
-            "",
-        ),
+        ("PyTorch tensor parallel 2 (DTensor)", "tp", a.batch, ""),
     ] {
         eprintln!("bench ddp: {name}");
         let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -110,6 +110,17 @@ pub(crate) fn write_model_files(tmp: &Path, vs: &VarStore, moments: Option<&Adam
     Ok(())
 }
 
+/// Writes one rank's optimizer shard (named tensors) and flushes it to disk.
+pub(crate) fn write_shard<S: AsRef<str>>(p: &Path, named: &[(S, &tch::Tensor)]) -> Result<()> {
+    tch::Tensor::write_safetensors(named, p).map_err(|e| {
+        Error::Format(format!(
+            "{}: writing the optimizer shard failed ({e}); is the disk full?",
+            p.display()
+        ))
+    })?;
+    sync_file(p)
+}
+
 /// Flushes a written file to disk.
 pub(crate) fn sync_file(p: &Path) -> Result<()> {
     std::fs::File::open(p)

@@ -451,13 +451,7 @@ impl<'a> Fsdp<'a> {
             named.push((format!("{}.m", s.layout.key), &s.m));
             named.push((format!("{}.v", s.layout.key), &s.v));
         }
-        Tensor::write_safetensors(&named, &p).map_err(|e| {
-            Error::Format(format!(
-                "{}: writing the optimizer shard failed ({e}); is the disk full?",
-                p.display()
-            ))
-        })?;
-        crate::checkpoint::sync_file(&p)?;
+        crate::checkpoint::write_shard(&p, &named)?;
         Ok(p)
     }
 

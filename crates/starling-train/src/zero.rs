@@ -226,13 +226,7 @@ impl ShardedAdamW {
     /// Writes this rank's moments to `dir`; returns the file.
     pub fn save_shard(&self, dir: &Path) -> Result<PathBuf> {
         let p = dir.join(shard_file(self.rank, self.world));
-        Tensor::write_safetensors(&[("m", &self.m), ("v", &self.v)], &p).map_err(|e| {
-            Error::Format(format!(
-                "{}: writing the optimizer shard failed ({e}); is the disk full?",
-                p.display()
-            ))
-        })?;
-        crate::checkpoint::sync_file(&p)?;
+        crate::checkpoint::write_shard(&p, &[("m", &self.m), ("v", &self.v)])?;
         Ok(p)
     }
 

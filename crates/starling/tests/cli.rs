@@ -803,6 +803,17 @@ fn dp_train(
     c
 }
 
+/// The file names in a checkpoint directory, sorted.
+fn checkpoint_files(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
 /// (step, loss, val_loss) per line of a run's metrics.
 fn step_metrics(run: &Path) -> Vec<(u64, f64, Option<f64>)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -913,15 +924,8 @@ fn data_parallel_matches_one_process_with_and_without_zero1_at_any_world_size() 
         "communication time is logged: {m}"
     );
     // Only rank 0 writes model files; each ZeRO-1 rank writes its optimizer shard.
-    let ckpt = zero.join("ckpt-00000012");
-    let mut files: Vec<String> = std::fs::read_dir(&ckpt)
-        .expect("ls")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
     assert_eq!(
-        files,
+        checkpoint_files(&zero.join("ckpt-00000012")),
         [
             "adam-shard-00000-of-00002.safetensors",
             "adam-shard-00001-of-00002.safetensors",
@@ -1003,14 +1007,8 @@ fn fsdp_tensor_parallel_and_recompute_match_one_process_and_resume_at_another_la
     }
     // Every FSDP rank writes its moments; rank 0 the whole model (gathered).
     let fsdp = tmp.path().join("fsdp");
-    let mut files: Vec<String> = std::fs::read_dir(fsdp.join("ckpt-00000012"))
-        .expect("ls")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
     assert_eq!(
-        files,
+        checkpoint_files(&fsdp.join("ckpt-00000012")),
         [
             "fsdp-shard-00000-of-00002.safetensors",
             "fsdp-shard-00001-of-00002.safetensors",
