@@ -101,6 +101,112 @@ fn two_processes_run_every_collective_and_a_hang_is_named() {
     run_ranks("rank_worker", 2);
 }
 
+/// Spawns `world` ranks of this test binary running the test `body`; each must pass it.
+fn run_ranks(body: &str, world: usize) {
+    let port = free_port().to_string();
+    let exe = std::env::current_exe().expect("exe");
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            Command::new(&exe)
+                .args([body, "--exact", "--nocapture", "--test-threads=1"])
+                .env(WORKER, "1")
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("OMP_NUM_THREADS", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn rank")
+        })
+        .collect();
+    for (rank, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().expect("wait");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("--- rank {rank} ---\n{text}");
+        assert!(out.status.success(), "rank {rank} failed:\n{text}");
+        assert!(text.contains("1 passed"), "rank {rank} ran {body}:\n{text}");
+    }
+}
+
+fn floats(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(&t.to_kind(Kind::Double)).expect("vec")
+}
+
+/// A 2 x 2 mesh (tensor parallel 2 x data parallel 2): subgroups registered with c10d by name,
+/// and each collective that autograd understands, forward and backward, on the tensor-parallel
+/// group; a plain all-reduce on the data-parallel group.
+#[test]
+fn mesh_worker() {
+    use starling_torch::collective;
+    if std::env::var_os(WORKER).is_none() {
+        return;
+    }
+    let env = DistEnv::from_env().expect("env").expect("RANK set");
+    let mut world = ProcessGroup::join(&env, Backend::Gloo, Duration::from_secs(20)).expect("join");
+    let rank = world.rank();
+    let mesh = starling_dist::mesh::Mesh::new(world.world(), 2).expect("mesh");
+    let (tp, mut dp) = mesh.groups(&mut world).expect("groups");
+    assert_eq!((tp.world(), tp.rank()), (2, rank % 2));
+    assert_eq!((dp.world(), dp.rank()), (2, rank / 2));
+    assert_eq!(tp.name(), format!("{}/tp{}", world.name(), rank / 2));
+    let k = tp.rank() as f64;
+    let name = tp.name().to_string();
+
+    // all-gather: y = [x_0, x_1]; loss = Σ y·w on both ranks, so x_k's gradient is 2·w[2k..2k+2].
+    let x = Tensor::from_slice(&[10.0 * k + 1.0, 10.0 * k + 2.0]).set_requires_grad(true);
+    let y = collective::all_gather(&x, &name).expect("all-gather");
+    assert_eq!(floats(&y), vec![1.0, 2.0, 11.0, 12.0]);
+    let w = Tensor::from_slice(&[1.0, 2.0, 3.0, 4.0]);
+    (&y * &w).sum(Kind::Double).backward();
+    assert_eq!(
+        floats(&x.grad()),
+        vec![2.0 * (2.0 * k + 1.0), 2.0 * (2.0 * k + 2.0)]
+    );
+
+    // reduce-scatter: y_k = Σ_ranks x[2k..2k+2]; loss = Σ y·(k+1): x's gradient is [1,1,2,2].
+    let x = (Tensor::arange(4, (Kind::Double, tch::Device::Cpu)) + k).set_requires_grad(true);
+    let y = collective::reduce_scatter(&x, &name).expect("reduce-scatter");
+    assert_eq!(floats(&y), vec![4.0 * k + 1.0, 4.0 * k + 3.0]);
+    (&y * (k + 1.0)).sum(Kind::Double).backward();
+    assert_eq!(floats(&x.grad()), vec![1.0, 1.0, 2.0, 2.0]);
+
+    // Megatron's pair: f is identity forward, all-reduce backward; g the other way round.
+    let x = Tensor::from_slice(&[k + 1.0]).set_requires_grad(true);
+    let y = collective::copy_to_group(&x, &name).expect("f");
+    assert_eq!(floats(&y), vec![k + 1.0]);
+    (&y * (k + 1.0)).sum(Kind::Double).backward();
+    assert_eq!(floats(&x.grad()), vec![3.0], "1 + 2 over the two ranks");
+    let x = Tensor::from_slice(&[k + 1.0]).set_requires_grad(true);
+    let y = collective::reduce_from_group(&x, &name).expect("g");
+    assert_eq!(floats(&y), vec![3.0]);
+    (&y * (k + 1.0)).sum(Kind::Double).backward();
+    assert_eq!(floats(&x.grad()), vec![k + 1.0]);
+
+    // An unknown group is an error, not a crash.
+    let e = collective::all_gather(&x, "no-such-group").expect_err("unknown group");
+    assert!(e.to_string().contains("no-such-group"), "{e}");
+
+    // The data-parallel group sums over ranks {r, r+2}.
+    let t = Tensor::from_slice(&[rank as f32]);
+    dp.all_reduce_sum(&t).expect("dp all-reduce");
+    assert_eq!(
+        Vec::<f32>::try_from(&t).expect("vec"),
+        vec![(2 * (rank % 2) + 2) as f32]
+    );
+}
+
+#[test]
+fn a_two_by_two_mesh_runs_autograd_collectives_on_its_subgroups() {
+    run_ranks("mesh_worker", 4);
+}
+
 #[test]
 fn environment_errors_name_the_variable() {
     // Only this test touches these variables in this process (the workers run in children).
