@@ -198,9 +198,10 @@ pub fn train_distributed(
         (false, false) => parallel::Sharding::None,
     };
     if cfg.tp > 1 {
-        let local = std::env::var("LOCAL_WORLD_SIZE")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        // torchrun / `starling launch` set LOCAL_WORLD_SIZE; under Slurm, its tasks per node.
+        let local = ["LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.trim().parse().ok());
         tp::check(&mc, cfg.tp, local)?;
     }
     let mut par = parallel::apply(dp, sharding, cfg.tp, &vs, cfg.optim.clone())?;
