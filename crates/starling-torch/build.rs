@@ -47,6 +47,7 @@ fn main() {
     b.cpp(true)
         .file("csrc/starling_torch.cpp")
         .file("csrc/autograd.cpp")
+        .file("csrc/reducer.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")

@@ -65,6 +65,26 @@ type BlockFnC =
 type DropFnC = unsafe extern "C" fn(*mut c_void);
 
 extern "C" {
+    fn starling_torch_reducer_new(
+        params: *const *mut c_void,
+        n: usize,
+        name: *const c_char,
+        bucket_bytes: i64,
+        err: *mut c_char,
+        len: usize,
+    ) -> *mut c_void;
+    fn starling_torch_reducer_free(r: *mut c_void);
+    fn starling_torch_reducer_arm(r: *mut c_void);
+    fn starling_torch_reducer_finish(
+        r: *mut c_void,
+        scale: c_double,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn starling_torch_reducer_wait_ns(r: *mut c_void) -> u64;
+}
+
+extern "C" {
     fn starling_torch_collective_ns() -> u64;
     fn starling_torch_collective(
         op: c_int,
@@ -323,4 +343,61 @@ pub(crate) fn collective(op: i32, x: &Tensor, group: &str) -> CResult<Tensor> {
 pub(crate) fn collective_ns() -> u64 {
     // SAFETY: reads an atomic counter.
     unsafe { starling_torch_collective_ns() }
+}
+
+/// An owned C++ reducer (see `csrc/reducer.cpp`).
+#[derive(Debug)]
+pub(crate) struct RawReducer(*mut c_void);
+
+// SAFETY: the reducer's state is guarded by its own mutex on the C++ side; Rust calls it from
+// one thread at a time (`&mut self`).
+unsafe impl Send for RawReducer {}
+
+impl RawReducer {
+    pub(crate) fn new(params: &[&Tensor], group: &str, bucket_bytes: i64) -> CResult<Self> {
+        let name = std::ffi::CString::new(group)
+            .map_err(|_| format!("group name `{group}` holds a NUL"))?;
+        let ptrs = raws(params);
+        let mut err = vec![0u8; ERR_LEN];
+        // SAFETY: the handles and the name outlive the call (the C++ side copies the tensors'
+        // handles); err holds ERR_LEN bytes.
+        let r = unsafe {
+            starling_torch_reducer_new(
+                ptrs.as_ptr(),
+                ptrs.len(),
+                name.as_ptr(),
+                bucket_bytes,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if r.is_null() {
+            let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+            return Err(String::from_utf8_lossy(&err[..end]).into_owned());
+        }
+        Ok(Self(r))
+    }
+
+    pub(crate) fn arm(&mut self) {
+        // SAFETY: self.0 is a live reducer.
+        unsafe { starling_torch_reducer_arm(self.0) }
+    }
+
+    pub(crate) fn finish(&mut self, scale: f64) -> CResult<()> {
+        let r = self.0;
+        // SAFETY: r is a live reducer; the error buffer is `call`'s.
+        call(|e, l| unsafe { starling_torch_reducer_finish(r, scale, e, l) })
+    }
+
+    pub(crate) fn wait_ns(&self) -> u64 {
+        // SAFETY: self.0 is a live reducer.
+        unsafe { starling_torch_reducer_wait_ns(self.0) }
+    }
+}
+
+impl Drop for RawReducer {
+    fn drop(&mut self) {
+        // SAFETY: made by starling_torch_reducer_new, freed once.
+        unsafe { starling_torch_reducer_free(self.0) }
+    }
 }

@@ -119,6 +119,46 @@ pub mod collective {
     use crate::{ffi, Error, Result};
     use tch::Tensor;
 
+    /// Data-parallel gradient averaging overlapped with backward (PyTorch DDP's reducer): a
+    /// hook after each parameter's gradient accumulation starts a bucket's all-reduce as soon as
+    /// all of its gradients are ready. Arm it before the backward of a step's last micro-batch;
+    /// [`Reducer::finish`] then waits and leaves the mean gradient in every parameter.
+    #[derive(Debug)]
+    pub struct Reducer {
+        raw: ffi::RawReducer,
+        world: usize,
+    }
+
+    impl Reducer {
+        /// Hooks `params` (leaves requiring gradients, in the same order on every rank) to the
+        /// group registered as `group` of `world` ranks, in buckets of about `bucket_bytes`.
+        pub fn new(
+            params: &[&Tensor],
+            group: &str,
+            world: usize,
+            bucket_bytes: i64,
+        ) -> Result<Self> {
+            let raw = ffi::RawReducer::new(params, group, bucket_bytes).map_err(Error)?;
+            Ok(Self { raw, world })
+        }
+
+        /// The next backward reduces (buckets start as their gradients become ready).
+        pub fn arm(&mut self) {
+            self.raw.arm();
+        }
+
+        /// Starts the buckets that are not started, waits for all and writes the mean over the
+        /// ranks into every gradient.
+        pub fn finish(&mut self) -> Result<()> {
+            self.raw.finish(1.0 / self.world as f64).map_err(Error)
+        }
+
+        /// Time [`Reducer::finish`] has waited in all: the communication backward did not hide.
+        pub fn exposed(&self) -> std::time::Duration {
+            std::time::Duration::from_nanos(self.raw.wait_ns())
+        }
+    }
+
     /// Time this process has spent waiting in these collectives (forward and backward) so far.
     pub fn time_spent() -> std::time::Duration {
         std::time::Duration::from_nanos(ffi::collective_ns())

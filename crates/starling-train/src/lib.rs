@@ -264,7 +264,7 @@ pub fn train_distributed(
         };
         // Nothing in the step reads a value on the host: loss, norm and the non-finite flag stay
         // on the device until the next flush.
-        let loss = forward_backward(&model, &train_data, cfg, &batch, ctx, device)?;
+        let loss = forward_backward(&model, &train_data, cfg, &batch, ctx, par.as_mut())?;
         let outcome = par.optimizer_step(&vs, lr)?;
         sequences += global_micro * cfg.accum as u64;
         tokens_seen += per_step;
@@ -472,12 +472,14 @@ fn forward_backward(
     cfg: &TrainConfig,
     b: &Batch,
     ctx: usize,
-    device: tch::Device,
+    par: &mut dyn parallel::Parallelism,
 ) -> Result<tch::Tensor> {
+    let device = model.device();
     let mut loss_sum = tch::Tensor::zeros([], (Kind::Float, device));
     for micro in 0..cfg.accum as u64 {
         let (x, y) = data.batch_at(b.first + micro * b.stride, cfg.batch, ctx)?;
         let loss = model.loss(&upload(&x, device), &upload(&y, device)) / cfg.accum as f64;
+        par.before_backward(micro + 1 == cfg.accum as u64);
         loss.backward();
         loss_sum += loss.detach();
     }

@@ -38,6 +38,9 @@ pub trait Parallelism {
     fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()>;
     /// Marks the start of step `step` (collective errors name it).
     fn begin_step(&mut self, _step: u64) {}
+    /// Called before each micro-batch's backward; `last` for the step's last one (when the
+    /// gradients are complete and may be reduced while backward runs).
+    fn before_backward(&mut self, _last: bool) {}
     /// Sums a few scalars over the ranks.
     fn sum_scalars(&mut self, values: &[f64]) -> Result<Vec<f64>>;
     /// Sums a device tensor over the ranks in place (no host read).
@@ -121,6 +124,7 @@ pub fn apply<'a>(
         (Some(dp), Sharding::None) => Box::new(Replicated {
             opt: AdamW::new(vs, optim),
             dp,
+            reducer: None,
         }),
         (Some(dp), Sharding::Optimizer) => {
             let (rank, world) = (dp.rank(), dp.world());
@@ -256,11 +260,16 @@ impl Parallelism for Single {
 }
 
 /// Data parallel: every rank holds the whole model and AdamW state; gradients are averaged in
-/// buckets after backward.
+/// buckets whose all-reduce starts during backward, as soon as a bucket's gradients are ready.
 pub struct Replicated<'a> {
     opt: AdamW,
     dp: &'a mut DataParallel,
+    /// Made in `place` (the parameters' gradient hooks).
+    reducer: Option<starling_torch::collective::Reducer>,
 }
+
+/// Bytes per gradient bucket (PyTorch DDP's default).
+const BUCKET_BYTES: i64 = 25 << 20;
 
 /// ZeRO-1: every rank holds the whole model and 1/world of the AdamW state; gradients are
 /// reduce-scattered, each rank updates its share, parameters are all-gathered.
@@ -296,22 +305,46 @@ macro_rules! group_common {
         fn agree(&mut self, r: Result<()>) -> Result<()> {
             agree_in(self.dp, r)
         }
-        fn comm(&self) -> Option<Duration> {
-            Some(self.dp.comm())
-        }
     };
 }
 
 impl Parallelism for Replicated<'_> {
     group_common!();
     fn place(&mut self, vs: &VarStore) -> Result<()> {
-        self.dp.broadcast_params(vs)
+        self.dp.broadcast_params(vs)?;
+        let vars = crate::ddp::sorted_variables(vs);
+        let params: Vec<&Tensor> = vars.iter().map(|(_, t)| t).collect();
+        let (name, world) = (self.dp.group.name().to_string(), self.dp.world());
+        self.reducer = Some(starling_torch::collective::Reducer::new(
+            &params,
+            &name,
+            world,
+            BUCKET_BYTES,
+        )?);
+        Ok(())
+    }
+    fn before_backward(&mut self, last: bool) {
+        if let (true, Some(r)) = (last, self.reducer.as_mut()) {
+            r.arm();
+        }
+    }
+    fn comm(&self) -> Option<Duration> {
+        // Collectives outside backward, and the wait for buckets backward did not hide.
+        let exposed = self
+            .reducer
+            .as_ref()
+            .map(|r| r.exposed())
+            .unwrap_or_default();
+        Some(self.dp.comm() + exposed)
     }
     fn load_optimizer(&mut self, dir: &Path, vs: &VarStore, step: u64) -> Result<()> {
         load_full(&mut self.opt, vs, dir, step)
     }
     fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<StepOutcome> {
-        self.dp.average_grads(vs)?;
+        match self.reducer.as_mut() {
+            Some(r) => r.finish()?,
+            None => self.dp.average_grads(vs)?,
+        }
         let o = self.opt.clip(vs)?;
         self.opt.update(vs, lr, Some(&o.found_inf))?;
         Ok(o)
@@ -328,6 +361,9 @@ impl Parallelism for Replicated<'_> {
 
 impl Parallelism for Zero1<'_> {
     group_common!();
+    fn comm(&self) -> Option<Duration> {
+        Some(self.dp.comm())
+    }
     fn place(&mut self, vs: &VarStore) -> Result<()> {
         self.dp.broadcast_params(vs)
     }
