@@ -312,11 +312,12 @@ impl<'a> Fsdp<'a> {
         Ok(())
     }
 
-    /// Fills every VarStore variable with the gathered parameters (for writing the model): each
-    /// unit gathered over its shard group, then each tensor-parallel part over the tensor-parallel
-    /// group. Free them again with [`free`].
+    /// Fills every VarStore variable of rank 0 with the gathered parameters (for writing the
+    /// model): each unit gathered over its shard group, then each tensor-parallel part over the
+    /// tensor-parallel group. Free them again with [`free`].
     fn materialize(&mut self, vs: &VarStore) -> Result<()> {
         let _g = tch::no_grad_guard();
+        let root = self.world.rank() == 0;
         let (_, n) = self.data_rank();
         let device = vs.device();
         let vars = vs.variables();
@@ -347,7 +348,9 @@ impl<'a> Fsdp<'a> {
                     }
                     _ => t,
                 };
-                if let Some(v) = vars.get(name) {
+                // Only rank 0 writes the model: the others take part in the collectives and
+                // keep nothing.
+                if let (true, Some(v)) = (root, vars.get(name)) {
                     let mut v = v.shallow_clone();
                     v.set_data(&whole.contiguous().copy());
                 }
