@@ -500,50 +500,62 @@ impl InventoryItem for Campaign {
     }
 }
 
-impl InventoryItem for AdGroup {
-    type Spec = GroupSpec;
-    const KIND: &'static str = "ad group";
-    const PARENT: &'static str = "campaign_id";
-    async fn create(store: &AdStore, scope: &Scope, spec: &GroupSpec) -> Result<Self> {
-        store.create_group(scope, spec, None).await
-    }
-    async fn get(store: &AdStore, scope: &Scope, id: &str) -> Result<Self> {
-        store.group(scope, id).await
-    }
-    async fn list(store: &AdStore, scope: &Scope, parent: Option<&str>) -> Result<Vec<Self>> {
-        store.groups(scope, parent).await
-    }
-    async fn update(store: &AdStore, scope: &Scope, id: &str, spec: &GroupSpec) -> Result<Self> {
-        store.update_group(scope, id, spec, None).await
-    }
-    fn status_spec(status: Status) -> GroupSpec {
-        GroupSpec {
-            status: Some(status),
-            ..Default::default()
+/// The store's verbs for an item under a parent (ad groups under campaigns, creatives under ad
+/// groups): the same five calls with the item's own names.
+macro_rules! child_item {
+    ($item:ty, $spec:ident, $kind:literal, $parent:literal, $create:ident, $get:ident, $list:ident, $update:ident) => {
+        impl InventoryItem for $item {
+            type Spec = $spec;
+            const KIND: &'static str = $kind;
+            const PARENT: &'static str = $parent;
+            async fn create(store: &AdStore, scope: &Scope, spec: &$spec) -> Result<Self> {
+                store.$create(scope, spec, None).await
+            }
+            async fn get(store: &AdStore, scope: &Scope, id: &str) -> Result<Self> {
+                store.$get(scope, id).await
+            }
+            async fn list(
+                store: &AdStore,
+                scope: &Scope,
+                parent: Option<&str>,
+            ) -> Result<Vec<Self>> {
+                store.$list(scope, parent).await
+            }
+            async fn update(
+                store: &AdStore,
+                scope: &Scope,
+                id: &str,
+                spec: &$spec,
+            ) -> Result<Self> {
+                store.$update(scope, id, spec, None).await
+            }
+            fn status_spec(status: Status) -> $spec {
+                $spec {
+                    status: Some(status),
+                    ..Default::default()
+                }
+            }
         }
-    }
+    };
 }
 
-impl InventoryItem for Creative {
-    type Spec = CreativeSpec;
-    const KIND: &'static str = "creative";
-    const PARENT: &'static str = "group_id";
-    async fn create(store: &AdStore, scope: &Scope, spec: &CreativeSpec) -> Result<Self> {
-        store.create_creative(scope, spec, None).await
-    }
-    async fn get(store: &AdStore, scope: &Scope, id: &str) -> Result<Self> {
-        store.creative(scope, id).await
-    }
-    async fn list(store: &AdStore, scope: &Scope, parent: Option<&str>) -> Result<Vec<Self>> {
-        store.creatives(scope, parent).await
-    }
-    async fn update(store: &AdStore, scope: &Scope, id: &str, spec: &CreativeSpec) -> Result<Self> {
-        store.update_creative(scope, id, spec, None).await
-    }
-    fn status_spec(status: Status) -> CreativeSpec {
-        CreativeSpec {
-            status: Some(status),
-            ..Default::default()
-        }
-    }
-}
+child_item!(
+    AdGroup,
+    GroupSpec,
+    "ad group",
+    "campaign_id",
+    create_group,
+    group,
+    groups,
+    update_group
+);
+child_item!(
+    Creative,
+    CreativeSpec,
+    "creative",
+    "group_id",
+    create_creative,
+    creative,
+    creatives,
+    update_creative
+);
