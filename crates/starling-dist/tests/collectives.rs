@@ -202,6 +202,44 @@ fn mesh_worker() {
     );
 }
 
+/// DDP's overlapped reducer: buckets of one parameter each start during backward; a parameter
+/// that got no gradient is reduced as zeros; only an armed backward reduces.
+#[test]
+fn reducer_worker() {
+    use starling_torch::collective::Reducer;
+    if std::env::var_os(WORKER).is_none() {
+        return;
+    }
+    let env = DistEnv::from_env().expect("env").expect("RANK set");
+    let world = ProcessGroup::join(&env, Backend::Gloo, Duration::from_secs(20)).expect("join");
+    let r = world.rank() as f64;
+    let a = Tensor::from_slice(&[1.0f64, 2.0]).set_requires_grad(true);
+    let b = Tensor::from_slice(&[3.0f64]).set_requires_grad(true);
+    let unused = Tensor::from_slice(&[5.0f64]).set_requires_grad(true);
+    let mut red = Reducer::new(&[&a, &b, &unused], world.name(), 2, 8).expect("reducer");
+    // Not armed: gradients stay this rank's own.
+    ((&a * (r + 1.0)).sum(Kind::Double) + &b * (r + 2.0))
+        .sum(Kind::Double)
+        .backward();
+    assert_eq!(floats(&a.grad()), vec![r + 1.0, r + 1.0]);
+    let _ = a.grad().zero_();
+    let _ = b.grad().zero_();
+    red.arm();
+    ((&a * (r + 1.0)).sum(Kind::Double) + &b * (r + 2.0))
+        .sum(Kind::Double)
+        .backward();
+    red.finish().expect("finish");
+    // The mean over the two ranks: a (1 + 2) / 2, b (2 + 3) / 2, unused 0.
+    assert_eq!(floats(&a.grad()), vec![1.5, 1.5]);
+    assert_eq!(floats(&b.grad()), vec![2.5]);
+    assert_eq!(floats(&unused.grad()), vec![0.0]);
+}
+
+#[test]
+fn the_overlapped_reducer_averages_every_gradient() {
+    run_ranks("reducer_worker", 2);
+}
+
 #[test]
 fn a_two_by_two_mesh_runs_autograd_collectives_on_its_subgroups() {
     run_ranks("mesh_worker", 4);
