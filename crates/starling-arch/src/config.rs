@@ -239,13 +239,26 @@ impl LlamaConfig {
     /// and gradient (3·b·t·vocab), times the allocator's slack, plus the process itself.
     /// Calibrated on `small` at 16 x 512 (peak RSS 3.70 GB without recomputation, 2.13 GB with;
     /// a 1-step `tiny` process peaks at 0.52 GB): the estimate is within 5% of both.
-    pub fn step_memory_bytes(&self, batch: usize, ctx: usize, recompute: bool) -> f64 {
+    /// With `shards` > 1 (FSDP, tensor parallel) each rank keeps 16/shards bytes of state per
+    /// parameter, plus the whole fp32 model once while it is set up (4 bytes per parameter).
+    pub fn step_memory_bytes(
+        &self,
+        batch: usize,
+        ctx: usize,
+        recompute: bool,
+        shards: usize,
+    ) -> f64 {
         /// Measured peak over the sum of the tensors counted (glibc arenas, temporaries).
         const SLACK: f64 = 1.3;
         /// RSS of the process before any model (libtorch, the loader).
         const PROCESS: f64 = 0.5e9;
         let tokens = (batch * ctx) as f64;
-        let states = 16.0 * self.num_params() as f64;
+        let p = self.num_params() as f64;
+        let states = if shards > 1 {
+            16.0 * p / shards as f64 + 4.0 * p
+        } else {
+            16.0 * p
+        };
         let layers = self.num_hidden_layers as f64;
         let layer = 4.0 * tokens * self.activation_values_per_token();
         let acts = if recompute {
@@ -304,11 +317,18 @@ mod tests {
         // tokens (vocabulary 8192), measured with /usr/bin/time -v.
         let small = LlamaConfig::preset("small", 8192).expect("small");
         for (recompute, measured) in [(false, 3.70e9), (true, 2.13e9)] {
-            let est = small.step_memory_bytes(16, 512, recompute);
+            let est = small.step_memory_bytes(16, 512, recompute, 1);
             assert!(
                 (est / measured - 1.0).abs() < 0.05,
                 "recompute {recompute}: estimate {est:.3e} vs measured {measured:.3e}"
             );
         }
+        // Sharded over 4 ranks the state shrinks to 4 + 16/4 bytes per parameter.
+        let g = LlamaConfig::preset("gpt2-124m", 8192).expect("gpt2");
+        let saved = g.step_memory_bytes(1, 64, true, 1) - g.step_memory_bytes(1, 64, true, 4);
+        assert!(
+            (saved / 1.3 - 8.0 * g.num_params() as f64).abs() < 1.0,
+            "{saved}"
+        );
     }
 }

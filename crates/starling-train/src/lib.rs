@@ -185,7 +185,14 @@ pub fn train_distributed(
         .map(|(l, _)| l);
     // Rank 0 picks (and verifies) the checkpoint to resume; the others take its word.
     let resume = parallel::resume(dp.as_deref_mut(), run)?;
-    let (mc, ctx) = setup::model_config(run, resume.is_some(), cfg, &manifest, tokens, device)?;
+    let (mc, ctx) = setup::model_config(
+        run,
+        resume.is_some(),
+        cfg,
+        &manifest,
+        tokens,
+        (device, world),
+    )?;
     setup::prepare_run_dir(run, root, &mc, tokens, cfg)?;
 
     tch::manual_seed(cfg.seed as i64);

@@ -35,13 +35,15 @@ pub(crate) fn check_memory(
     origin: &str,
     cfg: &TrainConfig,
     ctx: usize,
-    device: Device,
+    (device, world): (Device, usize),
 ) -> Result<()> {
     if device != Device::Cpu {
         return Ok(());
     }
     let recompute = cfg.recompute == crate::config::Recompute::Block;
-    let need = mc.step_memory_bytes(cfg.batch, ctx, recompute);
+    // FSDP and tensor parallel split the state over the ranks.
+    let shards = if cfg.fsdp || cfg.tp > 1 { world } else { 1 };
+    let need = mc.step_memory_bytes(cfg.batch, ctx, recompute, shards);
     let Some(avail) = available_memory() else {
         return Ok(());
     };
@@ -49,12 +51,13 @@ pub(crate) fn check_memory(
         let gib = |x: f64| x / (1u64 << 30) as f64;
         return Err(Error::Memory(format!(
             "{origin} ({:.0}M params) with batch {} x context {ctx} needs about {:.1} GiB \
-             ({:.1} GiB weights, gradients and AdamW state + activations), but {:.1} GiB is available: \
-             use a smaller preset, --batch or --ctx (and --accum to keep the tokens per step)",
+             ({:.1} GiB weights, gradients and AdamW state on this rank + activations), but {:.1} GiB \
+             is available: use a smaller preset, --batch or --ctx (and --accum to keep the tokens \
+             per step), --recompute block, or more ranks with --fsdp",
             mc.num_params() as f64 / 1e6,
             cfg.batch,
             gib(need),
-            gib(16.0 * mc.num_params() as f64),
+            gib(16.0 * mc.num_params() as f64 / shards as f64),
             gib(avail)
         )));
     }
@@ -83,14 +86,15 @@ pub fn compute_kind(dtype: &str, device: Device) -> Result<Kind> {
 }
 
 /// The model a run trains and its context: the run's own config when resuming, else `--init`'s,
-/// else the preset; checked against the tokens, the batch settings and the memory there is.
+/// else the preset; checked against the tokens, the batch settings and the memory there is (for
+/// one of `world` ranks).
 pub fn model_config(
     run: &Path,
     resuming: bool,
     cfg: &TrainConfig,
     manifest: &starling_tokens::TokensManifest,
     tokens: &Path,
-    device: Device,
+    (device, world): (Device, usize),
 ) -> Result<(LlamaConfig, usize)> {
     let (mut mc, origin) = if resuming {
         let p = run.join("config.json");
@@ -125,7 +129,7 @@ pub fn model_config(
             "batch, accum and steps must be at least 1".into(),
         ));
     }
-    check_memory(&mc, &origin, cfg, ctx, device)?;
+    check_memory(&mc, &origin, cfg, ctx, (device, world))?;
     mc.max_position_embeddings = mc.max_position_embeddings.max(ctx);
     Ok((mc, ctx))
 }
