@@ -110,6 +110,26 @@ pub(crate) fn write_model_files(tmp: &Path, vs: &VarStore, moments: Option<&Adam
     Ok(())
 }
 
+/// The file name of rank `rank`'s optimizer shard of kind `prefix` (`adam-shard`, `fsdp-shard`)
+/// at `world` ranks.
+pub(crate) fn shard_name(prefix: &str, rank: usize, world: usize) -> String {
+    format!("{prefix}-{rank:05}-of-{world:05}.safetensors")
+}
+
+/// The world size whose `prefix` shards a checkpoint directory holds, if it holds any.
+pub(crate) fn shards_world(dir: &Path, prefix: &str) -> Option<usize> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let n = e.file_name().to_string_lossy().into_owned();
+        n.strip_prefix(prefix)?
+            .strip_prefix('-')?
+            .strip_suffix(".safetensors")?
+            .split("-of-")
+            .nth(1)?
+            .parse()
+            .ok()
+    })
+}
+
 /// Writes one rank's optimizer shard (named tensors) and flushes it to disk.
 pub(crate) fn write_shard<S: AsRef<str>>(p: &Path, named: &[(S, &tch::Tensor)]) -> Result<()> {
     tch::Tensor::write_safetensors(named, p).map_err(|e| {

@@ -143,20 +143,12 @@ struct TpGroup {
 
 /// The file name of rank `rank`'s FSDP moments at `world` ranks.
 pub fn shard_file(rank: usize, world: usize) -> String {
-    format!("fsdp-shard-{rank:05}-of-{world:05}.safetensors")
+    crate::checkpoint::shard_name("fsdp-shard", rank, world)
 }
 
 /// The world size whose FSDP shards a checkpoint directory holds, if it holds any.
 pub fn shard_world(dir: &Path) -> Option<usize> {
-    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
-        let n = e.file_name().to_string_lossy().into_owned();
-        n.strip_prefix("fsdp-shard-")?
-            .strip_suffix(".safetensors")?
-            .split("-of-")
-            .nth(1)?
-            .parse()
-            .ok()
-    })
+    crate::checkpoint::shards_world(dir, "fsdp-shard")
 }
 
 /// Parameters, gradients and AdamW moments sharded over the data-parallel ranks.
@@ -466,7 +458,11 @@ impl<'a> Fsdp<'a> {
         let device = vs.device();
         let mine = dir.join(shard_file(rank, world));
         let own = match shard_world(dir) {
-            Some(w) if w == world && shard_tp(&mine)? == tp.ranks => Some(read_named(&mine)?),
+            Some(w) if w == world => {
+                // This rank's own file, used as it is when written at the same layout.
+                let named = read_named(&mine)?;
+                (tp_of(&named) == tp.ranks).then_some(named)
+            }
             _ => None,
         };
         let full = match own {
@@ -550,15 +546,12 @@ impl<'a> Fsdp<'a> {
 }
 
 /// The tensor-parallel degree a shard file was written at (1 before tensor parallelism).
-fn shard_tp(p: &Path) -> Result<usize> {
-    if !p.exists() {
-        return Ok(0);
-    }
-    let named = read_named(p)?;
-    Ok(named
+fn tp_of(named: &HashMap<String, Tensor>) -> usize {
+    named
         .get("tp")
         .map(|t| t.int64_value(&[0]) as usize)
-        .unwrap_or(1))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Frees the whole parameters of `vs` (names and autograd identity stay; data becomes empty).
@@ -587,12 +580,7 @@ pub fn moments_from_shards(
     let files: Vec<HashMap<String, Tensor>> = (0..world)
         .map(|r| read_named(&dir.join(shard_file(r, world))))
         .collect::<Result<_>>()?;
-    let tp = files
-        .first()
-        .and_then(|f| f.get("tp"))
-        .map(|t| t.int64_value(&[0]) as usize)
-        .unwrap_or(1)
-        .max(1);
+    let tp = files.first().map_or(1, tp_of);
     let dp = world / tp;
     let (mut m, mut v) = (HashMap::new(), HashMap::new());
     // Each tensor-parallel part's tensors, by name, then joined.

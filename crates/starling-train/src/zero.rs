@@ -77,22 +77,12 @@ impl FlatLayout {
 
 /// The file name of rank `rank`'s moments at `world` ranks.
 pub fn shard_file(rank: usize, world: usize) -> String {
-    format!("adam-shard-{rank:05}-of-{world:05}.safetensors")
+    crate::checkpoint::shard_name("adam-shard", rank, world)
 }
 
 /// The world size whose shards a checkpoint directory holds, if it holds any.
 pub fn shard_world(dir: &Path) -> Option<usize> {
-    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
-        let n = e.file_name().to_string_lossy().into_owned();
-        let w = n
-            .strip_prefix("adam-shard-")?
-            .strip_suffix(".safetensors")?
-            .split("-of-")
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(w)
-    })
+    crate::checkpoint::shards_world(dir, "adam-shard")
 }
 
 /// AdamW whose moments are split across the ranks.
