@@ -1209,6 +1209,16 @@ fn launch_and_data_parallel_train_refuse_bad_values_by_name() {
             "--grace-s must be in [0, 1e6)",
         ),
         (
+            vec!["train", "--tokens", "nowhere", "--grad-clip=-1"],
+            vec![],
+            "--grad-clip must be a finite number >= 0 (0: no clipping), not -1",
+        ),
+        (
+            vec!["train", "--tokens", "nowhere", "--grad-clip", "NaN"],
+            vec![],
+            "--grad-clip must be a finite number >= 0 (0: no clipping), not NaN",
+        ),
+        (
             vec![
                 "train",
                 "--tokens",
