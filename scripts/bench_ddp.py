@@ -6,8 +6,9 @@ scripts/bench_train.py and the same global batches starling reads:
   rank its share of a batch. Timed twice: normal steps, then steps under `no_sync()` (no
   all-reduce); the difference of the median step times is the communication the step waits for.
 - `--mode fsdp`: FSDP2 (`fully_shard` on every block, then the root), each rank its share.
-- `--mode tp`: tensor parallel (`parallelize_module`: Q, K, V, gate, up column-wise, O and down
-  row-wise, as Megatron and starling split them) over all ranks, every rank the whole batch.
+- `--mode tp`: tensor parallel as torchtitan applies it (`parallelize_module`: Q, K, V, gate, up
+  column-wise, O and down row-wise, sequence parallel norms, vocabulary-parallel embedding, head
+  and loss (`loss_parallel`), as starling splits them) over all ranks, every rank the whole batch.
 
 Rank 0 prints one JSON object.
 """
@@ -55,19 +56,39 @@ def main():
         ddp = fully_shard(model)
     else:
         from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import Replicate, Shard
         from torch.distributed.tensor.parallel import (
             ColwiseParallel,
+            PrepareModuleInput,
             RowwiseParallel,
+            SequenceParallel,
             parallelize_module,
         )
 
         mesh = init_device_mesh("cpu", (world,))
-        plan = {n: ColwiseParallel() for n in ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"]}
-        plan.update({n: RowwiseParallel() for n in ["o_proj", "down_proj"]})
+        tied = model.lm_head.weight is model.embed_tokens.weight
+        parallelize_module(model, mesh, {
+            "embed_tokens": RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)),
+            "norm": SequenceParallel(),
+            "lm_head": ColwiseParallel(
+                input_layouts=Shard(1), output_layouts=Shard(-1), use_local_output=False),
+        })
+        if tied:
+            # Both hold the vocabulary's rows (Shard(0)): one parameter, as in starling.
+            model.lm_head.weight = model.embed_tokens.weight
+        plan = {
+            "input_layernorm": SequenceParallel(),
+            "self_attn": PrepareModuleInput(
+                input_layouts=(Shard(1), None), desired_input_layouts=(Replicate(), None)),
+            "post_attention_layernorm": SequenceParallel(),
+            "mlp": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+        }
+        plan.update({f"self_attn.{n}": ColwiseParallel() for n in ["q_proj", "k_proj", "v_proj"]})
+        plan.update({f"mlp.{n}": ColwiseParallel() for n in ["gate_proj", "up_proj"]})
+        plan["self_attn.o_proj"] = RowwiseParallel(output_layouts=Shard(1))
+        plan["mlp.down_proj"] = RowwiseParallel(output_layouts=Shard(1))
         for block in model.layers:
             parallelize_module(block, mesh, plan)
-            block.h //= world
-            block.kv //= world
         ddp = model
     def adamw(params):
         decay = [p for p in params if p.dim() >= 2]
@@ -83,7 +104,7 @@ def main():
 
         split = [p for p in model.parameters() if isinstance(p, DTensor)]
         replicated = [p for p in model.parameters() if not isinstance(p, DTensor)]
-        opts = [adamw(split), adamw(replicated)]
+        opts = [adamw(ps) for ps in (split, replicated) if ps]
     else:
         opts = [adamw(list(model.parameters()))]
 
@@ -91,10 +112,13 @@ def main():
         if a.mode != "tp":
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
             return
-        # The global norm: split parameters' squares summed over ranks, replicated ones once.
-        sq = torch.stack([(p.grad.to_local() ** 2).sum() for p in split]).sum()
+        # The global norm: sharded parameters' squares summed over ranks, replicated ones once.
+        sharded = [p for p in split if p.placements[0].is_shard()]
+        whole = [p.grad.to_local() for p in split if not p.placements[0].is_shard()]
+        whole += [p.grad for p in replicated]
+        sq = torch.stack([(p.grad.to_local() ** 2).sum() for p in sharded]).sum()
         dist.all_reduce(sq)
-        sq = sq + torch.stack([(p.grad ** 2).sum() for p in replicated]).sum()
+        sq = sq + torch.stack([(g ** 2).sum() for g in whole]).sum()
         scale = torch.clamp(max_norm / (sq.sqrt() + 1e-6), max=1.0)
         for p in split:
             p.grad.to_local().mul_(scale)
@@ -114,7 +138,14 @@ def main():
     def step(k, sync):
         x, y = batch(k)
         t = time.perf_counter()
-        if sync or a.mode != "ddp":
+        if a.mode == "tp":
+            from torch.distributed.tensor.parallel import loss_parallel
+
+            with loss_parallel():
+                loss = ddp(x, y)
+                loss.backward()
+            loss = loss.full_tensor() if hasattr(loss, "full_tensor") else loss
+        elif sync or a.mode != "ddp":
             loss = ddp(x, y)
             loss.backward()
         else:

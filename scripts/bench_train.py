@@ -33,33 +33,50 @@ class Rope(nn.Module):
         return x * self.cos[:t] + torch.cat([-x2, x1], dim=-1) * self.sin[:t]
 
 
-class LlamaBlock(nn.Module):
+class Attention(nn.Module):
     def __init__(self, c):
         super().__init__()
         d, self.h, self.kv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
         self.hd = d // self.h
-        self.input_layernorm = nn.RMSNorm(d, eps=c["rms_norm_eps"])
         self.q_proj = nn.Linear(d, d, bias=False)
         self.k_proj = nn.Linear(d, self.kv * self.hd, bias=False)
         self.v_proj = nn.Linear(d, self.kv * self.hd, bias=False)
         self.o_proj = nn.Linear(d, d, bias=False)
-        self.post_attention_layernorm = nn.RMSNorm(d, eps=c["rms_norm_eps"])
-        ff = c["intermediate_size"]
+
+    def forward(self, h, rope):
+        b, t, _ = h.shape
+        # Heads as -1: under tensor parallelism (bench_ddp.py --mode tp) a rank holds 1/tp of them.
+        q = rope(self.q_proj(h).view(b, t, -1, self.hd).transpose(1, 2))
+        k = rope(self.k_proj(h).view(b, t, -1, self.hd).transpose(1, 2))
+        v = self.v_proj(h).view(b, t, -1, self.hd).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv != self.h)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class Mlp(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        d, ff = c["hidden_size"], c["intermediate_size"]
         self.gate_proj = nn.Linear(d, ff, bias=False)
         self.up_proj = nn.Linear(d, ff, bias=False)
         self.down_proj = nn.Linear(ff, d, bias=False)
 
+    def forward(self, h):
+        return self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        d = c["hidden_size"]
+        self.input_layernorm = nn.RMSNorm(d, eps=c["rms_norm_eps"])
+        self.self_attn = Attention(c)
+        self.post_attention_layernorm = nn.RMSNorm(d, eps=c["rms_norm_eps"])
+        self.mlp = Mlp(c)
+
     def forward(self, x, rope):
-        b, t, d = x.shape
-        h = self.input_layernorm(x)
-        q = rope(self.q_proj(h).view(b, t, self.h, self.hd).transpose(1, 2))
-        k = rope(self.k_proj(h).view(b, t, self.kv, self.hd).transpose(1, 2))
-        v = self.v_proj(h).view(b, t, self.kv, self.hd).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv != self.h)
-        # -1, not d: under tensor parallelism (bench_ddp.py --mode tp) a rank holds d/tp of it.
-        x = x + self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
-        h = self.post_attention_layernorm(x)
-        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+        x = x + self.self_attn(self.input_layernorm(x), rope)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class Llama(nn.Module):
@@ -81,7 +98,7 @@ class Llama(nn.Module):
         for layer in self.layers:
             x = layer(x, self.rope)
         logits = self.lm_head(self.norm(x))
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(0, 1))
 
 
 class Gpt2Block(nn.Module):

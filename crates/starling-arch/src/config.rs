@@ -241,12 +241,15 @@ impl LlamaConfig {
     /// a 1-step `tiny` process peaks at 0.52 GB): the estimate is within 5% of both.
     /// With `shards` > 1 (FSDP, tensor parallel) each rank keeps 16/shards bytes of state per
     /// parameter, plus the whole fp32 model once while it is set up (4 bytes per parameter).
+    /// With tensor parallelism over `tp` ranks (sequence parallel between blocks, vocabulary
+    /// split) each rank keeps 1/tp of the activations and of the logits.
     pub fn step_memory_bytes(
         &self,
         batch: usize,
         ctx: usize,
         recompute: bool,
         shards: usize,
+        tp: usize,
     ) -> f64 {
         /// Measured peak over the sum of the tensors counted (glibc arenas, temporaries).
         const SLACK: f64 = 1.3;
@@ -267,7 +270,7 @@ impl LlamaConfig {
             layer * layers
         };
         let logits = 3.0 * 4.0 * tokens * self.vocab_size as f64;
-        SLACK * (states + acts + logits) + PROCESS
+        SLACK * (states + (acts + logits) / tp.max(1) as f64) + PROCESS
     }
 
     /// Reads `config.json`.
@@ -317,7 +320,7 @@ mod tests {
         // tokens (vocabulary 8192), measured with /usr/bin/time -v.
         let small = LlamaConfig::preset("small", 8192).expect("small");
         for (recompute, measured) in [(false, 3.70e9), (true, 2.13e9)] {
-            let est = small.step_memory_bytes(16, 512, recompute, 1);
+            let est = small.step_memory_bytes(16, 512, recompute, 1, 1);
             assert!(
                 (est / measured - 1.0).abs() < 0.05,
                 "recompute {recompute}: estimate {est:.3e} vs measured {measured:.3e}"
@@ -325,10 +328,15 @@ mod tests {
         }
         // Sharded over 4 ranks the state shrinks to 4 + 16/4 bytes per parameter.
         let g = LlamaConfig::preset("gpt2-124m", 8192).expect("gpt2");
-        let saved = g.step_memory_bytes(1, 64, true, 1) - g.step_memory_bytes(1, 64, true, 4);
+        let saved = g.step_memory_bytes(1, 64, true, 1, 1) - g.step_memory_bytes(1, 64, true, 4, 1);
         assert!(
             (saved / 1.3 - 8.0 * g.num_params() as f64).abs() < 1.0,
             "{saved}"
         );
+        // Tensor parallel over 2 ranks halves the activations and the logits, not the state.
+        let whole = small.step_memory_bytes(16, 512, false, 2, 1);
+        let split = small.step_memory_bytes(16, 512, false, 2, 2);
+        let states = 1.3 * (8.0 + 4.0) * small.num_params() as f64 + 0.5e9;
+        assert!(((whole - states) / (split - states) - 2.0).abs() < 1e-9);
     }
 }

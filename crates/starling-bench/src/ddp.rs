@@ -40,7 +40,10 @@ pub struct DdpBenchArgs {
 struct Row {
     name: &'static str,
     tok_s: f64,
+    /// Share of the step spent waiting in collectives (the process's own timer).
     comm: Option<f64>,
+    /// Share of the step that communication adds: 1 − (step without it) / step.
+    exposed: Option<f64>,
     /// Peak memory of rank 0 over the steps, GB.
     peak_gb: Option<f64>,
     note: String,
@@ -225,6 +228,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         name: "starling, 1 process x 2 threads",
         tok_s: base,
         comm: None,
+        exposed: None,
         peak_gb: peak_of(&out),
         note: format!("batch {}", a.batch),
     });
@@ -266,10 +270,27 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
             name,
         )?;
         let (tok_s, comm) = starling_figures(&dir, a.warmup, (a.batch * a.ctx) as f64)?;
+        // DDP again with the gradient averaging skipped (PyTorch's no_sync): the step it adds.
+        let mut exposed = None;
+        if extra.is_empty() {
+            eprintln!("bench ddp: {name}, gradients not averaged");
+            let quiet = a.dir.join("run-2x1-no-sync");
+            run(
+                Command::new(&exe)
+                    .args(["launch", "--nproc", "2", "--"])
+                    .args(train(&quiet, per_rank, extra))
+                    .env("OMP_NUM_THREADS", "1")
+                    .env(starling_train::NO_GRAD_SYNC_ENV, "1"),
+                name,
+            )?;
+            let (alone, _) = starling_figures(&quiet, a.warmup, (a.batch * a.ctx) as f64)?;
+            exposed = Some(1.0 - tok_s / alone);
+        }
         rows.push(Row {
             name,
             tok_s,
             comm,
+            exposed,
             peak_gb: peak_of(&out),
             note: format!("batch {per_rank} per rank"),
         });
@@ -301,6 +322,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         name: "PyTorch eager, 1 process x 2 threads",
         tok_s: v["train_tok_s"].as_f64().unwrap_or(f64::NAN),
         comm: None,
+        exposed: None,
         peak_gb: None,
         note: format!("torch {torch}"),
     });
@@ -309,7 +331,7 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
             "PyTorch DDP, 2 x 1 (torchrun, Gloo)",
             "ddp",
             half,
-            "comm = step − no_sync step",
+            "exposed = step − no_sync step",
         ),
         (
             "PyTorch FSDP2, 2 x 1 (fully_shard per block)",
@@ -359,7 +381,8 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         rows.push(Row {
             name,
             tok_s: v["train_tok_s"].as_f64().unwrap_or(f64::NAN),
-            comm: v["comm_share"].as_f64(),
+            comm: None,
+            exposed: v["comm_share"].as_f64(),
             peak_gb: v["peak_rss_mb"].as_f64().map(|m| m / 1024.0),
             note: format!("batch {per_rank} per rank; {note}"),
         });
@@ -377,17 +400,20 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         a.warmup,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("| setup | tokens/s | x starling 1x2 | communication share of the step | peak memory, rank 0 | notes |");
-    println!("|---|---|---|---|---|---|");
+    println!("| setup | tokens/s | x starling 1x2 | waited in collectives | exposed communication | peak memory, rank 0 | notes |");
+    println!("|---|---|---|---|---|---|---|");
+    let share = |c: Option<f64>| {
+        c.map(|c| format!("{:.1}%", c * 100.0))
+            .unwrap_or_else(|| "—".into())
+    };
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.2} | {} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {} | {} | {} | {} |",
             r.name,
             r.tok_s,
             r.tok_s / base,
-            r.comm
-                .map(|c| format!("{:.1}%", c * 100.0))
-                .unwrap_or_else(|| "—".into()),
+            share(r.comm),
+            share(r.exposed),
             r.peak_gb
                 .map(|g| format!("{g:.2} GB"))
                 .unwrap_or_else(|| "—".into()),
@@ -395,10 +421,13 @@ pub fn ddp(a: &DdpBenchArgs) -> Result<()> {
         );
     }
     println!(
-        "\nstarling's gradients are averaged after backward (no overlap), so its share is all exposed; \
-         DDP overlaps buckets with backward and its share is what the step still waits for. \
-         Peak memory is the steps' (set-up excluded) on both sides; the tensor-parallel rows read \
-         the whole batch on both ranks."
+        "\nWaited: the share of the step a starling rank spends waiting in collectives (its own \
+         timer; for DDP the wait for buckets backward did not hide). Exposed: 1 − (step with the \
+         gradient averaging skipped, PyTorch's no_sync / starling's {}) / step, the same way on \
+         both sides (DDP rows only: FSDP and tensor parallel cannot skip theirs). Peak memory is \
+         the steps' (set-up excluded) on both sides; the tensor-parallel rows read the whole \
+         batch on both ranks.",
+        starling_train::NO_GRAD_SYNC_ENV
     );
     Ok(())
 }

@@ -170,6 +170,35 @@ fn mesh_worker() {
         vec![2.0 * (2.0 * k + 1.0), 2.0 * (2.0 * k + 2.0)]
     );
 
+    // The same gather in bfloat16 (FSDP's mixed precision): values rounded to bf16 (1 + 2^-10
+    // is not a bf16); the gradient comes back in fp32, summed over the ranks in fp32: rank 0's
+    // 1 and rank 1's 2^-8 add up to 1 + 2^-8, which a bf16 sum would round back to 1.
+    let x = Tensor::from_slice(&[1.0f32 + 1.0 / 1024.0, 2.0 + k as f32]).set_requires_grad(true);
+    let y = collective::all_gather_bf16(&x, &name).expect("bf16 all-gather");
+    assert_eq!(y.kind(), Kind::BFloat16);
+    assert_eq!(floats(&y), vec![1.0, 2.0, 1.0, 3.0]);
+    let w = if k == 0.0 { 1.0 } else { 1.0 / 256.0 };
+    (&y * w).sum(Kind::Float).backward();
+    assert_eq!(x.grad().kind(), Kind::Float);
+    assert_eq!(floats(&x.grad()), vec![1.0 + 1.0 / 256.0; 2]);
+
+    // Deferred: backward leaves the reduce-scatter running; the gradient lands at the finish.
+    let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+    let y = collective::all_gather_deferred(&x, &name, true).expect("deferred all-gather");
+    assert_eq!(y.kind(), Kind::BFloat16);
+    (&y * w).sum(Kind::Float).backward();
+    assert!(!x.grad().defined(), "no gradient before the finish");
+    collective::finish_reductions().expect("finish");
+    assert_eq!(floats(&x.grad()), vec![1.0 + 1.0 / 256.0; 2]);
+    let y = collective::all_gather_deferred(&x, &name, false).expect("fp32");
+    (&y * w).sum(Kind::Float).backward();
+    collective::finish_reductions().expect("finish");
+    assert_eq!(
+        floats(&x.grad()),
+        vec![2.0 + 2.0 / 256.0; 2],
+        "added to the gradient"
+    );
+
     // reduce-scatter: y_k = Σ_ranks x[2k..2k+2]; loss = Σ y·(k+1): x's gradient is [1,1,2,2].
     let x = (Tensor::arange(4, (Kind::Double, tch::Device::Cpu)) + k).set_requires_grad(true);
     let y = collective::reduce_scatter(&x, &name).expect("reduce-scatter");

@@ -13,6 +13,7 @@ mod generate;
 mod gguf;
 pub mod head;
 mod model;
+mod parallel;
 
 pub use contrastive::{
     train_embedder, trained_embedder, ContrastConfig, ContrastPair, ContrastReport, CurvePoint,
@@ -22,7 +23,8 @@ pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, top2_margin, FinishReason, Generation, SamplingConfig};
 pub use gguf::export_gguf;
 pub use head::{train_head, EmbeddingHead, HeadConfig, HeadPair, HeadReport};
-pub use model::{BlockTemplate, KvCache, Llama, Runner, SlotCache, TensorParallel, BLOCK_WEIGHTS};
+pub use model::{BlockTemplate, KvCache, Llama, SlotCache};
+pub use parallel::{Runner, TensorParallel, BLOCK_WEIGHTS};
 pub use starling_arch::LlamaConfig;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! The Llama architecture on libtorch, readable top to bottom: RMSNorm, rotary positions,
 //! grouped-query attention, SwiGLU, optional tied head. Tensor names are Hugging Face's.
 
+use crate::parallel::{self, Runner, TensorParallel, BLOCK_WEIGHTS};
 use starling_arch::LlamaConfig;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -417,25 +418,14 @@ impl Block {
     }
 }
 
-/// A block's weights, by their HF names relative to `model.layers.N.`.
-pub const BLOCK_WEIGHTS: [&str; 9] = [
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-];
-
 /// One block's training forward, owning handles to its weights (so an autograd graph may keep it
 /// past the forward that made it), runnable with stand-ins for some of them.
 #[derive(Debug)]
 pub struct BlockTemplate {
     /// The block's index.
     pub layer: usize,
+    /// The batch's [batch, time].
+    pub shape: [i64; 2],
     block: Block,
     rope: Rope,
 }
@@ -452,53 +442,44 @@ impl BlockTemplate {
         self.block.substituted(sub).forward(x, &self.rope, None)
     }
 
-    /// The block's output for `x` on one rank of a tensor-parallel group (Megatron-LM): `sub`
-    /// gives this rank's slices — Q, K, V, gate and up by rows (its 1/n of the heads and of the
-    /// MLP columns), O and down by columns — and the replicated norms. `tp.enter` wraps the
-    /// input of the attention and the MLP (identity forward, sum of gradients backward);
-    /// `tp.exit` sums their partial outputs over the group.
+    /// The block's output on one rank of a tensor-parallel group (Megatron-LM with sequence
+    /// parallelism): `x` is this rank's share of the tokens [tokens / n, hidden] of a batch of
+    /// `shape` [batch, time]; `sub` gives this rank's slices — Q, K, V, gate and up by rows (its
+    /// 1/n of the heads and of the MLP columns), O and down by columns — and the replicated
+    /// norms, which run on the share (their gradient summed over the group). Each half gathers
+    /// the normed tokens before its projections and reduce-scatters its partial output.
     pub fn forward_split(
         &self,
         x: &Tensor,
         sub: &dyn Fn(&str) -> Option<Tensor>,
-        tp: &TensorParallel,
+        tp: &dyn TensorParallel,
     ) -> Tensor {
         let mut b = self.block.substituted(sub);
-        let n = tp.ranks as i64;
+        let n = tp.ranks() as i64;
         b.attn.heads /= n;
         b.attn.kv_heads /= n;
+        for norm in [&mut b.input_norm, &mut b.post_norm] {
+            norm.weight = tp.shared(&norm.weight);
+        }
+        let [batch, time] = self.shape;
+        // Gathered in the matrix products' precision (bf16 moves half the bytes of fp32).
+        let kind = b.attn.kind;
+        let whole = |t: &Tensor| {
+            let t = tp.gather_tokens(&t.to_kind(kind));
+            let d = t.size()[1];
+            t.view([batch, time, d])
+        };
+        let share = |t: Tensor| {
+            let d = t.size()[2];
+            tp.scatter_tokens(&t.view([batch * time, d]))
+        };
         let a = b
             .attn
-            .forward(&(tp.enter)(&b.input_norm.forward(x)), &self.rope, None);
-        let h = x + (tp.exit)(&a);
-        let m = b.mlp.forward(&(tp.enter)(&b.post_norm.forward(&h)));
-        &h + (tp.exit)(&m)
+            .forward(&whole(&b.input_norm.forward(x)), &self.rope, None);
+        let h = x + share(a);
+        let m = b.mlp.forward(&whole(&b.post_norm.forward(&h)));
+        &h + share(m)
     }
-}
-
-/// A tensor-parallel group as a block sees it: its size and the two collectives around each
-/// half of the block.
-pub struct TensorParallel<'a> {
-    /// Ranks in the group (it divides the heads, the KV heads and the MLP width).
-    pub ranks: usize,
-    /// Identity forward, gradient summed over the group backward (Megatron's f).
-    pub enter: &'a dyn Fn(&Tensor) -> Tensor,
-    /// Sum over the group forward, identity backward (Megatron's g).
-    pub exit: &'a dyn Fn(&Tensor) -> Tensor,
-}
-
-/// How a training forward reaches its weights and runs its blocks: activation recomputation,
-/// parameters sharded across ranks (FSDP). The model calls it on every forward once set
-/// ([`Llama::set_runner`]); a failure inside (a collective) panics, as a failing tensor op does.
-pub trait Runner: Send + std::fmt::Debug {
-    /// Stand-ins, by HF name, for the weights outside the blocks (`model.embed_tokens.weight`,
-    /// `model.norm.weight`, `lm_head.weight`) for one forward; `None` uses the model's own.
-    fn outer_weights(&self) -> Option<std::collections::HashMap<String, Tensor>> {
-        None
-    }
-
-    /// Block `block.layer`'s output for `x`.
-    fn run(&self, x: &Tensor, block: BlockTemplate) -> Tensor;
 }
 
 /// The weights outside the blocks for one forward.
@@ -616,14 +597,27 @@ impl Llama {
         }
     }
 
+    fn tensor_parallel(&self) -> Option<&dyn TensorParallel> {
+        self.runner.as_ref().and_then(|r| r.tensor_parallel())
+    }
+
+    /// Final hidden states: [batch, time, hidden], or under tensor parallelism this rank's share
+    /// of the tokens [batch · time / n, hidden].
     fn hidden_with(&self, ids: &Tensor, outer: &Outer) -> Tensor {
-        let mut x = Tensor::embedding(&outer.embed, ids, -1, false, false);
+        let (b, t) = ids.size2().unwrap_or((1, ids.numel() as i64));
+        let shape = [b, t];
+        let tp = self.tensor_parallel();
+        let mut x = match tp {
+            Some(tp) => parallel::embedding(&outer.embed, ids, tp),
+            None => Tensor::embedding(&outer.embed, ids, -1, false, false),
+        };
         for (layer, b) in self.blocks.iter().enumerate() {
             x = match &self.runner {
                 Some(r) => r.run(
                     &x,
                     BlockTemplate {
                         layer,
+                        shape,
                         block: b.substituted(&|_| None),
                         rope: self.rope.handle(),
                     },
@@ -631,12 +625,25 @@ impl Llama {
                 None => b.forward(&x, &self.rope, None),
             };
         }
-        outer.norm.forward(&x)
+        match tp {
+            Some(tp) => RmsNorm {
+                weight: tp.shared(&outer.norm.weight),
+                eps: outer.norm.eps,
+            }
+            .forward(&x),
+            None => outer.norm.forward(&x),
+        }
     }
 
     /// Final hidden states [batch, time, hidden] of token ids [batch, time].
     pub fn hidden(&self, ids: &Tensor) -> Tensor {
-        self.hidden_with(ids, &self.outer())
+        let h = self.hidden_with(ids, &self.outer());
+        match self.tensor_parallel() {
+            Some(tp) => tp
+                .gather_tokens(&h)
+                .view([ids.size()[0], ids.size()[1], -1]),
+            None => h,
+        }
     }
 
     /// Logits [batch, time, vocab] of token ids [batch, time].
@@ -645,7 +652,18 @@ impl Llama {
         let h = self.hidden_with(ids, &outer);
         let k = self.kind;
         let w = outer.head.as_ref().unwrap_or(&outer.embed);
-        h.to_kind(k).matmul(&w.to_kind(k).tr())
+        match self.tensor_parallel() {
+            Some(tp) => {
+                // Each rank's slice of the vocabulary for every token, gathered by vocabulary.
+                let part = tp.gather_tokens(&h).to_kind(k).matmul(&w.to_kind(k).tr());
+                tp.gather_tokens(&part.tr().contiguous()).tr().reshape([
+                    ids.size()[0],
+                    ids.size()[1],
+                    -1,
+                ])
+            }
+            None => h.to_kind(k).matmul(&w.to_kind(k).tr()),
+        }
     }
 
     /// Logits of new tokens given (and extending) a KV cache.
@@ -760,6 +778,14 @@ impl Llama {
 
     /// Mean cross-entropy of next-token prediction: logits of `ids` against `targets` [batch, time].
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Tensor {
+        if let Some(tp) = self.tensor_parallel() {
+            // Each rank scores its slice of the vocabulary; the loss is summed from the slices.
+            let outer = self.outer();
+            let h = tp.gather_tokens(&self.hidden_with(ids, &outer));
+            let (k, w) = (self.kind, outer.head.as_ref().unwrap_or(&outer.embed));
+            let part = h.to_kind(k).matmul(&w.to_kind(k).tr()).to_kind(Kind::Float);
+            return parallel::cross_entropy(&part, &targets.reshape([-1]), tp);
+        }
         let logits = self.forward(ids).to_kind(Kind::Float);
         let v = self.config.vocab_size as i64;
         logits

@@ -14,6 +14,10 @@ pub const GPUS_PER_NODE: u64 = 8;
 /// Bytes per gradient element in the all-reduce (bf16).
 pub const GRAD_BYTES: f64 = 2.0;
 
+/// Bytes per gradient element starling reduces: fp32, the precision of its master weights (as
+/// PyTorch DDP does, and FSDP2 with `reduce_dtype=float32`); parameters are gathered in bf16.
+pub const STARLING_REDUCE_BYTES: f64 = 4.0;
+
 /// The communication of one optimizer step under one layout.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepComm {
@@ -72,10 +76,12 @@ pub fn step_comm(
     }
 }
 
-/// What one step of starling's own layout moves and how long it takes, none of it overlapped with
-/// compute (starling reduces after backward, and FSDP gathers inside forward and backward):
-/// with FSDP each rank all-gathers its parameters twice (forward, and the recomputation in
-/// backward) and reduce-scatters its gradients, each (dp − 1)/dp of the bytes; with tensor
+/// What one step of starling's own layout moves and how long it takes, counted as if none of it
+/// overlapped compute (an upper bound: FSDP's gathers and the tensor-parallel collectives are
+/// synchronous, while DDP's all-reduce and FSDP's reduce-scatter run beside backward, hiding as
+/// much as the link allows): with FSDP each rank all-gathers its bf16 parameters twice (forward,
+/// and the recomputation in backward) and reduce-scatters its fp32 gradients, each (dp − 1)/dp of
+/// the bytes; with tensor
 /// parallelism each layer all-reduces its b·s·d activations six times a micro-batch (two in
 /// forward, two in the recomputation, two in backward) inside the node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -109,7 +115,7 @@ pub fn starling_comm(
     use crate::memory::Sharding;
     let (tp, dp) = (l.tp, l.dp.max(1));
     let gpus = tp * dp;
-    let local = GRAD_BYTES * m.params / tp as f64;
+    let local = m.params / tp as f64;
     let frac = (dp as f64 - 1.0) / dp as f64;
     let bw = if dp == 1 {
         f64::INFINITY
@@ -119,10 +125,11 @@ pub fn starling_comm(
         gpu.nic
     };
     let data_bytes = match l.sharding {
-        // Two all-gathers of the parameters and one reduce-scatter of the gradients.
-        Sharding::Zero3 => 3.0 * frac * local,
-        // A ring all-reduce (or ZeRO-1's reduce-scatter + all-gather): the same bytes.
-        _ => 2.0 * frac * local,
+        // Two all-gathers of the bf16 parameters (forward, and backward's recomputation) and
+        // one reduce-scatter of the fp32 gradients.
+        Sharding::Zero3 => frac * local * (2.0 * GRAD_BYTES + STARLING_REDUCE_BYTES),
+        // A ring all-reduce of fp32 gradients (or ZeRO-1's reduce-scatter + all-gather).
+        _ => 2.0 * frac * local * STARLING_REDUCE_BYTES,
     };
     let (layers, d, _) = crate::memory::shape(m);
     let tensor_s = if tp > 1 {
@@ -205,9 +212,10 @@ mod tests {
         };
         let c = starling_comm(&m, &a100, &l, 4e6, 100e12);
         assert_eq!(c.layout, "tensor 8 x FSDP 128");
-        // Two gathers and a reduce-scatter of 1/8 of 20 GB of bf16 parameters, over the NIC.
+        // Two gathers of 1/8 of 20 GB of bf16 parameters and a reduce-scatter of their fp32
+        // gradients (40 GB / 8), over the NIC.
         let local = 20e9 / 8.0;
-        assert!((c.data_s - 3.0 * 127.0 / 128.0 * local / 25e9).abs() < 1e-9);
+        assert!((c.data_s - (2.0 + 2.0) * 127.0 / 128.0 * local / 25e9).abs() < 1e-9);
         // Six all-reduces per layer of (4e6 / 128) tokens x 5120 x 2 bytes, over NVLink.
         let bytes = 6.0 * 40.0 * (4e6 / 128.0) * 5120.0 * 2.0;
         assert!((c.tensor_s - 2.0 * 7.0 / 8.0 * bytes / 300e9).abs() < 1e-9);

@@ -256,7 +256,7 @@ pub struct Plan {
     pub data: Option<DataSupply>,
     /// The gradient all-reduce per step: plain data parallel, and the smallest layout that fits.
     pub network: Vec<crate::network::StepComm>,
-    /// One step's communication under starling's layout, none of it overlapped.
+    /// One step's communication under starling's layout, counted as if none of it overlapped.
     pub starling_comm: Option<crate::network::StarlingComm>,
 }
 
@@ -356,8 +356,8 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
 
 /// The largest Chinchilla-optimal model (N, D = 20·N) starling's own trainer trains on `gpus`
 /// GPUs in `days` of wall time: its layout must fit (no pipeline parallelism) and every step
-/// pays its communication on top of compute (nothing is overlapped). `None` when not even 100 M
-/// parameters fit.
+/// pays its communication on top of compute (counted as if nothing overlapped: an upper bound).
+/// `None` when not even 100 M parameters fit.
 pub fn starling_largest(gpu: Gpu, gpus: u64, days: f64, base: &PlanInput) -> Result<Option<Plan>> {
     let wall = |n: f64| -> Result<Option<Plan>> {
         let mut i = base.clone();

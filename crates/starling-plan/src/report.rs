@@ -128,7 +128,7 @@ pub fn plan_table(p: &Plan) -> String {
             let _ = writeln!(
                 s,
                 "starling runs: {} with recomputation, {} per GPU (no pipeline parallelism: a pipeline layout above stays on paper); \
-                 per step {:.2} s compute + {:.2} s data-parallel + {:.2} s tensor-parallel communication, not overlapped ({:.2}x the compute)",
+                 per step {:.2} s compute + {:.2} s data-parallel + {:.2} s tensor-parallel communication, counted as not overlapped ({:.2}x the compute)",
                 c.layout,
                 gb(l.bytes_per_gpu),
                 c.step_s,

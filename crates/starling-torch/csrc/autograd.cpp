@@ -14,8 +14,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "guard.h"
 
@@ -153,6 +155,65 @@ struct AllGather : public torch::autograd::Function<AllGather> {
   }
 };
 
+/// All-gather in bfloat16 whose backward reduce-scatters the gradient in the input's precision
+/// (FSDP2's mixed precision: half the bytes gathered, gradients reduced in fp32).
+struct AllGatherBf16 : public torch::autograd::Function<AllGatherBf16> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const std::string& name) {
+    ctx->saved_data["group"] = name;
+    ctx->saved_data["kind"] = static_cast<int64_t>(x.scalar_type());
+    return gather(name, x.to(at::kBFloat16));
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
+    auto kind = static_cast<at::ScalarType>(ctx->saved_data["kind"].toInt());
+    return {scatter_sum(ctx->saved_data["group"].toStringRef(), g[0].to(kind)), at::Tensor()};
+  }
+};
+
+/// A reduce-scatter backward started and did not wait for: the work, the buffers it reads and
+/// writes, and the leaf whose gradient its result is.
+struct PendingReduction {
+  c10::intrusive_ptr<c10d::Work> work;
+  at::Tensor in;
+  at::Tensor out;
+  at::Tensor leaf;
+};
+
+std::mutex g_pending_mutex;
+std::vector<PendingReduction> g_pending;
+
+/// All-gather (in bfloat16 when asked) whose backward starts the gradient's reduce-scatter and
+/// returns at once: backward goes on computing while the gradient travels (FSDP's overlap). The
+/// result reaches the leaf's `.grad` in `starling_torch_finish_reductions`.
+struct AllGatherDeferred : public torch::autograd::Function<AllGatherDeferred> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const std::string& name, bool bf16) {
+    if (!x.is_leaf()) throw std::invalid_argument("a deferred all-gather needs a leaf tensor");
+    ctx->saved_data["group"] = name;
+    ctx->saved_data["leaf"] = x;
+    return gather(name, bf16 ? x.to(at::kBFloat16) : x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
+    auto leaf = ctx->saved_data["leaf"].toTensor();
+    auto pg = group(ctx->saved_data["group"].toStringRef());
+    auto in = g[0].to(leaf.scalar_type()).contiguous();
+    auto sizes = in.sizes().vec();
+    sizes[0] /= pg->getSize();
+    auto out = at::empty(sizes, in.options());
+    c10d::ReduceScatterOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    auto work = pg->_reduce_scatter_base(out, in, o);
+    {
+      std::lock_guard<std::mutex> lock(g_pending_mutex);
+      g_pending.push_back({work, in, out, leaf});
+    }
+    // No gradient through autograd: the leaf gets it when the reduction is finished.
+    return {at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 /// Reduce-scatter (sum) whose backward is an all-gather (sequence parallel, FSDP's gradients).
 struct ReduceScatter : public torch::autograd::Function<ReduceScatter> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -200,7 +261,10 @@ uint64_t starling_torch_collective_ns() { return g_collective_ns.load(); }
 
 /// One collective with autograd over the group registered as `name`: 0 all-gather (backward:
 /// reduce-scatter), 1 reduce-scatter of the sum (backward: all-gather), 2 identity (backward:
-/// all-reduce), 3 all-reduce (backward: identity). Writes a new handle into `*out`.
+/// all-reduce), 3 all-reduce (backward: identity), 4 all-gather in bfloat16 (backward:
+/// reduce-scatter in the input's precision), 5 and 6 all-gather in the input's precision or
+/// bfloat16 whose backward reduce-scatter is left running (see the next function). Writes a new
+/// handle into `*out`.
 int starling_torch_collective(int op, at::Tensor* x, const char* name, at::Tensor** out, char* err,
                               size_t len) {
   return starling::guarded(err, len, [&] {
@@ -212,9 +276,38 @@ int starling_torch_collective(int op, at::Tensor* x, const char* name, at::Tenso
       case 1: y = ReduceScatter::apply(*x, n); break;
       case 2: y = CopyToGroup::apply(*x, n); break;
       case 3: y = ReduceFromGroup::apply(*x, n); break;
+      case 4: y = AllGatherBf16::apply(*x, n); break;
+      case 5: y = AllGatherDeferred::apply(*x, n, false); break;
+      case 6: y = AllGatherDeferred::apply(*x, n, true); break;
       default: throw std::invalid_argument("unknown collective " + std::to_string(op));
     }
     *out = new at::Tensor(std::move(y));
+  });
+}
+
+/// Waits for every reduce-scatter the deferred all-gathers' backward started and adds each
+/// result into its leaf's `.grad`; writes the time waited into `*waited_ns`.
+int starling_torch_finish_reductions(uint64_t* waited_ns, char* err, size_t len) {
+  return starling::guarded(err, len, [&] {
+    std::vector<PendingReduction> all;
+    {
+      std::lock_guard<std::mutex> lock(g_pending_mutex);
+      all.swap(g_pending);
+    }
+    const auto start = std::chrono::steady_clock::now();
+    at::NoGradGuard no_grad;
+    for (auto& p : all) {
+      timed([&] { p.work->wait(); });
+      auto& grad = p.leaf.mutable_grad();
+      if (grad.defined())
+        grad.add_(p.out);
+      else
+        grad = p.out;
+    }
+    if (waited_ns != nullptr)
+      *waited_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::steady_clock::now() - start)
+                                             .count());
   });
 }
 

@@ -86,6 +86,8 @@ extern "C" {
 
 extern "C" {
     fn starling_torch_collective_ns() -> u64;
+    fn starling_torch_finish_reductions(waited_ns: *mut u64, err: *mut c_char, len: usize)
+        -> c_int;
     fn starling_torch_collective(
         op: c_int,
         x: *mut c_void,
@@ -338,6 +340,14 @@ pub(crate) fn collective(op: i32, x: &Tensor, group: &str) -> CResult<Tensor> {
     }
     // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
     Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+/// Waits for the deferred reductions and adds them into their leaves' gradients; the time waited.
+pub(crate) fn finish_reductions() -> CResult<u64> {
+    let mut ns = 0u64;
+    // SAFETY: `ns` outlives the call.
+    call(|e, l| unsafe { starling_torch_finish_reductions(&mut ns, e, l) })?;
+    Ok(ns)
 }
 
 pub(crate) fn collective_ns() -> u64 {

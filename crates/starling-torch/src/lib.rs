@@ -170,6 +170,29 @@ pub mod collective {
         ffi::collective(0, x, group).map_err(Error)
     }
 
+    /// Every rank's `x` in bfloat16, concatenated along dim 0 in rank order; backward
+    /// reduce-scatters the gradient in `x`'s own precision (FSDP's mixed precision: half the
+    /// bytes gathered, gradients summed in fp32).
+    pub fn all_gather_bf16(x: &Tensor, group: &str) -> Result<Tensor> {
+        ffi::collective(4, x, group).map_err(Error)
+    }
+
+    /// Every rank's `x` (a leaf; in bfloat16 with `bf16`) concatenated along dim 0, whose
+    /// backward starts the reduce-scatter of the gradient and goes on without waiting (FSDP's
+    /// overlap of gradient reduction with backward): the summed share reaches `x.grad()` in
+    /// [`finish_reductions`], in `x`'s own precision.
+    pub fn all_gather_deferred(x: &Tensor, group: &str, bf16: bool) -> Result<Tensor> {
+        ffi::collective(if bf16 { 6 } else { 5 }, x, group).map_err(Error)
+    }
+
+    /// Waits for the reduce-scatters [`all_gather_deferred`]'s backward started and adds each
+    /// into its leaf's gradient; returns the time waited (the communication backward did not hide).
+    pub fn finish_reductions() -> Result<std::time::Duration> {
+        ffi::finish_reductions()
+            .map(std::time::Duration::from_nanos)
+            .map_err(Error)
+    }
+
     /// The sum over ranks of `x`, this rank's 1/world share along dim 0 (which the world size
     /// must divide); backward all-gathers the gradient.
     pub fn reduce_scatter(x: &Tensor, group: &str) -> Result<Tensor> {

@@ -1,9 +1,10 @@
 //! FSDP / ZeRO-3 (Rajbhandari et al. 2020; Zhao et al. 2023): every parameter lives on the ranks
 //! as 1/world of a flat buffer per unit — one unit per transformer block, one for the weights
 //! outside the blocks (embedding, final norm, head). A forward all-gathers a unit just before it
-//! runs and autograd reduce-scatters its gradient back into the shard (starling-torch's
-//! `collective::all_gather`, whose backward is a reduce-scatter); each rank's AdamW updates only
-//! its shards. With `--recompute block` a block's gathered parameters exist only while it runs
+//! runs; backward starts the reduce-scatter of its gradient and goes on with the next unit while
+//! it travels (starling-torch's `collective::all_gather_deferred`); the optimizer step waits for
+//! them and each rank's AdamW updates only its shards. With bf16 matrix products the units are
+//! gathered in bf16 and their gradients reduced in fp32 (FSDP2's mixed precision). With `--recompute block` a block's gathered parameters exist only while it runs
 //! (forward, and again in backward); without, they stay until backward, like FSDP's
 //! `reshard_after_forward=False`.
 //!
@@ -354,6 +355,8 @@ impl<'a> Fsdp<'a> {
     /// Averages the gradients the backward reduce-scattered, clips them by the global norm and
     /// updates this rank's shards, all on the device; a non-finite step changes nothing.
     pub fn optimizer_step(&mut self, lr: f64) -> Result<StepOutcome> {
+        // The gradients' reduce-scatters, started during backward, land in the shards' grads.
+        starling_torch::collective::finish_reductions()?;
         let _g = tch::no_grad_guard();
         let (_, n) = self.data_rank();
         let device = self.step_tensor.device();
@@ -521,11 +524,14 @@ impl<'a> Fsdp<'a> {
     }
 
     /// The runner that gathers each unit for the model's forward (and, with tensor parallelism,
-    /// runs each block split over the tensor-parallel group).
-    pub fn runner(&self, recompute: bool) -> Box<dyn Runner> {
+    /// runs each block split over the tensor-parallel group). With bf16 matrix products the
+    /// parameters are gathered in bf16 and their gradients reduced in fp32 (FSDP2's mixed
+    /// precision); the norms and the embedding are used in fp32 as the model keeps them.
+    pub fn runner(&self, recompute: bool, kind: Kind) -> Box<dyn Runner> {
         let unit = |s: &Shard| GatheredUnit {
             layout: s.layout.clone(),
             param: s.param.shallow_clone(),
+            bf16: kind == Kind::BFloat16,
         };
         let n = self.shards.len();
         let group = match &self.shard_group {
@@ -536,10 +542,10 @@ impl<'a> Fsdp<'a> {
             blocks: self.shards[..n - 1].iter().map(unit).collect(),
             outer: unit(&self.shards[n - 1]),
             group: group.to_string(),
-            tp: self
-                .tp
-                .as_ref()
-                .map(|t| (t.group.name().to_string(), t.at.ranks)),
+            tp: self.tp.as_ref().map(|t| TpOps {
+                group: t.group.name().to_string(),
+                at: t.at,
+            }),
             recompute,
         })
     }
@@ -644,6 +650,8 @@ fn full_moments(
 struct GatheredUnit {
     layout: Arc<UnitLayout>,
     param: Tensor,
+    /// Gathered in bf16 (gradients reduced in fp32).
+    bf16: bool,
 }
 
 impl GatheredUnit {
@@ -651,16 +659,26 @@ impl GatheredUnit {
         Self {
             layout: self.layout.clone(),
             param: self.param.shallow_clone(),
+            bf16: self.bf16,
         }
     }
 
-    /// The unit's whole parameters, gathered with autograd (backward reduce-scatters).
+    /// The unit's whole parameters, gathered with autograd: backward starts the gradient's
+    /// reduce-scatter and goes on; [`Fsdp::optimizer_step`] waits for it.
     fn gather(&self, group: &str) -> HashMap<String, Tensor> {
-        let full = starling_torch::collective::all_gather(&self.param, group)
+        let full = starling_torch::collective::all_gather_deferred(&self.param, group, self.bf16)
             .unwrap_or_else(|e| panic!("FSDP all-gather of {}: {e}", self.layout.key));
         self.layout
             .views(&full.narrow(0, 0, self.layout.total))
             .into_iter()
+            .map(|(name, t)| {
+                // The model keeps norms, the embedding (the residual stream) in fp32.
+                let fp32 = name.ends_with("norm.weight") || name.ends_with("embed_tokens.weight");
+                match self.bf16 && fp32 {
+                    true => (name, t.to_kind(Kind::Float)),
+                    false => (name, t),
+                }
+            })
             .collect()
     }
 }
@@ -671,8 +689,7 @@ struct FsdpRunner {
     blocks: Vec<GatheredUnit>,
     outer: GatheredUnit,
     group: String,
-    /// The tensor-parallel group's name and size.
-    tp: Option<(String, usize)>,
+    tp: Option<TpOps>,
     recompute: bool,
 }
 
@@ -690,23 +707,7 @@ impl Runner for FsdpRunner {
             let sub = |n: &str| w.get(n).map(Tensor::shallow_clone);
             match &tp {
                 None => block.forward_with(x, &sub),
-                Some((g, ranks)) => {
-                    let collective = |what: &str, r: starling_torch::Result<Tensor>| {
-                        r.unwrap_or_else(|e| panic!("tensor-parallel {what}: {e}"))
-                    };
-                    let enter = |t: &Tensor| {
-                        collective("f", starling_torch::collective::copy_to_group(t, g))
-                    };
-                    let exit = |t: &Tensor| {
-                        collective("g", starling_torch::collective::reduce_from_group(t, g))
-                    };
-                    let split = TensorParallel {
-                        ranks: *ranks,
-                        enter: &enter,
-                        exit: &exit,
-                    };
-                    block.forward_split(x, &sub, &split)
-                }
+                Some(tp) => block.forward_split(x, &sub, tp),
             }
         };
         if self.recompute {
@@ -714,6 +715,54 @@ impl Runner for FsdpRunner {
         } else {
             forward(x)
         }
+    }
+
+    fn tensor_parallel(&self) -> Option<&dyn TensorParallel> {
+        self.tp.as_ref().map(|t| t as &dyn TensorParallel)
+    }
+}
+
+/// The tensor-parallel group's collectives (starling-torch's, with autograd) for the model.
+#[derive(Debug, Clone)]
+struct TpOps {
+    /// The group's registered name.
+    group: String,
+    at: TpRank,
+}
+
+impl TpOps {
+    fn expect(&self, what: &str, r: starling_torch::Result<Tensor>) -> Tensor {
+        r.unwrap_or_else(|e| panic!("tensor-parallel {what} over {}: {e}", self.group))
+    }
+}
+
+impl TensorParallel for TpOps {
+    fn rank(&self) -> usize {
+        self.at.rank
+    }
+
+    fn ranks(&self) -> usize {
+        self.at.ranks
+    }
+
+    fn gather_tokens(&self, x: &Tensor) -> Tensor {
+        use starling_torch::collective::all_gather;
+        self.expect("all-gather", all_gather(x, &self.group))
+    }
+
+    fn scatter_tokens(&self, x: &Tensor) -> Tensor {
+        use starling_torch::collective::reduce_scatter;
+        self.expect("reduce-scatter", reduce_scatter(x, &self.group))
+    }
+
+    fn sum(&self, x: &Tensor) -> Tensor {
+        use starling_torch::collective::reduce_from_group;
+        self.expect("sum", reduce_from_group(x, &self.group))
+    }
+
+    fn shared(&self, w: &Tensor) -> Tensor {
+        use starling_torch::collective::copy_to_group;
+        self.expect("shared weight", copy_to_group(w, &self.group))
     }
 }
 

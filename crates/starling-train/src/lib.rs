@@ -28,6 +28,7 @@ pub use checkpoint::{checkpoints, latest_good, CHECKPOINT_VERSION};
 pub use config::TrainConfig;
 pub use metrics::{default_peak_flops, StepMetrics};
 pub use model_dir::ModelDir;
+pub use parallel::NO_GRAD_SYNC_ENV;
 
 use checkpoint::save_checkpoint;
 use ddp::DataParallel;
@@ -209,7 +210,7 @@ pub fn train_distributed(
         let local = ["LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"]
             .iter()
             .find_map(|v| std::env::var(v).ok()?.trim().parse().ok());
-        tp::check(&mc, cfg.tp, local)?;
+        tp::check(&mc, cfg.tp, ctx, local)?;
     }
     let mut par = parallel::apply(dp, sharding, cfg.tp, &vs, cfg.optim.clone())?;
 
@@ -219,7 +220,7 @@ pub fn train_distributed(
         mut history,
     } = restore(run, cfg, resume.as_ref(), &mut vs, par.as_mut())?;
     par.place(&vs)?;
-    model.set_runner(par.runner(cfg.recompute == config::Recompute::Block));
+    model.set_runner(par.runner(cfg.recompute == config::Recompute::Block, kind));
     // The peak the summary reports is the steps' (and evaluations'), not set-up's or checkpoints'.
     metrics::reset_peak_memory(device);
     let mut peak_memory = None;

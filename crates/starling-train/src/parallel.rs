@@ -56,8 +56,9 @@ pub trait Parallelism {
     /// Time spent in collectives so far (None alone).
     fn comm(&self) -> Option<Duration>;
     /// How the model's training forward runs (set after [`Parallelism::place`]): with
-    /// `recompute`, blocks recompute their activations in backward.
-    fn runner(&self, recompute: bool) -> Option<Box<dyn Runner>> {
+    /// `recompute`, blocks recompute their activations in backward; `kind` is the precision of
+    /// the matrix products (FSDP gathers parameters in bf16 when it is bf16).
+    fn runner(&self, recompute: bool, _kind: tch::Kind) -> Option<Box<dyn Runner>> {
         recompute.then(|| Box::new(RecomputeBlocks) as Box<dyn Runner>)
     }
 }
@@ -121,11 +122,21 @@ pub fn apply<'a>(
                 "{flag} needs a data-parallel group (start with `starling launch` or torchrun's environment)"
             )));
         }
-        (Some(dp), Sharding::None) => Box::new(Replicated {
-            opt: AdamW::new(vs, optim),
-            dp,
-            reducer: None,
-        }),
+        (Some(dp), Sharding::None) => {
+            let no_sync = std::env::var_os(NO_GRAD_SYNC_ENV).is_some();
+            if no_sync {
+                tracing::warn!(
+                    "{NO_GRAD_SYNC_ENV} is set: gradients are not averaged (a measurement of the \
+                     step without communication; the ranks' models drift apart)"
+                );
+            }
+            Box::new(Replicated {
+                opt: AdamW::new(vs, optim),
+                dp,
+                reducer: None,
+                no_sync,
+            })
+        }
         (Some(dp), Sharding::Optimizer) => {
             let (rank, world) = (dp.rank(), dp.world());
             Box::new(Zero1 {
@@ -266,7 +277,13 @@ pub struct Replicated<'a> {
     dp: &'a mut DataParallel,
     /// Made in `place` (the parameters' gradient hooks).
     reducer: Option<starling_torch::collective::Reducer>,
+    /// Gradients are not averaged ([`NO_GRAD_SYNC_ENV`]).
+    no_sync: bool,
 }
+
+/// Set in the environment, data parallel skips the gradient averaging, like PyTorch's
+/// `no_sync()`: `bench ddp` measures the step without its communication this way.
+pub const NO_GRAD_SYNC_ENV: &str = "STARLING_NO_GRAD_SYNC";
 
 /// Bytes per gradient bucket (PyTorch DDP's default).
 const BUCKET_BYTES: i64 = 25 << 20;
@@ -324,7 +341,7 @@ impl Parallelism for Replicated<'_> {
         Ok(())
     }
     fn before_backward(&mut self, last: bool) {
-        if let (true, Some(r)) = (last, self.reducer.as_mut()) {
+        if let (true, false, Some(r)) = (last, self.no_sync, self.reducer.as_mut()) {
             r.arm();
         }
     }
@@ -341,9 +358,10 @@ impl Parallelism for Replicated<'_> {
         load_full(&mut self.opt, vs, dir, step)
     }
     fn optimizer_step(&mut self, vs: &VarStore, lr: f64) -> Result<StepOutcome> {
-        match self.reducer.as_mut() {
-            Some(r) => r.finish()?,
-            None => self.dp.average_grads(vs)?,
+        match (self.no_sync, self.reducer.as_mut()) {
+            (true, _) => {}
+            (false, Some(r)) => r.finish()?,
+            (false, None) => self.dp.average_grads(vs)?,
         }
         let o = self.opt.clip(vs)?;
         self.opt.update(vs, lr, Some(&o.found_inf))?;
@@ -429,8 +447,8 @@ impl Parallelism for Fsdp<'_> {
         // The gathers and reduce-scatters inside forward and backward, and the rest.
         Some(self.dp_ref().comm() + starling_torch::collective::time_spent())
     }
-    fn runner(&self, recompute: bool) -> Option<Box<dyn Runner>> {
-        Some(Fsdp::runner(self, recompute))
+    fn runner(&self, recompute: bool, kind: tch::Kind) -> Option<Box<dyn Runner>> {
+        Some(Fsdp::runner(self, recompute, kind))
     }
 }
 

@@ -43,7 +43,7 @@ pub(crate) fn check_memory(
     let recompute = cfg.recompute == crate::config::Recompute::Block;
     // FSDP and tensor parallel split the state over the ranks.
     let shards = if cfg.fsdp || cfg.tp > 1 { world } else { 1 };
-    let need = mc.step_memory_bytes(cfg.batch, ctx, recompute, shards);
+    let need = mc.step_memory_bytes(cfg.batch, ctx, recompute, shards, cfg.tp.max(1));
     let Some(avail) = available_memory() else {
         return Ok(());
     };

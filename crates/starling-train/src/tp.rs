@@ -1,8 +1,9 @@
 //! Tensor parallelism's split of the parameters (Megatron-LM, Shoeybi et al. 2019): inside a
 //! block Q, K, V, gate and up are split by rows (each rank its 1/n of the heads, KV heads and MLP
 //! columns; HF stores heads row-major, so a head's rows are contiguous) and O and down by columns;
-//! norms, the embedding and the head are replicated. The block runs with Megatron's f and g
-//! around each half (`starling_model::TensorParallel`).
+//! the embedding and the head by rows (each rank 1/n of the vocabulary); the norms are
+//! replicated and, with sequence parallelism, run on each rank's share of the tokens
+//! (`starling_model::TensorParallel`).
 
 use crate::{Error, Result};
 use starling_arch::LlamaConfig;
@@ -11,7 +12,7 @@ use tch::Tensor;
 /// How one parameter is split over a tensor-parallel group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
-    /// Dimension 0 in equal parts (Q, K, V, gate, up).
+    /// Dimension 0 in equal parts (Q, K, V, gate, up; the embedding and the head by vocabulary).
     Rows,
     /// Dimension 1 in equal parts (O, down).
     Cols,
@@ -22,7 +23,15 @@ pub enum Split {
 impl Split {
     /// The split of the parameter named `name` (HF names).
     pub fn of(name: &str) -> Self {
-        const ROWS: [&str; 5] = ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"];
+        const ROWS: [&str; 7] = [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "gate_proj",
+            "up_proj",
+            "embed_tokens",
+            "lm_head",
+        ];
         const COLS: [&str; 2] = ["o_proj", "down_proj"];
         let module = name
             .strip_suffix(".weight")
@@ -85,9 +94,9 @@ impl TpRank {
     }
 }
 
-/// Refuses a tensor-parallel degree that does not divide the model's heads, KV heads and MLP
-/// width, or the ranks of a node.
-pub fn check(mc: &LlamaConfig, n: usize, local_world: Option<usize>) -> Result<()> {
+/// Refuses a tensor-parallel degree that does not divide the model's heads, KV heads, MLP width
+/// and vocabulary, or the context (the tokens are split between blocks), or the ranks of a node.
+pub fn check(mc: &LlamaConfig, n: usize, ctx: usize, local_world: Option<usize>) -> Result<()> {
     let bad = |what: &str, v: usize| {
         Err(Error::Format(format!(
             "--tp {n}: the model's {what} ({v}) is not divisible by {n}"
@@ -111,6 +120,19 @@ pub fn check(mc: &LlamaConfig, n: usize, local_world: Option<usize>) -> Result<(
     if !mc.intermediate_size.is_multiple_of(n) {
         return bad("MLP width", mc.intermediate_size);
     }
+    if !mc.vocab_size.is_multiple_of(n) {
+        return Err(Error::Format(format!(
+            "--tp {n}: the vocabulary ({}) is not divisible by {n} (each rank holds 1/{n} of \
+             it): train the tokenizer with a vocabulary that {n} divides",
+            mc.vocab_size
+        )));
+    }
+    if !ctx.is_multiple_of(n) {
+        return Err(Error::Format(format!(
+            "--tp {n}: the context ({ctx}) is not divisible by {n} (each rank holds 1/{n} of the \
+             tokens between blocks)"
+        )));
+    }
     Ok(())
 }
 
@@ -133,7 +155,9 @@ mod tests {
             Split::of("model.layers.3.input_layernorm.weight"),
             Split::Replicated
         );
-        assert_eq!(Split::of("lm_head.weight"), Split::Replicated);
+        assert_eq!(Split::of("lm_head.weight"), Split::Rows);
+        assert_eq!(Split::of("model.embed_tokens.weight"), Split::Rows);
+        assert_eq!(Split::of("model.norm.weight"), Split::Replicated);
         let w = Tensor::arange(24, (Kind::Float, tch::Device::Cpu)).view([4, 6]);
         for name in ["a.o_proj.weight", "a.up_proj.weight", "a.norm.weight"] {
             let parts: Vec<Tensor> = (0..2)
@@ -144,15 +168,20 @@ mod tests {
             assert!(TpRank::join(name, &parts).equal(&w), "{name}");
         }
         let c = LlamaConfig::preset("small", 300).expect("small");
-        assert!(check(&c, 2, Some(2)).is_ok());
-        let e = check(&c, 3, None).unwrap_err().to_string();
+        assert!(check(&c, 2, 64, Some(2)).is_ok());
+        let e = check(&c, 3, 64, None).unwrap_err().to_string();
         assert!(
             e.contains("attention heads (8) is not divisible by 3"),
             "{e}"
         );
-        let e = check(&c, 8, Some(8)).unwrap_err().to_string();
+        let e = check(&c, 8, 64, Some(8)).unwrap_err().to_string();
         assert!(e.contains("KV heads (4)"), "{e}");
-        let e = check(&c, 4, Some(2)).unwrap_err().to_string();
+        let e = check(&c, 4, 64, Some(2)).unwrap_err().to_string();
         assert!(e.contains("larger than the 2 ranks of a node"), "{e}");
+        let e = check(&c, 2, 63, None).unwrap_err().to_string();
+        assert!(e.contains("context (63) is not divisible by 2"), "{e}");
+        let odd = LlamaConfig::preset("small", 301).expect("small");
+        let e = check(&odd, 2, 64, None).unwrap_err().to_string();
+        assert!(e.contains("vocabulary (301) is not divisible by 2"), "{e}");
     }
 }

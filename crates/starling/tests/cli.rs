@@ -1005,6 +1005,21 @@ fn fsdp_tensor_parallel_and_recompute_match_one_process_and_resume_at_another_la
         let dir = run(name, ranks, batch, extra);
         assert_same_losses(&want, &step_metrics(&dir), TOL, name);
     }
+    // Mixed precision as FSDP2 does it: parameters gathered in bf16, gradients reduced in fp32.
+    // Two ranks equal one FSDP rank (the same bf16 parameters; only the gradient sum's order
+    // differs), and differ from a bf16 process that keeps fp32 norms and embedding: the
+    // gathers did move bf16.
+    let bf16 = ["--fsdp", "--dtype", "bf16"];
+    let alone = step_metrics(&run("fsdp1-bf16", Some((1, 0)), 8, &bf16));
+    let fsdp_bf16 = step_metrics(&run("fsdp-bf16", Some((2, 0)), 4, &bf16));
+    assert_same_losses(&alone, &fsdp_bf16, 1e-3, "FSDP bf16, 2 ranks vs 1");
+    let one_bf16 = step_metrics(&run("one-bf16", None, 8, &["--dtype", "bf16"]));
+    let moved = one_bf16
+        .iter()
+        .zip(&alone)
+        .map(|(a, b)| (a.1 - b.1).abs())
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-4, "FSDP bf16 equals fp32 gathers ({moved})");
     // Every FSDP rank writes its moments; rank 0 the whole model (gathered).
     let fsdp = tmp.path().join("fsdp");
     assert_eq!(
