@@ -656,11 +656,12 @@ impl Llama {
             Some(tp) => {
                 // Each rank's slice of the vocabulary for every token, gathered by vocabulary.
                 let part = tp.gather_tokens(&h).to_kind(k).matmul(&w.to_kind(k).tr());
-                tp.gather_tokens(&part.tr().contiguous()).tr().reshape([
-                    ids.size()[0],
-                    ids.size()[1],
-                    -1,
-                ])
+                // Without the padding rows a vocabulary the group does not divide gets.
+                let vocab = self.config.vocab_size as i64;
+                tp.gather_tokens(&part.tr().contiguous())
+                    .narrow(0, 0, vocab)
+                    .tr()
+                    .reshape([ids.size()[0], ids.size()[1], -1])
             }
             None => h.to_kind(k).matmul(&w.to_kind(k).tr()),
         }
@@ -784,7 +785,8 @@ impl Llama {
             let h = tp.gather_tokens(&self.hidden_with(ids, &outer));
             let (k, w) = (self.kind, outer.head.as_ref().unwrap_or(&outer.embed));
             let part = h.to_kind(k).matmul(&w.to_kind(k).tr()).to_kind(Kind::Float);
-            return parallel::cross_entropy(&part, &targets.reshape([-1]), tp);
+            let vocab = self.config.vocab_size as i64;
+            return parallel::cross_entropy(&part, &targets.reshape([-1]), tp, vocab);
         }
         let logits = self.forward(ids).to_kind(Kind::Float);
         let v = self.config.vocab_size as i64;

@@ -62,6 +62,17 @@ pub trait TensorParallel {
     fn shared(&self, w: &Tensor) -> Tensor;
 }
 
+/// `logits` [tokens, cols] of ids `start..start + cols` with the ids from `vocab` on (padding)
+/// set to −∞, so they take no probability.
+fn padding_masked(logits: &Tensor, start: i64, vocab: i64) -> Tensor {
+    let cols = logits.size()[1];
+    if start + cols <= vocab {
+        return logits.shallow_clone();
+    }
+    let ids = Tensor::arange_start(start, start + cols, (Kind::Int64, logits.device()));
+    logits.masked_fill(&ids.ge(vocab).unsqueeze(0), f64::NEG_INFINITY)
+}
+
 /// This rank's slice of the vocabulary: the first id it holds and how many.
 fn slice(part: &Tensor, tp: &dyn TensorParallel) -> (i64, i64) {
     let rows = part.size()[0];
@@ -80,10 +91,17 @@ pub(crate) fn embedding(part: &Tensor, ids: &Tensor, tp: &dyn TensorParallel) ->
 }
 
 /// Mean cross-entropy of `targets` [tokens] given this rank's slice of the logits [tokens,
-/// vocab / n] (fp32): the maximum, the sum of exponentials and the target's logit are each
-/// combined over the group, so no rank holds the whole vocabulary's logits.
-pub(crate) fn cross_entropy(part: &Tensor, targets: &Tensor, tp: &dyn TensorParallel) -> Tensor {
+/// vocab / n] (fp32) of a vocabulary of `vocab` ids (the slices may be padded past it): the
+/// maximum, the sum of exponentials and the target's logit are each combined over the group, so
+/// no rank holds the whole vocabulary's logits.
+pub(crate) fn cross_entropy(
+    part: &Tensor,
+    targets: &Tensor,
+    tp: &dyn TensorParallel,
+    vocab: i64,
+) -> Tensor {
     let (start, cols) = (tp.rank() as i64 * part.size()[1], part.size()[1]);
+    let part = &padding_masked(part, start, vocab);
     // The maximum only keeps exp finite; it cancels out of the loss, so it needs no gradient.
     let local_max = part.detach().amax([-1i64].as_slice(), false);
     let max = tp
@@ -165,7 +183,7 @@ mod tests {
         let logits =
             (Tensor::randn([6, 10], (Kind::Float, Device::Cpu)) * 4.0).set_requires_grad(true);
         let targets = Tensor::from_slice(&[0i64, 9, 3, 3, 7, 1]);
-        let ours = cross_entropy(&logits, &targets, &Alone);
+        let ours = cross_entropy(&logits, &targets, &Alone, 10);
         let theirs = logits.cross_entropy_for_logits(&targets);
         assert!((ours.double_value(&[]) - theirs.double_value(&[])).abs() < 1e-6);
         let g1 = Tensor::run_backward(&[&ours], &[&logits], true, false).remove(0);
@@ -175,5 +193,15 @@ mod tests {
         let ids = Tensor::from_slice(&[1i64, 9, 0, 4]).view([2, 2]);
         let e = embedding(&table, &ids, &Alone);
         assert!(e.equal(&table.index_select(0, &ids.view([-1]))));
+        // Two padding columns (ids 10 and 11) change nothing, whatever their logits.
+        let padded = Tensor::cat(
+            &[
+                logits.detach(),
+                Tensor::ones([6, 2], (Kind::Float, Device::Cpu)) * 50.0,
+            ],
+            1,
+        );
+        let masked = cross_entropy(&padded, &targets, &Alone, 10);
+        assert!((masked.double_value(&[]) - theirs.double_value(&[])).abs() < 1e-6);
     }
 }

@@ -164,6 +164,8 @@ pub struct Fsdp<'a> {
     /// Optimizer steps taken.
     pub(crate) step: u64,
     step_tensor: Tensor,
+    /// Each parameter's whole shape (the VarStore's tensors are emptied once placed).
+    shapes: HashMap<String, Vec<i64>>,
 }
 
 impl<'a> Fsdp<'a> {
@@ -237,6 +239,11 @@ impl<'a> Fsdp<'a> {
             config,
             step: 0,
             step_tensor: Tensor::zeros([], (Kind::Float, device)),
+            shapes: vs
+                .variables()
+                .into_iter()
+                .map(|(name, t)| (name, t.size()))
+                .collect(),
         })
     }
 
@@ -337,7 +344,7 @@ impl<'a> Fsdp<'a> {
                             .iter()
                             .map(|c| c.view(part.size().as_slice()))
                             .collect();
-                        TpRank::join(name, &parts)
+                        TpRank::join(name, &parts, split_len(name, &self.shapes))
                     }
                     _ => t,
                 };
@@ -622,13 +629,31 @@ pub fn moments_from_shards(
         }
     }
     let [pm, pv] = parts;
+    let shapes: HashMap<String, Vec<i64>> = vs
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.size()))
+        .collect();
     for (by_name, out) in [(pm, &mut m), (pv, &mut v)] {
         for (name, ps) in by_name {
-            let whole = TpRank::join(&name, &ps);
+            let whole = TpRank::join(&name, &ps, split_len(&name, &shapes));
             out.insert(name, whole);
         }
     }
     Ok((m, v))
+}
+
+/// The whole length of `name`'s tensor-parallel split dimension (without the padding).
+fn split_len(name: &str, shapes: &HashMap<String, Vec<i64>>) -> i64 {
+    let d = match Split::of(name) {
+        Split::Cols => 1,
+        _ => 0,
+    };
+    shapes
+        .get(name)
+        .and_then(|s| s.get(d))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Whole AdamW moments by name from a checkpoint of any strategy: FSDP shards, ZeRO-1 shards or

@@ -65,37 +65,52 @@ pub struct TpRank {
 }
 
 impl TpRank {
-    /// The shape this rank holds of a parameter of shape `full`.
+    /// The shape this rank holds of a parameter of shape `full`. A split the ranks do not
+    /// divide (only the vocabulary may be: [`check`] refuses the others) is padded with zero
+    /// rows up to the next multiple.
     pub fn local_shape(&self, name: &str, full: &[i64]) -> Vec<i64> {
         let mut s = full.to_vec();
         if let Some(d) = Split::of(name).dim() {
-            s[d] /= self.ranks as i64;
+            s[d] = (s[d] + self.ranks as i64 - 1) / self.ranks as i64;
         }
         s
     }
 
-    /// This rank's part of the whole parameter `full` (a copy).
+    /// This rank's part of the whole parameter `full` (a copy; zero rows past its end).
     pub fn local(&self, name: &str, full: &Tensor) -> Tensor {
         match Split::of(name).dim() {
             Some(d) => {
-                let len = full.size()[d] / self.ranks as i64;
-                full.narrow(d as i64, self.rank as i64 * len, len).copy()
+                let len = self.local_shape(name, &full.size())[d];
+                let start = (self.rank as i64 * len).min(full.size()[d]);
+                let have = (full.size()[d] - start).min(len);
+                let part = full.narrow(d as i64, start, have).copy();
+                if have == len {
+                    return part;
+                }
+                let mut pad = part.size();
+                pad[d] = len - have;
+                Tensor::cat(
+                    &[part, Tensor::zeros(pad, (full.kind(), full.device()))],
+                    d as i64,
+                )
             }
             None => full.shallow_clone(),
         }
     }
 
-    /// The whole parameter from every rank's part, in rank order.
-    pub fn join(name: &str, parts: &[Tensor]) -> Tensor {
+    /// The whole parameter, `full_len` along its split dimension, from every rank's part in
+    /// rank order (the padding dropped).
+    pub fn join(name: &str, parts: &[Tensor], full_len: i64) -> Tensor {
         match Split::of(name).dim() {
-            Some(d) => Tensor::cat(parts, d as i64),
+            Some(d) => Tensor::cat(parts, d as i64).narrow(d as i64, 0, full_len),
             None => parts[0].shallow_clone(),
         }
     }
 }
 
-/// Refuses a tensor-parallel degree that does not divide the model's heads, KV heads, MLP width
-/// and vocabulary, or the context (the tokens are split between blocks), or the ranks of a node.
+/// Refuses a tensor-parallel degree that does not divide the model's heads, KV heads and MLP
+/// width, or the context (the tokens are split between blocks), or the ranks of a node; a
+/// vocabulary it does not divide is padded (a warning says so).
 pub fn check(mc: &LlamaConfig, n: usize, ctx: usize, local_world: Option<usize>) -> Result<()> {
     let bad = |what: &str, v: usize| {
         Err(Error::Format(format!(
@@ -121,11 +136,12 @@ pub fn check(mc: &LlamaConfig, n: usize, ctx: usize, local_world: Option<usize>)
         return bad("MLP width", mc.intermediate_size);
     }
     if !mc.vocab_size.is_multiple_of(n) {
-        return Err(Error::Format(format!(
-            "--tp {n}: the vocabulary ({}) is not divisible by {n} (each rank holds 1/{n} of \
-             it): train the tokenizer with a vocabulary that {n} divides",
+        let padded = mc.vocab_size.div_ceil(n) * n;
+        tracing::warn!(
+            "--tp {n}: the vocabulary ({}) is padded to {padded} to split it over {n} ranks; \
+             the padding is never predicted and is not saved",
             mc.vocab_size
-        )));
+        );
     }
     if !ctx.is_multiple_of(n) {
         return Err(Error::Format(format!(
@@ -159,14 +175,30 @@ mod tests {
         assert_eq!(Split::of("model.embed_tokens.weight"), Split::Rows);
         assert_eq!(Split::of("model.norm.weight"), Split::Replicated);
         let w = Tensor::arange(24, (Kind::Float, tch::Device::Cpu)).view([4, 6]);
-        for name in ["a.o_proj.weight", "a.up_proj.weight", "a.norm.weight"] {
+        for (name, len) in [
+            ("a.o_proj.weight", 6),
+            ("a.up_proj.weight", 4),
+            ("a.norm.weight", 4),
+        ] {
             let parts: Vec<Tensor> = (0..2)
                 .map(|rank| TpRank { rank, ranks: 2 }.local(name, &w))
                 .collect();
             let want = TpRank { rank: 0, ranks: 2 }.local_shape(name, &[4, 6]);
             assert_eq!(parts[0].size(), want, "{name}");
-            assert!(TpRank::join(name, &parts).equal(&w), "{name}");
+            assert!(TpRank::join(name, &parts, len).equal(&w), "{name}");
         }
+        // A vocabulary of 5 rows over 2 ranks: 3 each, the last row of rank 1 zero.
+        let v = Tensor::arange(10, (Kind::Float, tch::Device::Cpu)).view([5, 2]) + 1.0;
+        let name = "lm_head.weight";
+        let parts: Vec<Tensor> = (0..2)
+            .map(|rank| TpRank { rank, ranks: 2 }.local(name, &v))
+            .collect();
+        assert_eq!(parts[1].size(), [3, 2]);
+        assert_eq!(
+            parts[1].get(2).abs().sum(Kind::Float).double_value(&[]),
+            0.0
+        );
+        assert!(TpRank::join(name, &parts, 5).equal(&v));
         let c = LlamaConfig::preset("small", 300).expect("small");
         assert!(check(&c, 2, 64, Some(2)).is_ok());
         let e = check(&c, 3, 64, None).unwrap_err().to_string();
@@ -181,7 +213,9 @@ mod tests {
         let e = check(&c, 2, 63, None).unwrap_err().to_string();
         assert!(e.contains("context (63) is not divisible by 2"), "{e}");
         let odd = LlamaConfig::preset("small", 301).expect("small");
-        let e = check(&odd, 2, 64, None).unwrap_err().to_string();
-        assert!(e.contains("vocabulary (301) is not divisible by 2"), "{e}");
+        assert!(
+            check(&odd, 2, 64, None).is_ok(),
+            "an odd vocabulary is padded"
+        );
     }
 }

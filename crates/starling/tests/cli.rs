@@ -1051,6 +1051,49 @@ fn fsdp_tensor_parallel_and_recompute_match_one_process_and_resume_at_another_la
     copy_back_to_step_7(&mesh, &m2f);
     run_ok(&mut dp_train(Some((2, 0)), &tokens, &m2f, 12, 4, &args));
     assert_same_losses(&want, &step_metrics(&m2f), TOL, "TP 2 x FSDP 2 → FSDP x2");
+    // A vocabulary the group does not divide (301 over 2) is padded: same losses, and the
+    // checkpoint's model keeps 301 rows.
+    let odd = tmp.path().join("tokens-301");
+    run_ok(
+        starling()
+            .args(["tokenizer", "train", "--vocab", "301", "--corpus"])
+            .arg(tmp.path().join("corpus"))
+            .arg("--out")
+            .arg(tmp.path().join("tok-301")),
+    );
+    run_ok(
+        starling()
+            .arg("tokens")
+            .arg("--corpus")
+            .arg(tmp.path().join("corpus"))
+            .arg("--tokenizer")
+            .arg(tmp.path().join("tok-301"))
+            .arg("--out")
+            .arg(&odd),
+    );
+    let odd_run = |name: &str, ranks, extra: &[&str]| {
+        let dir = tmp.path().join(name);
+        let args: Vec<&str> = clip.iter().chain(extra).copied().collect();
+        run_ok(&mut dp_train(ranks, &odd, &dir, 12, 8, &args));
+        dir
+    };
+    let whole = odd_run("odd-one", None, &[]);
+    let split = odd_run("odd-tp", Some((2, 0)), &["--tp", "2"]);
+    assert_same_losses(
+        &step_metrics(&whole),
+        &step_metrics(&split),
+        TOL,
+        "TP 2, vocabulary 301",
+    );
+    let config = std::fs::read_to_string(split.join("config.json")).expect("config");
+    assert!(config.contains("\"vocab_size\": 301"), "{config}");
+    let model = split.join("ckpt-00000012").join("model.safetensors");
+    // A safetensors file opens with its header's length and the JSON header.
+    let bytes = std::fs::read(&model).expect("model");
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).expect("header");
+    let shape = &header["model.embed_tokens.weight"]["shape"];
+    assert_eq!(shape[0], 301, "the padding is not saved: {shape}");
     // Layouts that cannot work are refused by name.
     let refused: [(usize, &[&str], &str); 3] = [
         (
