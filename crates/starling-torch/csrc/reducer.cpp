@@ -1,9 +1,11 @@
 // Data-parallel gradient reduction overlapped with backward, as PyTorch DDP's reducer does it: a
 // hook after each parameter's gradient accumulates marks it ready; when every parameter of a
 // bucket (~25 MB, in reverse parameter order, where backward produces them first) is ready, the
-// bucket is flattened and its all-reduce starts asynchronously on the group registered by name,
-// while backward goes on. `finish` starts what never became ready, waits for every bucket and
-// writes the means back into the gradients.
+// bucket's all-reduce starts asynchronously on the group registered by name, while backward goes
+// on. `finish` starts what never became ready, waits for every bucket and scales the sums into
+// means. Each parameter's gradient is a view into its bucket's flat buffer (DDP's
+// `gradient_as_bucket_view=True`): autograd accumulates into the bucket in place, so nothing is
+// copied in before the all-reduce or out after it.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -32,13 +34,33 @@ struct ReducerState {
   uint64_t wait_ns = 0;
   std::mutex mu;
 
-  void launch(size_t b) {
-    std::vector<at::Tensor> gs;
+  /// Makes every gradient of bucket `b` a view into its flat buffer (keeping any value it had).
+  void bind(size_t b) {
+    at::NoGradGuard no_grad;
+    int64_t n = 0;
+    for (size_t i : buckets[b]) n += params[i].numel();
+    flat[b] = at::zeros({n}, params[buckets[b].front()].options());
+    int64_t off = 0;
     for (size_t i : buckets[b]) {
-      auto g = params[i].grad();
-      gs.push_back(g.defined() ? g.reshape({-1}) : at::zeros({params[i].numel()}, params[i].options()));
+      auto& p = params[i];
+      auto view = flat[b].narrow(0, off, p.numel()).view(p.sizes());
+      off += p.numel();
+      auto& grad = p.mutable_grad();
+      if (grad.defined()) view.copy_(grad);
+      grad = view;
     }
-    flat[b] = at::cat(gs);
+  }
+
+  /// Whether some gradient of bucket `b` stopped being a view into it (replaced, set to None).
+  bool unbound(size_t b) {
+    for (size_t i : buckets[b]) {
+      const auto& g = params[i].grad();
+      if (!g.defined() || !g.is_alias_of(flat[b])) return true;
+    }
+    return false;
+  }
+
+  void launch(size_t b) {
     std::vector<at::Tensor> ts{flat[b]};
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
@@ -88,6 +110,7 @@ void* starling_torch_reducer_new(at::Tensor** params, size_t n, const char* name
     s->pending.assign(s->buckets.size(), 0);
     s->flat.resize(s->buckets.size());
     s->work.resize(s->buckets.size());
+    for (size_t b = 0; b < s->buckets.size(); ++b) s->bind(b);
     for (size_t i = 0; i < n; ++i) {
       auto acc = torch::autograd::impl::grad_accumulator(s->params[i]);
       if (!acc) throw std::invalid_argument("a parameter that is not a leaf requiring grad");
@@ -115,12 +138,14 @@ void starling_torch_reducer_arm(void* rp) {
   std::lock_guard<std::mutex> g(s.mu);
   s.armed = true;
   for (size_t b = 0; b < s.buckets.size(); ++b) {
+    // Someone replaced a gradient (zero_grad(set_to_none), an optimizer): bind it again.
+    if (s.unbound(b)) s.bind(b);
     s.pending[b] = s.buckets[b].size();
     s.work[b].reset();
   }
 }
 
-/// Starts the buckets not started yet, waits for all, writes sum·scale into the gradients.
+/// Starts the buckets not started yet, waits for all, scales the sums (in the gradients) by `scale`.
 int starling_torch_reducer_finish(void* rp, double scale, char* err, size_t len) {
   auto& s = *static_cast<Reducer*>(rp)->state;
   return starling::guarded(err, len, [&] {
@@ -134,19 +159,7 @@ int starling_torch_reducer_finish(void* rp, double scale, char* err, size_t len)
                                            .count());
     at::NoGradGuard no_grad;
     for (size_t b = 0; b < s.buckets.size(); ++b) {
-      int64_t off = 0;
-      for (size_t i : s.buckets[b]) {
-        auto& p = s.params[i];
-        auto mean = s.flat[b].narrow(0, off, p.numel()).view(p.sizes()) * scale;
-        off += p.numel();
-        auto& grad = p.mutable_grad();
-        if (grad.defined()) {
-          grad.copy_(mean);
-        } else {
-          grad = mean.clone();
-        }
-      }
-      s.flat[b] = at::Tensor();
+      s.flat[b].mul_(scale);
       s.work[b].reset();
     }
     s.armed = false;
