@@ -655,7 +655,7 @@ impl Llama {
         match self.tensor_parallel() {
             Some(tp) => {
                 // Each rank's slice of the vocabulary for every token, gathered by vocabulary.
-                let part = tp.gather_tokens(&h).to_kind(k).matmul(&w.to_kind(k).tr());
+                let part = parallel::vocab_slice(&h, w, k, tp);
                 // Without the padding rows a vocabulary the group does not divide gets.
                 let vocab = self.config.vocab_size as i64;
                 tp.gather_tokens(&part.tr().contiguous())
@@ -782,9 +782,9 @@ impl Llama {
         if let Some(tp) = self.tensor_parallel() {
             // Each rank scores its slice of the vocabulary; the loss is summed from the slices.
             let outer = self.outer();
-            let h = tp.gather_tokens(&self.hidden_with(ids, &outer));
-            let (k, w) = (self.kind, outer.head.as_ref().unwrap_or(&outer.embed));
-            let part = h.to_kind(k).matmul(&w.to_kind(k).tr()).to_kind(Kind::Float);
+            let h = self.hidden_with(ids, &outer);
+            let w = outer.head.as_ref().unwrap_or(&outer.embed);
+            let part = parallel::vocab_slice(&h, w, self.kind, tp).to_kind(Kind::Float);
             let vocab = self.config.vocab_size as i64;
             return parallel::cross_entropy(&part, &targets.reshape([-1]), tp, vocab);
         }

@@ -90,6 +90,12 @@ pub(crate) fn embedding(part: &Tensor, ids: &Tensor, tp: &dyn TensorParallel) ->
     tp.scatter_tokens(&(e * mine.unsqueeze(-1).to_kind(part.kind())))
 }
 
+/// This rank's slice of the logits [tokens, vocab / n] of every token: its share of the final
+/// hidden states `h` gathered, times its rows of the head `w`, in precision `k`.
+pub(crate) fn vocab_slice(h: &Tensor, w: &Tensor, k: Kind, tp: &dyn TensorParallel) -> Tensor {
+    tp.gather_tokens(h).to_kind(k).matmul(&w.to_kind(k).tr())
+}
+
 /// Mean cross-entropy of `targets` [tokens] given this rank's slice of the logits [tokens,
 /// vocab / n] (fp32) of a vocabulary of `vocab` ids (the slices may be padded past it): the
 /// maximum, the sum of exponentials and the target's logit are each combined over the group, so

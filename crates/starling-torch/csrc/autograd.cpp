@@ -114,8 +114,15 @@ at::Tensor gather(const std::string& name, const at::Tensor& x) {
   return out;
 }
 
-/// The sum over ranks of `x`, this rank's 1/world share along dim 0.
-at::Tensor scatter_sum(const std::string& name, const at::Tensor& x) {
+/// A reduce-scatter started and not waited for: the work, its input (kept alive) and output.
+struct StartedScatter {
+  c10::intrusive_ptr<c10d::Work> work;
+  at::Tensor in;
+  at::Tensor out;
+};
+
+/// Starts the sum over ranks of `x`, this rank's 1/world share along dim 0.
+StartedScatter start_scatter_sum(const std::string& name, const at::Tensor& x) {
   auto pg = group(name);
   auto in = x.contiguous();
   auto sizes = in.sizes().vec();
@@ -128,8 +135,14 @@ at::Tensor scatter_sum(const std::string& name, const at::Tensor& x) {
   auto out = at::empty(sizes, in.options());
   c10d::ReduceScatterOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;
-  timed([&] { pg->_reduce_scatter_base(out, in, o)->wait(); });
-  return out;
+  return {pg->_reduce_scatter_base(out, in, o), in, out};
+}
+
+/// The sum over ranks of `x`, this rank's 1/world share along dim 0.
+at::Tensor scatter_sum(const std::string& name, const at::Tensor& x) {
+  auto s = start_scatter_sum(name, x);
+  timed([&] { s.work->wait(); });
+  return s.out;
 }
 
 /// The sum over ranks of `x`, a new tensor.
@@ -171,12 +184,10 @@ struct AllGatherBf16 : public torch::autograd::Function<AllGatherBf16> {
   }
 };
 
-/// A reduce-scatter backward started and did not wait for: the work, the buffers it reads and
-/// writes, and the leaf whose gradient its result is.
+/// A reduce-scatter backward started and did not wait for, and the leaf whose gradient its
+/// result is.
 struct PendingReduction {
-  c10::intrusive_ptr<c10d::Work> work;
-  at::Tensor in;
-  at::Tensor out;
+  StartedScatter scatter;
   at::Tensor leaf;
 };
 
@@ -197,17 +208,11 @@ struct AllGatherDeferred : public torch::autograd::Function<AllGatherDeferred> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list g) {
     auto leaf = ctx->saved_data["leaf"].toTensor();
-    auto pg = group(ctx->saved_data["group"].toStringRef());
-    auto in = g[0].to(leaf.scalar_type()).contiguous();
-    auto sizes = in.sizes().vec();
-    sizes[0] /= pg->getSize();
-    auto out = at::empty(sizes, in.options());
-    c10d::ReduceScatterOptions o;
-    o.reduceOp = c10d::ReduceOp::SUM;
-    auto work = pg->_reduce_scatter_base(out, in, o);
+    auto s = start_scatter_sum(ctx->saved_data["group"].toStringRef(),
+                               g[0].to(leaf.scalar_type()));
     {
       std::lock_guard<std::mutex> lock(g_pending_mutex);
-      g_pending.push_back({work, in, out, leaf});
+      g_pending.push_back({std::move(s), leaf});
     }
     // No gradient through autograd: the leaf gets it when the reduction is finished.
     return {at::Tensor(), at::Tensor(), at::Tensor()};
@@ -297,12 +302,12 @@ int starling_torch_finish_reductions(uint64_t* waited_ns, char* err, size_t len)
     const auto start = std::chrono::steady_clock::now();
     at::NoGradGuard no_grad;
     for (auto& p : all) {
-      timed([&] { p.work->wait(); });
+      timed([&] { p.scatter.work->wait(); });
       auto& grad = p.leaf.mutable_grad();
       if (grad.defined())
-        grad.add_(p.out);
+        grad.add_(p.scatter.out);
       else
-        grad = p.out;
+        grad = p.scatter.out;
     }
     if (waited_ns != nullptr)
       *waited_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -239,11 +239,7 @@ impl<'a> Fsdp<'a> {
             config,
             step: 0,
             step_tensor: Tensor::zeros([], (Kind::Float, device)),
-            shapes: vs
-                .variables()
-                .into_iter()
-                .map(|(name, t)| (name, t.size()))
-                .collect(),
+            shapes: shapes_of(vs),
         })
     }
 
@@ -629,11 +625,7 @@ pub fn moments_from_shards(
         }
     }
     let [pm, pv] = parts;
-    let shapes: HashMap<String, Vec<i64>> = vs
-        .variables()
-        .into_iter()
-        .map(|(name, t)| (name, t.size()))
-        .collect();
+    let shapes = shapes_of(vs);
     for (by_name, out) in [(pm, &mut m), (pv, &mut v)] {
         for (name, ps) in by_name {
             let whole = TpRank::join(&name, &ps, split_len(&name, &shapes));
@@ -641,6 +633,14 @@ pub fn moments_from_shards(
         }
     }
     Ok((m, v))
+}
+
+/// Each variable's shape, by name.
+fn shapes_of(vs: &VarStore) -> HashMap<String, Vec<i64>> {
+    vs.variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.size()))
+        .collect()
 }
 
 /// The whole length of `name`'s tensor-parallel split dimension (without the padding).
