@@ -1,5 +1,6 @@
 //! Curation: each post gets its entities, training text, language and a verdict.
 
+use crate::authors::AuthorList;
 use crate::bots::{author_key, AuthorProfiles, BotConfig, PostSignal};
 use crate::dedup::{shingle_text, shingles, ExactDedup, MinHasher, NearDupConfig, NearDupIndex};
 use crate::hash::fx64;
@@ -40,6 +41,10 @@ pub struct CurateConfig {
     pub exact_dedup: bool,
     /// Near-duplicate removal; `None` turns it off. By default on at Jaccard 0.8.
     pub near_dup: Option<NearDupConfig>,
+    /// A file of the authors whose posts alone are trained on ([`AuthorList`]); posts that name
+    /// no author are not judged by it. By default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_list: Option<std::path::PathBuf>,
 }
 
 impl Default for CurateConfig {
@@ -68,6 +73,7 @@ impl Default for CurateConfig {
             .collect(),
             exact_dedup: true,
             near_dup: Some(NearDupConfig::default()),
+            author_list: None,
         }
     }
 }
@@ -94,6 +100,7 @@ pub struct Preparer {
     config: CurateConfig,
     normalizer: Normalizer,
     hasher: Option<MinHasher>,
+    authors: Option<AuthorList>,
 }
 
 /// What [`Preparer::prepare`] found out about a post, for [`Curator::decide`].
@@ -120,6 +127,7 @@ impl Preparer {
             normalizer: Normalizer::new(config.normalize),
             hasher: config.near_dup.map(|n| MinHasher::new(n.num_perm, n.seed)),
             config,
+            authors: None,
         }
     }
 
@@ -182,6 +190,9 @@ impl Preparer {
 
     fn stateless_verdict(&self, post: &Post) -> Option<Verdict> {
         let c = &self.config;
+        if self.authors.as_ref().is_some_and(|l| !l.admits(post)) {
+            return Some(Verdict::Author);
+        }
         let bare = strip_placeholders(&post.train_text);
         let chars = bare.chars().filter(|c| !c.is_whitespace()).count();
         let words = bare.split_whitespace().count();
@@ -241,6 +252,12 @@ impl Curator {
         }
     }
 
+    /// Keeps only the posts of these authors (among posts that name one); see [`AuthorList`].
+    pub fn with_authors(mut self, authors: Option<AuthorList>) -> Self {
+        self.preparer.authors = authors;
+        self
+    }
+
     /// A [`Preparer`] with the same settings, for another thread.
     pub fn preparer(&self) -> Preparer {
         self.preparer.clone()
@@ -294,6 +311,7 @@ impl Curator {
         let bot_author = !self.bot_authors.is_empty()
             && author.is_some_and(|a| self.bot_authors.contains(&author_key(a)));
         match prep.verdict {
+            Some(Verdict::Author) => Verdict::Author,
             _ if bot_author => Verdict::Bot,
             Some(v) => v,
             None => self.dedup(&prep),

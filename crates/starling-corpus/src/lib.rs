@@ -10,6 +10,7 @@ pub mod read;
 
 pub use error::{Error, Result};
 pub use post::{Engagement, Origin, Post, References, Verdict};
+pub mod authors;
 pub mod bots;
 pub mod bots_eval;
 pub mod corpus;

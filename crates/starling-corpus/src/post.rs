@@ -148,6 +148,8 @@ pub enum Verdict {
     Spam,
     /// Posted in a burst from one account or by a known automation client.
     Bot,
+    /// By an author outside the author list (`--authors`).
+    Author,
     /// Same training text as an earlier post.
     ExactDuplicate,
     /// Near-duplicate (MinHash-LSH) of an earlier post.
@@ -162,7 +164,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// Every verdict in report order.
-    pub const ALL: [Verdict; 12] = [
+    pub const ALL: [Verdict; 13] = [
         Verdict::Kept,
         Verdict::Repost,
         Verdict::Language,
@@ -170,6 +172,7 @@ impl Verdict {
         Verdict::TooLong,
         Verdict::Spam,
         Verdict::Bot,
+        Verdict::Author,
         Verdict::ExactDuplicate,
         Verdict::NearDuplicate,
         Verdict::HeldOut,
@@ -187,6 +190,7 @@ impl Verdict {
             Verdict::TooLong => "too_long",
             Verdict::Spam => "spam",
             Verdict::Bot => "bot",
+            Verdict::Author => "author",
             Verdict::ExactDuplicate => "exact_duplicate",
             Verdict::NearDuplicate => "near_duplicate",
             Verdict::HeldOut => "held_out",

@@ -698,6 +698,73 @@ fn a_slice_of_pan_ingests_whole_and_the_bot_rule_finds_bots() {
     }
 }
 
+/// An author list keeps only its authors' posts (ids or handles, any case, `@` or not), counts the
+/// rest under `author`, leaves posts that name no author alone, and is recorded with its checksum.
+#[test]
+fn an_author_list_keeps_only_its_authors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let csv = tmp.path().join("posts.csv");
+    let mut rows = String::from("author,text\n");
+    let texts = [
+        "the river froze over before dawn today",
+        "my garden tomatoes finally turned red",
+        "someone left the office window open again",
+        "prices at the market doubled since spring",
+        "we hung a paper lantern over the porch",
+        "train delays ruined the whole commute",
+        "reading an old novel about sailors tonight",
+        "coffee tastes better in a heavy mug",
+        "the library closes early on fridays now",
+        "our cat refuses to leave the warm laptop",
+        "snow is forecast for the mountain pass",
+        "finished the marathon in under four hours",
+        "the new bakery downtown sells rye loaves",
+        "power went out during the championship game",
+        "planted three maple saplings by the fence",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        let author = ["alice", "bob", "Carol"][i / 5];
+        rows.push_str(&format!("{author},\"{text}\"\n"));
+    }
+    std::fs::write(&csv, rows).expect("csv");
+    let txt = tmp.path().join("notes.txt");
+    std::fs::write(
+        &txt,
+        "a note with nobody named as its author\nanother line that says nothing of who wrote it\n",
+    )
+    .expect("txt");
+    let list = tmp.path().join("humans.tsv");
+    std::fs::write(&list, "author\ttype\nALICE\thuman\n@carol\thuman\n").expect("list");
+    let mut config = CorpusConfig::default();
+    config.curate.author_list = Some(list.clone());
+    let out = tmp.path().join("out");
+    let m = CorpusBuilder::new(config, vec![csv, txt])
+        .build(&out, &mut |_| {})
+        .expect("build");
+    assert!(m.counts.balanced(), "{:?}", m.counts);
+    assert_eq!(m.counts.filtered.get("author"), Some(&5), "{:?}", m.counts);
+    assert_eq!(m.counts.kept, 12, "{:?}", m.counts);
+    let source = m.author_list.as_ref().expect("recorded");
+    assert_eq!(source.authors, 2);
+    assert_eq!(
+        source.sha256,
+        starling_artifacts::sha256_file(&list).expect("sum").0
+    );
+    assert!(m.warnings.iter().all(|w| !w.contains("author")), "{:?}", m.warnings);
+    for p in posts_of(&out) {
+        let bob = p.author_handle.as_deref() == Some("bob");
+        assert_eq!(p.verdict == Verdict::Author, bob, "{p:?}");
+    }
+    // A list naming nobody is refused before anything is read.
+    std::fs::write(&list, "author\n").expect("list");
+    let mut config = CorpusConfig::default();
+    config.curate.author_list = Some(list.clone());
+    let err = CorpusBuilder::new(config, vec![])
+        .build(&tmp.path().join("none"), &mut |_| {})
+        .expect_err("empty list");
+    assert!(err.to_string().contains("humans.tsv"), "{err}");
+}
+
 /// A corpus directory written by this format version (committed) still reads; one that says it
 /// is from another version is refused, naming the file and what to rebuild.
 #[test]

@@ -117,6 +117,10 @@ pub struct CorpusArgs {
     /// Judge authors by timing only (no content model).
     #[arg(long)]
     pub no_bot_content: bool,
+    /// Train only on these authors' posts: a file of author ids or handles, one per line (more
+    /// columns after a tab or comma are ignored; posts that name no author are not judged by it).
+    #[arg(long)]
+    pub authors: Option<PathBuf>,
 }
 
 /// An input format forced instead of sniffed.
@@ -289,6 +293,9 @@ fn corpus_config(a: &CorpusArgs) -> Result<CorpusConfig> {
         c.curate.bots.model = Some(m.display().to_string());
     }
     c.curate.bots.content &= !a.no_bot_content;
+    if let Some(f) = &a.authors {
+        c.curate.author_list = Some(f.clone());
+    }
     Ok(c)
 }
 

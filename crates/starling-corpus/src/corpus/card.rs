@@ -31,7 +31,11 @@ pub(crate) fn rule_warnings(
         for (v, n) in verdicts {
             let judged = !matches!(
                 v,
-                Verdict::Kept | Verdict::Repost | Verdict::HeldOut | Verdict::SameId
+                Verdict::Kept
+                    | Verdict::Repost
+                    | Verdict::HeldOut
+                    | Verdict::SameId
+                    | Verdict::Author
             );
             if judged && total >= 20 && *n as f64 > RULE_WARN_SHARE * total as f64 {
                 out.push(format!(

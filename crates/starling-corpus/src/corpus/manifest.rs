@@ -136,6 +136,9 @@ pub struct Manifest {
     pub deletion_lists: Vec<InputRecord>,
     /// The configuration.
     pub config: CorpusConfig,
+    /// The author list applied (`config.curate.author_list`), with its checksum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_list: Option<crate::authors::AuthorListSource>,
     /// The counts.
     pub counts: Counts,
     /// Normalisation and language totals.

@@ -196,8 +196,16 @@ impl CorpusBuilder {
             records: deletion_records,
         } = self.collect_deletions(&files)?;
 
+        let authors = self
+            .config
+            .curate
+            .author_list
+            .as_deref()
+            .map(crate::authors::AuthorList::read)
+            .transpose()?;
+        let author_list = authors.as_ref().map(|a| a.source.clone());
         let mut st = BuildState {
-            curator: Curator::new(self.config.curate.clone()),
+            curator: Curator::new(self.config.curate.clone()).with_authors(authors),
             counts: Counts::default(),
             seen_ids: HashSet::new(),
             removed_posts: Vec::new(),
@@ -514,6 +522,7 @@ impl CorpusBuilder {
             inputs,
             deletion_lists: deletion_records,
             config: self.config.clone(),
+            author_list,
             quarantine: ShardRecord {
                 file: "quarantine.jsonl".into(),
                 posts: counts.quarantined,
