@@ -78,6 +78,9 @@ pub struct SafetyReport {
     pub tfidf: Vec<SafetyScore>,
     /// Training examples (hate + offensive train files).
     pub train_examples: usize,
+    /// The model fine-tuned as a classifier (`ads train-safety --fine-tune`), when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tuned: Option<Vec<SafetyScore>>,
 }
 
 /// A labelled text.
@@ -239,6 +242,61 @@ impl SafetyData {
     }
 }
 
+/// Each test file's macro-F1 and that of all of them pooled (`both`), from (file, predictions, gold).
+fn score_all(scores: Vec<(String, Vec<bool>, Vec<bool>)>) -> Vec<SafetyScore> {
+    let mut out: Vec<SafetyScore> = scores
+        .iter()
+        .map(|(t, p, g)| SafetyScore {
+            test: t.clone(),
+            examples: g.len(),
+            macro_f1: macro_f1(p, g),
+        })
+        .collect();
+    let (p, g): (Vec<bool>, Vec<bool>) = scores
+        .iter()
+        .flat_map(|(_, p, g)| p.iter().copied().zip(g.iter().copied()))
+        .unzip();
+    out.push(SafetyScore {
+        test: "both".into(),
+        examples: g.len(),
+        macro_f1: macro_f1(&p, &g),
+    });
+    out
+}
+
+/// Scores any classifier of unsafe probability on the same split: the threshold with the best
+/// macro-F1 on the validation files, then each test file at it. `probability` maps texts to
+/// P(unsafe) in order. Returns (threshold, scores).
+pub fn score_classifier<E, F>(
+    data: &SafetyData,
+    mut probability: F,
+) -> std::result::Result<(f64, Vec<SafetyScore>), E>
+where
+    F: FnMut(&[&str]) -> std::result::Result<Vec<f64>, E>,
+{
+    fn texts(d: &[Labelled]) -> Vec<&str> {
+        d.iter().map(|l| l.text.as_str()).collect()
+    }
+    let gold = |d: &[Labelled]| d.iter().map(|l| l.unsafe_).collect::<Vec<_>>();
+    let val = probability(&texts(&data.val))?;
+    let yval = gold(&data.val);
+    let mut best = (0.5, f64::NEG_INFINITY);
+    for k in 1..=99 {
+        let th = k as f64 / 100.0;
+        let pred: Vec<bool> = val.iter().map(|p| *p >= th).collect();
+        let f = macro_f1(&pred, &yval);
+        if f > best.1 {
+            best = (th, f);
+        }
+    }
+    let mut scored = Vec::new();
+    for (t, d) in &data.tests {
+        let p = probability(&texts(d))?;
+        scored.push((t.clone(), p.iter().map(|p| *p >= best.0).collect(), gold(d)));
+    }
+    Ok((best.0, score_all(scored)))
+}
+
 /// Trains both classifiers; returns the embedding classifier (with both scores in its report).
 /// `progress` hears how many texts have been embedded so far.
 pub fn train(
@@ -252,27 +310,6 @@ pub fn train(
         d.iter().map(|l| l.text.as_str()).collect()
     }
     let (ytr, yval) = (labels(&data.train), labels(&data.val));
-    let score_all = |name: &str, scores: Vec<(String, Vec<bool>, Vec<bool>)>| -> Vec<SafetyScore> {
-        let _ = name;
-        let mut out: Vec<SafetyScore> = scores
-            .iter()
-            .map(|(t, p, g)| SafetyScore {
-                test: t.clone(),
-                examples: g.len(),
-                macro_f1: macro_f1(p, g),
-            })
-            .collect();
-        let (p, g): (Vec<bool>, Vec<bool>) = scores
-            .iter()
-            .flat_map(|(_, p, g)| p.iter().copied().zip(g.iter().copied()))
-            .unzip();
-        out.push(SafetyScore {
-            test: "both".into(),
-            examples: g.len(),
-            macro_f1: macro_f1(&p, &g),
-        });
-        out
-    };
 
     // Baseline: TF-IDF + logistic regression.
     let tf = Tfidf::fit(&texts(&data.train), grams);
@@ -286,7 +323,6 @@ pub fn train(
         epochs,
     );
     let tfidf = score_all(
-        "tfidf",
         data.tests
             .iter()
             .map(|(t, d)| {
@@ -312,7 +348,6 @@ pub fn train(
     }
     let (m, th) = fit(&xtr, &ytr, &xval, &yval, e.dim(), epochs);
     let embeddings = score_all(
-        "embeddings",
         tests
             .iter()
             .map(|(t, x, g)| {
@@ -333,6 +368,7 @@ pub fn train(
             embeddings,
             tfidf,
             train_examples: data.train.len(),
+            fine_tuned: None,
         }),
     })
 }
@@ -348,6 +384,40 @@ mod tests {
         let g = [true, false, true, false];
         assert!((macro_f1(&p, &g) - 0.5).abs() < 1e-12);
         assert!((macro_f1(&g, &g) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn any_classifier_is_scored_at_its_validation_threshold() {
+        let l = |text: &str, u: bool| Labelled {
+            text: text.into(),
+            unsafe_: u,
+        };
+        let data = SafetyData {
+            train: vec![],
+            val: vec![l("bad a", true), l("ok a", false), l("bad b", true)],
+            tests: vec![
+                ("hate".into(), vec![l("bad c", true), l("ok c", false)]),
+                ("offensive".into(), vec![l("ok d", false), l("ok e", true)]),
+            ],
+        };
+        // P(unsafe) 0.7 for texts starting "bad", 0.2 otherwise: any threshold in (0.2, 0.7]
+        // is perfect on validation, and the first such is taken.
+        let mut p = |t: &[&str]| -> std::result::Result<Vec<f64>, ()> {
+            Ok(t.iter()
+                .map(|t| if t.starts_with("bad") { 0.7 } else { 0.2 })
+                .collect())
+        };
+        let (th, scores) = score_classifier(&data, &mut p).unwrap();
+        assert!((th - 0.21).abs() < 1e-9, "{th}");
+        let f: Vec<(&str, usize, f64)> = scores
+            .iter()
+            .map(|s| (s.test.as_str(), s.examples, s.macro_f1))
+            .collect();
+        // offensive: "ok e" is unsafe but scored safe → class true F1 0, class false F1 2/3.
+        assert_eq!(f[0], ("hate", 2, 1.0));
+        assert_eq!((f[1].0, f[1].1), ("offensive", 2));
+        assert!((f[1].2 - 1.0 / 3.0).abs() < 1e-12, "{f:?}");
+        assert_eq!((f[2].0, f[2].1), ("both", 4));
     }
 
     #[test]

@@ -39,8 +39,8 @@ impl AuthorList {
     /// Reads a list; a file that lists nobody is refused (it would remove every post with an author).
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let (sha256, _) = starling_artifacts::sha256_reader(text.as_bytes())
-            .map_err(|e| Error::io(path, e))?;
+        let (sha256, _) =
+            starling_artifacts::sha256_reader(text.as_bytes()).map_err(|e| Error::io(path, e))?;
         let list = Self::parse(&text, path.display().to_string(), sha256);
         if list.keys.is_empty() {
             return Err(Error::Format {
@@ -81,7 +81,7 @@ impl AuthorList {
     /// Whether `post` may be trained on: its author (id or handle) is listed, or it names none.
     pub fn admits(&self, post: &Post) -> bool {
         let named = [post.author_id.as_deref(), post.author_handle.as_deref()];
-        if named.iter().all(|a| a.map_or(true, str::is_empty)) {
+        if named.iter().all(|a| a.is_none_or(str::is_empty)) {
             return true;
         }
         named
@@ -138,6 +138,9 @@ mod tests {
         let path = dir.join("none.txt");
         std::fs::write(&path, "author\n# nobody\n").unwrap();
         let err = AuthorList::read(&path).unwrap_err().to_string();
-        assert!(err.contains("none.txt") && err.contains("names no author"), "{err}");
+        assert!(
+            err.contains("none.txt") && err.contains("names no author"),
+            "{err}"
+        );
     }
 }

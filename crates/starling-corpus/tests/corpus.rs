@@ -750,7 +750,11 @@ fn an_author_list_keeps_only_its_authors() {
         source.sha256,
         starling_artifacts::sha256_file(&list).expect("sum").0
     );
-    assert!(m.warnings.iter().all(|w| !w.contains("author")), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().all(|w| !w.contains("author")),
+        "{:?}",
+        m.warnings
+    );
     for p in posts_of(&out) {
         let bob = p.author_handle.as_deref() == Some("bob");
         assert_eq!(p.verdict == Verdict::Author, bob, "{p:?}");

@@ -7,6 +7,7 @@
 //! - [`generate`]: KV-cache decoding with temperature, top-k, top-p, repetition penalty, stop strings.
 //! - [`export_gguf`]: the model and its tokenizer as one GGUF file llama.cpp runs.
 
+pub mod classifier;
 pub mod contrastive;
 mod embed;
 mod generate;
@@ -15,6 +16,7 @@ pub mod head;
 mod model;
 mod parallel;
 
+pub use classifier::{fine_tune, ClassifyConfig, ClassifyReport, TextClassifier};
 pub use contrastive::{
     train_embedder, trained_embedder, ContrastConfig, ContrastPair, ContrastReport, CurvePoint,
     EMBEDDER_DIR, EMBEDDER_REPORT_FILE,

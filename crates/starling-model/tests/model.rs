@@ -395,6 +395,91 @@ fn slot_batches_give_the_same_logits_as_one_sequence_at_a_time() {
 }
 
 #[test]
+fn a_fine_tuned_classifier_learns_what_the_untrained_head_cannot() {
+    use starling_model::{fine_tune, ClassifyConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = embedder_dir(tmp.path());
+    // The class is carried by one word among ten shared fillers.
+    let filler = [
+        "good", "morning", "coffee", "match", "tonight", "movie", "home", "today", "great", "game",
+    ];
+    let (unsafe_words, safe_words) = (["vile", "scum", "trash"], ["lovely", "sunny", "kind"]);
+    let text = |i: usize| -> (String, usize) {
+        let label = i % 2;
+        let w = if label == 1 {
+            unsafe_words[i % 3]
+        } else {
+            safe_words[i % 3]
+        };
+        let f = |j: usize| filler[(i * 3 + j * 7) % filler.len()];
+        let words: Vec<&str> = (0..4).map(f).chain([w]).chain((4..8).map(f)).collect();
+        (words.join(" "), label)
+    };
+    let train: Vec<(String, usize)> = (0..120).map(text).collect();
+    let val: Vec<(String, usize)> = (1000..1040).map(text).collect();
+    let train: Vec<(&str, usize)> = train.iter().map(|(t, l)| (t.as_str(), *l)).collect();
+    let val: Vec<(&str, usize)> = val.iter().map(|(t, l)| (t.as_str(), *l)).collect();
+    for blocks in [None, Some(1)] {
+        let cfg = ClassifyConfig {
+            steps: 60,
+            batch: 8,
+            lr: 2e-3,
+            head_lr: 1e-2,
+            train_blocks: blocks,
+            eval_every: 20,
+            ..ClassifyConfig::default()
+        };
+        let mut seen = 0;
+        let (clf, r) = fine_tune(tmp.path(), &weights, &train, &val, 2, &cfg, &mut |_, l| {
+            assert!(l.is_finite());
+            seen += 1;
+        })
+        .unwrap();
+        let first = r.curve[0].val_macro_f1;
+        let best = r.curve.iter().map(|p| p.val_macro_f1).fold(0.0, f64::max);
+        println!(
+            "{blocks:?}: validation macro-F1 {first:.3} → best {best:.3} at step {}",
+            r.best_step
+        );
+        assert_eq!((seen, r.steps, r.curve.len()), (60, 60, 4));
+        assert_eq!(r.all_weights, blocks.is_none());
+        assert_eq!(r.trained_blocks, blocks.unwrap_or(2));
+        assert!(best >= 0.9 && best > first + 0.2, "{first:.3} → {best:.3}");
+        // The kept weights are the best step's: they score that macro-F1 again.
+        let p = clf
+            .probabilities(&val.iter().map(|v| v.0).collect::<Vec<_>>())
+            .unwrap();
+        assert!(p
+            .iter()
+            .all(|r| r.len() == 2 && (r[0] + r[1] - 1.0).abs() < 1e-5));
+        let correct = p
+            .iter()
+            .zip(&val)
+            .filter(|(r, v)| usize::from(r[1] > r[0]) == v.1)
+            .count();
+        assert!(
+            correct as f64 >= 0.9 * val.len() as f64,
+            "{correct}/{}",
+            val.len()
+        );
+    }
+    // A label outside the classes is refused by name.
+    let bad = [("x y", 2usize), ("y z", 0)];
+    let err = fine_tune(
+        tmp.path(),
+        &weights,
+        &bad,
+        &bad,
+        2,
+        &ClassifyConfig::default(),
+        &mut |_, _| {},
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("label 2"), "{err}");
+}
+
+#[test]
 fn contrastive_fine_tuning_beats_the_untrained_model_on_held_out_groups() {
     use starling_embed::Embedder;
     use starling_model::{train_embedder, ContrastConfig, ContrastPair};

@@ -260,6 +260,19 @@ pub struct TrainSafetyArgs {
     /// Training epochs (full batch).
     #[arg(long, default_value_t = 150)]
     epochs: usize,
+    /// Also fine-tune the language model as the classifier (a head on its pooled states, trained
+    /// with its weights) and score it on the same split.
+    #[arg(long)]
+    fine_tune: bool,
+    /// Fine-tuning steps (batches of 32 tweets; the step best on validation is kept).
+    #[arg(long, default_value_t = 600)]
+    fine_tune_steps: usize,
+    /// Fine-tune only this many top blocks (and the final norm); all weights when absent.
+    #[arg(long)]
+    train_blocks: Option<usize>,
+    /// Fine-tuning learning rate of the model's weights.
+    #[arg(long, default_value_t = 1e-4)]
+    fine_tune_lr: f64,
 }
 
 /// An exact decimal USD amount in micros ("12.5" → 12,500,000).
@@ -650,17 +663,34 @@ fn train_safety(a: &TrainSafetyArgs) -> Result<()> {
         bar.set_position(n as u64)
     })?;
     bar.finish_and_clear();
+    let mut s = s;
+    if a.fine_tune {
+        let scores = fine_tune_safety(a, &data)?;
+        if let Some(r) = s.report.as_mut() {
+            r.fine_tuned = Some(scores);
+        }
+    }
     if let Some(r) = &s.report {
         println!(
             "brand safety: trained on {} TweetEval hate + offensive train tweets (threshold {:.2} chosen on val); macro-F1 on the test files:",
             r.train_examples, s.threshold
         );
+        let ft = r.fine_tuned.as_deref().unwrap_or_default();
+        let ft_head = if ft.is_empty() {
+            ""
+        } else {
+            " fine-tuned model |"
+        };
         println!(
-            "| test file | tweets | starling embeddings + LR | TF-IDF + LR |\n|---|---|---|---|"
+            "| test file | tweets | starling embeddings + LR | TF-IDF + LR |{ft_head}\n|---|---|---|---|{}",
+            if ft.is_empty() { "" } else { "---|" }
         );
-        for (e, t) in r.embeddings.iter().zip(&r.tfidf) {
+        for (i, (e, t)) in r.embeddings.iter().zip(&r.tfidf).enumerate() {
+            let f = ft
+                .get(i)
+                .map_or(String::new(), |f| format!(" {:.3} |", f.macro_f1));
             println!(
-                "| {} | {} | {:.3} | {:.3} |",
+                "| {} | {} | {:.3} | {:.3} |{f}",
                 e.test, e.examples, e.macro_f1, t.macro_f1
             );
         }
@@ -676,6 +706,76 @@ fn train_safety(a: &TrainSafetyArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Fine-tunes the language model of `--model` as the brand-safety classifier on the same train
+/// files, keeps the step best on validation, and scores it on the test files.
+fn fine_tune_safety(
+    a: &TrainSafetyArgs,
+    data: &starling_ads::safety::SafetyData,
+) -> Result<Vec<starling_ads::safety::SafetyScore>> {
+    let md = starling_train::ModelDir::open(&a.model)?;
+    fn pairs(d: &[starling_ads::safety::Labelled]) -> Vec<(&str, usize)> {
+        d.iter()
+            .map(|l| (l.text.as_str(), usize::from(l.unsafe_)))
+            .collect()
+    }
+    let cfg = starling_model::ClassifyConfig {
+        steps: a.fine_tune_steps,
+        lr: a.fine_tune_lr,
+        train_blocks: a.train_blocks,
+        eval_every: (a.fine_tune_steps / 6).max(1),
+        ..Default::default()
+    };
+    let bar = ProgressBar::new(cfg.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("fine-tuning [{bar:30}] {pos}/{len} steps {msg} (eta {eta})")?
+            .progress_chars("=> "),
+    );
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let t = Instant::now();
+    let (clf, report) = starling_model::fine_tune(
+        &md.dir,
+        &md.weights,
+        &pairs(&data.train),
+        &pairs(&data.val),
+        2,
+        &cfg,
+        &mut |step, loss| {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.3}"));
+            if plain && step % cfg.eval_every.max(1) == 0 {
+                eprintln!(
+                    "fine-tune: step {step}/{} loss {loss:.3} ({:.0}s)",
+                    cfg.steps,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        },
+    )
+    .with_context(|| format!("fine-tuning {}", md.dir.display()))?;
+    bar.finish_and_clear();
+    let curve: Vec<String> = report
+        .curve
+        .iter()
+        .map(|p| format!("{}: {:.3}", p.step, p.val_macro_f1))
+        .collect();
+    println!(
+        "fine-tune: {} blocks of {} trained ({}), {} steps in {:.0}s; validation macro-F1 by step {}; kept step {}",
+        report.trained_blocks,
+        if report.all_weights { "all weights" } else { "top blocks + final norm" },
+        md.dir.display(),
+        report.steps,
+        t.elapsed().as_secs_f64(),
+        curve.join(", "),
+        report.best_step
+    );
+    let (threshold, scores) = starling_ads::safety::score_classifier(data, |texts: &[&str]| {
+        clf.probabilities(texts)
+            .map(|p| p.iter().map(|r| f64::from(r[1])).collect::<Vec<f64>>())
+    })?;
+    println!("fine-tune: threshold {threshold:.2} chosen on val");
+    Ok(scores)
 }
 
 #[cfg(test)]
