@@ -6,6 +6,8 @@
 //! Blank lines, `#` comments and a header line whose first field is `author` are skipped.
 //! Posts that name no author (plain text files, CSVs without an author column) are not judged
 //! by the list: it says who may be trained on, and such posts say nothing about who wrote them.
+//! A list may be scoped to some inputs ([`AuthorList::scoped`]): posts of the others pass, so
+//! one dataset's authors can be chosen while other sources are kept whole.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,6 +22,7 @@ use crate::Post;
 #[derive(Debug, Clone)]
 pub struct AuthorList {
     keys: Arc<HashSet<String>>,
+    scope: Vec<std::path::PathBuf>,
     /// Where it came from, for the data card.
     pub source: AuthorListSource,
 }
@@ -33,6 +36,9 @@ pub struct AuthorListSource {
     pub sha256: String,
     /// Distinct authors it lists.
     pub authors: usize,
+    /// The inputs it applies to (files, or directories holding them); empty: every input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
 }
 
 impl AuthorList {
@@ -70,16 +76,30 @@ impl AuthorList {
         let authors = keys.len();
         Self {
             keys: Arc::new(keys),
+            scope: Vec::new(),
             source: AuthorListSource {
                 file,
                 sha256,
                 authors,
+                inputs: Vec::new(),
             },
         }
     }
 
+    /// The list applied only to posts read from `inputs` (files, or directories holding them, as
+    /// given on the command line); empty applies it to every input.
+    pub fn scoped(mut self, inputs: &[std::path::PathBuf]) -> Self {
+        self.scope = inputs.to_vec();
+        self.source.inputs = inputs.iter().map(|p| p.display().to_string()).collect();
+        self
+    }
+
     /// Whether `post` may be trained on: its author (id or handle) is listed, or it names none.
     pub fn admits(&self, post: &Post) -> bool {
+        let file = Path::new(&post.origin.file);
+        if !self.scope.is_empty() && !self.scope.iter().any(|s| file.starts_with(s)) {
+            return true;
+        }
         let named = [post.author_id.as_deref(), post.author_handle.as_deref()];
         if named.iter().all(|a| a.is_none_or(str::is_empty)) {
             return true;
@@ -129,6 +149,10 @@ mod tests {
         assert!(list.admits(&post(Some(""), None)));
         // Either the id or the handle may be the listed one.
         assert!(list.admits(&post(Some("999"), Some("@b2d57480"))));
+        // Scoped to other inputs, it judges nobody here ("f"); scoped to "f", it does.
+        let scoped = list.clone().scoped(&["data/pan".into()]);
+        assert!(scoped.admits(&post(Some("123"), Some("other"))));
+        assert!(!list.scoped(&["f".into()]).admits(&post(Some("123"), None)));
     }
 
     #[test]

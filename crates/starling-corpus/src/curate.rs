@@ -45,6 +45,9 @@ pub struct CurateConfig {
     /// no author are not judged by it. By default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author_list: Option<std::path::PathBuf>,
+    /// The inputs the author list applies to (files, or directories holding them); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub author_list_inputs: Vec<std::path::PathBuf>,
 }
 
 impl Default for CurateConfig {
@@ -74,6 +77,7 @@ impl Default for CurateConfig {
             exact_dedup: true,
             near_dup: Some(NearDupConfig::default()),
             author_list: None,
+            author_list_inputs: Vec::new(),
         }
     }
 }

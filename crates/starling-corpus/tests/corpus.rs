@@ -733,19 +733,27 @@ fn an_author_list_keeps_only_its_authors() {
         "a note with nobody named as its author\nanother line that says nothing of who wrote it\n",
     )
     .expect("txt");
+    // Another source the list is not scoped to: its author is kept though unlisted.
+    let other = tmp.path().join("other.csv");
+    std::fs::write(
+        &other,
+        "author,text\ndave,\"ferry crossing was rough this morning\"\ndave,\"the violin recital starts at seven\"\n",
+    )
+    .expect("other");
     let list = tmp.path().join("humans.tsv");
     std::fs::write(&list, "author\ttype\nALICE\thuman\n@carol\thuman\n").expect("list");
     let mut config = CorpusConfig::default();
     config.curate.author_list = Some(list.clone());
+    config.curate.author_list_inputs = vec![csv.clone(), txt.clone()];
     let out = tmp.path().join("out");
-    let m = CorpusBuilder::new(config, vec![csv, txt])
+    let m = CorpusBuilder::new(config, vec![csv, txt, other])
         .build(&out, &mut |_| {})
         .expect("build");
     assert!(m.counts.balanced(), "{:?}", m.counts);
     assert_eq!(m.counts.filtered.get("author"), Some(&5), "{:?}", m.counts);
-    assert_eq!(m.counts.kept, 12, "{:?}", m.counts);
+    assert_eq!(m.counts.kept, 14, "{:?}", m.counts);
     let source = m.author_list.as_ref().expect("recorded");
-    assert_eq!(source.authors, 2);
+    assert_eq!((source.authors, source.inputs.len()), (2, 2));
     assert_eq!(
         source.sha256,
         starling_artifacts::sha256_file(&list).expect("sum").0

@@ -121,6 +121,10 @@ pub struct CorpusArgs {
     /// columns after a tab or comma are ignored; posts that name no author are not judged by it).
     #[arg(long)]
     pub authors: Option<PathBuf>,
+    /// Apply `--authors` only to posts of these inputs (files, or directories holding them);
+    /// other inputs are kept whole.
+    #[arg(long, requires = "authors")]
+    pub authors_for: Vec<PathBuf>,
 }
 
 /// An input format forced instead of sniffed.
@@ -295,6 +299,7 @@ fn corpus_config(a: &CorpusArgs) -> Result<CorpusConfig> {
     c.curate.bots.content &= !a.no_bot_content;
     if let Some(f) = &a.authors {
         c.curate.author_list = Some(f.clone());
+        c.curate.author_list_inputs = a.authors_for.clone();
     }
     Ok(c)
 }

@@ -202,7 +202,8 @@ impl CorpusBuilder {
             .author_list
             .as_deref()
             .map(crate::authors::AuthorList::read)
-            .transpose()?;
+            .transpose()?
+            .map(|l| l.scoped(&self.config.curate.author_list_inputs));
         let author_list = authors.as_ref().map(|a| a.source.clone());
         let mut st = BuildState {
             curator: Curator::new(self.config.curate.clone()).with_authors(authors),
