@@ -252,6 +252,33 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], rounds: usize, seed: u64) -> Inter
     }
 }
 
+/// Reply retrieval over `posts`: each held-out reply or quote ([`crate::pairs::held_out_threads`],
+/// never trained on) asks for the post it answers, its content words as an any-word query
+/// ([`any_word_query`]). Returns the posts to index (every post but the asking ones, so a
+/// question never finds itself) and the queries (`tag` = the asking post's id).
+pub fn reply_queries(posts: &[Post]) -> (Vec<Post>, Vec<HashtagQuery>) {
+    let held = crate::pairs::held_out_threads(posts);
+    let mut asking = HashSet::new();
+    let mut queries = Vec::new();
+    for (r, parent) in held {
+        let Some(query) = any_word_query(&posts[r].text) else {
+            continue;
+        };
+        asking.insert(posts[r].id.clone());
+        queries.push(HashtagQuery {
+            tag: posts[r].id.clone(),
+            query,
+            relevant: [posts[parent].id.clone()].into(),
+        });
+    }
+    let indexed = posts
+        .iter()
+        .filter(|p| !asking.contains(&p.id))
+        .cloned()
+        .collect();
+    (indexed, queries)
+}
+
 /// Runs every query in `mode` (ranked `top`) and averages the scores.
 pub fn evaluate(
     idx: &PostIndex,

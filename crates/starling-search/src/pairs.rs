@@ -1,5 +1,7 @@
 //! Training pairs the platform has for free, for contrastive embedding training: a post with
-//! its hashtags stripped ↔ the hashtag's words, and a reply ↔ its parent.
+//! its hashtags stripped ↔ the hashtag's words, a reply ↔ its parent and a quote ↔ the post it
+//! quotes. Half of the reply and quote pairs (by [`thread_held_out`]) are kept for evaluating
+//! reply retrieval and never trained on.
 
 use crate::eval::{strip_hashtags, tag_words};
 use starling_corpus::Post;
@@ -28,25 +30,75 @@ pub struct PairSet {
     pub hashtag_pairs: usize,
     /// Parent ↔ reply pairs.
     pub reply_pairs: usize,
+    /// Quoted ↔ quote pairs.
+    pub quote_pairs: usize,
+    /// Reply and quote pairs held out for evaluation ([`thread_held_out`]), not mined.
+    pub held_out_threads: usize,
     /// Distinct hashtags (by their words) that gave pairs.
     pub tags: usize,
 }
 
-/// Mines at most `max_pairs` pairs from `posts`, at most `per_tag` per hashtag: each post with
-/// hashtags (and at least 3 letters left without them) pairs with each tag's words; each reply
-/// whose parent is among `posts` pairs with it.
+/// Mines pairs from `posts`: hashtag pairs until there are `max_pairs` pairs, at most `per_tag`
+/// per hashtag (each post with hashtags and at least 3 letters left without them pairs with each
+/// tag's words); then every reply or quote whose parent is among `posts` pairs with it.
 pub fn mine_pairs(posts: &[Post], max_pairs: usize, per_tag: usize) -> PairSet {
-    mine_pairs_except(posts, max_pairs, per_tag, &HashSet::new())
+    mine(posts, max_pairs, per_tag, &HashSet::new(), false)
 }
 
-/// [`mine_pairs`] without any pair of the hashtags in `excluded` (lower-cased, no `#`: an
-/// evaluation's tags, so it never scores a tag the embedder was trained on); the posts that
-/// carried them still pair with their other tags, every tag stripped from their text.
+/// Pairs for training an embedder that will be evaluated: [`mine_pairs`] without any pair of the
+/// hashtags in `excluded` (lower-cased, no `#`: an evaluation's tags, so it never scores a tag
+/// the embedder was trained on; the posts that carried them still pair with their other tags,
+/// every tag stripped from their text) and without the reply and quote pairs that
+/// [`thread_held_out`] keeps for reply retrieval.
 pub fn mine_pairs_except(
     posts: &[Post],
     max_pairs: usize,
     per_tag: usize,
     excluded: &HashSet<String>,
+) -> PairSet {
+    mine(posts, max_pairs, per_tag, excluded, true)
+}
+
+/// Whether the reply or quote `post_id` (and its pair with the post it answers) is kept for
+/// evaluating reply retrieval: a stable half of them, by a hash of the id.
+pub fn thread_held_out(post_id: &str) -> bool {
+    // FNV-1a: stable across runs, platforms and releases.
+    let h = post_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h % 2 == 0
+}
+
+/// The held-out reply and quote pairs of `posts` (see [`thread_held_out`]): (index of the reply
+/// or quote, index of the post it answers), both with text.
+pub fn held_out_threads(posts: &[Post]) -> Vec<(usize, usize)> {
+    let by_id: HashMap<&str, usize> = posts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    posts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| thread_held_out(&p.id) && !p.text.is_empty())
+        .filter_map(|(i, p)| {
+            let parent = answered(p).and_then(|id| by_id.get(id))?;
+            (!posts[*parent].text.is_empty() && *parent != i).then_some((i, *parent))
+        })
+        .collect()
+}
+
+/// The post a reply answers or a quote quotes.
+fn answered(p: &Post) -> Option<&str> {
+    p.refs.reply_to.as_deref().or(p.refs.quote_of.as_deref())
+}
+
+fn mine(
+    posts: &[Post],
+    max_pairs: usize,
+    per_tag: usize,
+    excluded: &HashSet<String>,
+    hold_out_threads: bool,
 ) -> PairSet {
     let by_id: HashMap<&str, usize> = posts
         .iter()
@@ -65,10 +117,9 @@ pub fn mine_pairs_except(
     let mut groups: HashMap<String, usize> = HashMap::new();
     let mut per_group: HashMap<usize, usize> = HashMap::new();
     for p in posts {
-        if set.pairs.len() >= max_pairs {
-            break;
-        }
-        if !p.entities.hashtags.is_empty() {
+        // Past the limit only reply and quote pairs (few, and rarer) are still taken.
+        let full = set.pairs.len() >= max_pairs;
+        if !full && !p.entities.hashtags.is_empty() {
             let mut stripped = p.clone();
             strip_hashtags(&mut stripped);
             if stripped
@@ -100,15 +151,23 @@ pub fn mine_pairs_except(
                 }
             }
         }
-        if let Some(parent) = p.refs.reply_to.as_deref().and_then(|id| by_id.get(id)) {
+        if let Some(parent) = answered(p).and_then(|id| by_id.get(id)) {
             let parent = &posts[*parent];
-            if !parent.text.is_empty() && !p.text.is_empty() {
+            if !parent.text.is_empty() && !p.text.is_empty() && parent.id != p.id {
+                if hold_out_threads && thread_held_out(&p.id) {
+                    set.held_out_threads += 1;
+                    continue;
+                }
                 // Each reply pair is its own group, apart from every tag's.
                 let group = groups.len() + set.pairs.len() + 1_000_000_000;
                 let query = intern(&mut set.texts, parent.text.clone());
                 let doc = intern(&mut set.texts, p.text.clone());
                 set.pairs.push(TextPair { query, doc, group });
-                set.reply_pairs += 1;
+                if p.refs.reply_to.is_some() {
+                    set.reply_pairs += 1;
+                } else {
+                    set.quote_pairs += 1;
+                }
             }
         }
     }
@@ -155,7 +214,9 @@ mod tests {
         assert_eq!(set.texts[reply.doc], "so true, stay dry");
         assert_ne!(reply.group, tag.group);
         assert_eq!(mine_pairs(&posts, 100, 5).hashtag_pairs, 2);
-        assert_eq!(mine_pairs(&posts, 1, 5).pairs.len(), 1);
+        // The limit stops hashtag pairs; the rarer reply pairs are still taken.
+        let capped = mine_pairs(&posts, 1, 5);
+        assert_eq!((capped.hashtag_pairs, capped.reply_pairs), (1, 1));
         // An evaluation's tags make no pair, and their text never reaches a pair.
         let mut posts = posts;
         posts.push(post(
@@ -172,5 +233,48 @@ mod tests {
         );
         assert_eq!(set.hashtag_pairs, 3);
         assert_eq!(mine_pairs(&posts, 100, 5).hashtag_pairs, 4);
+    }
+
+    #[test]
+    fn held_out_replies_and_quotes_are_never_trained_on() {
+        let mut posts = vec![post("p", "the parent post about rivers", None)];
+        for i in 0..40 {
+            let mut p = post(&format!("r{i}"), &format!("answer number {i}"), None);
+            if i % 2 == 0 {
+                p.refs.reply_to = Some("p".into());
+            } else {
+                p.refs.quote_of = Some("p".into());
+            }
+            posts.push(p);
+        }
+        let all = mine_pairs(&posts, 1000, 5);
+        assert_eq!((all.reply_pairs, all.quote_pairs), (20, 20));
+        let train = mine_pairs_except(&posts, 1000, 5, &HashSet::new());
+        let held = held_out_threads(&posts);
+        // About half held out, and the two sides partition the pairs.
+        assert!((10..=30).contains(&held.len()), "{}", held.len());
+        assert_eq!(train.held_out_threads, held.len());
+        assert_eq!(train.reply_pairs + train.quote_pairs + held.len(), 40);
+        for (r, parent) in &held {
+            assert_eq!(*parent, 0);
+            assert!(
+                !train.texts.contains(&posts[*r].text),
+                "{} trained on",
+                posts[*r].id
+            );
+        }
+        // Reply retrieval asks with exactly the held-out ones, which are not in its index.
+        let (indexed, queries) = crate::eval::reply_queries(&posts);
+        assert_eq!(queries.len(), held.len());
+        assert_eq!(indexed.len(), posts.len() - held.len());
+        for q in &queries {
+            assert!(
+                q.relevant.contains("p") && q.query.contains("answer"),
+                "{q:?}"
+            );
+            assert!(indexed.iter().all(|p| p.id != q.tag));
+        }
+        // The split is a property of the id alone.
+        assert_eq!(thread_held_out("r3"), thread_held_out("r3"));
     }
 }

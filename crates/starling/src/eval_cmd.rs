@@ -101,6 +101,10 @@ pub struct EvalSearchArgs {
     /// on its hashtags (nDCG@10) and a tuned hybrid row added.
     #[arg(long)]
     tune_fusion_on: Option<PathBuf>,
+    /// A corpus with replies and quotes (e.g. the API samples): reply retrieval beside hashtag
+    /// recovery — each held-out reply or quote (never trained on) asks for the post it answers.
+    #[arg(long)]
+    replies_from: Option<PathBuf>,
     /// Work directory (its indexes are rebuilt each run).
     #[arg(long, default_value = "out/eval-search")]
     out: PathBuf,
@@ -185,6 +189,25 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         mismatch.len(),
         mismatch.iter().map(|q| q.relevant.len()).sum::<usize>()
     );
+    let replies = match &a.replies_from {
+        None => None,
+        Some(c) => {
+            let (indexed, rq) = starling_search::eval::reply_queries(&read_posts(c)?);
+            anyhow::ensure!(
+                !rq.is_empty(),
+                "{}: no held-out reply or quote whose parent it holds; no reply retrieval to run",
+                c.display()
+            );
+            println!(
+                "  reply retrieval: {} held-out replies and quotes of {} ask among {} posts",
+                rq.len(),
+                c.display(),
+                indexed.len()
+            );
+            Some((indexed, rq))
+        }
+    };
+    let mut reply_rows: Vec<(String, ModeScore)> = Vec::new();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut rows: Vec<(String, String, ModeScore)> = Vec::new();
     let mut mismatch_rows: Vec<(String, ModeScore)> = Vec::new();
@@ -249,6 +272,23 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
             ));
             idx.set_fusion(starling_search::Fusion::default());
         }
+        if let Some((rposts, rq)) = &replies {
+            let ridx = build_eval_index(
+                rposts,
+                &a.out.join(format!("replies-index-{which}-{pooling}")),
+                Some((&e, &a.model)),
+                &format!("reply-retrieval posts indexed and embedded ({which}, {pooling})"),
+            )?;
+            if reply_rows.is_empty() {
+                reply_rows.push(("bm25".into(), evaluate(&ridx, rq, SearchMode::Bm25, None)?));
+            }
+            for (name, mode) in [("dense", SearchMode::Dense), ("hybrid", SearchMode::Hybrid)] {
+                reply_rows.push((
+                    format!("{name} ({which}, {pooling})"),
+                    evaluate(&ridx, rq, mode, Some(emb))?,
+                ));
+            }
+        }
         if !mismatch.is_empty() {
             mismatch_rows.push((
                 format!("dense ({which}, {pooling})"),
@@ -289,6 +329,32 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
             println!("| {m} | {:.4} | {:.4} |", s.ndcg10, s.recall100);
         }
     }
+    let reply_diffs: Vec<(String, Interval)> = match reply_rows.first() {
+        Some((_, base)) => reply_rows
+            .iter()
+            .skip(1)
+            .map(|(m, s)| {
+                let d = paired_bootstrap(&s.per_query_ndcg10, &base.per_query_ndcg10, 1000, 3);
+                (m.clone(), d)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    if !reply_rows.is_empty() {
+        println!(
+            "\nreply retrieval ({} held-out replies and quotes, one relevant post each):\n\n| mode | nDCG@10 | recall@100 | nDCG@10 − bm25 [95% CI] |\n|---|---|---|---|",
+            reply_rows[0].1.queries
+        );
+        for (i, (m, s)) in reply_rows.iter().enumerate() {
+            let d = i
+                .checked_sub(1)
+                .and_then(|j| reply_diffs.get(j))
+                .map_or(String::new(), |(_, d)| {
+                    format!("{:+.4} [{:+.4}, {:+.4}]", d.mean, d.low, d.high)
+                });
+            println!("| {m} | {:.4} | {:.4} | {d} |", s.ndcg10, s.recall100);
+        }
+    }
     println!("\n| difference | nDCG@10 [95% CI] | recall@100 [95% CI] |");
     println!("|---|---|---|");
     for (name, n, r) in &diffs {
@@ -309,6 +375,9 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         "queries": queries.len(),
         "rows": rows.iter().map(|(m, p, s)| serde_json::json!({
             "mode": m, "pooling": p, "ndcg10": s.ndcg10, "recall100": s.recall100, "p50_ms": s.p50_ms
+        })).collect::<Vec<_>>(),
+        "reply_retrieval": reply_rows.iter().map(|(m, s)| serde_json::json!({
+            "mode": m, "queries": s.queries, "ndcg10": s.ndcg10, "recall100": s.recall100,
         })).collect::<Vec<_>>(),
         "lexical_mismatch": mismatch_rows.iter().map(|(m, s)| serde_json::json!({
             "mode": m, "queries": s.queries, "ndcg10": s.ndcg10, "recall100": s.recall100,
