@@ -123,3 +123,110 @@ pub fn run_title(
         }
     )
 }
+
+/// A named line of (x, y) points.
+pub type Series<'a> = (&'a str, Vec<(f64, f64)>);
+
+/// Draws a fine-tuning curve into `path`: losses on the left (training and held-out), a held-out
+/// metric (top-1, macro-F1) on the right, both against steps. Written to a temp file, then renamed.
+pub fn curve_png(
+    path: &Path,
+    title: &str,
+    losses: &[Series<'_>],
+    metric: &Series<'_>,
+) -> Result<(), String> {
+    FONT.call_once(|| {
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+    let e = |x: &dyn std::fmt::Display| format!("{}: {x}", path.display());
+    let all = losses.iter().chain([metric]).flat_map(|s| s.1.iter());
+    let x_max = all.map(|p| p.0).fold(1.0, f64::max);
+    let range = |pts: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = pts.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+        if lo > hi {
+            return (0.0, 1.0);
+        }
+        let pad = ((hi - lo) * 0.05).max(0.01);
+        (lo - pad, hi + pad)
+    };
+    let (l_lo, l_hi) = range(&mut losses.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
+    let (m_lo, m_hi) = range(&mut metric.1.iter().map(|p| p.1));
+    let colors = [BLUE, RED, GREEN, MAGENTA];
+    let tmp = starling_artifacts::temp_path_keeping_extension(path);
+    {
+        let root = BitMapBackend::new(&tmp, (1200, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let root = root.titled(title, ("sans-serif", 22)).map_err(|x| e(&x))?;
+        let (left, right) = root.split_horizontally(600);
+        let panels: [(&_, &str, (f64, f64), Vec<&Series<'_>>); 2] = [
+            (&left, "loss", (l_lo, l_hi), losses.iter().collect()),
+            (&right, metric.0, (m_lo, m_hi), vec![metric]),
+        ];
+        for (k, (area, y_desc, (lo, hi), series)) in panels.into_iter().enumerate() {
+            let mut chart = ChartBuilder::on(area)
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0.0..x_max, lo..hi)
+                .map_err(|x| e(&x))?;
+            chart
+                .configure_mesh()
+                .x_desc("steps")
+                .y_desc(y_desc)
+                .label_style(("sans-serif", 15))
+                .draw()
+                .map_err(|x| e(&x))?;
+            for (i, (name, pts)) in series.into_iter().enumerate() {
+                let c = colors[(i + 2 * k) % colors.len()];
+                chart
+                    .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                    .map_err(|x| e(&x))?
+                    .label(*name)
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 18, y)], c.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(|x| e(&x))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 15))
+                .draw()
+                .map_err(|x| e(&x))?;
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    starling_artifacts::commit(&tmp, path).map_err(|x| x.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_curve_is_drawn_as_a_png() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("curve.png");
+        let losses = [
+            ("train", vec![(10.0, 3.0), (20.0, 2.5)]),
+            ("held-out", vec![(0.0, 3.5), (10.0, 3.1), (20.0, 2.9)]),
+        ];
+        super::curve_png(
+            &path,
+            "t",
+            &losses,
+            &("top-1", vec![(0.0, 0.1), (20.0, 0.3)]),
+        )
+        .expect("drawn");
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(&bytes[1..4], b"PNG");
+        // Empty series draw an empty chart rather than fail.
+        super::curve_png(&path, "t", &[], &("top-1", vec![])).expect("empty");
+    }
+}

@@ -755,6 +755,25 @@ fn fine_tune_safety(
     )
     .with_context(|| format!("fine-tuning {}", md.dir.display()))?;
     bar.finish_and_clear();
+    let png = a.out.with_extension("fine-tune.png");
+    let points = |f: &dyn Fn(&starling_model::classifier::ClassifyPoint) -> Option<f64>| {
+        report
+            .curve
+            .iter()
+            .filter_map(|c| f(c).map(|y| (c.step as f64, y)))
+            .collect::<Vec<_>>()
+    };
+    if let Some(dir) = png.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    starling_train::plot::curve_png(
+        &png,
+        &format!("brand safety fine-tune · {}", md.dir.display()),
+        &[("train cross-entropy", points(&|c| c.train_loss))],
+        &("validation macro-F1", points(&|c| Some(c.val_macro_f1))),
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!("fine-tune: curve → {}", png.display());
     let curve: Vec<String> = report
         .curve
         .iter()

@@ -247,7 +247,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         })
         .collect();
     println!(
-        "embed train: {} posts ({held_out} held-out test posts left out; {dropped} uses of the {} tags of {} excluded corpora make no pair), {} pairs: {} hashtag ↔ post over {} tags, {} parent ↔ reply; {} with a BM25 hard negative",
+        "embed train: {} posts ({held_out} held-out test posts left out; {dropped} uses of the {} tags of {} excluded corpora make no pair), {} pairs: {} hashtag ↔ post over {} tags, {} parent ↔ reply, {} quoted ↔ quote ({} reply/quote pairs held out for reply retrieval); {} with a BM25 hard negative",
         posts.len(),
         excluded.len(),
         a.exclude_tags_of.len(),
@@ -255,6 +255,8 @@ fn train(a: &TrainArgs) -> Result<()> {
         mined.hashtag_pairs,
         mined.tags,
         mined.reply_pairs,
+        mined.quote_pairs,
+        mined.held_out_threads,
         pairs.iter().filter(|p| p.hard_negative.is_some()).count()
     );
     let cfg = starling_model::ContrastConfig {
@@ -300,6 +302,25 @@ fn train(a: &TrainArgs) -> Result<()> {
             c.val_top1
         );
     }
+    let png = out.join("embedder.png");
+    let points = |f: &dyn Fn(&starling_model::CurvePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        report
+            .curve
+            .iter()
+            .filter_map(|c| f(c).map(|y| (c.step as f64, y)))
+            .collect()
+    };
+    starling_train::plot::curve_png(
+        &png,
+        &format!("embed train · {}", md.dir.display()),
+        &[
+            ("train InfoNCE", points(&|c| c.train_loss)),
+            ("held-out InfoNCE", points(&|c| Some(c.val_loss))),
+        ],
+        &("held-out top-1", points(&|c| Some(c.val_top1))),
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!("embed train: curve → {}", png.display());
     println!(
         "\nembed train: held-out top-1 {:.3} → {:.3} over {} held-out groups ({} pairs, batches of {}); temperature {:.3}; {} steps in {:.0}s → {} (found automatically under {}; indexes built before must be rebuilt)",
         report.val_top1_before,
