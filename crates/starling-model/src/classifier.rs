@@ -165,6 +165,29 @@ fn argmax(rows: &[Vec<f32>]) -> Vec<usize> {
         .collect()
 }
 
+/// Leaves only the top `blocks` blocks and the final norm trainable (every weight when `None`);
+/// returns how many blocks train.
+pub(crate) fn train_top_blocks(
+    vs: &nn::VarStore,
+    config: &LlamaConfig,
+    blocks: Option<usize>,
+) -> usize {
+    let layers = config.num_hidden_layers;
+    let Some(n) = blocks else {
+        return layers;
+    };
+    let first = layers - n.min(layers);
+    for (name, t) in vs.variables() {
+        let block = name
+            .strip_prefix("model.layers.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        let trains = block.is_some_and(|b| b >= first) || name == "model.norm.weight";
+        let _ = t.set_requires_grad(trains);
+    }
+    layers - first
+}
+
 /// Fine-tunes the model of `src_dir` (weights `weights`) on labelled `train` texts (labels below
 /// `classes`), keeping the weights of the step with the best macro-F1 on `val`. `progress` hears
 /// each step and its loss.
@@ -193,19 +216,7 @@ pub fn fine_tune(
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let model = Llama::new(&vs.root(), &config);
     crate::load_weights(&mut vs, weights)?;
-    let layers = config.num_hidden_layers;
-    let trained_blocks = cfg.train_blocks.map_or(layers, |n| n.min(layers));
-    if cfg.train_blocks.is_some() {
-        let first = layers - trained_blocks;
-        for (name, t) in vs.variables() {
-            let block = name
-                .strip_prefix("model.layers.")
-                .and_then(|r| r.split('.').next())
-                .and_then(|i| i.parse::<usize>().ok());
-            let trains = block.is_some_and(|b| b >= first) || name == "model.norm.weight";
-            let _ = t.set_requires_grad(trains);
-        }
-    }
+    let trained_blocks = train_top_blocks(&vs, &config, cfg.train_blocks);
     let hvs = nn::VarStore::new(tch::Device::Cpu);
     let head = nn::linear(
         hvs.root() / "classifier",

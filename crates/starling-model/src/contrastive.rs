@@ -65,6 +65,8 @@ pub struct ContrastConfig {
     pub eval_every: usize,
     /// Seed of the split and of batch order.
     pub seed: u64,
+    /// Train only this many top blocks (and the final norm); `None` trains every weight.
+    pub train_blocks: Option<usize>,
 }
 
 impl Default for ContrastConfig {
@@ -80,6 +82,7 @@ impl Default for ContrastConfig {
             pooling: Pooling::Mean,
             eval_every: 50,
             seed: 0,
+            train_blocks: None,
         }
     }
 }
@@ -109,6 +112,9 @@ pub struct ContrastReport {
     pub pooling: String,
     /// The source model's weights (sha256).
     pub source_sha256: String,
+    /// Blocks trained (all of them unless `train_blocks` was given; the final norm trains too).
+    #[serde(default)]
+    pub trained_blocks: usize,
 }
 
 /// One measurement of training.
@@ -260,6 +266,7 @@ pub fn train_embedder(
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let model = Llama::new(&vs.root(), &config);
     crate::load_weights(&mut vs, weights)?;
+    let trained_blocks = crate::classifier::train_top_blocks(&vs, &config, cfg.train_blocks);
     let t = Trainee {
         model,
         enc: PostEncoding::new(src_dir, &config, cfg.pooling)?,
@@ -294,6 +301,7 @@ pub fn train_embedder(
         val_pairs: val.len(),
         pooling: cfg.pooling.name().to_string(),
         source_sha256: sha,
+        trained_blocks,
         ..Default::default()
     };
     let (vl, va) = measure(&t, &scale)?;

@@ -559,4 +559,24 @@ fn contrastive_fine_tuning_beats_the_untrained_model_on_held_out_groups() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("too few"), "{err}");
+    // Top blocks only: the lower block's weights are the source's, the top block's moved.
+    let top = tmp.path().join("top-only");
+    let cfg = ContrastConfig {
+        steps: 10,
+        train_blocks: Some(1),
+        ..cfg
+    };
+    let r = train_embedder(tmp.path(), &weights, &pairs, &cfg, &top, &mut |_, _| {}).unwrap();
+    assert_eq!(r.trained_blocks, 1);
+    let read = |p: &Path| -> std::collections::HashMap<String, Tensor> {
+        Tensor::read_safetensors(p).unwrap().into_iter().collect()
+    };
+    let (before, after) = (read(&weights), read(&top.join("model.safetensors")));
+    let moved = |name: &str| {
+        let d = (&before[name] - &after[name]).abs().max().double_value(&[]);
+        d > 0.0
+    };
+    assert!(!moved("model.layers.0.mlp.up_proj.weight"));
+    assert!(!moved("model.embed_tokens.weight"));
+    assert!(moved("model.layers.1.mlp.up_proj.weight"));
 }

@@ -97,6 +97,9 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Train only this many top blocks (and the final norm); every weight when absent.
+    #[arg(long)]
+    train_blocks: Option<usize>,
 }
 
 /// Hashtags (lower-cased) carried by the posts of a corpus.
@@ -269,6 +272,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         eval_every: a.eval_every,
         max_val_pairs: a.max_val_pairs,
         seed: a.seed,
+        train_blocks: a.train_blocks,
         ..Default::default()
     };
     let bar = indicatif::ProgressBar::new(a.steps as u64);
