@@ -190,20 +190,7 @@ struct Trainee {
 impl Trainee {
     /// Unit vectors [n, d] of `texts` (with gradients unless under `no_grad`).
     fn embed(&self, texts: &[&str]) -> Result<Tensor> {
-        let ids = texts
-            .iter()
-            .map(|t| {
-                let mut ids = self.enc.ids(t).map_err(|e| Error::Format(e.0))?;
-                if ids.len() > self.max_tokens {
-                    let last = ids[ids.len() - 1];
-                    ids.truncate(self.max_tokens - 1);
-                    ids.push(last);
-                }
-                Ok(ids)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let rows: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
-        let (ids, w) = self.enc.batch(&rows);
+        let (ids, w) = self.enc.truncated_batch(texts, self.max_tokens)?;
         Ok(pool(&self.model.hidden(&ids), &w))
     }
 

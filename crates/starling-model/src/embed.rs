@@ -122,6 +122,29 @@ impl PostEncoding {
         w
     }
 
+    /// [`PostEncoding::batch`] of `texts`, each cut to `max_tokens` (its last token kept last).
+    pub(crate) fn truncated_batch(
+        &self,
+        texts: &[&str],
+        max_tokens: usize,
+    ) -> crate::Result<(Tensor, Tensor)> {
+        let max_tokens = max_tokens.max(2);
+        let ids = texts
+            .iter()
+            .map(|t| {
+                let mut ids = self.ids(t).map_err(|e| crate::Error::Format(e.0))?;
+                if ids.len() > max_tokens {
+                    let last = ids[ids.len() - 1];
+                    ids.truncate(max_tokens - 1);
+                    ids.push(last);
+                }
+                Ok(ids)
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        let rows: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
+        Ok(self.batch(&rows))
+    }
+
     /// Right-padded ids [b, width] and pooling weights [b, width, 1] of encoded posts (a causal
     /// model's states at real tokens never see the pads).
     pub(crate) fn batch(&self, rows: &[&[i64]]) -> (Tensor, Tensor) {
