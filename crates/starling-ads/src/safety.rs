@@ -153,6 +153,25 @@ impl LogReg {
     }
 }
 
+/// The first threshold `k / 100` (k in `percents`) with the best macro-F1 of `scores >= k / 100`
+/// against `gold`, and that macro-F1.
+fn best_threshold(
+    scores: &[f64],
+    gold: &[bool],
+    percents: std::ops::RangeInclusive<u32>,
+) -> (f64, f64) {
+    let mut best = (0.5, f64::NEG_INFINITY);
+    for k in percents {
+        let th = f64::from(k) / 100.0;
+        let pred: Vec<bool> = scores.iter().map(|s| *s >= th).collect();
+        let f = macro_f1(&pred, gold);
+        if f > best.1 {
+            best = (th, f);
+        }
+    }
+    best
+}
+
 /// Chooses the L2 strength and threshold with the best macro-F1 on `val`.
 fn fit(
     train: &[SparseRow],
@@ -166,20 +185,16 @@ fn fit(
     for l2 in [1e-2f32, 1e-3, 1e-4] {
         let m = LogReg::train(train, ytrain, dim, l2, epochs);
         let scores: Vec<f64> = val.iter().map(|r| m.score(r)).collect();
-        for k in 10..=90 {
-            let th = k as f64 / 100.0;
-            let pred: Vec<bool> = scores.iter().map(|s| *s >= th).collect();
-            let f = macro_f1(&pred, yval);
-            if best.as_ref().is_none_or(|b| f > b.2) {
-                best = Some((
-                    LogReg {
-                        w: m.w.clone(),
-                        b: m.b,
-                    },
-                    th,
-                    f,
-                ));
-            }
+        let (th, f) = best_threshold(&scores, yval, 10..=90);
+        if best.as_ref().is_none_or(|b| f > b.2) {
+            best = Some((
+                LogReg {
+                    w: m.w.clone(),
+                    b: m.b,
+                },
+                th,
+                f,
+            ));
         }
     }
     match best {
@@ -280,15 +295,7 @@ where
     let gold = |d: &[Labelled]| d.iter().map(|l| l.unsafe_).collect::<Vec<_>>();
     let val = probability(&texts(&data.val))?;
     let yval = gold(&data.val);
-    let mut best = (0.5, f64::NEG_INFINITY);
-    for k in 1..=99 {
-        let th = k as f64 / 100.0;
-        let pred: Vec<bool> = val.iter().map(|p| *p >= th).collect();
-        let f = macro_f1(&pred, &yval);
-        if f > best.1 {
-            best = (th, f);
-        }
-    }
+    let best = best_threshold(&val, &yval, 1..=99);
     let mut scored = Vec::new();
     for (t, d) in &data.tests {
         let p = probability(&texts(d))?;

@@ -252,6 +252,9 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], rounds: usize, seed: u64) -> Inter
     }
 }
 
+/// Most words a reply-retrieval query keeps.
+pub const MAX_REPLY_QUERY_TERMS: usize = 32;
+
 /// Reply retrieval over `posts`: each held-out reply or quote ([`crate::pairs::held_out_threads`],
 /// never trained on) asks for the post it answers, its content words as an any-word query
 /// ([`any_word_query`]). Returns the posts to index (every post but the asking ones, so a
@@ -264,6 +267,12 @@ pub fn reply_queries(posts: &[Post]) -> (Vec<Post>, Vec<HashtagQuery>) {
         let Some(query) = any_word_query(&posts[r].text) else {
             continue;
         };
+        // A long post's words would outgrow the query language's limits: its first ones ask.
+        let query = query
+            .split(" OR ")
+            .take(MAX_REPLY_QUERY_TERMS)
+            .collect::<Vec<_>>()
+            .join(" OR ");
         asking.insert(posts[r].id.clone());
         queries.push(HashtagQuery {
             tag: posts[r].id.clone(),
@@ -494,6 +503,7 @@ const STOPWORDS: &[&str] = &[
 /// that are not stop words, and its hashtags and mentions, any of them (`OR`).
 pub fn any_word_query(message: &str) -> Option<String> {
     let mut terms: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for raw in message.split_whitespace() {
         let w: String = raw
             .trim_matches(|c: char| !(c.is_alphanumeric() || c == '#' || c == '@' || c == '_'))
@@ -506,9 +516,8 @@ pub fn any_word_query(message: &str) -> Option<String> {
             continue;
         }
         let keep = sigil.is_some() || (body.chars().count() >= 3 && !STOPWORDS.contains(&body));
-        let term = w.clone();
-        if keep && !terms.contains(&term) {
-            terms.push(term);
+        if keep && seen.insert(w.clone()) {
+            terms.push(w);
         }
     }
     (!terms.is_empty()).then(|| terms.join(" OR "))

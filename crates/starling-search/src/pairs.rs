@@ -274,6 +274,23 @@ mod tests {
             );
             assert!(indexed.iter().all(|p| p.id != q.tag));
         }
+        // A huge reply asks with a bounded query, in linear time.
+        let r = (0..)
+            .map(|i| format!("h{i}"))
+            .find(|id| thread_held_out(id))
+            .expect("some id is held out");
+        let long: String = (0..200_000).map(|i| format!("word{i} ")).collect();
+        let mut huge = post(&r, &long, Some("p"));
+        huge.entities = Default::default();
+        posts.push(huge);
+        let t = std::time::Instant::now();
+        let (_, queries) = crate::eval::reply_queries(&posts);
+        let q = queries.iter().find(|q| q.tag == r).expect("asked");
+        assert_eq!(
+            q.query.split(" OR ").count(),
+            crate::eval::MAX_REPLY_QUERY_TERMS
+        );
+        assert!(t.elapsed().as_secs() < 10, "{:?}", t.elapsed());
         // The split is a property of the id alone.
         assert_eq!(thread_held_out("r3"), thread_held_out("r3"));
     }
