@@ -19,7 +19,7 @@ mod parallel;
 pub use classifier::{fine_tune, ClassifyConfig, ClassifyReport, TextClassifier};
 pub use contrastive::{
     train_embedder, trained_embedder, ContrastConfig, ContrastPair, ContrastReport, CurvePoint,
-    EMBEDDER_DIR, EMBEDDER_REPORT_FILE,
+    EMBEDDER_CHECKPOINT_DIR, EMBEDDER_DIR, EMBEDDER_REPORT_FILE,
 };
 pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, top2_margin, FinishReason, Generation, SamplingConfig};
@@ -54,6 +54,12 @@ pub enum Error {
 
 /// Result alias of the model stage.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<starling_torch::Error> for Error {
+    fn from(e: starling_torch::Error) -> Self {
+        Error::Format(e.to_string())
+    }
+}
 
 impl From<starling_arch::Error> for Error {
     fn from(e: starling_arch::Error) -> Self {

@@ -1,6 +1,7 @@
 //! The model on libtorch: shapes, KV-cache equivalence, learning, and logits parity with HF transformers.
 
 use starling_model::{generate, FinishReason, KvCache, Llama, LlamaConfig, SamplingConfig};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
@@ -524,6 +525,7 @@ fn contrastive_fine_tuning_beats_the_untrained_model_on_held_out_groups() {
     let r = train_embedder(tmp.path(), &weights, &pairs, &cfg, &out, &mut |_, l| {
         assert!(l.is_finite());
         seen += 1;
+        ControlFlow::Continue(())
     })
     .unwrap();
     println!(
@@ -555,7 +557,7 @@ fn contrastive_fine_tuning_beats_the_untrained_model_on_held_out_groups() {
         &pairs[..3],
         &cfg,
         &out,
-        &mut |_, _| {},
+        &mut |_, _| ControlFlow::Continue(()),
     )
     .unwrap_err();
     assert!(err.to_string().contains("too few"), "{err}");
@@ -566,7 +568,10 @@ fn contrastive_fine_tuning_beats_the_untrained_model_on_held_out_groups() {
         train_blocks: Some(1),
         ..cfg
     };
-    let r = train_embedder(tmp.path(), &weights, &pairs, &cfg, &top, &mut |_, _| {}).unwrap();
+    let r = train_embedder(tmp.path(), &weights, &pairs, &cfg, &top, &mut |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(r.trained_blocks, 1);
     let read = |p: &Path| -> std::collections::HashMap<String, Tensor> {
         Tensor::read_safetensors(p).unwrap().into_iter().collect()
@@ -579,4 +584,127 @@ fn contrastive_fine_tuning_beats_the_untrained_model_on_held_out_groups() {
     assert!(!moved("model.layers.0.mlp.up_proj.weight"));
     assert!(!moved("model.embed_tokens.weight"));
     assert!(moved("model.layers.1.mlp.up_proj.weight"));
+
+    // Stopped at step 6 and resumed to 12, training ends where one straight run of 12 does.
+    let cfg = ContrastConfig {
+        steps: 12,
+        eval_every: 4,
+        checkpoint_every: 5,
+        ..ContrastConfig::default()
+    };
+    let cfg = ContrastConfig {
+        batch: 8,
+        lr: 2e-3,
+        val_fraction: 0.25,
+        ..cfg
+    };
+    let straight = tmp.path().join("straight");
+    let a = train_embedder(
+        tmp.path(),
+        &weights,
+        &pairs,
+        &cfg,
+        &straight,
+        &mut |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let halves = tmp.path().join("halves");
+    let first = train_embedder(
+        tmp.path(),
+        &weights,
+        &pairs,
+        &cfg,
+        &halves,
+        &mut |step, _| {
+            if step == 6 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!((first.steps, first.target_steps), (6, 12));
+    let ckpt = halves.join(starling_model::EMBEDDER_CHECKPOINT_DIR);
+    // Only the newest step's files stay (step 5's went when step 6 was written).
+    let mut files: Vec<String> = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 7, "{files:?}");
+    assert!(files
+        .iter()
+        .all(|f| f == "state.json" || f.starts_with("step-00000006.")));
+    let resume = ContrastConfig {
+        resume: true,
+        ..cfg.clone()
+    };
+    let mut steps_seen = Vec::new();
+    let b = train_embedder(
+        tmp.path(),
+        &weights,
+        &pairs,
+        &resume,
+        &halves,
+        &mut |s, _| {
+            steps_seen.push(s);
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(steps_seen, (7..=12).collect::<Vec<_>>());
+    assert_eq!((b.steps, b.resumed_from), (12, Some(6)));
+    let (wa, wb) = (
+        read(&straight.join("model.safetensors")),
+        read(&halves.join("model.safetensors")),
+    );
+    for (name, t) in &wa {
+        let d = (t - &wb[name]).abs().max().double_value(&[]);
+        assert!(d <= 1e-6, "{name}: resumed run differs by {d}");
+    }
+    assert!((a.temperature - b.temperature).abs() < 1e-6);
+    let steps =
+        |r: &starling_model::ContrastReport| r.curve.iter().map(|c| c.step).collect::<Vec<_>>();
+    assert_eq!(steps(&a), steps(&b));
+    assert!((a.val_top1_after - b.val_top1_after).abs() < 1e-9);
+    // A checkpoint of other settings is refused by name; a damaged file by its checksum.
+    let other = ContrastConfig {
+        batch: 6,
+        ..resume.clone()
+    };
+    let err = train_embedder(
+        tmp.path(),
+        &weights,
+        &pairs,
+        &other,
+        &halves,
+        &mut |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("batch 8") && err.contains("state.json"),
+        "{err}"
+    );
+    let victim = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".adam-m.safetensors"))
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&victim, bytes).unwrap();
+    let err = train_embedder(
+        tmp.path(),
+        &weights,
+        &pairs,
+        &resume,
+        &halves,
+        &mut |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("sha256") && err.contains("adam-m"), "{err}");
 }

@@ -20,6 +20,7 @@
 //! ```
 
 mod ffi;
+pub mod optim;
 
 use tch::Tensor;
 

@@ -100,6 +100,17 @@ pub struct TrainArgs {
     /// Train only this many top blocks (and the final norm); every weight when absent.
     #[arg(long)]
     train_blocks: Option<usize>,
+    /// Checkpoint every this many steps (and at the end, or when stopped); 0 never.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+    /// Continue from the checkpoint in the output directory (same pairs and settings; `--steps`
+    /// may grow).
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many minutes (checkpointed; `--resume` continues) and write the embedder
+    /// as it stands.
+    #[arg(long)]
+    max_minutes: Option<f64>,
 }
 
 /// Hashtags (lower-cased) carried by the posts of a corpus.
@@ -273,8 +284,14 @@ fn train(a: &TrainArgs) -> Result<()> {
         max_val_pairs: a.max_val_pairs,
         seed: a.seed,
         train_blocks: a.train_blocks,
+        checkpoint_every: a.checkpoint_every,
+        resume: a.resume,
         ..Default::default()
     };
+    let budget = a
+        .max_minutes
+        .map(|m| std::time::Duration::from_secs_f64(m * 60.0));
+    let clock = std::time::Instant::now();
     let bar = indicatif::ProgressBar::new(a.steps as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -291,10 +308,26 @@ fn train(a: &TrainArgs) -> Result<()> {
         &mut |step, loss| {
             bar.set_position(step as u64);
             bar.set_message(format!("{loss:.3}"));
+            match budget {
+                Some(b) if clock.elapsed() >= b => std::ops::ControlFlow::Break(()),
+                _ => std::ops::ControlFlow::Continue(()),
+            }
         },
     )
     .context("training the embedder")?;
     bar.finish_and_clear();
+    if let Some(from) = report.resumed_from {
+        println!("embed train: resumed from the checkpoint at step {from}");
+    }
+    if report.steps < report.target_steps {
+        println!(
+            "embed train: stopped at the {} minute budget after {} of {} steps (checkpointed in {}; the same command with --resume continues)",
+            a.max_minutes.unwrap_or_default(),
+            report.steps,
+            report.target_steps,
+            out.join(starling_model::EMBEDDER_CHECKPOINT_DIR).display()
+        );
+    }
     println!("\n| step | train loss | held-out loss | held-out top-1 |");
     println!("|---|---|---|---|");
     for c in &report.curve {

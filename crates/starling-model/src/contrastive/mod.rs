@@ -3,15 +3,22 @@
 //! its parent — pooled through every layer, InfoNCE over the batch (symmetric) with in-batch
 //! negatives plus one mined hard negative per pair where given, and a learnt temperature. The
 //! result is a model directory of its own (HF layout, the source's tokenizer, `embedder.json`)
-//! that [`crate::PostEmbedder`] loads like any other.
+//! that [`crate::PostEmbedder`] loads like any other. Training checkpoints into
+//! `<embedder>/checkpoint/` and resumes from there ([`ContrastConfig::resume`]).
+
+mod checkpoint;
+
+pub use checkpoint::EMBEDDER_CHECKPOINT_DIR;
 
 use crate::embed::{pool, PostEncoding};
 use crate::{Error, Llama, LlamaConfig, Pooling, Result};
+use checkpoint::{CheckpointState, RunKey, TrainingState};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use starling_torch::optim::{AdamW, OptimConfig};
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::Path;
-use tch::nn::OptimizerConfig;
 use tch::{nn, Kind, Tensor};
 
 /// What an embedder directory holds besides the model: how it was trained and how it did.
@@ -67,6 +74,10 @@ pub struct ContrastConfig {
     pub seed: u64,
     /// Train only this many top blocks (and the final norm); `None` trains every weight.
     pub train_blocks: Option<usize>,
+    /// Checkpoint every this many steps, at the last step and when stopped (0: never).
+    pub checkpoint_every: usize,
+    /// Continue from the checkpoint in the output directory when there is one.
+    pub resume: bool,
 }
 
 impl Default for ContrastConfig {
@@ -83,6 +94,8 @@ impl Default for ContrastConfig {
             eval_every: 50,
             seed: 0,
             train_blocks: None,
+            checkpoint_every: 100,
+            resume: false,
         }
     }
 }
@@ -115,6 +128,12 @@ pub struct ContrastReport {
     /// Blocks trained (all of them unless `train_blocks` was given; the final norm trains too).
     #[serde(default)]
     pub trained_blocks: usize,
+    /// Steps asked for (more than `steps` when the run was stopped early).
+    #[serde(default)]
+    pub target_steps: usize,
+    /// The checkpoint step this run resumed from, if it did.
+    #[serde(default)]
+    pub resumed_from: Option<usize>,
 }
 
 /// One measurement of training.
@@ -231,14 +250,16 @@ pub(crate) fn info_nce(logits: &Tensor) -> (Tensor, Tensor) {
 }
 
 /// Fine-tunes the model of `src_dir` (weights `weights`) on `pairs` and writes the embedder to
-/// `out_dir`. `progress` hears each step and its loss.
+/// `out_dir`. `progress` hears each step and its loss; when it answers `Break` training stops
+/// there (checkpointed, so a later run with `resume` continues) and the embedder is written as
+/// it stands.
 pub fn train_embedder(
     src_dir: &Path,
     weights: &Path,
     pairs: &[ContrastPair],
     cfg: &ContrastConfig,
     out_dir: &Path,
-    progress: &mut dyn FnMut(usize, f64),
+    progress: &mut dyn FnMut(usize, f64) -> ControlFlow<()>,
 ) -> Result<ContrastReport> {
     let (mut val, train) = split_by_group(pairs, cfg.val_fraction, cfg.seed);
     val.truncate(cfg.max_val_pairs.max(2));
@@ -260,13 +281,28 @@ pub fn train_embedder(
         max_tokens: cfg.max_tokens.max(2),
     };
     // The temperature is learnt as a log-scale beside the model, not saved with it.
-    let svs = nn::VarStore::new(tch::Device::Cpu);
+    let mut svs = nn::VarStore::new(tch::Device::Cpu);
     let scale = svs.root().var_copy(
         "log_scale",
         &Tensor::from((1.0 / cfg.temperature.max(1e-3)).ln() as f32),
     );
-    let mut opt = nn::AdamW::default().build(&vs, cfg.lr)?;
-    let mut sopt = nn::Adam::default().build(&svs, 1e-2)?;
+    let adam = OptimConfig {
+        lr: cfg.lr,
+        beta2: 0.999,
+        weight_decay: 0.01,
+        grad_clip: 1.0,
+        ..OptimConfig::default()
+    };
+    let mut opt = AdamW::new(&vs, adam.clone());
+    let mut topt = AdamW::new(
+        &svs,
+        OptimConfig {
+            lr: 1e-2,
+            weight_decay: 0.0,
+            grad_clip: 0.0,
+            ..adam
+        },
+    );
     let mut val_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
     let val_batches = batches(&val, cfg.batch, &mut val_rng);
     let measure = |t: &Trainee, scale: &Tensor| -> Result<(f64, f64)> {
@@ -281,51 +317,89 @@ pub fn train_embedder(
         Ok((l / n.max(1.0), a / n.max(1.0)))
     };
     let (sha, _) = starling_artifacts::sha256_file(weights)?;
-    let mut report = ContrastReport {
+    let key = RunKey {
+        source_sha256: sha.clone(),
         train_pairs: train.len(),
-        hard_negatives: train.iter().filter(|p| p.hard_negative.is_some()).count(),
-        val_groups: val.iter().map(|p| p.group).collect::<HashSet<_>>().len(),
         val_pairs: val.len(),
+        batch: cfg.batch,
+        seed: cfg.seed,
+        lr: cfg.lr,
+        max_tokens: t.max_tokens,
         pooling: cfg.pooling.name().to_string(),
-        source_sha256: sha,
         trained_blocks,
-        ..Default::default()
     };
-    let (vl, va) = measure(&t, &scale)?;
-    report.curve.push(CurvePoint {
-        step: 0,
-        train_loss: None,
-        val_loss: vl,
-        val_top1: va,
-    });
-    report.val_top1_before = va;
+    let ckpt_dir = out_dir.join(EMBEDDER_CHECKPOINT_DIR);
+    let resumed = match cfg.resume {
+        true => checkpoint::read(&ckpt_dir, &key)?,
+        false => None,
+    };
+    let (mut report, mut step, mut recent) = match resumed {
+        Some(meta) => {
+            let state = TrainingState {
+                model: &mut vs,
+                opt: &mut opt,
+                temperature: &mut svs,
+                topt: &mut topt,
+            };
+            checkpoint::load(&ckpt_dir, &meta, state)?;
+            (opt.step, topt.step) = (meta.step as u64, meta.step as u64);
+            let mut report = meta.report;
+            report.resumed_from = Some(meta.step);
+            (report, meta.step, meta.recent)
+        }
+        None => {
+            let mut report = ContrastReport {
+                train_pairs: train.len(),
+                hard_negatives: train.iter().filter(|p| p.hard_negative.is_some()).count(),
+                val_groups: val.iter().map(|p| p.group).collect::<HashSet<_>>().len(),
+                val_pairs: val.len(),
+                pooling: cfg.pooling.name().to_string(),
+                source_sha256: sha,
+                trained_blocks,
+                ..Default::default()
+            };
+            let (vl, va) = measure(&t, &scale)?;
+            report.curve.push(CurvePoint {
+                step: 0,
+                train_loss: None,
+                val_loss: vl,
+                val_top1: va,
+            });
+            report.val_top1_before = va;
+            (report, 0, Vec::new())
+        }
+    };
+    report.target_steps = cfg.steps;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let warmup = (cfg.steps / 10).max(1);
-    let (mut step, mut recent) = (0usize, Vec::new());
-    while step < cfg.steps {
+    // Batches drawn so far: a resumed run replays the seeded order and skips what it took.
+    let mut drawn = 0usize;
+    'train: while step < cfg.steps {
         let epoch = batches(&train, cfg.batch, &mut rng);
         if epoch.is_empty() {
             break;
         }
         for b in epoch {
-            if step >= cfg.steps {
-                break;
+            drawn += 1;
+            if drawn <= step {
+                continue;
             }
-            opt.set_lr(cfg.lr * ((step + 1) as f64 / warmup as f64).min(1.0));
+            if step >= cfg.steps {
+                break 'train;
+            }
+            let lr = cfg.lr * ((step + 1) as f64 / warmup as f64).min(1.0);
             let (loss, _) = t.loss(&train, &b, &scale)?;
-            opt.zero_grad();
-            sopt.zero_grad();
             loss.backward();
-            opt.clip_grad_norm(1.0);
-            opt.step();
-            sopt.step();
+            let outcome = opt.clip(&vs)?;
+            opt.update(&vs, lr, Some(&outcome.found_inf))?;
+            topt.update(&svs, 1e-2, Some(&outcome.found_inf))?;
             tch::no_grad(|| {
                 let _ = scale.shallow_clone().clamp_(0.0, 100f64.ln());
             });
             step += 1;
             let l = loss.double_value(&[]);
             recent.push(l);
-            progress(step, l);
+            let stop = progress(step, l).is_break();
             if step % cfg.eval_every.max(1) == 0 || step == cfg.steps {
                 let (vl, va) = measure(&t, &scale)?;
                 let tl = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
@@ -336,6 +410,28 @@ pub fn train_embedder(
                     val_loss: vl,
                     val_top1: va,
                 });
+            }
+            let every = cfg.checkpoint_every;
+            if every > 0 && (step % every == 0 || step == cfg.steps || stop) {
+                report.steps = step;
+                let mut meta = CheckpointState {
+                    version: 0,
+                    key: key.clone(),
+                    step,
+                    recent: recent.clone(),
+                    report: report.clone(),
+                    files: BTreeMap::new(),
+                };
+                let state = TrainingState {
+                    model: &mut vs,
+                    opt: &mut opt,
+                    temperature: &mut svs,
+                    topt: &mut topt,
+                };
+                checkpoint::save(&ckpt_dir, state, &mut meta)?;
+            }
+            if stop {
+                break 'train;
             }
         }
     }
