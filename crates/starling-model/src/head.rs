@@ -16,8 +16,8 @@ pub const HEAD_REPORT_FILE: &str = "embedding_head.json";
 
 /// A trained head: `v ↦ normalize(W (v − mean))`.
 pub struct EmbeddingHead {
-    mean: Tensor,
-    weight: Tensor,
+    pub(crate) mean: Tensor,
+    pub(crate) weight: Tensor,
 }
 
 impl EmbeddingHead {

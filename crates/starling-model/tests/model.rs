@@ -584,6 +584,38 @@ fn contrastive_fine_tuning_beats_the_untrained_model_on_held_out_groups() {
     assert!(!moved("model.layers.0.mlp.up_proj.weight"));
     assert!(!moved("model.embed_tokens.weight"));
     assert!(moved("model.layers.1.mlp.up_proj.weight"));
+    // Top blocks plus a projection: saved as the embedder's head, which the embedder applies.
+    let cfg_proj = ContrastConfig {
+        projection: Some(8),
+        ..cfg.clone()
+    };
+    let r = train_embedder(
+        tmp.path(),
+        &weights,
+        &pairs,
+        &cfg_proj,
+        &top,
+        &mut |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(r.projection, Some(8));
+    let e = starling_model::PostEmbedder::load(
+        &top,
+        &top.join("model.safetensors"),
+        starling_model::Pooling::Mean,
+    )
+    .unwrap();
+    assert!(e.has_head());
+    assert_eq!(e.dim(), 8);
+    let v = e.embed(&[pairs[0].doc.as_str()]).unwrap().remove(0);
+    assert_eq!(v.len(), 8);
+    assert!((starling_embed::dot(&v, &v) - 1.0).abs() < 1e-4);
+    // A later run without one leaves no stale head behind.
+    train_embedder(tmp.path(), &weights, &pairs, &cfg, &top, &mut |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert!(!top.join(starling_model::head::HEAD_FILE).exists());
 
     // Stopped at step 6 and resumed to 12, training ends where one straight run of 12 does.
     let cfg = ContrastConfig {

@@ -100,6 +100,10 @@ pub struct TrainArgs {
     /// Train only this many top blocks (and the final norm); every weight when absent.
     #[arg(long)]
     train_blocks: Option<usize>,
+    /// Train a linear projection to this many dimensions with the model (saved as the
+    /// embedder's head; with `--train-blocks`, the "top blocks plus a projection" variant).
+    #[arg(long)]
+    projection: Option<usize>,
     /// Checkpoint every this many steps (and at the end, or when stopped); 0 never.
     #[arg(long, default_value_t = 100)]
     checkpoint_every: usize,
@@ -284,6 +288,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         max_val_pairs: a.max_val_pairs,
         seed: a.seed,
         train_blocks: a.train_blocks,
+        projection: a.projection,
         checkpoint_every: a.checkpoint_every,
         resume: a.resume,
         ..Default::default()

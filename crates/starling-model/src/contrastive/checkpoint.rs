@@ -39,6 +39,9 @@ pub(crate) struct RunKey {
     pub pooling: String,
     /// Blocks trained.
     pub trained_blocks: usize,
+    /// Width of the projection trained with them, if any.
+    #[serde(default)]
+    pub projection: Option<usize>,
 }
 
 impl RunKey {
@@ -67,6 +70,11 @@ impl RunKey {
                 s(&self.trained_blocks),
                 s(&other.trained_blocks),
             ),
+            (
+                "projection",
+                format!("{:?}", self.projection),
+                format!("{:?}", other.projection),
+            ),
         ]
         .into_iter()
         .find(|(_, a, b)| a != b)
@@ -86,8 +94,8 @@ pub(crate) struct CheckpointState {
     pub recent: Vec<f64>,
     /// The report so far (curve included).
     pub report: ContrastReport,
-    /// Role (`model`, `adam-m`, `adam-v`, `temperature`, `temperature-m`, `temperature-v`) →
-    /// (file name, sha256).
+    /// Role (`model`, `adam-m`, `adam-v`, `temperature`, `temperature-m`, `temperature-v`, and
+    /// `projection`, `projection-m`, `projection-v` when one trains) → (file name, sha256).
     pub files: BTreeMap<String, (String, String)>,
 }
 
@@ -101,19 +109,27 @@ pub(crate) struct TrainingState<'a> {
     pub temperature: &'a mut VarStore,
     /// The temperature's Adam.
     pub topt: &'a mut AdamW,
+    /// The projection and its AdamW, when one trains.
+    pub projection: Option<(&'a mut VarStore, &'a mut AdamW)>,
 }
 
 impl TrainingState<'_> {
     /// Each store by role.
-    fn roles(&mut self) -> [(&'static str, &mut VarStore); 6] {
-        [
+    fn roles(&mut self) -> Vec<(&'static str, &mut VarStore)> {
+        let mut roles = vec![
             ("model", &mut *self.model),
             ("adam-m", &mut self.opt.m),
             ("adam-v", &mut self.opt.v),
             ("temperature", &mut *self.temperature),
             ("temperature-m", &mut self.topt.m),
             ("temperature-v", &mut self.topt.v),
-        ]
+        ];
+        if let Some((p, o)) = &mut self.projection {
+            roles.push(("projection", &mut **p));
+            roles.push(("projection-m", &mut o.m));
+            roles.push(("projection-v", &mut o.v));
+        }
+        roles
     }
 }
 

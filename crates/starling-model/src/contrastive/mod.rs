@@ -74,6 +74,9 @@ pub struct ContrastConfig {
     pub seed: u64,
     /// Train only this many top blocks (and the final norm); `None` trains every weight.
     pub train_blocks: Option<usize>,
+    /// Train a linear projection of the pooled vectors to this width with the model, saved as the
+    /// embedder's head ([`crate::head::HEAD_FILE`]); `None`: the pooled vectors are the embedding.
+    pub projection: Option<usize>,
     /// Checkpoint every this many steps, at the last step and when stopped (0: never).
     pub checkpoint_every: usize,
     /// Continue from the checkpoint in the output directory when there is one.
@@ -94,6 +97,7 @@ impl Default for ContrastConfig {
             eval_every: 50,
             seed: 0,
             train_blocks: None,
+            projection: None,
             checkpoint_every: 100,
             resume: false,
         }
@@ -134,6 +138,9 @@ pub struct ContrastReport {
     /// The checkpoint step this run resumed from, if it did.
     #[serde(default)]
     pub resumed_from: Option<usize>,
+    /// Width of the projection trained with the model (saved as the embedder's head), if any.
+    #[serde(default)]
+    pub projection: Option<usize>,
 }
 
 /// One measurement of training.
@@ -199,18 +206,32 @@ pub(crate) fn group_batches(
         .collect()
 }
 
+/// The projection learns this many times faster than the model (a fresh linear map beside
+/// pre-trained weights).
+const PROJECTION_LR_FACTOR: f64 = 10.0;
+
 /// The model and what trains with it.
 struct Trainee {
     model: Llama,
     enc: PostEncoding,
     max_tokens: usize,
+    /// The projection [k, d] applied to the pooled vectors, when one trains.
+    projection: Option<Tensor>,
 }
 
 impl Trainee {
-    /// Unit vectors [n, d] of `texts` (with gradients unless under `no_grad`).
+    /// Unit vectors [n, d] (or [n, k] through the projection) of `texts`, with gradients unless
+    /// under `no_grad`.
     fn embed(&self, texts: &[&str]) -> Result<Tensor> {
         let (ids, w) = self.enc.truncated_batch(texts, self.max_tokens)?;
-        Ok(pool(&self.model.hidden(&ids), &w))
+        let pooled = pool(&self.model.hidden(&ids), &w);
+        Ok(match &self.projection {
+            Some(p) => {
+                let x = pooled.matmul(&p.tr());
+                &x / x.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+            }
+            None => pooled,
+        })
     }
 
     /// Symmetric InfoNCE of a batch (hard negatives widen the query → document side) and top-1
@@ -275,10 +296,31 @@ pub fn train_embedder(
     let model = Llama::new(&vs.root(), &config);
     crate::load_weights(&mut vs, weights)?;
     let trained_blocks = crate::classifier::train_top_blocks(&vs, &config, cfg.train_blocks);
+    // The projection starts as the identity (or, narrower, orthonormal rows): training begins
+    // from the model's own pooled vectors.
+    let mut pvs = nn::VarStore::new(tch::Device::Cpu);
+    let d = config.hidden_size as i64;
+    let projection = cfg.projection.map(|k| {
+        let k = k as i64;
+        let init = if k == d {
+            Tensor::eye(d, (Kind::Float, tch::Device::Cpu))
+        } else {
+            tch::manual_seed(cfg.seed as i64);
+            let (q, _) =
+                Tensor::randn([d.max(k), d.min(k)], (Kind::Float, tch::Device::Cpu)).qr(true);
+            if k < d {
+                q.tr().contiguous()
+            } else {
+                q
+            }
+        };
+        pvs.root().var_copy("weight", &init)
+    });
     let t = Trainee {
         model,
         enc: PostEncoding::new(src_dir, &config, cfg.pooling)?,
         max_tokens: cfg.max_tokens.max(2),
+        projection,
     };
     // The temperature is learnt as a log-scale beside the model, not saved with it.
     let mut svs = nn::VarStore::new(tch::Device::Cpu);
@@ -294,6 +336,13 @@ pub fn train_embedder(
         ..OptimConfig::default()
     };
     let mut opt = AdamW::new(&vs, adam.clone());
+    let mut popt = AdamW::new(
+        &pvs,
+        OptimConfig {
+            weight_decay: 0.0,
+            ..adam.clone()
+        },
+    );
     let mut topt = AdamW::new(
         &svs,
         OptimConfig {
@@ -327,6 +376,7 @@ pub fn train_embedder(
         max_tokens: t.max_tokens,
         pooling: cfg.pooling.name().to_string(),
         trained_blocks,
+        projection: cfg.projection,
     };
     let ckpt_dir = out_dir.join(EMBEDDER_CHECKPOINT_DIR);
     let resumed = match cfg.resume {
@@ -340,9 +390,11 @@ pub fn train_embedder(
                 opt: &mut opt,
                 temperature: &mut svs,
                 topt: &mut topt,
+                projection: t.projection.is_some().then_some((&mut pvs, &mut popt)),
             };
             checkpoint::load(&ckpt_dir, &meta, state)?;
-            (opt.step, topt.step) = (meta.step as u64, meta.step as u64);
+            (opt.step, topt.step, popt.step) =
+                (meta.step as u64, meta.step as u64, meta.step as u64);
             let mut report = meta.report;
             report.resumed_from = Some(meta.step);
             (report, meta.step, meta.recent)
@@ -356,6 +408,7 @@ pub fn train_embedder(
                 pooling: cfg.pooling.name().to_string(),
                 source_sha256: sha,
                 trained_blocks,
+                projection: cfg.projection,
                 ..Default::default()
             };
             let (vl, va) = measure(&t, &scale)?;
@@ -392,6 +445,9 @@ pub fn train_embedder(
             loss.backward();
             let outcome = opt.clip(&vs)?;
             opt.update(&vs, lr, Some(&outcome.found_inf))?;
+            if t.projection.is_some() {
+                popt.update(&pvs, lr * PROJECTION_LR_FACTOR, Some(&outcome.found_inf))?;
+            }
             topt.update(&svs, 1e-2, Some(&outcome.found_inf))?;
             tch::no_grad(|| {
                 let _ = scale.shallow_clone().clamp_(0.0, 100f64.ln());
@@ -427,6 +483,7 @@ pub fn train_embedder(
                     opt: &mut opt,
                     temperature: &mut svs,
                     topt: &mut topt,
+                    projection: t.projection.is_some().then_some((&mut pvs, &mut popt)),
                 };
                 checkpoint::save(&ckpt_dir, state, &mut meta)?;
             }
@@ -448,6 +505,30 @@ pub fn train_embedder(
     report.val_top1_after = report.curve.last().map_or(0.0, |c| c.val_top1);
     report.temperature = 1.0 / scale.double_value(&[]).exp();
     crate::save_dir(&vs, &config, out_dir)?;
+    // The projection is the embedder's head; without one, a head left by an earlier run must go.
+    match &t.projection {
+        Some(w) => crate::head::save_head(
+            out_dir,
+            &crate::head::EmbeddingHead {
+                mean: Tensor::zeros([d], (Kind::Float, tch::Device::Cpu)),
+                weight: w.detach().copy(),
+            },
+            &crate::head::HeadReport {
+                train_pairs: report.train_pairs,
+                val_groups: report.val_groups,
+                val_loss_before: report.curve.first().map_or(0.0, |c| c.val_loss),
+                val_loss_after: report.curve.last().map_or(0.0, |c| c.val_loss),
+                val_top1_before: report.val_top1_before,
+                val_top1_after: report.val_top1_after,
+                steps: step,
+            },
+        )?,
+        None => {
+            for f in [crate::head::HEAD_FILE, crate::head::HEAD_REPORT_FILE] {
+                let _ = std::fs::remove_file(out_dir.join(f));
+            }
+        }
+    }
     let tok = std::fs::read(src_dir.join("tokenizer.json"))
         .map_err(|e| Error::io(src_dir.join("tokenizer.json"), e))?;
     starling_artifacts::write_atomic(&out_dir.join("tokenizer.json"), &tok)?;
