@@ -379,20 +379,25 @@ pub fn train_embedder(
         projection: cfg.projection,
     };
     let ckpt_dir = out_dir.join(EMBEDDER_CHECKPOINT_DIR);
+    // Every store a checkpoint holds, borrowed for one save or load.
+    macro_rules! training_state {
+        () => {
+            TrainingState {
+                model: &mut vs,
+                opt: &mut opt,
+                temperature: &mut svs,
+                topt: &mut topt,
+                projection: t.projection.is_some().then_some((&mut pvs, &mut popt)),
+            }
+        };
+    }
     let resumed = match cfg.resume {
         true => checkpoint::read(&ckpt_dir, &key)?,
         false => None,
     };
     let (mut report, mut step, mut recent) = match resumed {
         Some(meta) => {
-            let state = TrainingState {
-                model: &mut vs,
-                opt: &mut opt,
-                temperature: &mut svs,
-                topt: &mut topt,
-                projection: t.projection.is_some().then_some((&mut pvs, &mut popt)),
-            };
-            checkpoint::load(&ckpt_dir, &meta, state)?;
+            checkpoint::load(&ckpt_dir, &meta, training_state!())?;
             (opt.step, topt.step, popt.step) =
                 (meta.step as u64, meta.step as u64, meta.step as u64);
             let mut report = meta.report;
@@ -478,14 +483,7 @@ pub fn train_embedder(
                     report: report.clone(),
                     files: BTreeMap::new(),
                 };
-                let state = TrainingState {
-                    model: &mut vs,
-                    opt: &mut opt,
-                    temperature: &mut svs,
-                    topt: &mut topt,
-                    projection: t.projection.is_some().then_some((&mut pvs, &mut popt)),
-                };
-                checkpoint::save(&ckpt_dir, state, &mut meta)?;
+                checkpoint::save(&ckpt_dir, training_state!(), &mut meta)?;
             }
             if stop {
                 break 'train;
