@@ -257,30 +257,40 @@ impl Attention {
             }
             *slot = Some((k.shallow_clone(), v.shallow_clone()));
         }
-        // Causal within this chunk; a single new token attends to every cached position. Grouped
-        // K/V heads are shared by SDPA itself (enable_gqa), not copied per query head.
-        let causal = t > 1;
+        // Causal within this chunk; a single new token attends to every cached position.
+        self.attend(&q, &k, &v, None, t > 1, [b, t])
+    }
+}
+
+impl Attention {
+    /// SDPA of `q` over `k`, `v` (grouped K/V heads shared by SDPA itself, `enable_gqa`, not
+    /// copied per query head), then the output projection into `[rows, tokens, hidden]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        causal: bool,
+        [rows, tokens]: [i64; 2],
+    ) -> Tensor {
         let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
+            q,
+            k,
+            v,
+            mask,
             0.0,
             causal,
             None,
             self.kv_heads != self.heads,
         );
-        linear(
-            &self.o,
-            &y.transpose(1, 2)
-                .contiguous()
-                .view([b, t, self.heads * self.head_dim]),
-            kind,
-        )
+        let y = y
+            .transpose(1, 2)
+            .contiguous()
+            .view([rows, tokens, self.heads * self.head_dim]);
+        linear(&self.o, &y, self.kind)
     }
-}
 
-impl Attention {
     /// One new token per row, attending to the row's slot (written in place).
     fn forward_slots(&self, x: &Tensor, at: &SlotsAt, kv: &mut (Tensor, Tensor)) -> Tensor {
         let n = x.size()[0];
@@ -295,24 +305,7 @@ impl Attention {
         let _ = vc.index_put_(&idx, &v.squeeze_dim(2).to_kind(vc.kind()), false);
         let k = kc.narrow(0, 0, n).narrow(2, 0, at.len).to_kind(q.kind());
         let v = vc.narrow(0, 0, n).narrow(2, 0, at.len).to_kind(q.kind());
-        // Grouped K/V heads shared by SDPA itself (enable_gqa), not copied per query head.
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(&at.mask),
-            0.0,
-            false,
-            None,
-            self.kv_heads != self.heads,
-        );
-        linear(
-            &self.o,
-            &y.transpose(1, 2)
-                .contiguous()
-                .view([n, 1, self.heads * self.head_dim]),
-            kind,
-        )
+        self.attend(&q, &k, &v, Some(&at.mask), false, [n, 1])
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Once;
 
 static FONT: Once = Once::new();
 
-/// Draws the curves of `history` into `path` (written to a temp file, then renamed).
-pub fn loss_png(history: &[StepMetrics], title: &str, path: &Path) -> Result<(), String> {
+/// Makes the bundled DejaVu Sans the plots' "sans-serif" (once per process).
+fn register_font() {
     FONT.call_once(|| {
         let _ = plotters::style::register_font(
             "sans-serif",
@@ -16,6 +16,26 @@ pub fn loss_png(history: &[StepMetrics], title: &str, path: &Path) -> Result<(),
             dejavu::sans::regular(),
         );
     });
+}
+
+/// Draws a chart's series labels in its upper right, as every plot here does (`$e` names the
+/// file in an error).
+macro_rules! legend {
+    ($chart:expr, $e:expr) => {
+        $chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()
+            .map_err(|x| $e(&x))?
+    };
+}
+
+/// Draws the curves of `history` into `path` (written to a temp file, then renamed).
+pub fn loss_png(history: &[StepMetrics], title: &str, path: &Path) -> Result<(), String> {
+    register_font();
     let train: Vec<(f64, f64)> = history
         .iter()
         .filter(|m| m.loss.is_finite())
@@ -85,14 +105,7 @@ pub fn loss_png(history: &[StepMetrics], title: &str, path: &Path) -> Result<(),
                 .draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))
                 .map_err(|x| e(&x))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(|x| e(&x))?;
+        legend!(chart, e);
         root.present().map_err(|x| e(&x))?;
     }
     starling_artifacts::commit(&tmp, path).map_err(|x| x.to_string())
@@ -135,13 +148,7 @@ pub fn curve_png(
     losses: &[Series<'_>],
     metric: &Series<'_>,
 ) -> Result<(), String> {
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        );
-    });
+    register_font();
     let e = |x: &dyn std::fmt::Display| format!("{}: {x}", path.display());
     let all = losses.iter().chain([metric]).flat_map(|s| s.1.iter());
     let x_max = all.map(|p| p.0).fold(1.0, f64::max);
@@ -193,14 +200,7 @@ pub fn curve_png(
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
                     .map_err(|x| e(&x))?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 15))
-                .draw()
-                .map_err(|x| e(&x))?;
+            legend!(chart, e);
         }
         root.present().map_err(|x| e(&x))?;
     }
