@@ -42,6 +42,20 @@ fn write_report(
     Ok(())
 }
 
+/// Which hashtags of an evaluation corpus become queries.
+#[derive(clap::Args)]
+pub struct TagChoice {
+    /// Fewest posts a hashtag needs to become a query.
+    #[arg(long, default_value_t = 5)]
+    min_posts: usize,
+    /// Most posts a hashtag may have (very common tags are closer to stop words).
+    #[arg(long, default_value_t = 1000)]
+    max_posts: usize,
+    /// Queries (spread evenly over the eligible hashtags).
+    #[arg(long, default_value_t = 300)]
+    queries: usize,
+}
+
 /// Builds (anew) an index of `posts` in `dir`, with `embedder`'s vectors when given.
 fn build_eval_index(
     posts: &[Post],
@@ -88,15 +102,9 @@ pub struct EvalSearchArgs {
     /// Poolings to compare (comma-separated: mean, weighted-mean, last).
     #[arg(long, value_delimiter = ',', default_value = crate::search_cmd::DEFAULT_POOLING)]
     pooling: Vec<String>,
-    /// Fewest posts a hashtag needs to become a query.
-    #[arg(long, default_value_t = 5)]
-    min_posts: usize,
-    /// Most posts a hashtag may have (very common tags are closer to stop words).
-    #[arg(long, default_value_t = 1000)]
-    max_posts: usize,
-    /// Queries (spread evenly over the eligible hashtags).
-    #[arg(long, default_value_t = 300)]
-    queries: usize,
+    /// Which hashtags become queries.
+    #[command(flatten)]
+    tags: TagChoice,
     /// A validation corpus (never the test one): hybrid's fusion (dense weight, RRF k) is tuned
     /// on its hashtags (nDCG@10) and a tuned hybrid row added.
     #[arg(long)]
@@ -138,7 +146,7 @@ fn tune_fusion(
 pub fn search(a: &EvalSearchArgs) -> Result<()> {
     let started = Instant::now();
     let mut posts = read_posts(&a.corpus)?;
-    let queries = hashtag_queries(&posts, a.min_posts, a.max_posts, a.queries);
+    let queries = hashtag_queries(&posts, a.tags.min_posts, a.tags.max_posts, a.tags.queries);
     let carrying = posts
         .iter()
         .filter(|p| !p.entities.hashtags.is_empty())
@@ -147,8 +155,8 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         !queries.is_empty(),
         "{}: no hashtag is carried by {}..={} posts; nothing to evaluate",
         a.corpus.display(),
-        a.min_posts,
-        a.max_posts
+        a.tags.min_posts,
+        a.tags.max_posts
     );
     posts.iter_mut().for_each(strip_hashtags);
     println!(
@@ -156,8 +164,8 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         posts.len(),
         carrying,
         queries.len(),
-        a.min_posts,
-        a.max_posts,
+        a.tags.min_posts,
+        a.tags.max_posts,
         queries.iter().map(|q| q.relevant.len()).sum::<usize>() as f64 / queries.len() as f64
     );
     // Validation tags for tuning fusion: their own posts, hashtags stripped, never the test's.
@@ -165,13 +173,13 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
         None => None,
         Some(v) => {
             let mut vposts = read_posts(v)?;
-            let vq = hashtag_queries(&vposts, a.min_posts, a.max_posts, a.queries);
+            let vq = hashtag_queries(&vposts, a.tags.min_posts, a.tags.max_posts, a.tags.queries);
             anyhow::ensure!(
                 !vq.is_empty(),
                 "{}: no hashtag is carried by {}..={} posts; nothing to tune fusion on",
                 v.display(),
-                a.min_posts,
-                a.max_posts
+                a.tags.min_posts,
+                a.tags.max_posts
             );
             vposts.iter_mut().for_each(strip_hashtags);
             println!(
@@ -462,15 +470,9 @@ pub struct EvalGroundingArgs {
     /// answer is to abstain.
     #[arg(long)]
     absent_from: Option<PathBuf>,
-    /// Fewest posts a hashtag needs to become a question.
-    #[arg(long, default_value_t = 5)]
-    min_posts: usize,
-    /// Most posts a hashtag may have.
-    #[arg(long, default_value_t = 1000)]
-    max_posts: usize,
-    /// Tags the index holds to ask about (spread evenly over the eligible ones).
-    #[arg(long, default_value_t = 300)]
-    queries: usize,
+    /// Which hashtags the index holds to ask about.
+    #[command(flatten)]
+    tags: TagChoice,
     /// Tags it does not hold to ask about (from `--absent-from`).
     #[arg(long, default_value_t = 100)]
     absent: usize,
@@ -486,13 +488,13 @@ pub struct EvalGroundingArgs {
 pub fn grounding(a: &EvalGroundingArgs) -> Result<()> {
     let started = Instant::now();
     let posts = read_posts(&a.corpus)?;
-    let present = hashtag_queries(&posts, a.min_posts, a.max_posts, a.queries);
+    let present = hashtag_queries(&posts, a.tags.min_posts, a.tags.max_posts, a.tags.queries);
     anyhow::ensure!(
         !present.is_empty(),
         "{}: no hashtag is carried by {}..={} posts; nothing to ask about",
         a.corpus.display(),
-        a.min_posts,
-        a.max_posts
+        a.tags.min_posts,
+        a.tags.max_posts
     );
     let absent = match &a.absent_from {
         None => Vec::new(),
@@ -501,7 +503,12 @@ pub fn grounding(a: &EvalGroundingArgs) -> Result<()> {
                 .iter()
                 .flat_map(|p| p.entities.hashtags.iter().map(|h| h.text.to_lowercase()))
                 .collect();
-            let theirs = hashtag_queries(&read_posts(other)?, a.min_posts, usize::MAX, usize::MAX);
+            let theirs = hashtag_queries(
+                &read_posts(other)?,
+                a.tags.min_posts,
+                usize::MAX,
+                usize::MAX,
+            );
             let missing: Vec<_> = theirs
                 .into_iter()
                 .filter(|q| !held.contains(&q.tag))
@@ -518,8 +525,8 @@ pub fn grounding(a: &EvalGroundingArgs) -> Result<()> {
         "eval grounding: {} posts (hashtags kept); {} tags the index holds ({}..={} posts each), {} it does not{}; {} posts per answer",
         posts.len(),
         present.len(),
-        a.min_posts,
-        a.max_posts,
+        a.tags.min_posts,
+        a.tags.max_posts,
         absent.len(),
         a.absent_from
             .as_ref()
