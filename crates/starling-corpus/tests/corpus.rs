@@ -787,6 +787,11 @@ fn committed_v1_corpus_reads_and_other_versions_are_refused_by_name() {
     c.for_each_post(&mut |_| posts += 1).expect("posts");
     let m = &c.manifest;
     assert!(posts > 0 && m.counts.balanced(), "{posts} posts");
+    // Training readers see the kept posts only: the filtered ones are written for the audit.
+    let mut kept = 0u64;
+    let passed = c.for_each_kept(&mut |_| kept += 1).expect("kept");
+    assert_eq!((kept, kept + passed), (m.counts.kept, posts));
+    assert!(passed > 0, "the fixture writes filtered posts too");
     c.verify().expect("checksums of the committed shards");
     let dir = tempfile::tempdir().expect("tmp");
     starling_artifacts::copy_dir(&fixture, dir.path()).expect("copy");

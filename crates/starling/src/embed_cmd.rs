@@ -5,7 +5,7 @@
 
 use crate::search_cmd::{load_embedder, spinner};
 use anyhow::{bail, Context, Result};
-use starling_corpus::{Corpus, Post, Verdict};
+use starling_corpus::{Corpus, Post};
 use starling_model::{HeadConfig, HeadPair};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -201,12 +201,10 @@ fn train(a: &TrainArgs) -> Result<()> {
         excluded.extend(tags_of(c).with_context(|| format!("reading {}", c.display()))?);
     }
     let mut posts: Vec<Post> = Vec::new();
-    let (mut held_out, mut dropped) = (0usize, 0usize);
-    Corpus::open(&a.corpus)?.for_each_post(&mut |p| {
-        if p.verdict == Verdict::HeldOut {
-            held_out += 1;
-            return;
-        }
+    let mut dropped = 0usize;
+    // Kept posts only: filtered ones (bots, spam, duplicates, …) and held-out test posts are
+    // written for the audit, never trained on.
+    let passed = Corpus::open(&a.corpus)?.for_each_kept(&mut |p| {
         dropped += p
             .entities
             .hashtags
@@ -265,7 +263,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         })
         .collect();
     println!(
-        "embed train: {} posts ({held_out} held-out test posts left out; {dropped} uses of the {} tags of {} excluded corpora make no pair), {} pairs: {} hashtag ↔ post over {} tags, {} parent ↔ reply, {} quoted ↔ quote ({} reply/quote pairs held out for reply retrieval); {} with a BM25 hard negative",
+        "embed train: {} kept posts ({passed} filtered or held-out posts left out; {dropped} uses of the {} tags of {} excluded corpora make no pair), {} pairs: {} hashtag ↔ post over {} tags, {} parent ↔ reply, {} quoted ↔ quote ({} reply/quote pairs held out for reply retrieval); {} with a BM25 hard negative",
         posts.len(),
         excluded.len(),
         a.exclude_tags_of.len(),
@@ -397,14 +395,7 @@ fn train_head(a: &TrainHeadArgs) -> Result<()> {
         eprintln!("embed: {} exists and will be replaced", old_head.display());
     }
     let mut posts: Vec<Post> = Vec::new();
-    let mut held_out = 0usize;
-    c.for_each_post(&mut |p| {
-        if p.verdict == Verdict::HeldOut {
-            held_out += 1;
-        } else {
-            posts.push(p);
-        }
-    })?;
+    let passed = c.for_each_kept(&mut |p| posts.push(p))?;
     let mined = starling_search::pairs::mine_pairs(&posts, a.max_pairs, a.per_tag);
     let pairs: Vec<HeadPair> = mined
         .pairs
@@ -424,7 +415,7 @@ fn train_head(a: &TrainHeadArgs) -> Result<()> {
         );
     }
     println!(
-        "embed: {} posts ({held_out} held-out test posts left out), {} pairs ({} hashtag ↔ post over {} tags, {} parent ↔ reply), {} texts to embed",
+        "embed: {} kept posts ({passed} filtered or held-out posts left out), {} pairs ({} hashtag ↔ post over {} tags, {} parent ↔ reply), {} texts to embed",
         posts.len(),
         pairs.len(),
         mined.hashtag_pairs,

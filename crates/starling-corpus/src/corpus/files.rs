@@ -162,6 +162,20 @@ impl Corpus {
         Ok(())
     }
 
+    /// Calls `f` for every post kept for training (verdict `kept`), in shard order; returns how
+    /// many written posts it passed over (filtered with their verdict, or held out).
+    pub fn for_each_kept(&self, f: &mut dyn FnMut(Post)) -> Result<u64> {
+        let mut passed = 0u64;
+        self.for_each_post(&mut |p| {
+            if p.verdict == crate::Verdict::Kept {
+                f(p);
+            } else {
+                passed += 1;
+            }
+        })?;
+        Ok(passed)
+    }
+
     /// Recomputes each shard's SHA-256 and compares it with the manifest.
     pub fn verify(&self) -> Result<()> {
         for s in &self.manifest.shards {
