@@ -291,6 +291,11 @@ pub fn train_embedder(
             val.len()
         )));
     }
+    if cfg.projection == Some(0) {
+        return Err(Error::Config(
+            "a projection to 0 dimensions: give its width (e.g. the hidden size)".into(),
+        ));
+    }
     let config = LlamaConfig::load(&src_dir.join("config.json"))?;
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let model = Llama::new(&vs.root(), &config);
