@@ -6,7 +6,7 @@ use crate::template::{document, TEMPLATE_VERSION};
 use crate::tokenizer;
 use serde::{Deserialize, Serialize};
 use starling_artifacts::sha256_file;
-use starling_corpus::{Corpus, Verdict};
+use starling_corpus::Corpus;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -40,16 +40,14 @@ pub fn corpus_documents(corpus_dir: &Path) -> Result<Documents> {
     }
     let split = corpus.manifest.split.clone();
     let mut kept = Vec::new();
-    corpus.for_each_post(&mut |p| {
-        if p.verdict == Verdict::Kept {
-            kept.push(Kept {
-                val: split.is_val(&p),
-                time: p.created_at.map(|t| t.timestamp_millis()).unwrap_or(0),
-                id: p.id,
-                parent: p.refs.reply_to,
-                text: p.train_text,
-            });
-        }
+    corpus.for_each_kept(&mut |p| {
+        kept.push(Kept {
+            val: split.is_val(&p),
+            time: p.created_at.map(|t| t.timestamp_millis()).unwrap_or(0),
+            id: p.id,
+            parent: p.refs.reply_to,
+            text: p.train_text,
+        });
     })?;
     let index: HashMap<&str, usize> = kept
         .iter()

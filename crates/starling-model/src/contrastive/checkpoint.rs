@@ -203,6 +203,17 @@ pub(crate) fn load(dir: &Path, meta: &CheckpointState, mut state: TrainingState<
                 dir.join("state.json").display()
             ))
         })?;
+        // Only a plain file name inside the checkpoint folder.
+        if Path::new(name)
+            .file_name()
+            .map(|f| f != name.as_str())
+            .unwrap_or(true)
+        {
+            return Err(Error::Format(format!(
+                "{}: `{role}` names {name:?}, not a file of the checkpoint",
+                dir.join("state.json").display()
+            )));
+        }
         let path: PathBuf = dir.join(name);
         let (found, _) = starling_artifacts::sha256_file(&path)?;
         if &found != sha {

@@ -206,6 +206,9 @@ pub(crate) fn group_batches(
         .collect()
 }
 
+/// The widest projection `embed train` accepts.
+const MAX_PROJECTION: usize = 65_536;
+
 /// The projection learns this many times faster than the model (a fresh linear map beside
 /// pre-trained weights).
 const PROJECTION_LR_FACTOR: f64 = 10.0;
@@ -215,8 +218,9 @@ struct Trainee {
     model: Llama,
     enc: PostEncoding,
     max_tokens: usize,
-    /// The projection [k, d] applied to the pooled vectors, when one trains.
-    projection: Option<Tensor>,
+    /// The projection (weight [k, d], a trained variable) applied to the pooled vectors, when
+    /// one trains: the embedder's head as `PostEmbedder` will apply it.
+    projection: Option<crate::head::EmbeddingHead>,
 }
 
 impl Trainee {
@@ -226,10 +230,7 @@ impl Trainee {
         let (ids, w) = self.enc.truncated_batch(texts, self.max_tokens)?;
         let pooled = pool(&self.model.hidden(&ids), &w);
         Ok(match &self.projection {
-            Some(p) => {
-                let x = pooled.matmul(&p.tr());
-                &x / x.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
-            }
+            Some(head) => head.apply(&pooled),
             None => pooled,
         })
     }
@@ -291,10 +292,10 @@ pub fn train_embedder(
             val.len()
         )));
     }
-    if cfg.projection == Some(0) {
-        return Err(Error::Config(
-            "a projection to 0 dimensions: give its width (e.g. the hidden size)".into(),
-        ));
+    if let Some(k) = cfg.projection.filter(|&k| k == 0 || k > MAX_PROJECTION) {
+        return Err(Error::Config(format!(
+            "a projection to {k} dimensions: give its width, 1 to {MAX_PROJECTION} (e.g. the hidden size)"
+        )));
     }
     let config = LlamaConfig::load(&src_dir.join("config.json"))?;
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
@@ -319,7 +320,10 @@ pub fn train_embedder(
                 q
             }
         };
-        pvs.root().var_copy("weight", &init)
+        crate::head::EmbeddingHead {
+            mean: Tensor::zeros([d], (Kind::Float, tch::Device::Cpu)),
+            weight: pvs.root().var_copy("weight", &init),
+        }
     });
     let t = Trainee {
         model,
@@ -510,12 +514,9 @@ pub fn train_embedder(
     crate::save_dir(&vs, &config, out_dir)?;
     // The projection is the embedder's head; without one, a head left by an earlier run must go.
     match &t.projection {
-        Some(w) => crate::head::save_head(
+        Some(head) => crate::head::save_head(
             out_dir,
-            &crate::head::EmbeddingHead {
-                mean: Tensor::zeros([d], (Kind::Float, tch::Device::Cpu)),
-                weight: w.detach().copy(),
-            },
+            head,
             &crate::head::HeadReport {
                 train_pairs: report.train_pairs,
                 val_groups: report.val_groups,
