@@ -5,12 +5,20 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
+/// Runs `draw` right after seeding libtorch's global generator, one test at a time: tests run in
+/// parallel and share that generator, so an unguarded seed does not make a test's draws its own.
+fn seeded<T>(seed: i64, draw: impl FnOnce() -> T) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    draw()
+}
+
 fn tiny() -> (nn::VarStore, Llama) {
-    tch::manual_seed(0);
     let mut c = LlamaConfig::preset("tiny", 300).expect("preset");
     c.tie_word_embeddings = false;
     let vs = nn::VarStore::new(Device::Cpu);
-    let m = Llama::new(&vs.root(), &c);
+    let m = seeded(0, || Llama::new(&vs.root(), &c));
     (vs, m)
 }
 
@@ -138,11 +146,10 @@ fn transformers_logits(py: &Path, script: &str, dir: &Path) -> Tensor {
 fn transformers_loads_it_and_gives_the_same_logits() {
     let Some(py) = python() else { return };
     for tied in [false, true] {
-        tch::manual_seed(1);
         let mut c = LlamaConfig::preset("tiny", 300).expect("preset");
         c.tie_word_embeddings = tied;
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = Llama::new(&vs.root(), &c);
+        let m = seeded(1, || Llama::new(&vs.root(), &c));
         let dir = tempfile::tempdir().expect("tmp");
         c.save(&dir.path().join("config.json")).expect("config");
         vs.save(dir.path().join("model.safetensors"))
@@ -224,7 +231,7 @@ fn embedder_dir(dir: &Path) -> PathBuf {
     starling_tokens::tokenizer::save(&tok, &dir.join("tokenizer.json")).unwrap();
     let config = LlamaConfig::preset("tiny", tok.get_vocab_size(true)).unwrap();
     let vs = nn::VarStore::new(Device::Cpu);
-    let _model = Llama::new(&vs.root(), &config);
+    let _model = seeded(0, || Llama::new(&vs.root(), &config));
     starling_model::save_dir(&vs, &config, dir).unwrap();
     dir.join("model.safetensors")
 }
@@ -269,16 +276,17 @@ fn embeddings_are_unit_length_and_independent_of_their_batch() {
 fn the_embedding_head_learns_to_ignore_noise_and_is_picked_up_from_the_model_dir() {
     use starling_embed::Embedder;
     use starling_model::{train_head, HeadConfig, HeadPair};
-    tch::manual_seed(3);
     // Pairs share a signal in dims 0..8 under a common offset; dims 8..16 are loud noise.
     let groups = 400i64;
-    let signal = Tensor::randn([groups, 8], (Kind::Float, Device::Cpu));
-    let side = |_: i64| {
-        let noise = Tensor::randn([groups, 8], (Kind::Float, Device::Cpu)) * 2.0;
-        let x = Tensor::cat(&[&signal * 0.5 + 3.0, noise], 1);
-        &x / x.norm_scalaropt_dim(2, [1], true)
-    };
-    let vectors = Tensor::cat(&[side(0), side(1)], 0);
+    let vectors = seeded(3, || {
+        let signal = Tensor::randn([groups, 8], (Kind::Float, Device::Cpu));
+        let side = || {
+            let noise = Tensor::randn([groups, 8], (Kind::Float, Device::Cpu)) * 2.0;
+            let x = Tensor::cat(&[&signal * 0.5 + 3.0, noise], 1);
+            &x / x.norm_scalaropt_dim(2, [1], true)
+        };
+        Tensor::cat(&[side(), side()], 0)
+    });
     let pairs: Vec<HeadPair> = (0..groups as usize)
         .map(|g| HeadPair {
             query: g,
@@ -307,7 +315,7 @@ fn the_embedding_head_learns_to_ignore_noise_and_is_picked_up_from_the_model_dir
             .unwrap();
     let base = plain.id().to_string();
     let (h64, _) = train_head(
-        &Tensor::randn([64, 64], (Kind::Float, Device::Cpu)),
+        &seeded(4, || Tensor::randn([64, 64], (Kind::Float, Device::Cpu))),
         &(0..32)
             .map(|g| HeadPair {
                 query: g,
