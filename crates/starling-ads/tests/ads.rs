@@ -847,16 +847,9 @@ async fn unsafe_contexts_get_no_ads() {
 
 #[test]
 fn brand_safety_trains_on_tweeteval_and_the_tfidf_baseline_beats_chance() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tweeteval");
-    if !dir.join("hate/train_text.txt").exists() {
-        let why = format!("{} is absent", dir.display());
-        if std::env::var("STARLING_REQUIRE_SHARED").as_deref() == Ok("1") {
-            panic!("{why}, and STARLING_REQUIRE_SHARED=1");
-        }
-        eprintln!("skipping the brand-safety test: {why}");
+    let Some(dir) = starling_testkit::shared_data("tweeteval") else {
         return;
-    }
+    };
     let mut data = SafetyData::read(&dir).expect("tweeteval");
     assert!(data.train.len() > 20_000 && data.tests.len() == 2);
     // A slice keeps the test fast in the debug profile; the CLI trains on everything.

@@ -7,20 +7,6 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-fn shared(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(sub);
-    if dir.exists() {
-        return Some(dir);
-    }
-    if std::env::var("STARLING_REQUIRE_SHARED").as_deref() == Ok("1") {
-        panic!("{} is missing and STARLING_REQUIRE_SHARED=1", dir.display());
-    }
-    eprintln!("skipping: {} not found (shared data absent)", dir.display());
-    None
-}
-
 fn build(inputs: Vec<PathBuf>, out: &Path) -> Manifest {
     CorpusBuilder::new(CorpusConfig::default(), inputs)
         .build(out, &mut |_| {})
@@ -57,7 +43,7 @@ fn read_dir_ids(dir: &Path) -> (HashSet<String>, HashSet<String>, Vec<(String, u
 
 #[test]
 fn real_v1_samples_give_660_distinct_posts() {
-    let Some(dir) = shared("twitter-api-v1.1-samples") else {
+    let Some(dir) = starling_testkit::shared_data("twitter-api-v1.1-samples") else {
         return;
     };
     let (all, _, q) = read_dir_ids(&dir);
@@ -105,7 +91,7 @@ fn real_v1_samples_give_660_distinct_posts() {
 
 #[test]
 fn real_v2_samples_give_1109_distinct_posts_and_quarantine_the_cut_line() {
-    let Some(dir) = shared("twitter-api-v2-samples") else {
+    let Some(dir) = starling_testkit::shared_data("twitter-api-v2-samples") else {
         return;
     };
     let (all, top, q) = read_dir_ids(&dir);
@@ -136,10 +122,10 @@ fn real_v2_samples_give_1109_distinct_posts_and_quarantine_the_cut_line() {
 
 #[test]
 fn airline_csv_and_tweeteval_text_load() {
-    let Some(csv) = shared("airline-sentiment/Tweets.csv") else {
+    let Some(csv) = starling_testkit::shared_data("airline-sentiment/Tweets.csv") else {
         return;
     };
-    let Some(te) = shared("tweeteval/hate") else {
+    let Some(te) = starling_testkit::shared_data("tweeteval/hate") else {
         return;
     };
     let out = tempfile::tempdir().expect("tmp");
@@ -484,7 +470,7 @@ fn a_prolific_humans_archive_gets_the_same_verdicts_in_any_order() {
 
 #[test]
 fn v11_timelines_get_the_same_verdicts_newest_oldest_or_shuffled() {
-    let Some(dir) = shared("twitter-api-v1.1-samples") else {
+    let Some(dir) = starling_testkit::shared_data("twitter-api-v1.1-samples") else {
         return;
     };
     let files: Vec<PathBuf> = [
@@ -663,7 +649,7 @@ fn pan_slice(file: &Path, authors: usize, out: &Path) -> usize {
 
 #[test]
 fn a_slice_of_pan_ingests_whole_and_the_bot_rule_finds_bots() {
-    let Some(dir) = shared("pan19-bots") else {
+    let Some(dir) = starling_testkit::shared_data("pan19-bots") else {
         return;
     };
     let tmp = tempfile::tempdir().expect("tmp");

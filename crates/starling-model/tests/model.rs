@@ -100,27 +100,7 @@ fn learns_a_repeating_sequence() {
 }
 
 fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("STARLING_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
-    let ok = std::process::Command::new(&p)
-        .args(["-c", "import torch, transformers"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(p);
-    }
-    if std::env::var("CI").is_ok() {
-        panic!(
-            "{} with torch and transformers is required in CI (scripts/setup.sh installs them)",
-            p.display()
-        );
-    }
-    eprintln!(
-        "skipping: no python with torch and transformers at {}",
-        p.display()
-    );
-    None
+    starling_testkit::python_with(&["torch", "transformers"])
 }
 
 /// Runs `script` (argv: model dir, the JSON of `batch()`) and reads its flat logits as [2, 8, 300].

@@ -4,20 +4,7 @@
 use serde_yaml::Value;
 use starling_text::{extract_entities, weighted_length_with, EntityKind, LengthConfig};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-fn suite_dir() -> Option<PathBuf> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/twitter-text-conformance");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("STARLING_REQUIRE_SHARED").as_deref() == Ok("1") {
-        panic!("{} is missing and STARLING_REQUIRE_SHARED=1", dir.display());
-    }
-    eprintln!("skipping: {} not found (shared data absent)", dir.display());
-    None
-}
+use std::path::Path;
 
 fn load(dir: &Path, file: &str) -> BTreeMap<String, Vec<Value>> {
     let text = std::fs::read_to_string(dir.join(file)).expect("read yaml");
@@ -216,7 +203,9 @@ fn floors() -> BTreeMap<String, usize> {
 
 #[test]
 fn twitter_text_conformance() {
-    let Some(dir) = suite_dir() else { return };
+    let Some(dir) = starling_testkit::shared_data("twitter-text-conformance") else {
+        return;
+    };
     let floors = floors();
     let mut report = Vec::new();
     let mut below = Vec::new();

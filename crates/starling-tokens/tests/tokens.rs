@@ -76,27 +76,7 @@ fn corpus_to_shards() {
 }
 
 fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("STARLING_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
-    let ok = Command::new(&p)
-        .args(["-c", "import transformers"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(p);
-    }
-    if std::env::var("CI").is_ok() {
-        panic!(
-            "{} with transformers is required in CI (scripts/setup.sh installs it)",
-            p.display()
-        );
-    }
-    eprintln!(
-        "skipping: no python with transformers at {} (run scripts/setup.sh)",
-        p.display()
-    );
-    None
+    starling_testkit::python_with(&["transformers"])
 }
 
 #[test]

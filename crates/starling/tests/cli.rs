@@ -1337,26 +1337,7 @@ fn launch_and_data_parallel_train_refuse_bad_values_by_name() {
 /// The project's Python with llama-cpp-python and gguf (scripts/setup.sh installs them); required
 /// in CI, skipped with a reason elsewhere.
 fn llama_cpp_python() -> Option<PathBuf> {
-    let p = std::env::var_os("STARLING_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
-    let ok = Command::new(&p)
-        .args(["-c", "import llama_cpp, gguf"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{} with llama-cpp-python and gguf is required in CI (scripts/setup.sh installs them)",
-        p.display()
-    );
-    eprintln!(
-        "skipping: no python with llama-cpp-python at {}",
-        p.display()
-    );
-    None
+    starling_testkit::python_with(&["llama_cpp", "gguf"])
 }
 
 /// Runs scripts/llama_cpp_check.py on `model` and returns its JSON answer.
