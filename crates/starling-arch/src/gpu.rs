@@ -50,6 +50,23 @@ pub struct Gpu {
 const GB: f64 = 1e9;
 const T: f64 = 1e12;
 
+/// The H100, of which the H800 and the H200 are variants.
+const H100: Gpu = Gpu {
+    key: "h100",
+    name: "NVIDIA H100 SXM5 80GB",
+    generation: Generation::Hopper,
+    peak_bf16: 989.0 * T,
+    peak_fp8: Some(1979.0 * T),
+    memory: 80.0 * GB,
+    bandwidth: 3350.0 * GB,
+    power_w: 700.0,
+    nvlink: 450.0 * GB,
+    nic: 50.0 * GB,
+    rent_per_hour: 2.99,
+    price: 30_000.0,
+    source: "NVIDIA H100 datasheet (989 TFLOPS bf16 / 1,979 fp8 dense, 3.35 TB/s, 700 W); Lambda on-demand 2024 $2.99/h; ~$30k street price 2024",
+};
+
 /// The catalog. Network: NVLink per GPU one way (V100 300 GB/s, A100 600, H100/H200 900, H800
 /// 400, B200 1,800 both ways, halved) and one NIC per GPU as in NVIDIA's DGX/HGX reference nodes
 /// (V100 100 Gb/s EDR, A100 200 Gb/s HDR, Hopper and B200 400 Gb/s NDR).
@@ -99,50 +116,24 @@ pub const CATALOG: &[Gpu] = &[
         price: 15_000.0,
         source: "NVIDIA A100 datasheet (312 TFLOPS bf16 dense, 2,039 GB/s, 400 W); Lambda on-demand 2024 $1.79/h; ~$15k street price 2023",
     },
-    Gpu {
-        key: "h100",
-        name: "NVIDIA H100 SXM5 80GB",
-        generation: Generation::Hopper,
-        peak_bf16: 989.0 * T,
-        peak_fp8: Some(1979.0 * T),
-        memory: 80.0 * GB,
-        bandwidth: 3350.0 * GB,
-        power_w: 700.0,
-        nvlink: 450.0 * GB,
-        nic: 50.0 * GB,
-        rent_per_hour: 2.99,
-        price: 30_000.0,
-        source: "NVIDIA H100 datasheet (989 TFLOPS bf16 / 1,979 fp8 dense, 3.35 TB/s, 700 W); Lambda on-demand 2024 $2.99/h; ~$30k street price 2024",
-    },
+    H100,
     Gpu {
         key: "h800",
         name: "NVIDIA H800 SXM5 80GB",
-        generation: Generation::Hopper,
-        peak_bf16: 989.0 * T,
-        peak_fp8: Some(1979.0 * T),
-        memory: 80.0 * GB,
-        bandwidth: 3350.0 * GB,
-        power_w: 700.0,
         nvlink: 200.0 * GB,
-        nic: 50.0 * GB,
         rent_per_hour: 2.00,
-        price: 30_000.0,
         source: "H100 compute with cut NVLink (NVIDIA export variant); $2/GPU-hour is DeepSeek-V3 report's rental assumption",
+        ..H100
     },
     Gpu {
         key: "h200",
         name: "NVIDIA H200 SXM 141GB",
-        generation: Generation::Hopper,
-        peak_bf16: 989.0 * T,
-        peak_fp8: Some(1979.0 * T),
         memory: 141.0 * GB,
         bandwidth: 4800.0 * GB,
-        power_w: 700.0,
-        nvlink: 450.0 * GB,
-        nic: 50.0 * GB,
         rent_per_hour: 3.50,
         price: 35_000.0,
         source: "NVIDIA H200 datasheet (989 TFLOPS bf16 / 1,979 fp8 dense, 4.8 TB/s, 700 W); cloud list prices 2024-25 ~$3.5/h; ~$35k",
+        ..H100
     },
     Gpu {
         key: "b200",

@@ -193,6 +193,9 @@ struct SlotsAt {
     rope: (Tensor, Tensor),
 }
 
+/// One layer's slot of a sequence's key/value cache (empty until the first chunk fills it).
+type KvSlot<'a> = Option<&'a mut Option<(Tensor, Tensor)>>;
+
 #[derive(Debug)]
 struct Attention {
     q: nn::Linear,
@@ -228,12 +231,7 @@ impl Attention {
         }
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Tensor {
+    fn forward(&self, x: &Tensor, rope: &Rope, cache: KvSlot) -> Tensor {
         let (b, t, _) = x.size3().unwrap_or((1, 1, 1));
         let split = |y: Tensor, h: i64| y.view([b, t, h, self.head_dim]).transpose(1, 2);
         let start = cache
@@ -360,12 +358,7 @@ impl Block {
         }
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Tensor {
+    fn forward(&self, x: &Tensor, rope: &Rope, cache: KvSlot) -> Tensor {
         let h = x + self.attn.forward(&self.input_norm.forward(x), rope, cache);
         &h + self.mlp.forward(&self.post_norm.forward(&h))
     }

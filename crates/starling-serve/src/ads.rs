@@ -102,9 +102,18 @@ async fn scope(s: &AppState, ads: &AdServer, headers: &HeaderMap) -> Result<Scop
     }
 }
 
-fn operator_only(scope: &Scope) -> Result<(), ApiError> {
-    match scope {
-        Scope::Operator => Ok(()),
+/// The ad server and who is calling it.
+async fn caller(s: &AppState, headers: &HeaderMap) -> Result<(Arc<AdServer>, Scope), ApiError> {
+    let ads = ads(s)?;
+    let sc = scope(s, &ads, headers).await?;
+    Ok((ads, sc))
+}
+
+/// The ad server, if the platform's operator is calling it.
+async fn operator(s: &AppState, headers: &HeaderMap) -> Result<Arc<AdServer>, ApiError> {
+    let (ads, sc) = caller(s, headers).await?;
+    match sc {
+        Scope::Operator => Ok(ads),
         Scope::Advertiser(_) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "permission_error",
@@ -129,8 +138,7 @@ async fn create_advertiser(
     headers: HeaderMap,
     Typed(req): Typed<NewAdvertiser>,
 ) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    operator_only(&scope(&s, &ads, &headers).await?)?;
+    let ads = operator(&s, &headers).await?;
     let (a, key) = ads
         .store()
         .create_advertiser(&req.name)
@@ -147,8 +155,7 @@ async fn list_advertisers(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
+    let (ads, sc) = caller(&s, &headers).await?;
     let list = ads.store().advertisers(&sc).await.map_err(api)?;
     Ok(Json(json!({"data": list})).into_response())
 }
@@ -160,8 +167,7 @@ async fn create<T: InventoryItem>(
     headers: HeaderMap,
     Typed(spec): Typed<T::Spec>,
 ) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
+    let (ads, sc) = caller(&s, &headers).await?;
     let item = T::create(ads.store(), &sc, &spec).await.map_err(api)?;
     refresh(&ads).await?;
     Ok((StatusCode::CREATED, Json(item)).into_response())
@@ -172,8 +178,7 @@ async fn list<T: InventoryItem>(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
+    let (ads, sc) = caller(&s, &headers).await?;
     let items = T::list(ads.store(), &sc, q.get(T::PARENT).map(String::as_str))
         .await
         .map_err(api)?;
@@ -185,8 +190,7 @@ async fn get_one<T: InventoryItem>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
+    let (ads, sc) = caller(&s, &headers).await?;
     Ok(Json(T::get(ads.store(), &sc, &id).await.map_err(api)?).into_response())
 }
 
@@ -255,8 +259,7 @@ async fn reports(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    let sc = scope(&s, &ads, &headers).await?;
+    let (ads, sc) = caller(&s, &headers).await?;
     let from = match q.get("from") {
         Some(d) => day_from_date("from", d).map_err(api)?,
         None => day_of(now_ms()),
@@ -281,8 +284,7 @@ async fn decide(
     headers: HeaderMap,
     Typed(mut req): Typed<DecideRequest>,
 ) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    operator_only(&scope(&s, &ads, &headers).await?)?;
+    let ads = operator(&s, &headers).await?;
     if req.context.post_ids.len() > 100 {
         return Err(ApiError::invalid("context.post_ids", "at most 100 posts"));
     }
@@ -318,8 +320,7 @@ async fn events(
     headers: HeaderMap,
     ApiJson(mut v): ApiJson,
 ) -> Result<Response, ApiError> {
-    let ads = ads(&s)?;
-    operator_only(&scope(&s, &ads, &headers).await?)?;
+    let ads = operator(&s, &headers).await?;
     // The key may come as the `Idempotency-Key` header instead of a field.
     if let (Some(k), Some(obj)) = (
         headers.get("idempotency-key").and_then(|h| h.to_str().ok()),

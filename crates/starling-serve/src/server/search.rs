@@ -17,13 +17,7 @@ pub(super) async fn search(
     State(s): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(index) = s.index.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "this server has no index (start it with --index)",
-        ));
-    };
+    let index = index_of(&s)?;
     let query = q
         .get("q")
         .filter(|v| !v.trim().is_empty())
@@ -85,13 +79,7 @@ pub(super) async fn add_posts(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(index) = s.index.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "this server has no index (start it with --index)",
-        ));
-    };
+    let index = index_of(&s)?;
     let body =
         body.map_err(|e| ApiError::new(e.status(), "invalid_request_error", e.body_text()))?;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -145,4 +133,15 @@ pub(super) async fn add_posts(
     let mut done = done;
     done["took_ms"] = json!(t0.elapsed().as_secs_f64() * 1e3);
     Ok(Json(done))
+}
+
+/// The server's index, or the API's answer when it has none.
+fn index_of(s: &AppState) -> Result<Arc<starling_search::PostIndex>, ApiError> {
+    s.index.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "this server has no index (start it with --index)",
+        )
+    })
 }
