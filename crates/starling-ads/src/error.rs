@@ -44,15 +44,8 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] starling_artifacts::IoError),
     /// A data file is malformed.
-    #[error("{path}:{line}: {reason}")]
-    Data {
-        /// The file.
-        path: String,
-        /// 1-based line.
-        line: usize,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    Data(#[from] starling_artifacts::Malformed),
 }
 
 impl Error {

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use starling_artifacts::Malformed;
 use starling_classify::features::dense_rows;
 use starling_classify::logreg::Schedule;
 use starling_classify::{SparseRow, Tfidf};
@@ -42,17 +43,10 @@ impl BrandSafety {
     /// Reads a classifier file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let s: Self = serde_json::from_str(&text).map_err(|e| Error::Data {
-            path: path.display().to_string(),
-            line: e.line(),
-            reason: e.to_string(),
-        })?;
+        let s: Self = serde_json::from_str(&text)
+            .map_err(|e| Malformed::new(path, e.line() as u64, e.to_string()))?;
         if s.weights.is_empty() || s.weights.iter().any(|w| !w.is_finite()) {
-            return Err(Error::Data {
-                path: path.display().to_string(),
-                line: 1,
-                reason: "weights must be finite and non-empty".into(),
-            });
+            return Err(Malformed::new(path, 1, "weights must be finite and non-empty").into());
         }
         Ok(s)
     }
@@ -98,12 +92,8 @@ pub fn read_split(dir: &Path, task: &str, split: &str) -> Result<Vec<Labelled>> 
     let found = starling_classify::tweeteval::read_split(&dir.join(task), split, 2).map_err(
         |e| match e {
             E::Io(io) => Error::Io(io),
-            E::Data { path, line, reason } => Error::Data { path, line, reason },
-            E::Embed(e) => Error::Data {
-                path: dir.display().to_string(),
-                line: 0,
-                reason: e.to_string(),
-            },
+            E::Data(m) => Error::Data(m),
+            E::Embed(e) => Error::Embed(e),
         },
     )?;
     let s = found.ok_or_else(|| {

@@ -35,6 +35,29 @@ impl IoError {
     }
 }
 
+/// A line of a data file that cannot be used, named by file and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {reason}", path.display())]
+pub struct Malformed {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line (0 when the whole file is concerned).
+    pub line: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Malformed {
+    /// Line `line` of `path` is unusable for `reason`.
+    pub fn new(path: &Path, line: u64, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            line,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The result of this crate's calls.
 pub type Result<T, E = IoError> = std::result::Result<T, E>;
 

@@ -21,15 +21,8 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] starling_artifacts::IoError),
     /// A line of a labelled file is not usable.
-    #[error("{path}:{line}: {reason}")]
-    Data {
-        /// The file.
-        path: String,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Data(#[from] starling_artifacts::Malformed),
     /// The embedder failed.
     #[error(transparent)]
     Embed(#[from] starling_embed::EmbedError),

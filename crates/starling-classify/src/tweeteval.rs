@@ -10,8 +10,8 @@
 use crate::features::{word_grams, SparseRow, Standardizer, Tfidf};
 use crate::logreg::{LogReg, Schedule};
 use crate::metrics::{f1_of, macro_f1, macro_recall};
-use crate::{Error, Result};
-use starling_artifacts::IoError;
+use crate::Result;
+use starling_artifacts::{IoError, Malformed};
 use starling_embed::Embedder;
 use std::path::Path;
 
@@ -155,11 +155,12 @@ pub fn read_split(dir: &Path, split: &str, classes: usize) -> Result<Option<Spli
     let texts: Vec<&str> = texts.lines().collect();
     let labels: Vec<&str> = labels.lines().collect();
     if texts.len() != labels.len() {
-        return Err(Error::Data {
-            path: lp.display().to_string(),
-            line: labels.len().min(texts.len()) + 1,
-            reason: format!("{} labels for {} texts", labels.len(), texts.len()),
-        });
+        return Err(Malformed::new(
+            &lp,
+            labels.len().min(texts.len()) as u64 + 1,
+            format!("{} labels for {} texts", labels.len(), texts.len()),
+        )
+        .into());
     }
     let mut out = Split::default();
     for (i, (t, l)) in texts.iter().zip(&labels).enumerate() {
@@ -168,13 +169,15 @@ pub fn read_split(dir: &Path, split: &str, classes: usize) -> Result<Option<Spli
             .parse::<usize>()
             .ok()
             .filter(|c| *c < classes)
-            .ok_or_else(|| Error::Data {
-                path: lp.display().to_string(),
-                line: i + 1,
-                reason: format!(
-                    "label {:?}: a class index below {classes} expected",
-                    l.trim()
-                ),
+            .ok_or_else(|| {
+                Malformed::new(
+                    &lp,
+                    i as u64 + 1,
+                    format!(
+                        "label {:?}: a class index below {classes} expected",
+                        l.trim()
+                    ),
+                )
             })?;
         out.texts.push(t.to_string());
         out.labels.push(c);
