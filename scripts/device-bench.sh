@@ -20,10 +20,7 @@ t=$(date +%s)
 timeout 330 $B bench train --device cuda --steps 12 --warmup 4 --python python3 --dir /tmp/bench-train 2>&1 | grep -v "^warning"
 echo "=== $(( $(date +%s) - t ))s"
 W=/tmp/w; mkdir -p $W
-$B synth --posts 20000 --out $W/s.jsonl.zst 2>&1 | tail -1
-$B corpus $W/s.jsonl.zst --out $W/c 2>&1 | tail -1
-$B tokenizer train --corpus $W/c --vocab 8192 --out $W/tok 2>&1 | tail -1
-$B tokens --corpus $W/c --tokenizer $W/tok --out $W/tokens 2>&1 | tail -1
+synth_tokens $W 8192
 echo "=== starling train gpt2-124m 16 x 1024 (the trainer, --log-every 10)"
 t=$(date +%s)
 timeout 120 $B train --tokens $W/tokens --preset gpt2-124m --steps 40 --batch 16 --ctx 1024 --warmup 5 \

@@ -9,10 +9,7 @@ set -uo pipefail
 source "$(dirname "$0")/device-env.sh"
 W=/tmp/w; mkdir -p $W
 t=$(date +%s)
-$B synth --posts 20000 --out $W/s.jsonl.zst 2>&1 | tail -1
-$B corpus $W/s.jsonl.zst --out $W/c 2>&1 | tail -2
-$B tokenizer train --corpus $W/c --vocab 4096 --out $W/tok 2>&1 | tail -1
-$B tokens --corpus $W/c --tokenizer $W/tok --out $W/tokens 2>&1 | tail -1
+synth_tokens $W 4096
 echo "=== data $(( $(date +%s) - t ))s"
 t=$(date +%s)
 $B train --tokens $W/tokens --preset "${1:-small}" --steps 300 --batch 32 --ctx 256 --lr 2e-3 --warmup 30 --eval-every 100 --ckpt-every 150 --device cuda --out $W/run 2>&1 | grep -v "^train " | tail -8

@@ -9,10 +9,7 @@ set -uo pipefail
 source "$(dirname "$0")/device-env.sh"
 python3 -c 'import torch; print("nccl", torch.cuda.nccl.version())'
 W=/tmp/w; mkdir -p $W
-$B synth --posts 20000 --out $W/s.jsonl.zst 2>&1 | tail -1
-$B corpus $W/s.jsonl.zst --out $W/c 2>&1 | tail -1
-$B tokenizer train --corpus $W/c --vocab 4096 --out $W/tok 2>&1 | tail -1
-$B tokens --corpus $W/c --tokenizer $W/tok --out $W/tokens 2>&1 | tail -1
+synth_tokens $W 4096
 T="--tokens $W/tokens --preset ${1:-small} --steps 100 --batch 32 --ctx 256 --lr 2e-3 --warmup 10 --eval-every 50 --ckpt-every 50 --device cuda"
 for mode in plain nccl nccl-zero1; do
   t=$(date +%s)
