@@ -608,7 +608,9 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
     let (st, e) = call(&s.state, "/tokenize", json!({"contents": "x"})).await;
     assert_eq!(st, 400, "{e}");
     // Near the body limit, one unbroken word and many short ones tokenise in bounded time
-    // (9 s for the 1.8 MB word in this debug build, 1.9 s for a quarter of it: about n log n).
+    // (9 s for the 1.8 MB word in this debug build, 1.9 s for a quarter of it: about n log n; 21 s
+    // on a 2-core machine while the binary's other tests share it, so the bound is 60 s — a
+    // quadratic merge would take hours).
     for content in ["ab".repeat(900_000), "ab ".repeat(600_000)] {
         let t0 = std::time::Instant::now();
         let (st, t) = call(
@@ -619,7 +621,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_answering() {
         .await;
         let n = t["tokens"].as_array().map_or(0, Vec::len);
         assert!(
-            st == 200 && n > 0 && t0.elapsed() < Duration::from_secs(20),
+            st == 200 && n > 0 && t0.elapsed() < Duration::from_secs(60),
             "{st} after {:?}",
             t0.elapsed()
         );

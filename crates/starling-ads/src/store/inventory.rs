@@ -40,26 +40,7 @@ impl AdStore {
             updated_ms: now,
         };
         c.apply(spec)?;
-        sqlx::query(
-            "INSERT INTO campaigns (id, advertiser_id, name, status, bid_type, daily_budget_micros, frequency_cap, \
-             frequency_window_s, start_ms, end_ms, excluded_terms, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&c.id)
-        .bind(&c.advertiser_id)
-        .bind(&c.name)
-        .bind(c.status.as_str())
-        .bind(c.bid_type.as_str())
-        .bind(c.daily_budget_micros)
-        .bind(c.frequency_cap)
-        .bind(c.frequency_window_s)
-        .bind(c.start_ms)
-        .bind(c.end_ms)
-        .bind(json_list(&c.excluded_terms))
-        .bind(c.created_ms)
-        .bind(c.updated_ms)
-        .execute(&self.pool)
-        .await?;
+        self.insert(&c, None).await?;
         Ok(c)
     }
 
@@ -80,40 +61,7 @@ impl AdStore {
         id: &str,
         spec: &CampaignSpec,
     ) -> Result<Campaign> {
-        let mut c = self.campaign(scope, id).await?;
-        if c.status == Status::Deleted {
-            return change_to_deleted(c, spec, id);
-        }
-        if spec
-            .advertiser_id
-            .as_ref()
-            .is_some_and(|a| *a != c.advertiser_id)
-        {
-            return Err(Error::invalid(
-                "advertiser_id",
-                "a campaign cannot change owner",
-            ));
-        }
-        c.apply(spec)?;
-        c.updated_ms = now_ms();
-        sqlx::query(
-            "UPDATE campaigns SET name = $1, status = $2, bid_type = $3, daily_budget_micros = $4, frequency_cap = $5, \
-             frequency_window_s = $6, start_ms = $7, end_ms = $8, excluded_terms = $9, updated_ms = $10 WHERE id = $11",
-        )
-        .bind(&c.name)
-        .bind(c.status.as_str())
-        .bind(c.bid_type.as_str())
-        .bind(c.daily_budget_micros)
-        .bind(c.frequency_cap)
-        .bind(c.frequency_window_s)
-        .bind(c.start_ms)
-        .bind(c.end_ms)
-        .bind(json_list(&c.excluded_terms))
-        .bind(c.updated_ms)
-        .bind(&c.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(c)
+        self.change(scope, id, spec, None).await
     }
 
     // ----- ad groups -----
@@ -149,30 +97,7 @@ impl AdStore {
             updated_ms: now,
         };
         g.apply(spec)?;
-        sqlx::query(
-            "INSERT INTO ad_groups (id, campaign_id, advertiser_id, name, status, bid_micros, keywords, description, \
-             languages, placements, hour_start, hour_end, min_similarity, embedder_id, vector, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        )
-        .bind(&g.id)
-        .bind(&g.campaign_id)
-        .bind(&g.advertiser_id)
-        .bind(&g.name)
-        .bind(g.status.as_str())
-        .bind(g.bid_micros)
-        .bind(json_list(&g.keywords))
-        .bind(&g.description)
-        .bind(json_list(&g.languages))
-        .bind(json_list(&g.placements))
-        .bind(g.hour_start)
-        .bind(g.hour_end)
-        .bind(g.min_similarity)
-        .bind(vector.map(|v| v.0.to_string()))
-        .bind(vector.map(|v| vector_bytes(v.1)))
-        .bind(g.created_ms)
-        .bind(g.updated_ms)
-        .execute(&self.pool)
-        .await?;
+        self.insert(&g, vector).await?;
         Ok(g)
     }
 
@@ -194,44 +119,7 @@ impl AdStore {
         spec: &GroupSpec,
         vector: Option<(&str, &[f32])>,
     ) -> Result<AdGroup> {
-        let mut g = self.group(scope, id).await?;
-        if g.status == Status::Deleted {
-            return change_to_deleted(g, spec, id);
-        }
-        if spec
-            .campaign_id
-            .as_ref()
-            .is_some_and(|c| *c != g.campaign_id)
-        {
-            return Err(Error::invalid(
-                "campaign_id",
-                "an ad group cannot move to another campaign",
-            ));
-        }
-        g.apply(spec)?;
-        g.updated_ms = now_ms();
-        sqlx::query(
-            "UPDATE ad_groups SET name = $1, status = $2, bid_micros = $3, keywords = $4, description = $5, languages = $6, \
-             placements = $7, hour_start = $8, hour_end = $9, min_similarity = $10, updated_ms = $11, \
-             embedder_id = COALESCE($12, embedder_id), vector = COALESCE($13, vector) WHERE id = $14",
-        )
-        .bind(&g.name)
-        .bind(g.status.as_str())
-        .bind(g.bid_micros)
-        .bind(json_list(&g.keywords))
-        .bind(&g.description)
-        .bind(json_list(&g.languages))
-        .bind(json_list(&g.placements))
-        .bind(g.hour_start)
-        .bind(g.hour_end)
-        .bind(g.min_similarity)
-        .bind(g.updated_ms)
-        .bind(vector.map(|v| v.0.to_string()))
-        .bind(vector.map(|v| vector_bytes(v.1)))
-        .bind(&g.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(g)
+        self.change(scope, id, spec, vector).await
     }
 
     // ----- creatives -----
@@ -258,22 +146,7 @@ impl AdStore {
             updated_ms: now,
         };
         c.apply(spec)?;
-        sqlx::query(
-            "INSERT INTO creatives (id, group_id, advertiser_id, status, text, url, embedder_id, vector, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&c.id)
-        .bind(&c.group_id)
-        .bind(&c.advertiser_id)
-        .bind(c.status.as_str())
-        .bind(&c.text)
-        .bind(&c.url)
-        .bind(vector.map(|v| v.0.to_string()))
-        .bind(vector.map(|v| vector_bytes(v.1)))
-        .bind(c.created_ms)
-        .bind(c.updated_ms)
-        .execute(&self.pool)
-        .await?;
+        self.insert(&c, vector).await?;
         Ok(c)
     }
 
@@ -301,6 +174,73 @@ impl AdStore {
         row.map(|r| T::from_row(&r))
             .transpose()?
             .ok_or_else(|| Error::not_found(T::KIND, id))
+    }
+
+    /// Writes a new item's row (with its embedder id and vector, for kinds that have them).
+    async fn insert<T: StoredItem>(&self, item: &T, vector: Option<(&str, &[f32])>) -> Result<()> {
+        let mut cols = item.created_columns();
+        cols.extend(item.changed_columns());
+        if T::HAS_VECTOR {
+            cols.extend(vector_columns(vector));
+        }
+        let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+        let places: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            T::TABLE,
+            names.join(", "),
+            places.join(", ")
+        );
+        bind_all(sqlx::query(&sql), cols)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Changes the item `id` by `spec` (a change of parent is refused; deleted items take only
+    /// another delete); `vector`, when given, replaces the stored one.
+    async fn change<T: StoredItem>(
+        &self,
+        scope: &Scope,
+        id: &str,
+        spec: &T::Spec,
+        vector: Option<(&str, &[f32])>,
+    ) -> Result<T>
+    where
+        T::Spec: serde::Serialize,
+    {
+        let mut item: T = self.fetch(scope, id).await?;
+        if item.status() == Status::Deleted {
+            return change_to_deleted(item, spec, id);
+        }
+        if T::asked_parent(spec).is_some_and(|p| p != item.parent_id()) {
+            return Err(Error::invalid(T::PARENT_COLUMN, T::MOVE_REFUSED));
+        }
+        item.apply_spec(spec)?;
+        item.touch(now_ms());
+        let mut cols = item.changed_columns();
+        let mut sets: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ${}", c.0, i + 1))
+            .collect();
+        if T::HAS_VECTOR {
+            for c in vector_columns(vector) {
+                sets.push(format!("{0} = COALESCE(${1}, {0})", c.0, cols.len() + 1));
+                cols.push(c);
+            }
+        }
+        let sql = format!(
+            "UPDATE {} SET {} WHERE id = ${}",
+            T::TABLE,
+            sets.join(", "),
+            cols.len() + 1
+        );
+        bind_all(sqlx::query(&sql), cols)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(item)
     }
 
     /// The parent a new item names in `field` (required), if `scope` may see it and it is not
@@ -346,75 +286,216 @@ impl AdStore {
         spec: &CreativeSpec,
         vector: Option<(&str, &[f32])>,
     ) -> Result<Creative> {
-        let mut c = self.creative(scope, id).await?;
-        if c.status == Status::Deleted {
-            return change_to_deleted(c, spec, id);
-        }
-        if spec.group_id.as_ref().is_some_and(|g| *g != c.group_id) {
-            return Err(Error::invalid(
-                "group_id",
-                "a creative cannot move to another ad group",
-            ));
-        }
-        c.apply(spec)?;
-        c.updated_ms = now_ms();
-        sqlx::query(
-            "UPDATE creatives SET status = $1, text = $2, url = $3, updated_ms = $4, \
-             embedder_id = COALESCE($5, embedder_id), vector = COALESCE($6, vector) WHERE id = $7",
-        )
-        .bind(c.status.as_str())
-        .bind(&c.text)
-        .bind(&c.url)
-        .bind(c.updated_ms)
-        .bind(vector.map(|v| v.0.to_string()))
-        .bind(vector.map(|v| vector_bytes(v.1)))
-        .bind(&c.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(c)
+        self.change(scope, id, spec, vector).await
     }
 }
 
-/// An inventory kind as stored: its table, parent column and row parser.
+/// A column's value as bound to the store's SQL.
+enum Value {
+    Text(String),
+    MaybeText(Option<String>),
+    Int(i64),
+    MaybeInt(Option<i64>),
+    Real(f64),
+    MaybeBytes(Option<Vec<u8>>),
+}
+
+/// A column and its value.
+type Column = (&'static str, Value);
+
+/// `q` with `cols`' values bound in order.
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    cols: Vec<Column>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for (_, v) in cols {
+        q = match v {
+            Value::Text(v) => q.bind(v),
+            Value::MaybeText(v) => q.bind(v),
+            Value::Int(v) => q.bind(v),
+            Value::MaybeInt(v) => q.bind(v),
+            Value::Real(v) => q.bind(v),
+            Value::MaybeBytes(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+/// The embedder id and vector columns (null when no vector is given).
+fn vector_columns(vector: Option<(&str, &[f32])>) -> [Column; 2] {
+    [
+        (
+            "embedder_id",
+            Value::MaybeText(vector.map(|v| v.0.to_string())),
+        ),
+        (
+            "vector",
+            Value::MaybeBytes(vector.map(|v| vector_bytes(v.1))),
+        ),
+    ]
+}
+
+/// An inventory kind as stored: its table, columns, parent and row parser.
 trait StoredItem: InventoryItem {
     /// Table name.
     const TABLE: &'static str;
     /// The column naming its parent.
     const PARENT_COLUMN: &'static str;
+    /// Why a change of parent is refused.
+    const MOVE_REFUSED: &'static str;
+    /// Whether its rows carry an embedder id and vector.
+    const HAS_VECTOR: bool;
     /// Its status.
     fn status(&self) -> Status;
+    /// Its parent's id.
+    fn parent_id(&self) -> &str;
+    /// The parent a change names, if any.
+    fn asked_parent(spec: &Self::Spec) -> Option<&str>;
+    /// Applies a change's fields.
+    fn apply_spec(&mut self, spec: &Self::Spec) -> Result<()>;
+    /// Sets the time of the last change.
+    fn touch(&mut self, ms: i64);
+    /// The columns written once, at creation.
+    fn created_columns(&self) -> Vec<Column>;
+    /// The columns a change writes.
+    fn changed_columns(&self) -> Vec<Column>;
     /// The item of a row.
     fn from_row(r: &AnyRow) -> Result<Self>;
 }
 
 impl StoredItem for Campaign {
+    const TABLE: &'static str = "campaigns";
+    const PARENT_COLUMN: &'static str = "advertiser_id";
+    const MOVE_REFUSED: &'static str = "a campaign cannot change owner";
+    const HAS_VECTOR: bool = false;
     fn status(&self) -> Status {
         self.status
     }
-    const TABLE: &'static str = "campaigns";
-    const PARENT_COLUMN: &'static str = "advertiser_id";
+    fn parent_id(&self) -> &str {
+        &self.advertiser_id
+    }
+    fn asked_parent(spec: &CampaignSpec) -> Option<&str> {
+        spec.advertiser_id.as_deref()
+    }
+    fn apply_spec(&mut self, spec: &CampaignSpec) -> Result<()> {
+        self.apply(spec)
+    }
+    fn touch(&mut self, ms: i64) {
+        self.updated_ms = ms;
+    }
+    fn created_columns(&self) -> Vec<Column> {
+        vec![
+            ("id", Value::Text(self.id.clone())),
+            ("advertiser_id", Value::Text(self.advertiser_id.clone())),
+            ("created_ms", Value::Int(self.created_ms)),
+        ]
+    }
+    fn changed_columns(&self) -> Vec<Column> {
+        vec![
+            ("name", Value::Text(self.name.clone())),
+            ("status", Value::Text(self.status.as_str().into())),
+            ("bid_type", Value::Text(self.bid_type.as_str().into())),
+            ("daily_budget_micros", Value::Int(self.daily_budget_micros)),
+            ("frequency_cap", Value::Int(self.frequency_cap)),
+            ("frequency_window_s", Value::Int(self.frequency_window_s)),
+            ("start_ms", Value::MaybeInt(self.start_ms)),
+            ("end_ms", Value::MaybeInt(self.end_ms)),
+            (
+                "excluded_terms",
+                Value::Text(json_list(&self.excluded_terms)),
+            ),
+            ("updated_ms", Value::Int(self.updated_ms)),
+        ]
+    }
     fn from_row(r: &AnyRow) -> Result<Self> {
         campaign_row(r)
     }
 }
 
 impl StoredItem for AdGroup {
+    const TABLE: &'static str = "ad_groups";
+    const PARENT_COLUMN: &'static str = "campaign_id";
+    const MOVE_REFUSED: &'static str = "an ad group cannot move to another campaign";
+    const HAS_VECTOR: bool = true;
     fn status(&self) -> Status {
         self.status
     }
-    const TABLE: &'static str = "ad_groups";
-    const PARENT_COLUMN: &'static str = "campaign_id";
+    fn parent_id(&self) -> &str {
+        &self.campaign_id
+    }
+    fn asked_parent(spec: &GroupSpec) -> Option<&str> {
+        spec.campaign_id.as_deref()
+    }
+    fn apply_spec(&mut self, spec: &GroupSpec) -> Result<()> {
+        self.apply(spec)
+    }
+    fn touch(&mut self, ms: i64) {
+        self.updated_ms = ms;
+    }
+    fn created_columns(&self) -> Vec<Column> {
+        vec![
+            ("id", Value::Text(self.id.clone())),
+            ("campaign_id", Value::Text(self.campaign_id.clone())),
+            ("advertiser_id", Value::Text(self.advertiser_id.clone())),
+            ("created_ms", Value::Int(self.created_ms)),
+        ]
+    }
+    fn changed_columns(&self) -> Vec<Column> {
+        vec![
+            ("name", Value::Text(self.name.clone())),
+            ("status", Value::Text(self.status.as_str().into())),
+            ("bid_micros", Value::Int(self.bid_micros)),
+            ("keywords", Value::Text(json_list(&self.keywords))),
+            ("description", Value::Text(self.description.clone())),
+            ("languages", Value::Text(json_list(&self.languages))),
+            ("placements", Value::Text(json_list(&self.placements))),
+            ("hour_start", Value::Int(self.hour_start)),
+            ("hour_end", Value::Int(self.hour_end)),
+            ("min_similarity", Value::Real(self.min_similarity)),
+            ("updated_ms", Value::Int(self.updated_ms)),
+        ]
+    }
     fn from_row(r: &AnyRow) -> Result<Self> {
         group_row(r)
     }
 }
 
 impl StoredItem for Creative {
+    const TABLE: &'static str = "creatives";
+    const PARENT_COLUMN: &'static str = "group_id";
+    const MOVE_REFUSED: &'static str = "a creative cannot move to another ad group";
+    const HAS_VECTOR: bool = true;
     fn status(&self) -> Status {
         self.status
     }
-    const TABLE: &'static str = "creatives";
-    const PARENT_COLUMN: &'static str = "group_id";
+    fn parent_id(&self) -> &str {
+        &self.group_id
+    }
+    fn asked_parent(spec: &CreativeSpec) -> Option<&str> {
+        spec.group_id.as_deref()
+    }
+    fn apply_spec(&mut self, spec: &CreativeSpec) -> Result<()> {
+        self.apply(spec)
+    }
+    fn touch(&mut self, ms: i64) {
+        self.updated_ms = ms;
+    }
+    fn created_columns(&self) -> Vec<Column> {
+        vec![
+            ("id", Value::Text(self.id.clone())),
+            ("group_id", Value::Text(self.group_id.clone())),
+            ("advertiser_id", Value::Text(self.advertiser_id.clone())),
+            ("created_ms", Value::Int(self.created_ms)),
+        ]
+    }
+    fn changed_columns(&self) -> Vec<Column> {
+        vec![
+            ("status", Value::Text(self.status.as_str().into())),
+            ("text", Value::Text(self.text.clone())),
+            ("url", Value::MaybeText(self.url.clone())),
+            ("updated_ms", Value::Int(self.updated_ms)),
+        ]
+    }
     fn from_row(r: &AnyRow) -> Result<Self> {
         creative_row(r)
     }
