@@ -345,6 +345,12 @@ trait StoredItem: InventoryItem {
     const MOVE_REFUSED: &'static str;
     /// Whether its rows carry an embedder id and vector.
     const HAS_VECTOR: bool;
+    /// Its id.
+    fn id(&self) -> &str;
+    /// Its owner.
+    fn owner(&self) -> &str;
+    /// Its creation time.
+    fn created_ms(&self) -> i64;
     /// Its status.
     fn status(&self) -> Status;
     /// Its parent's id.
@@ -355,12 +361,55 @@ trait StoredItem: InventoryItem {
     fn apply_spec(&mut self, spec: &Self::Spec) -> Result<()>;
     /// Sets the time of the last change.
     fn touch(&mut self, ms: i64);
-    /// The columns written once, at creation.
-    fn created_columns(&self) -> Vec<Column>;
+    /// The columns written once, at creation: id, owner, parent and creation time.
+    fn created_columns(&self) -> Vec<Column> {
+        let mut cols = vec![
+            ("id", Value::Text(self.id().to_string())),
+            ("advertiser_id", Value::Text(self.owner().to_string())),
+            ("created_ms", Value::Int(self.created_ms())),
+        ];
+        if Self::PARENT_COLUMN != "advertiser_id" {
+            cols.push((
+                Self::PARENT_COLUMN,
+                Value::Text(self.parent_id().to_string()),
+            ));
+        }
+        cols
+    }
     /// The columns a change writes.
     fn changed_columns(&self) -> Vec<Column>;
     /// The item of a row.
     fn from_row(r: &AnyRow) -> Result<Self>;
+}
+
+/// The accessors every stored kind has alike, over its fields of the same names.
+macro_rules! common_accessors {
+    ($parent:ident, $spec:ty) => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn owner(&self) -> &str {
+            &self.advertiser_id
+        }
+        fn created_ms(&self) -> i64 {
+            self.created_ms
+        }
+        fn status(&self) -> Status {
+            self.status
+        }
+        fn parent_id(&self) -> &str {
+            &self.$parent
+        }
+        fn asked_parent(spec: &$spec) -> Option<&str> {
+            spec.$parent.as_deref()
+        }
+        fn apply_spec(&mut self, spec: &$spec) -> Result<()> {
+            self.apply(spec)
+        }
+        fn touch(&mut self, ms: i64) {
+            self.updated_ms = ms;
+        }
+    };
 }
 
 impl StoredItem for Campaign {
@@ -368,28 +417,7 @@ impl StoredItem for Campaign {
     const PARENT_COLUMN: &'static str = "advertiser_id";
     const MOVE_REFUSED: &'static str = "a campaign cannot change owner";
     const HAS_VECTOR: bool = false;
-    fn status(&self) -> Status {
-        self.status
-    }
-    fn parent_id(&self) -> &str {
-        &self.advertiser_id
-    }
-    fn asked_parent(spec: &CampaignSpec) -> Option<&str> {
-        spec.advertiser_id.as_deref()
-    }
-    fn apply_spec(&mut self, spec: &CampaignSpec) -> Result<()> {
-        self.apply(spec)
-    }
-    fn touch(&mut self, ms: i64) {
-        self.updated_ms = ms;
-    }
-    fn created_columns(&self) -> Vec<Column> {
-        vec![
-            ("id", Value::Text(self.id.clone())),
-            ("advertiser_id", Value::Text(self.advertiser_id.clone())),
-            ("created_ms", Value::Int(self.created_ms)),
-        ]
-    }
+    common_accessors!(advertiser_id, CampaignSpec);
     fn changed_columns(&self) -> Vec<Column> {
         vec![
             ("name", Value::Text(self.name.clone())),
@@ -417,29 +445,7 @@ impl StoredItem for AdGroup {
     const PARENT_COLUMN: &'static str = "campaign_id";
     const MOVE_REFUSED: &'static str = "an ad group cannot move to another campaign";
     const HAS_VECTOR: bool = true;
-    fn status(&self) -> Status {
-        self.status
-    }
-    fn parent_id(&self) -> &str {
-        &self.campaign_id
-    }
-    fn asked_parent(spec: &GroupSpec) -> Option<&str> {
-        spec.campaign_id.as_deref()
-    }
-    fn apply_spec(&mut self, spec: &GroupSpec) -> Result<()> {
-        self.apply(spec)
-    }
-    fn touch(&mut self, ms: i64) {
-        self.updated_ms = ms;
-    }
-    fn created_columns(&self) -> Vec<Column> {
-        vec![
-            ("id", Value::Text(self.id.clone())),
-            ("campaign_id", Value::Text(self.campaign_id.clone())),
-            ("advertiser_id", Value::Text(self.advertiser_id.clone())),
-            ("created_ms", Value::Int(self.created_ms)),
-        ]
-    }
+    common_accessors!(campaign_id, GroupSpec);
     fn changed_columns(&self) -> Vec<Column> {
         vec![
             ("name", Value::Text(self.name.clone())),
@@ -465,29 +471,7 @@ impl StoredItem for Creative {
     const PARENT_COLUMN: &'static str = "group_id";
     const MOVE_REFUSED: &'static str = "a creative cannot move to another ad group";
     const HAS_VECTOR: bool = true;
-    fn status(&self) -> Status {
-        self.status
-    }
-    fn parent_id(&self) -> &str {
-        &self.group_id
-    }
-    fn asked_parent(spec: &CreativeSpec) -> Option<&str> {
-        spec.group_id.as_deref()
-    }
-    fn apply_spec(&mut self, spec: &CreativeSpec) -> Result<()> {
-        self.apply(spec)
-    }
-    fn touch(&mut self, ms: i64) {
-        self.updated_ms = ms;
-    }
-    fn created_columns(&self) -> Vec<Column> {
-        vec![
-            ("id", Value::Text(self.id.clone())),
-            ("group_id", Value::Text(self.group_id.clone())),
-            ("advertiser_id", Value::Text(self.advertiser_id.clone())),
-            ("created_ms", Value::Int(self.created_ms)),
-        ]
-    }
+    common_accessors!(group_id, CreativeSpec);
     fn changed_columns(&self) -> Vec<Column> {
         vec![
             ("status", Value::Text(self.status.as_str().into())),
