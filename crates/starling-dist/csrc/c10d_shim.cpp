@@ -194,30 +194,25 @@ int starling_c10d_broadcast(void* gp, void* data, int64_t n, int dtype, int root
   });
 }
 
-/// Sums `input` (world·n elements) over ranks; this rank receives its n-element share in `output`.
-int starling_c10d_reduce_scatter(void* gp, void* output, void* input, int64_t n, int dtype,
-                                 char* err, size_t len) {
+/// The collectives between a rank's n-element `shard` and the world·n-element `whole`:
+/// op 0 sums `whole` over ranks into this rank's share (`shard`, reduce-scatter); op 1
+/// concatenates every rank's `shard` into `whole` in rank order (all-gather).
+int starling_c10d_sharded(void* gp, int op, void* shard, void* whole, int64_t n, int dtype,
+                          char* err, size_t len) {
   auto* g = static_cast<Group*>(gp);
   return guarded(err, len, [&] {
-    auto out = wrap(g, output, n, dtype);
-    auto in = wrap(g, input, n * g->world, dtype);
-    c10d::ReduceScatterOptions o;
-    o.reduceOp = c10d::ReduceOp::SUM;
-    o.timeout = g->timeout;
-    g->backend->_reduce_scatter_base(out, in, o)->wait(g->timeout);
-  });
-}
-
-/// Concatenates every rank's n elements at `input` into `output` (world·n elements), rank order.
-int starling_c10d_all_gather(void* gp, void* output, void* input, int64_t n, int dtype, char* err,
-                             size_t len) {
-  auto* g = static_cast<Group*>(gp);
-  return guarded(err, len, [&] {
-    auto out = wrap(g, output, n * g->world, dtype);
-    auto in = wrap(g, input, n, dtype);
-    c10d::AllgatherOptions o;
-    o.timeout = g->timeout;
-    g->backend->_allgather_base(out, in, o)->wait(g->timeout);
+    auto part = wrap(g, shard, n, dtype);
+    auto all = wrap(g, whole, n * g->world, dtype);
+    if (op == 0) {
+      c10d::ReduceScatterOptions o;
+      o.reduceOp = c10d::ReduceOp::SUM;
+      o.timeout = g->timeout;
+      g->backend->_reduce_scatter_base(part, all, o)->wait(g->timeout);
+    } else {
+      c10d::AllgatherOptions o;
+      o.timeout = g->timeout;
+      g->backend->_allgather_base(all, part, o)->wait(g->timeout);
+    }
   });
 }
 

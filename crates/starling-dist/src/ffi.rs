@@ -44,19 +44,11 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> c_int;
-    fn starling_c10d_reduce_scatter(
+    fn starling_c10d_sharded(
         g: *mut c_void,
-        output: *mut c_void,
-        input: *mut c_void,
-        n: i64,
-        dtype: c_int,
-        err: *mut c_char,
-        len: usize,
-    ) -> c_int;
-    fn starling_c10d_all_gather(
-        g: *mut c_void,
-        output: *mut c_void,
-        input: *mut c_void,
+        op: c_int,
+        shard: *mut c_void,
+        whole: *mut c_void,
         n: i64,
         dtype: c_int,
         err: *mut c_char,
@@ -121,6 +113,15 @@ pub(crate) struct RawGroup(*mut c_void, bool);
 // SAFETY: the C++ group is only used through &mut-free calls that c10d makes thread-safe (each
 // backend serialises its own work queue); starling calls it from one thread at a time.
 unsafe impl Send for RawGroup {}
+
+/// The collectives between one rank's shard and the whole (codes of the C shim).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sharded {
+    /// The sum over ranks of the whole, this rank's share into its shard.
+    ReduceScatter = 0,
+    /// Every rank's shard into the whole, in rank order.
+    AllGather = 1,
+}
 
 /// A buffer of `n` elements of dtype code `dtype` at `ptr`, which the caller keeps alive and does
 /// not otherwise touch for the length of the call.
@@ -221,20 +222,23 @@ impl RawGroup {
         call(|e, len| unsafe { starling_c10d_broadcast(g, b.ptr, b.n, b.dtype, root, e, len) })
     }
 
-    /// Sum of `input` (world·n) over ranks, this rank's n-element share into `output`.
-    pub fn reduce_scatter(&mut self, o: Buffer, i: Buffer) -> CResult<()> {
+    /// Reduce-scatter (the sum of `whole` over ranks, this rank's share into `shard`) or
+    /// all-gather (every rank's `shard` into `whole`, rank order).
+    pub fn sharded(&mut self, op: Sharded, shard: Buffer, whole: Buffer) -> CResult<()> {
         let g = self.0;
-        // SAFETY: o holds n and i world·n elements of one dtype (checked by the caller).
+        // SAFETY: shard holds n and whole world·n elements of one dtype (checked by the caller).
         call(|e, len| unsafe {
-            starling_c10d_reduce_scatter(g, o.ptr, i.ptr, o.n, o.dtype, e, len)
+            starling_c10d_sharded(
+                g,
+                op as c_int,
+                shard.ptr,
+                whole.ptr,
+                shard.n,
+                shard.dtype,
+                e,
+                len,
+            )
         })
-    }
-
-    /// Every rank's n-element `input`, concatenated in rank order into `output` (world·n).
-    pub fn all_gather(&mut self, o: Buffer, i: Buffer) -> CResult<()> {
-        let g = self.0;
-        // SAFETY: o holds world·n and i n elements of one dtype (checked by the caller).
-        call(|e, len| unsafe { starling_c10d_all_gather(g, o.ptr, i.ptr, i.n, i.dtype, e, len) })
     }
 
     /// Waits for every rank.

@@ -457,26 +457,28 @@ impl ProcessGroup {
 
     /// Sums `input` (world × n elements) over ranks and leaves this rank's n-element share in `output`.
     pub fn reduce_scatter_sum(&mut self, output: &Tensor, input: &Tensor) -> Result<()> {
-        let (o, i) = (self.buffer(output)?, self.buffer(input)?);
-        if i.n != o.n * self.world as i64 || i.dtype != o.dtype {
-            return Err(Error::Tensor(format!(
-                "reduce-scatter: input of {} elements for an output of {} over {} ranks",
-                i.n, o.n, self.world
-            )));
-        }
-        self.timed("reduce-scatter", |g| g.reduce_scatter(o, i))
+        self.sharded(ffi::Sharded::ReduceScatter, output, input)
     }
 
     /// Concatenates every rank's `input` (n elements) in rank order into `output` (world × n).
     pub fn all_gather(&mut self, output: &Tensor, input: &Tensor) -> Result<()> {
-        let (o, i) = (self.buffer(output)?, self.buffer(input)?);
-        if o.n != i.n * self.world as i64 || i.dtype != o.dtype {
+        self.sharded(ffi::Sharded::AllGather, input, output)
+    }
+
+    /// Runs `op` between this rank's `shard` (n elements) and the `whole` (world × n).
+    fn sharded(&mut self, op: ffi::Sharded, shard: &Tensor, whole: &Tensor) -> Result<()> {
+        let (s, w) = (self.buffer(shard)?, self.buffer(whole)?);
+        let name = match op {
+            ffi::Sharded::ReduceScatter => "reduce-scatter",
+            ffi::Sharded::AllGather => "all-gather",
+        };
+        if w.n != s.n * self.world as i64 || w.dtype != s.dtype {
             return Err(Error::Tensor(format!(
-                "all-gather: output of {} elements for inputs of {} over {} ranks",
-                o.n, i.n, self.world
+                "{name}: a shard of {} elements and a whole of {} over {} ranks",
+                s.n, w.n, self.world
             )));
         }
-        self.timed("all-gather", |g| g.all_gather(o, i))
+        self.timed(name, |g| g.sharded(op, s, w))
     }
 
     /// Waits until every rank arrives.
