@@ -45,6 +45,27 @@ pub(crate) struct RunKey {
 }
 
 impl RunKey {
+    /// The key of a run of `cfg` on the model of `source_sha256`, with its (train pairs, held-out
+    /// pairs, most tokens per text, blocks trained).
+    pub fn new(
+        source_sha256: String,
+        (train_pairs, val_pairs, max_tokens, trained_blocks): (usize, usize, usize, usize),
+        cfg: &super::ContrastConfig,
+    ) -> Self {
+        Self {
+            source_sha256,
+            train_pairs,
+            val_pairs,
+            batch: cfg.batch,
+            seed: cfg.seed,
+            lr: cfg.lr,
+            max_tokens,
+            pooling: cfg.pooling.name().to_string(),
+            trained_blocks,
+            projection: cfg.projection,
+        }
+    }
+
     /// The first setting in which `self` (the checkpoint's) and `other` (the run's) differ.
     fn first_difference(&self, other: &RunKey) -> Option<(&'static str, String, String)> {
         let s = |v: &dyn std::fmt::Display| v.to_string();
@@ -97,6 +118,20 @@ pub(crate) struct CheckpointState {
     /// Role (`model`, `adam-m`, `adam-v`, `temperature`, `temperature-m`, `temperature-v`, and
     /// `projection`, `projection-m`, `projection-v` when one trains) → (file name, sha256).
     pub files: BTreeMap<String, (String, String)>,
+}
+
+impl CheckpointState {
+    /// The state of a run of `key` at `step` (its files are listed when saved).
+    pub fn new(key: RunKey, step: usize, recent: &[f64], report: &ContrastReport) -> Self {
+        Self {
+            version: 0,
+            key,
+            step,
+            recent: recent.to_vec(),
+            report: report.clone(),
+            files: BTreeMap::new(),
+        }
+    }
 }
 
 /// The tensor stores a checkpoint holds, by role.

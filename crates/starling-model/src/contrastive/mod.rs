@@ -271,18 +271,96 @@ pub(crate) fn info_nce(logits: &Tensor) -> (Tensor, Tensor) {
     (loss, top1)
 }
 
-/// Fine-tunes the model of `src_dir` (weights `weights`) on `pairs` and writes the embedder to
-/// `out_dir`. `progress` hears each step and its loss; when it answers `Break` training stops
-/// there (checkpointed, so a later run with `resume` continues) and the embedder is written as
-/// it stands.
-pub fn train_embedder(
-    src_dir: &Path,
-    weights: &Path,
-    pairs: &[ContrastPair],
+/// What trains, each store with its optimizer: the model, the projection (when one trains) and
+/// the temperature (a log-scale beside the model, not saved with it).
+struct Learners {
+    model: (nn::VarStore, AdamW),
+    projection: Option<(nn::VarStore, AdamW)>,
+    temperature: (nn::VarStore, AdamW),
+}
+
+impl Learners {
+    /// AdamW at `lr` for the model (weight decay 0.01, clipping at 1), the projection without
+    /// decay, and Adam at 1e-2 for the temperature.
+    fn new(
+        model: nn::VarStore,
+        projection: Option<nn::VarStore>,
+        temperature: nn::VarStore,
+        lr: f64,
+    ) -> Self {
+        let adam = OptimConfig {
+            lr,
+            beta2: 0.999,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            ..OptimConfig::default()
+        };
+        let plain = |lr: f64, grad_clip: f64| OptimConfig {
+            lr,
+            weight_decay: 0.0,
+            grad_clip,
+            ..adam.clone()
+        };
+        Self {
+            projection: projection.map(|p| {
+                let o = AdamW::new(&p, plain(lr, adam.grad_clip));
+                (p, o)
+            }),
+            temperature: {
+                let o = AdamW::new(&temperature, plain(1e-2, 0.0));
+                (temperature, o)
+            },
+            model: {
+                let o = AdamW::new(&model, adam);
+                (model, o)
+            },
+        }
+    }
+
+    /// Every store a checkpoint holds, borrowed for one save or load.
+    fn state(&mut self) -> TrainingState<'_> {
+        TrainingState {
+            model: &mut self.model.0,
+            opt: &mut self.model.1,
+            temperature: &mut self.temperature.0,
+            topt: &mut self.temperature.1,
+            projection: self.projection.as_mut().map(|(v, o)| (v, o)),
+        }
+    }
+
+    /// Sets every optimizer's step count (after a resume).
+    fn set_step(&mut self, step: usize) {
+        self.model.1.step = step as u64;
+        self.temperature.1.step = step as u64;
+        if let Some((_, o)) = &mut self.projection {
+            o.step = step as u64;
+        }
+    }
+
+    /// One update after a backward pass: the model's gradients clipped, the projection at
+    /// [`PROJECTION_LR_FACTOR`] times `lr`; a non-finite gradient changes nothing.
+    fn update(&mut self, lr: f64, scale: &Tensor) -> Result<()> {
+        let (vs, opt) = &mut self.model;
+        let outcome = opt.clip(vs)?;
+        opt.update(vs, lr, Some(&outcome.found_inf))?;
+        if let Some((pvs, popt)) = &mut self.projection {
+            popt.update(pvs, lr * PROJECTION_LR_FACTOR, Some(&outcome.found_inf))?;
+        }
+        let (svs, topt) = &mut self.temperature;
+        topt.update(svs, 1e-2, Some(&outcome.found_inf))?;
+        tch::no_grad(|| {
+            let _ = scale.shallow_clone().clamp_(0.0, 100f64.ln());
+        });
+        Ok(())
+    }
+}
+
+/// The held-out and training pairs of `pairs`, refused when too few or the projection's width is
+/// out of range.
+fn checked_split<'p>(
+    pairs: &'p [ContrastPair],
     cfg: &ContrastConfig,
-    out_dir: &Path,
-    progress: &mut dyn FnMut(usize, f64) -> ControlFlow<()>,
-) -> Result<ContrastReport> {
+) -> Result<(Vec<&'p ContrastPair>, Vec<&'p ContrastPair>)> {
     let (mut val, train) = split_by_group(pairs, cfg.val_fraction, cfg.seed);
     val.truncate(cfg.max_val_pairs.max(2));
     if train.len() < 4 || val.len() < 2 {
@@ -297,142 +375,183 @@ pub fn train_embedder(
             "a projection to {k} dimensions: give its width, 1 to {MAX_PROJECTION} (e.g. the hidden size)"
         )));
     }
+    Ok((val, train))
+}
+
+/// A trained projection from `d` to `k` dimensions in `vs`, starting as the identity (or, of
+/// another width, orthonormal rows): training begins from the model's own pooled vectors.
+fn new_projection(vs: &nn::VarStore, d: i64, k: i64, seed: u64) -> crate::head::EmbeddingHead {
+    let init = if k == d {
+        Tensor::eye(d, (Kind::Float, tch::Device::Cpu))
+    } else {
+        tch::manual_seed(seed as i64);
+        let (q, _) = Tensor::randn([d.max(k), d.min(k)], (Kind::Float, tch::Device::Cpu)).qr(true);
+        if k < d {
+            q.tr().contiguous()
+        } else {
+            q
+        }
+    };
+    crate::head::EmbeddingHead {
+        mean: Tensor::zeros([d], (Kind::Float, tch::Device::Cpu)),
+        weight: vs.root().var_copy("weight", &init),
+    }
+}
+
+/// The held-out pairs and their fixed batches.
+struct HeldOut<'p> {
+    pairs: Vec<&'p ContrastPair>,
+    batches: Vec<Vec<usize>>,
+}
+
+impl HeldOut<'_> {
+    /// A measurement at `step`: held-out InfoNCE and top-1, without gradients.
+    fn point(
+        &self,
+        t: &Trainee,
+        scale: &Tensor,
+        step: usize,
+        train_loss: Option<f64>,
+    ) -> Result<CurvePoint> {
+        let _g = tch::no_grad_guard();
+        let (mut l, mut a) = (0f64, 0f64);
+        for b in &self.batches {
+            let (loss, top1) = t.loss(&self.pairs, b, scale)?;
+            l += loss.double_value(&[]);
+            a += top1.double_value(&[]);
+        }
+        let n = self.batches.len().max(1) as f64;
+        Ok(CurvePoint {
+            step,
+            train_loss,
+            val_loss: l / n,
+            val_top1: a / n,
+        })
+    }
+}
+
+/// The report of a run before its first step: its data, settings and the untrained model's
+/// measurement `first`.
+fn fresh_report(
+    train: &[&ContrastPair],
+    val: &[&ContrastPair],
+    cfg: &ContrastConfig,
+    source_sha256: String,
+    trained_blocks: usize,
+    first: CurvePoint,
+) -> ContrastReport {
+    ContrastReport {
+        train_pairs: train.len(),
+        hard_negatives: train.iter().filter(|p| p.hard_negative.is_some()).count(),
+        val_groups: val.iter().map(|p| p.group).collect::<HashSet<_>>().len(),
+        val_pairs: val.len(),
+        pooling: cfg.pooling.name().to_string(),
+        source_sha256,
+        trained_blocks,
+        projection: cfg.projection,
+        val_top1_before: first.val_top1,
+        curve: vec![first],
+        ..Default::default()
+    }
+}
+
+/// Writes the embedder directory: the model, the projection as its head (or no head: one left by
+/// an earlier run is removed), the source's tokenizer and the report.
+fn write_embedder(
+    src_dir: &Path,
+    out_dir: &Path,
+    vs: &nn::VarStore,
+    config: &LlamaConfig,
+    projection: Option<&crate::head::EmbeddingHead>,
+    report: &ContrastReport,
+) -> Result<()> {
+    crate::save_dir(vs, config, out_dir)?;
+    match projection {
+        Some(head) => crate::head::save_head(
+            out_dir,
+            head,
+            &crate::head::HeadReport {
+                train_pairs: report.train_pairs,
+                val_groups: report.val_groups,
+                val_loss_before: report.curve.first().map_or(0.0, |c| c.val_loss),
+                val_loss_after: report.curve.last().map_or(0.0, |c| c.val_loss),
+                val_top1_before: report.val_top1_before,
+                val_top1_after: report.val_top1_after,
+                steps: report.steps,
+            },
+        )?,
+        None => {
+            for f in [crate::head::HEAD_FILE, crate::head::HEAD_REPORT_FILE] {
+                let _ = std::fs::remove_file(out_dir.join(f));
+            }
+        }
+    }
+    let tok = std::fs::read(src_dir.join("tokenizer.json"))
+        .map_err(|e| Error::io(src_dir.join("tokenizer.json"), e))?;
+    starling_artifacts::write_atomic(&out_dir.join("tokenizer.json"), &tok)?;
+    let json = serde_json::to_vec_pretty(report).map_err(|e| Error::Format(e.to_string()))?;
+    starling_artifacts::write_atomic(&out_dir.join(EMBEDDER_REPORT_FILE), &json)?;
+    Ok(())
+}
+
+/// Fine-tunes the model of `src_dir` (weights `weights`) on `pairs` and writes the embedder to
+/// `out_dir`. `progress` hears each step and its loss; when it answers `Break` training stops
+/// there (checkpointed, so a later run with `resume` continues) and the embedder is written as
+/// it stands.
+pub fn train_embedder(
+    src_dir: &Path,
+    weights: &Path,
+    pairs: &[ContrastPair],
+    cfg: &ContrastConfig,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(usize, f64) -> ControlFlow<()>,
+) -> Result<ContrastReport> {
+    let (val, train) = checked_split(pairs, cfg)?;
     let config = LlamaConfig::load(&src_dir.join("config.json"))?;
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let model = Llama::new(&vs.root(), &config);
     crate::load_weights(&mut vs, weights)?;
     let trained_blocks = crate::classifier::train_top_blocks(&vs, &config, cfg.train_blocks);
-    // The projection starts as the identity (or, narrower, orthonormal rows): training begins
-    // from the model's own pooled vectors.
-    let mut pvs = nn::VarStore::new(tch::Device::Cpu);
-    let d = config.hidden_size as i64;
-    let projection = cfg.projection.map(|k| {
-        let k = k as i64;
-        let init = if k == d {
-            Tensor::eye(d, (Kind::Float, tch::Device::Cpu))
-        } else {
-            tch::manual_seed(cfg.seed as i64);
-            let (q, _) =
-                Tensor::randn([d.max(k), d.min(k)], (Kind::Float, tch::Device::Cpu)).qr(true);
-            if k < d {
-                q.tr().contiguous()
-            } else {
-                q
-            }
-        };
-        crate::head::EmbeddingHead {
-            mean: Tensor::zeros([d], (Kind::Float, tch::Device::Cpu)),
-            weight: pvs.root().var_copy("weight", &init),
-        }
-    });
+    let pvs = cfg.projection.map(|_| nn::VarStore::new(tch::Device::Cpu));
     let t = Trainee {
         model,
         enc: PostEncoding::new(src_dir, &config, cfg.pooling)?,
         max_tokens: cfg.max_tokens.max(2),
-        projection,
+        projection: pvs
+            .as_ref()
+            .zip(cfg.projection)
+            .map(|(pvs, k)| new_projection(pvs, config.hidden_size as i64, k as i64, cfg.seed)),
     };
-    // The temperature is learnt as a log-scale beside the model, not saved with it.
-    let mut svs = nn::VarStore::new(tch::Device::Cpu);
+    let svs = nn::VarStore::new(tch::Device::Cpu);
     let scale = svs.root().var_copy(
         "log_scale",
         &Tensor::from((1.0 / cfg.temperature.max(1e-3)).ln() as f32),
     );
-    let adam = OptimConfig {
-        lr: cfg.lr,
-        beta2: 0.999,
-        weight_decay: 0.01,
-        grad_clip: 1.0,
-        ..OptimConfig::default()
-    };
-    let mut opt = AdamW::new(&vs, adam.clone());
-    let mut popt = AdamW::new(
-        &pvs,
-        OptimConfig {
-            weight_decay: 0.0,
-            ..adam.clone()
-        },
-    );
-    let mut topt = AdamW::new(
-        &svs,
-        OptimConfig {
-            lr: 1e-2,
-            weight_decay: 0.0,
-            grad_clip: 0.0,
-            ..adam
-        },
-    );
+    let mut learners = Learners::new(vs, pvs, svs, cfg.lr);
     let mut val_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
-    let val_batches = batches(&val, cfg.batch, &mut val_rng);
-    let measure = |t: &Trainee, scale: &Tensor| -> Result<(f64, f64)> {
-        let _g = tch::no_grad_guard();
-        let (mut l, mut a, mut n) = (0f64, 0f64, 0f64);
-        for b in &val_batches {
-            let (loss, top1) = t.loss(&val, b, scale)?;
-            l += loss.double_value(&[]);
-            a += top1.double_value(&[]);
-            n += 1.0;
-        }
-        Ok((l / n.max(1.0), a / n.max(1.0)))
+    let held = HeldOut {
+        batches: batches(&val, cfg.batch, &mut val_rng),
+        pairs: val,
     };
     let (sha, _) = starling_artifacts::sha256_file(weights)?;
-    let key = RunKey {
-        source_sha256: sha.clone(),
-        train_pairs: train.len(),
-        val_pairs: val.len(),
-        batch: cfg.batch,
-        seed: cfg.seed,
-        lr: cfg.lr,
-        max_tokens: t.max_tokens,
-        pooling: cfg.pooling.name().to_string(),
-        trained_blocks,
-        projection: cfg.projection,
-    };
+    let sizes = (train.len(), held.pairs.len(), t.max_tokens, trained_blocks);
+    let key = RunKey::new(sha.clone(), sizes, cfg);
     let ckpt_dir = out_dir.join(EMBEDDER_CHECKPOINT_DIR);
-    // Every store a checkpoint holds, borrowed for one save or load.
-    macro_rules! training_state {
-        () => {
-            TrainingState {
-                model: &mut vs,
-                opt: &mut opt,
-                temperature: &mut svs,
-                topt: &mut topt,
-                projection: t.projection.is_some().then_some((&mut pvs, &mut popt)),
-            }
-        };
-    }
     let resumed = match cfg.resume {
         true => checkpoint::read(&ckpt_dir, &key)?,
         false => None,
     };
     let (mut report, mut step, mut recent) = match resumed {
         Some(meta) => {
-            checkpoint::load(&ckpt_dir, &meta, training_state!())?;
-            (opt.step, topt.step, popt.step) =
-                (meta.step as u64, meta.step as u64, meta.step as u64);
+            checkpoint::load(&ckpt_dir, &meta, learners.state())?;
+            learners.set_step(meta.step);
             let mut report = meta.report;
             report.resumed_from = Some(meta.step);
             (report, meta.step, meta.recent)
         }
         None => {
-            let mut report = ContrastReport {
-                train_pairs: train.len(),
-                hard_negatives: train.iter().filter(|p| p.hard_negative.is_some()).count(),
-                val_groups: val.iter().map(|p| p.group).collect::<HashSet<_>>().len(),
-                val_pairs: val.len(),
-                pooling: cfg.pooling.name().to_string(),
-                source_sha256: sha,
-                trained_blocks,
-                projection: cfg.projection,
-                ..Default::default()
-            };
-            let (vl, va) = measure(&t, &scale)?;
-            report.curve.push(CurvePoint {
-                step: 0,
-                train_loss: None,
-                val_loss: vl,
-                val_top1: va,
-            });
-            report.val_top1_before = va;
+            let first = held.point(&t, &scale, 0, None)?;
+            let report = fresh_report(&train, &held.pairs, cfg, sha, trained_blocks, first);
             (report, 0, Vec::new())
         }
     };
@@ -454,45 +573,26 @@ pub fn train_embedder(
             if step >= cfg.steps {
                 break 'train;
             }
-            let lr = cfg.lr * ((step + 1) as f64 / warmup as f64).min(1.0);
             let (loss, _) = t.loss(&train, &b, &scale)?;
             loss.backward();
-            let outcome = opt.clip(&vs)?;
-            opt.update(&vs, lr, Some(&outcome.found_inf))?;
-            if t.projection.is_some() {
-                popt.update(&pvs, lr * PROJECTION_LR_FACTOR, Some(&outcome.found_inf))?;
-            }
-            topt.update(&svs, 1e-2, Some(&outcome.found_inf))?;
-            tch::no_grad(|| {
-                let _ = scale.shallow_clone().clamp_(0.0, 100f64.ln());
-            });
+            learners.update(
+                cfg.lr * ((step + 1) as f64 / warmup as f64).min(1.0),
+                &scale,
+            )?;
             step += 1;
             let l = loss.double_value(&[]);
             recent.push(l);
             let stop = progress(step, l).is_break();
             if step % cfg.eval_every.max(1) == 0 || step == cfg.steps {
-                let (vl, va) = measure(&t, &scale)?;
                 let tl = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
                 recent.clear();
-                report.curve.push(CurvePoint {
-                    step,
-                    train_loss: Some(tl),
-                    val_loss: vl,
-                    val_top1: va,
-                });
+                report.curve.push(held.point(&t, &scale, step, Some(tl))?);
             }
             let every = cfg.checkpoint_every;
             if every > 0 && (step % every == 0 || step == cfg.steps || stop) {
                 report.steps = step;
-                let mut meta = CheckpointState {
-                    version: 0,
-                    key: key.clone(),
-                    step,
-                    recent: recent.clone(),
-                    report: report.clone(),
-                    files: BTreeMap::new(),
-                };
-                checkpoint::save(&ckpt_dir, training_state!(), &mut meta)?;
+                let mut meta = CheckpointState::new(key.clone(), step, &recent, &report);
+                checkpoint::save(&ckpt_dir, learners.state(), &mut meta)?;
             }
             if stop {
                 break 'train;
@@ -500,43 +600,18 @@ pub fn train_embedder(
         }
     }
     if report.curve.last().is_none_or(|c| c.step != step) {
-        let (vl, va) = measure(&t, &scale)?;
-        report.curve.push(CurvePoint {
-            step,
-            train_loss: None,
-            val_loss: vl,
-            val_top1: va,
-        });
+        report.curve.push(held.point(&t, &scale, step, None)?);
     }
     report.steps = step;
     report.val_top1_after = report.curve.last().map_or(0.0, |c| c.val_top1);
     report.temperature = 1.0 / scale.double_value(&[]).exp();
-    crate::save_dir(&vs, &config, out_dir)?;
-    // The projection is the embedder's head; without one, a head left by an earlier run must go.
-    match &t.projection {
-        Some(head) => crate::head::save_head(
-            out_dir,
-            head,
-            &crate::head::HeadReport {
-                train_pairs: report.train_pairs,
-                val_groups: report.val_groups,
-                val_loss_before: report.curve.first().map_or(0.0, |c| c.val_loss),
-                val_loss_after: report.curve.last().map_or(0.0, |c| c.val_loss),
-                val_top1_before: report.val_top1_before,
-                val_top1_after: report.val_top1_after,
-                steps: step,
-            },
-        )?,
-        None => {
-            for f in [crate::head::HEAD_FILE, crate::head::HEAD_REPORT_FILE] {
-                let _ = std::fs::remove_file(out_dir.join(f));
-            }
-        }
-    }
-    let tok = std::fs::read(src_dir.join("tokenizer.json"))
-        .map_err(|e| Error::io(src_dir.join("tokenizer.json"), e))?;
-    starling_artifacts::write_atomic(&out_dir.join("tokenizer.json"), &tok)?;
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Format(e.to_string()))?;
-    starling_artifacts::write_atomic(&out_dir.join(EMBEDDER_REPORT_FILE), &json)?;
+    write_embedder(
+        src_dir,
+        out_dir,
+        &learners.model.0,
+        &config,
+        t.projection.as_ref(),
+        &report,
+    )?;
     Ok(report)
 }
