@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use starling_corpus::{Corpus, Post};
 use starling_search::eval::{
     evaluate, evaluate_grounding, grounding_questions, hashtag_queries, lexical_mismatch,
-    paired_bootstrap, strip_hashtags, word_counts, Grounder, GroundingScore, Interval, ModeScore,
-    Template,
+    paired_bootstrap, strip_hashtags, word_counts, Grounder, GroundingScore, HashtagQuery,
+    Interval, ModeScore, Template,
 };
 use starling_search::{build_posts, BuildOptions, Embedder, PostIndex, SearchMode};
 use std::collections::{HashMap, HashSet};
@@ -142,23 +142,43 @@ fn tune_fusion(
     Ok(best)
 }
 
-/// Runs `starling eval search`.
-pub fn search(a: &EvalSearchArgs) -> Result<()> {
-    let started = Instant::now();
-    let mut posts = read_posts(&a.corpus)?;
-    let queries = hashtag_queries(&posts, a.tags.min_posts, a.tags.max_posts, a.tags.queries);
+/// What `eval search` measures on: the test posts (hashtags stripped) and their tags, the
+/// validation set fusion is tuned on, the lexical-mismatch subset and reply retrieval.
+struct SearchSets {
+    posts: Vec<Post>,
+    queries: Vec<HashtagQuery>,
+    tuning: Option<(Vec<Post>, Vec<HashtagQuery>)>,
+    mismatch: Vec<HashtagQuery>,
+    replies: Option<(Vec<Post>, Vec<HashtagQuery>)>,
+}
+
+/// The posts of `corpus` (hashtags stripped) and queries for the tags on `tags`' range of posts,
+/// refused naming `corpus` and `purpose` when there are none; and how many posts carried a tag.
+fn tag_set(
+    corpus: &Path,
+    tags: &TagChoice,
+    purpose: &str,
+) -> Result<(Vec<Post>, Vec<HashtagQuery>, usize)> {
+    let mut posts = read_posts(corpus)?;
+    let queries = hashtag_queries(&posts, tags.min_posts, tags.max_posts, tags.queries);
+    anyhow::ensure!(
+        !queries.is_empty(),
+        "{}: no hashtag is carried by {}..={} posts; nothing to {purpose}",
+        corpus.display(),
+        tags.min_posts,
+        tags.max_posts
+    );
     let carrying = posts
         .iter()
         .filter(|p| !p.entities.hashtags.is_empty())
         .count();
-    anyhow::ensure!(
-        !queries.is_empty(),
-        "{}: no hashtag is carried by {}..={} posts; nothing to evaluate",
-        a.corpus.display(),
-        a.tags.min_posts,
-        a.tags.max_posts
-    );
     posts.iter_mut().for_each(strip_hashtags);
+    Ok((posts, queries, carrying))
+}
+
+/// Reads and announces the sets `a` names.
+fn search_sets(a: &EvalSearchArgs) -> Result<SearchSets> {
+    let (posts, queries, carrying) = tag_set(&a.corpus, &a.tags, "evaluate")?;
     println!(
         "eval search: {} posts ({} carried hashtags, all stripped), {} queries (hashtags on {}..={} posts, mean {:.1} relevant)",
         posts.len(),
@@ -172,16 +192,7 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
     let tuning = match &a.tune_fusion_on {
         None => None,
         Some(v) => {
-            let mut vposts = read_posts(v)?;
-            let vq = hashtag_queries(&vposts, a.tags.min_posts, a.tags.max_posts, a.tags.queries);
-            anyhow::ensure!(
-                !vq.is_empty(),
-                "{}: no hashtag is carried by {}..={} posts; nothing to tune fusion on",
-                v.display(),
-                a.tags.min_posts,
-                a.tags.max_posts
-            );
-            vposts.iter_mut().for_each(strip_hashtags);
+            let (vposts, vq, _) = tag_set(v, &a.tags, "tune fusion on")?;
             println!(
                 "  fusion tuned on {} ({} posts, {} tags)",
                 v.display(),
@@ -215,149 +226,152 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
             Some((indexed, rq))
         }
     };
-    let mut reply_rows: Vec<(String, ModeScore)> = Vec::new();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut rows: Vec<(String, String, ModeScore)> = Vec::new();
-    let mut mismatch_rows: Vec<(String, ModeScore)> = Vec::new();
-    let mut bm25_done = false;
-    // The language model's own pooled states, and the trained embedder when there is one.
-    let trained = starling_train::ModelDir::open(&a.model)
-        .ok()
-        .and_then(|m| starling_model::trained_embedder(&m.dir))
-        .is_some();
-    let mut embedders: Vec<(&str, &str)> = a
-        .pooling
-        .iter()
-        .map(|p| ("untrained", p.as_str()))
-        .collect();
-    if trained {
-        embedders.push(("trained", crate::search_cmd::DEFAULT_POOLING));
-    }
-    for (which, pooling) in embedders {
-        let e = if which == "trained" {
-            load_embedder(&a.model, pooling)?
-        } else {
-            crate::search_cmd::load_lm_embedder(&a.model, pooling)?
-        };
-        let idx = build_eval_index(
-            &posts,
-            &a.out.join(format!("index-{which}-{pooling}")),
+    Ok(SearchSets {
+        posts,
+        queries,
+        tuning,
+        mismatch,
+        replies,
+    })
+}
+
+/// The rows of one `eval search` run: (mode, pooling, score) on the tags, and (mode, score) on
+/// the lexical-mismatch subset and on reply retrieval.
+#[derive(Default)]
+struct SearchRows {
+    tags: Vec<(String, String, ModeScore)>,
+    mismatch: Vec<(String, ModeScore)>,
+    replies: Vec<(String, ModeScore)>,
+}
+
+/// Measures one embedder (`which`: untrained or trained, with `pooling`) on every set, BM25
+/// first when no row is there yet.
+fn measure_embedder(
+    a: &EvalSearchArgs,
+    sets: &SearchSets,
+    which: &str,
+    pooling: &str,
+    rows: &mut SearchRows,
+) -> Result<()> {
+    let e = if which == "trained" {
+        load_embedder(&a.model, pooling)?
+    } else {
+        crate::search_cmd::load_lm_embedder(&a.model, pooling)?
+    };
+    let index_of = |posts: &[Post], dir: &str, what: &str| {
+        build_eval_index(
+            posts,
+            &a.out.join(format!("{dir}-{which}-{pooling}")),
             Some((&e, &a.model)),
-            &format!("indexed and embedded ({which}, {pooling})"),
-        )?;
-        let emb: &dyn Embedder = &e;
-        if !bm25_done {
-            rows.push((
-                "bm25".into(),
-                "-".into(),
-                evaluate(&idx, &queries, SearchMode::Bm25, None)?,
-            ));
-            bm25_done = true;
+            &format!("{what} ({which}, {pooling})"),
+        )
+    };
+    let idx = index_of(&sets.posts, "index", "indexed and embedded")?;
+    let emb: &dyn Embedder = &e;
+    let queries = &sets.queries;
+    if rows.tags.is_empty() {
+        let bm25 = evaluate(&idx, queries, SearchMode::Bm25, None)?;
+        rows.tags.push(("bm25".into(), "-".into(), bm25));
+    }
+    for (name, mode) in [("dense", SearchMode::Dense), ("hybrid", SearchMode::Hybrid)] {
+        let s = evaluate(&idx, queries, mode, Some(emb))?;
+        rows.tags
+            .push((format!("{name} ({which})"), pooling.to_string(), s));
+    }
+    if let Some((vposts, vq)) = &sets.tuning {
+        let vidx = index_of(vposts, "val-index", "validation posts indexed and embedded")?;
+        let (f, v) = tune_fusion(&vidx, vq, emb)?;
+        idx.set_fusion(f);
+        rows.tags.push((
+            format!(
+                "hybrid ({which}, dense weight {}, k {} from val nDCG@10 {v:.4})",
+                f.dense_weight, f.k
+            ),
+            pooling.to_string(),
+            evaluate(&idx, queries, SearchMode::Hybrid, Some(emb))?,
+        ));
+        idx.set_fusion(starling_search::Fusion::default());
+    }
+    if let Some((rposts, rq)) = &sets.replies {
+        let what = "reply-retrieval posts indexed and embedded";
+        let ridx = index_of(rposts, "replies-index", what)?;
+        if rows.replies.is_empty() {
+            let bm25 = evaluate(&ridx, rq, SearchMode::Bm25, None)?;
+            rows.replies.push(("bm25".into(), bm25));
         }
         for (name, mode) in [("dense", SearchMode::Dense), ("hybrid", SearchMode::Hybrid)] {
-            rows.push((
-                format!("{name} ({which})"),
-                pooling.to_string(),
-                evaluate(&idx, &queries, mode, Some(emb))?,
-            ));
-        }
-        if let Some((vposts, vq)) = &tuning {
-            let vidx = build_eval_index(
-                vposts,
-                &a.out.join(format!("val-index-{which}-{pooling}")),
-                Some((&e, &a.model)),
-                &format!("validation posts indexed and embedded ({which}, {pooling})"),
-            )?;
-            let (f, v) = tune_fusion(&vidx, vq, emb)?;
-            idx.set_fusion(f);
-            rows.push((
-                format!(
-                    "hybrid ({which}, dense weight {}, k {} from val nDCG@10 {v:.4})",
-                    f.dense_weight, f.k
-                ),
-                pooling.to_string(),
-                evaluate(&idx, &queries, SearchMode::Hybrid, Some(emb))?,
-            ));
-            idx.set_fusion(starling_search::Fusion::default());
-        }
-        if let Some((rposts, rq)) = &replies {
-            let ridx = build_eval_index(
-                rposts,
-                &a.out.join(format!("replies-index-{which}-{pooling}")),
-                Some((&e, &a.model)),
-                &format!("reply-retrieval posts indexed and embedded ({which}, {pooling})"),
-            )?;
-            if reply_rows.is_empty() {
-                reply_rows.push(("bm25".into(), evaluate(&ridx, rq, SearchMode::Bm25, None)?));
-            }
-            for (name, mode) in [("dense", SearchMode::Dense), ("hybrid", SearchMode::Hybrid)] {
-                reply_rows.push((
-                    format!("{name} ({which}, {pooling})"),
-                    evaluate(&ridx, rq, mode, Some(emb))?,
-                ));
-            }
-        }
-        if !mismatch.is_empty() {
-            mismatch_rows.push((
-                format!("dense ({which}, {pooling})"),
-                evaluate(&idx, &mismatch, SearchMode::Dense, Some(emb))?,
-            ));
+            let s = evaluate(&ridx, rq, mode, Some(emb))?;
+            rows.replies
+                .push((format!("{name} ({which}, {pooling})"), s));
         }
     }
+    if !sets.mismatch.is_empty() {
+        let s = evaluate(&idx, &sets.mismatch, SearchMode::Dense, Some(emb))?;
+        rows.mismatch
+            .push((format!("dense ({which}, {pooling})"), s));
+    }
+    Ok(())
+}
+
+/// Each of `rows` after the first against the first (BM25), query by query: the mean difference
+/// in nDCG@10 and recall@100 with 95% paired-bootstrap intervals (1,000 resamples of the queries).
+fn differences(rows: &[(String, ModeScore)], seed: u64) -> Vec<(String, Interval, Interval)> {
+    let Some((_, base)) = rows.first() else {
+        return Vec::new();
+    };
+    rows.iter()
+        .skip(1)
+        .map(|(m, s)| {
+            (
+                m.clone(),
+                paired_bootstrap(&s.per_query_ndcg10, &base.per_query_ndcg10, 1000, seed),
+                paired_bootstrap(
+                    &s.per_query_recall100,
+                    &base.per_query_recall100,
+                    1000,
+                    seed + 1,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Prints `eval search`'s tables and returns the tag rows' differences from BM25.
+fn print_search_tables(sets: &SearchSets, rows: &SearchRows) -> Vec<(String, Interval, Interval)> {
     println!("\n| mode | pooling | nDCG@10 | recall@100 | p50 ms/query |");
     println!("|---|---|---|---|---|");
-    for (mode, pooling, s) in &rows {
+    for (mode, pooling, s) in &rows.tags {
         println!(
             "| {mode} | {pooling} | {:.4} | {:.4} | {:.1} |",
             s.ndcg10, s.recall100, s.p50_ms
         );
     }
-    // Each mode against BM25, query by query: the mean difference and its 95% paired-bootstrap
-    // interval (1,000 resamples of the queries).
-    let diffs: Vec<(String, Interval, Interval)> = match rows.first() {
-        Some((_, _, base)) => rows
-            .iter()
-            .skip(1)
-            .map(|(m, p, s)| {
-                (
-                    format!("{m} ({p}) − bm25"),
-                    paired_bootstrap(&s.per_query_ndcg10, &base.per_query_ndcg10, 1000, 1),
-                    paired_bootstrap(&s.per_query_recall100, &base.per_query_recall100, 1000, 2),
-                )
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    if !mismatch_rows.is_empty() {
+    let named: Vec<(String, ModeScore)> = rows
+        .tags
+        .iter()
+        .map(|(m, p, s)| (format!("{m} ({p}) − bm25"), s.clone()))
+        .collect();
+    let diffs = differences(&named, 1);
+    if !rows.mismatch.is_empty() {
         println!(
             "\nlexical-mismatch subset ({} queries; BM25 scores 0 here by construction):\n\n| mode | nDCG@10 | recall@100 |\n|---|---|---|",
-            mismatch.len()
+            sets.mismatch.len()
         );
-        for (m, s) in &mismatch_rows {
+        for (m, s) in &rows.mismatch {
             println!("| {m} | {:.4} | {:.4} |", s.ndcg10, s.recall100);
         }
     }
-    let reply_diffs: Vec<(String, Interval)> = match reply_rows.first() {
-        Some((_, base)) => reply_rows
-            .iter()
-            .skip(1)
-            .map(|(m, s)| {
-                let d = paired_bootstrap(&s.per_query_ndcg10, &base.per_query_ndcg10, 1000, 3);
-                (m.clone(), d)
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    if !reply_rows.is_empty() {
+    if let Some((_, first)) = rows.replies.first() {
         println!(
             "\nreply retrieval ({} held-out replies and quotes, one relevant post each):\n\n| mode | nDCG@10 | recall@100 | nDCG@10 − bm25 [95% CI] |\n|---|---|---|---|",
-            reply_rows[0].1.queries
+            first.queries
         );
-        for (i, (m, s)) in reply_rows.iter().enumerate() {
+        let reply_diffs = differences(&rows.replies, 3);
+        for (i, (m, s)) in rows.replies.iter().enumerate() {
             let d = i
                 .checked_sub(1)
                 .and_then(|j| reply_diffs.get(j))
-                .map_or(String::new(), |(_, d)| {
+                .map_or(String::new(), |(_, d, _)| {
                     format!("{:+.4} [{:+.4}, {:+.4}]", d.mean, d.low, d.high)
                 });
             println!("| {m} | {:.4} | {:.4} | {d} |", s.ndcg10, s.recall100);
@@ -371,25 +385,57 @@ pub fn search(a: &EvalSearchArgs) -> Result<()> {
             n.mean, n.low, n.high, r.mean, r.low, r.high
         );
     }
+    diffs
+}
+
+/// Runs `starling eval search`.
+pub fn search(a: &EvalSearchArgs) -> Result<()> {
+    let started = Instant::now();
+    let sets = search_sets(a)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    // The language model's own pooled states, and the trained embedder when there is one.
+    let trained = starling_train::ModelDir::open(&a.model)
+        .ok()
+        .and_then(|m| starling_model::trained_embedder(&m.dir))
+        .is_some();
+    let mut embedders: Vec<(&str, &str)> = a
+        .pooling
+        .iter()
+        .map(|p| ("untrained", p.as_str()))
+        .collect();
+    if trained {
+        embedders.push(("trained", crate::search_cmd::DEFAULT_POOLING));
+    }
+    let mut rows = SearchRows::default();
+    for (which, pooling) in embedders {
+        measure_embedder(a, &sets, which, pooling, &mut rows)?;
+    }
+    let diffs = print_search_tables(&sets, &rows);
     let best = rows
+        .tags
         .iter()
         .max_by(|a, b| a.2.ndcg10.total_cmp(&b.2.ndcg10))
         .map(|r| format!("{} ({})", r.0, r.1))
         .unwrap_or_default();
+    let scores = |rows: &[(String, ModeScore)]| {
+        rows.iter()
+            .map(|(m, s)| {
+                serde_json::json!({
+                    "mode": m, "queries": s.queries, "ndcg10": s.ndcg10, "recall100": s.recall100,
+                })
+            })
+            .collect::<Vec<_>>()
+    };
     let report = serde_json::json!({
         "corpus": a.corpus.display().to_string(),
         "model": a.model.display().to_string(),
-        "posts": posts.len(),
-        "queries": queries.len(),
-        "rows": rows.iter().map(|(m, p, s)| serde_json::json!({
+        "posts": sets.posts.len(),
+        "queries": sets.queries.len(),
+        "rows": rows.tags.iter().map(|(m, p, s)| serde_json::json!({
             "mode": m, "pooling": p, "ndcg10": s.ndcg10, "recall100": s.recall100, "p50_ms": s.p50_ms
         })).collect::<Vec<_>>(),
-        "reply_retrieval": reply_rows.iter().map(|(m, s)| serde_json::json!({
-            "mode": m, "queries": s.queries, "ndcg10": s.ndcg10, "recall100": s.recall100,
-        })).collect::<Vec<_>>(),
-        "lexical_mismatch": mismatch_rows.iter().map(|(m, s)| serde_json::json!({
-            "mode": m, "queries": s.queries, "ndcg10": s.ndcg10, "recall100": s.recall100,
-        })).collect::<Vec<_>>(),
+        "reply_retrieval": scores(&rows.replies),
+        "lexical_mismatch": scores(&rows.mismatch),
         "differences_from_bm25": diffs.iter().map(|(name, n, r)| serde_json::json!({
             "rows": name, "ndcg10": [n.mean, n.low, n.high], "recall100": [r.mean, r.low, r.high],
         })).collect::<Vec<_>>(),
