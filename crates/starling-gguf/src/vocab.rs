@@ -71,6 +71,77 @@ fn check_byte_level(path: &Path, field: &str, v: &Json, split: bool) -> Result<(
     Ok(())
 }
 
+/// The BPE model of tokenizer `j` (read from `path`) once its pipeline is one llama.cpp's gpt2
+/// tokenizer reproduces: no normalizer, byte-level pre-tokenizer and decoder, no post-processor
+/// that adds tokens, plain BPE; the first difference is refused by field.
+fn check_pipeline<'j>(path: &Path, j: &'j Json) -> Result<&'j Json> {
+    if !j["normalizer"].is_null() {
+        return Err(refuse(
+            path,
+            "normalizer",
+            format!("a {} normalizer is set", kind(&j["normalizer"])),
+        ));
+    }
+    check_byte_level(path, "pre_tokenizer", &j["pre_tokenizer"], true)?;
+    if !j["decoder"].is_null() {
+        check_byte_level(path, "decoder", &j["decoder"], false)?;
+    }
+    let post = &j["post_processor"];
+    if !post.is_null() && kind(post) != "ByteLevel" {
+        return Err(refuse(
+            path,
+            "post_processor",
+            format!("a {} post-processor adds tokens", kind(post)),
+        ));
+    }
+    let model = &j["model"];
+    if kind(model) != "BPE" {
+        return Err(refuse(
+            path,
+            "model.type",
+            format!("{} is not BPE", kind(model)),
+        ));
+    }
+    for (field, ok) in [
+        (
+            "byte_fallback",
+            model["byte_fallback"].as_bool() != Some(true),
+        ),
+        ("dropout", model["dropout"].is_null()),
+        (
+            "continuing_subword_prefix",
+            model["continuing_subword_prefix"].is_null(),
+        ),
+        ("end_of_word_suffix", model["end_of_word_suffix"].is_null()),
+    ] {
+        if !ok {
+            return Err(refuse(path, &format!("model.{field}"), "is set".into()));
+        }
+    }
+    Ok(model)
+}
+
+/// The BPE merges of `model` as "a b" strings (written either way by the tokenizers library).
+fn merges_of(path: &Path, model: &Json) -> Result<Vec<String>> {
+    model["merges"]
+        .as_array()
+        .ok_or_else(|| refuse(path, "model.merges", "missing".into()))?
+        .iter()
+        .map(|m| match m {
+            Json::String(s) => Some(s.clone()),
+            Json::Array(p) => match (
+                p.first().and_then(Json::as_str),
+                p.get(1).and_then(Json::as_str),
+            ) {
+                (Some(a), Some(b)) if p.len() == 2 => Some(format!("{a} {b}")),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| refuse(path, "model.merges", "an entry is not a pair".into()))
+}
+
 impl GgufVocab {
     /// Reads `tokenizer.json` at `path`, padded with unused ids to `vocab_size` rows.
     pub fn from_tokenizer_json(path: &Path, vocab_size: usize) -> Result<Self> {
@@ -78,49 +149,7 @@ impl GgufVocab {
             .map_err(|e| Error::Io(starling_artifacts::IoError::new(path, e)))?;
         let j: Json = serde_json::from_str(&text)
             .map_err(|e| refuse(path, "(file)", format!("not JSON: {e}")))?;
-        if !j["normalizer"].is_null() {
-            return Err(refuse(
-                path,
-                "normalizer",
-                format!("a {} normalizer is set", kind(&j["normalizer"])),
-            ));
-        }
-        check_byte_level(path, "pre_tokenizer", &j["pre_tokenizer"], true)?;
-        if !j["decoder"].is_null() {
-            check_byte_level(path, "decoder", &j["decoder"], false)?;
-        }
-        let post = &j["post_processor"];
-        if !post.is_null() && kind(post) != "ByteLevel" {
-            return Err(refuse(
-                path,
-                "post_processor",
-                format!("a {} post-processor adds tokens", kind(post)),
-            ));
-        }
-        let model = &j["model"];
-        if kind(model) != "BPE" {
-            return Err(refuse(
-                path,
-                "model.type",
-                format!("{} is not BPE", kind(model)),
-            ));
-        }
-        for (field, ok) in [
-            (
-                "byte_fallback",
-                model["byte_fallback"].as_bool() != Some(true),
-            ),
-            ("dropout", model["dropout"].is_null()),
-            (
-                "continuing_subword_prefix",
-                model["continuing_subword_prefix"].is_null(),
-            ),
-            ("end_of_word_suffix", model["end_of_word_suffix"].is_null()),
-        ] {
-            if !ok {
-                return Err(refuse(path, &format!("model.{field}"), "is set".into()));
-            }
-        }
+        let model = check_pipeline(path, &j)?;
         let vocab = model["vocab"]
             .as_object()
             .ok_or_else(|| refuse(path, "model.vocab", "missing".into()))?;
@@ -176,23 +205,7 @@ impl GgufVocab {
                 })
             })
             .collect();
-        let merges = model["merges"]
-            .as_array()
-            .ok_or_else(|| refuse(path, "model.merges", "missing".into()))?
-            .iter()
-            .map(|m| match m {
-                Json::String(s) => Some(s.clone()),
-                Json::Array(p) => match (
-                    p.first().and_then(Json::as_str),
-                    p.get(1).and_then(Json::as_str),
-                ) {
-                    (Some(a), Some(b)) if p.len() == 2 => Some(format!("{a} {b}")),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| refuse(path, "model.merges", "an entry is not a pair".into()))?;
+        let merges = merges_of(path, model)?;
         let id_of = |s: &str| tokens.iter().position(|t| t == s).map(|i| i as u32);
         let end_of_text = id_of(END_OF_TEXT)
             .ok_or_else(|| refuse(path, "added_tokens", format!("no {END_OF_TEXT}")))?;

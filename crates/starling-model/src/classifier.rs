@@ -175,18 +175,8 @@ pub(crate) fn train_top_blocks(
     layers - first
 }
 
-/// Fine-tunes the model of `src_dir` (weights `weights`) on labelled `train` texts (labels below
-/// `classes`), keeping the weights of the step with the best macro-F1 on `val`. `progress` hears
-/// each step and its loss.
-pub fn fine_tune(
-    src_dir: &Path,
-    weights: &Path,
-    train: &[(&str, usize)],
-    val: &[(&str, usize)],
-    classes: usize,
-    cfg: &ClassifyConfig,
-    progress: &mut dyn FnMut(usize, f64),
-) -> Result<(TextClassifier, ClassifyReport)> {
+/// Refuses too few texts or a label not below `classes`.
+fn check_labels(train: &[(&str, usize)], val: &[(&str, usize)], classes: usize) -> Result<()> {
     if classes < 2 || train.len() < 2 || val.is_empty() {
         return Err(Error::Format(format!(
             "{} training and {} validation texts over {classes} classes: too few to fine-tune",
@@ -199,6 +189,50 @@ pub fn fine_tune(
             "label {l} of {t:?} is not below {classes} classes"
         )));
     }
+    Ok(())
+}
+
+/// Class weights n / (classes · count), as balanced logistic regression uses.
+fn balanced_class_weights(train: &[(&str, usize)], classes: usize) -> Tensor {
+    let mut counts = vec![0usize; classes];
+    for (_, l) in train {
+        counts[*l] += 1;
+    }
+    let weights: Vec<f32> = counts
+        .iter()
+        .map(|&n| train.len() as f32 / (classes as f32 * n.max(1) as f32))
+        .collect();
+    Tensor::from_slice(&weights)
+}
+
+/// The trainable variables of `stores`, each store's in name order.
+fn trainable(stores: &[&nn::VarStore]) -> Vec<Tensor> {
+    let mut out = Vec::new();
+    for vs in stores {
+        let mut v: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        out.extend(v.into_iter().map(|(_, t)| t));
+    }
+    out
+}
+
+/// Fine-tunes the model of `src_dir` (weights `weights`) on labelled `train` texts (labels below
+/// `classes`), keeping the weights of the step with the best macro-F1 on `val`. `progress` hears
+/// each step and its loss.
+pub fn fine_tune(
+    src_dir: &Path,
+    weights: &Path,
+    train: &[(&str, usize)],
+    val: &[(&str, usize)],
+    classes: usize,
+    cfg: &ClassifyConfig,
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<(TextClassifier, ClassifyReport)> {
+    check_labels(train, val, classes)?;
     let config = LlamaConfig::load(&src_dir.join("config.json"))?;
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let model = Llama::new(&vs.root(), &config);
@@ -219,16 +253,7 @@ pub fn fine_tune(
         _vs: (vs, hvs),
     };
     let (vs, hvs) = (&c._vs.0, &c._vs.1);
-    // Class weights n / (classes · count), as balanced logistic regression uses.
-    let mut counts = vec![0usize; classes];
-    for (_, l) in train {
-        counts[*l] += 1;
-    }
-    let class_weights: Vec<f32> = counts
-        .iter()
-        .map(|&n| train.len() as f32 / (classes as f32 * n.max(1) as f32))
-        .collect();
-    let class_weights = Tensor::from_slice(&class_weights);
+    let class_weights = balanced_class_weights(train, classes);
     let mut opt = nn::AdamW::default().build(vs, cfg.lr)?;
     let mut hopt = nn::Adam::default().build(hvs, cfg.head_lr)?;
     let val_texts: Vec<&str> = val.iter().map(|(t, _)| *t).collect();
@@ -240,20 +265,10 @@ pub fn fine_tune(
             classes,
         ))
     };
-    let trainable = |vs: &nn::VarStore| -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
     let snapshot = || -> Vec<Tensor> {
-        trainable(vs)
+        trainable(&[vs, hvs])
             .iter()
-            .chain(&trainable(hvs))
-            .map(|(_, t)| t.detach().copy())
+            .map(|t| t.detach().copy())
             .collect()
     };
     let mut report = ClassifyReport {
@@ -316,12 +331,7 @@ pub fn fine_tune(
     }
     // Back to the best measurement's weights.
     tch::no_grad(|| {
-        let now: Vec<Tensor> = trainable(vs)
-            .into_iter()
-            .chain(trainable(hvs))
-            .map(|(_, t)| t)
-            .collect();
-        for (mut t, b) in now.into_iter().zip(&best) {
+        for (mut t, b) in trainable(&[vs, hvs]).into_iter().zip(&best) {
             t.copy_(b);
         }
     });

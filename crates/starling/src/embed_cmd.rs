@@ -7,7 +7,7 @@ use crate::search_cmd::{load_embedder, spinner};
 use anyhow::{bail, Context, Result};
 use starling_corpus::{Corpus, Post};
 use starling_model::{HeadConfig, HeadPair};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Embedding subcommands.
@@ -187,15 +187,9 @@ fn hard_negatives(
     Ok(out)
 }
 
-fn train(a: &TrainArgs) -> Result<()> {
-    let started = Instant::now();
-    let md = starling_train::ModelDir::open(&a.model)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| md.dir.join(starling_model::EMBEDDER_DIR));
-    let pooling = starling_model::Pooling::parse(&a.pooling)
-        .with_context(|| format!("--pooling {}: use mean, weighted-mean or last", a.pooling))?;
+/// The training pairs of `a.corpus`'s kept posts (the excluded corpora's tags make none), each
+/// with its BM25 hard negative unless turned off; counts of each kind printed.
+fn contrast_pairs(a: &TrainArgs, out: &Path) -> Result<Vec<starling_model::ContrastPair>> {
     let mut excluded = std::collections::HashSet::new();
     for c in &a.exclude_tags_of {
         excluded.extend(tags_of(c).with_context(|| format!("reading {}", c.display()))?);
@@ -275,6 +269,54 @@ fn train(a: &TrainArgs) -> Result<()> {
         mined.held_out_threads,
         pairs.iter().filter(|p| p.hard_negative.is_some()).count()
     );
+    Ok(pairs)
+}
+
+/// Prints the embedder's training curve as a table and plots it to `<out>/embedder.png`.
+fn print_curve(report: &starling_model::ContrastReport, out: &Path, model: &Path) -> Result<()> {
+    println!("\n| step | train loss | held-out loss | held-out top-1 |");
+    println!("|---|---|---|---|");
+    for c in &report.curve {
+        println!(
+            "| {} | {} | {:.3} | {:.3} |",
+            c.step,
+            c.train_loss.map_or("-".into(), |l| format!("{l:.3}")),
+            c.val_loss,
+            c.val_top1
+        );
+    }
+    let png = out.join("embedder.png");
+    let points = |f: &dyn Fn(&starling_model::CurvePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        report
+            .curve
+            .iter()
+            .filter_map(|c| f(c).map(|y| (c.step as f64, y)))
+            .collect()
+    };
+    starling_train::plot::curve_png(
+        &png,
+        &format!("embed train · {}", model.display()),
+        &[
+            ("train InfoNCE", points(&|c| c.train_loss)),
+            ("held-out InfoNCE", points(&|c| Some(c.val_loss))),
+        ],
+        &("held-out top-1", points(&|c| Some(c.val_top1))),
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!("embed train: curve → {}", png.display());
+    Ok(())
+}
+
+fn train(a: &TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let md = starling_train::ModelDir::open(&a.model)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| md.dir.join(starling_model::EMBEDDER_DIR));
+    let pooling = starling_model::Pooling::parse(&a.pooling)
+        .with_context(|| format!("--pooling {}: use mean, weighted-mean or last", a.pooling))?;
+    let pairs = contrast_pairs(a, &out)?;
     let cfg = starling_model::ContrastConfig {
         steps: a.steps,
         batch: a.batch,
@@ -331,36 +373,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             out.join(starling_model::EMBEDDER_CHECKPOINT_DIR).display()
         );
     }
-    println!("\n| step | train loss | held-out loss | held-out top-1 |");
-    println!("|---|---|---|---|");
-    for c in &report.curve {
-        println!(
-            "| {} | {} | {:.3} | {:.3} |",
-            c.step,
-            c.train_loss.map_or("-".into(), |l| format!("{l:.3}")),
-            c.val_loss,
-            c.val_top1
-        );
-    }
-    let png = out.join("embedder.png");
-    let points = |f: &dyn Fn(&starling_model::CurvePoint) -> Option<f64>| -> Vec<(f64, f64)> {
-        report
-            .curve
-            .iter()
-            .filter_map(|c| f(c).map(|y| (c.step as f64, y)))
-            .collect()
-    };
-    starling_train::plot::curve_png(
-        &png,
-        &format!("embed train · {}", md.dir.display()),
-        &[
-            ("train InfoNCE", points(&|c| c.train_loss)),
-            ("held-out InfoNCE", points(&|c| Some(c.val_loss))),
-        ],
-        &("held-out top-1", points(&|c| Some(c.val_top1))),
-    )
-    .map_err(anyhow::Error::msg)?;
-    println!("embed train: curve → {}", png.display());
+    print_curve(&report, &out, &md.dir)?;
     println!(
         "\nembed train: held-out top-1 {:.3} → {:.3} over {} held-out groups ({} pairs, batches of {}); temperature {:.3}; {} steps in {:.0}s → {} (found automatically under {}; indexes built before must be rebuilt)",
         report.val_top1_before,
