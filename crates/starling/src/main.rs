@@ -8,6 +8,7 @@ mod eval_cmd;
 mod launch_cmd;
 mod model_cmd;
 mod plan_cmd;
+mod safety_cmd;
 mod search_cmd;
 mod serve_cmd;
 

@@ -3,7 +3,7 @@
 //!
 //! Here: the configuration and the build pipeline; [`manifest`]: what a corpus directory records;
 //! [`card`]: the data card and the warnings an operator should see; [`files`]: inputs, deletion
-//! lists and reading a corpus back ([`Corpus`]).
+//! lists and reading a corpus back ([`Corpus`]); [`sink`]: writing the post shards.
 
 use crate::bots::{AuthorProfiles, BotModel};
 use crate::curate::{CurateConfig, Curator, Prepared};
@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 mod card;
 mod files;
 mod manifest;
+mod sink;
 
 use card::*;
 use files::remove_stale_shards;
@@ -32,9 +33,7 @@ pub use manifest::{
     BotSummary, Counts, DedupSummary, InputRecord, Lineage, Manifest, Progress, ShardRecord, Split,
     FORMAT_VERSION,
 };
-
-/// zstd level of post shards: level 1 compresses several times faster than 3 for ~10% more bytes.
-const ZSTD_LEVEL: i32 = 1;
+use sink::ShardSink;
 
 /// Everything that shapes a corpus build (written into the manifest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,71 +97,6 @@ pub struct CorpusBuilder {
     config: CorpusConfig,
     inputs: Vec<PathBuf>,
     deletion_lists: Vec<PathBuf>,
-}
-
-struct ShardSink {
-    dir: PathBuf,
-    per_shard: usize,
-    current: Option<(zstd::Encoder<'static, AtomicFile>, u64)>,
-    done: Vec<ShardRecord>,
-    pending: Vec<u8>,
-}
-
-impl ShardSink {
-    fn name(i: usize) -> String {
-        format!("posts-{i:05}.jsonl.zst")
-    }
-
-    /// Appends one serialised post (a JSON line with its newline); compressor input goes in
-    /// 256 KiB blocks (small writes cost).
-    fn write_line(&mut self, line: &[u8]) -> Result<()> {
-        if self.current.is_none() {
-            let path = self.dir.join(Self::name(self.done.len()));
-            let f = AtomicFile::create(&path)?;
-            let enc = zstd::Encoder::new(f, ZSTD_LEVEL).map_err(|e| Error::io(&path, e))?;
-            self.current = Some((enc, 0));
-        }
-        let Some((_, n)) = self.current.as_mut() else {
-            return Ok(());
-        };
-        self.pending.extend_from_slice(line);
-        *n += 1;
-        let full = *n as usize >= self.per_shard;
-        if self.pending.len() >= 256 << 10 {
-            self.flush_pending()?;
-        }
-        if full {
-            self.close()?;
-        }
-        Ok(())
-    }
-
-    fn flush_pending(&mut self) -> Result<()> {
-        if let Some((enc, _)) = self.current.as_mut() {
-            enc.write_all(&self.pending)
-                .map_err(|e| Error::io(&self.dir, e))?;
-        }
-        self.pending.clear();
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<()> {
-        self.flush_pending()?;
-        if let Some((enc, n)) = self.current.take() {
-            let file = Self::name(self.done.len());
-            let f = enc
-                .finish()
-                .map_err(|e| Error::io(self.dir.join(&file), e))?;
-            let (sha256, bytes) = f.finish()?;
-            self.done.push(ShardRecord {
-                file,
-                posts: n,
-                bytes,
-                sha256,
-            });
-        }
-        Ok(())
-    }
 }
 
 impl CorpusBuilder {
