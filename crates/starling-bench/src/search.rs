@@ -427,6 +427,7 @@ pub fn search(a: &SearchBenchArgs) -> Result<()> {
         &BuildOptions {
             embedder: Some(&pre),
             model: Some(a.model.display().to_string()),
+            reproducible: false,
         },
         &mut |_| {},
     )?;

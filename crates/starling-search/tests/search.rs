@@ -247,6 +247,7 @@ fn dense_index(
     let opts = BuildOptions {
         embedder: Some(words),
         model: Some("test".into()),
+        ..Default::default()
     };
     let meta = build(&c, &out, &opts, &mut |_| {}).expect("build");
     (out, meta)
@@ -468,6 +469,47 @@ fn an_empty_source_is_an_error_and_leaves_no_index() {
     assert!(err.to_string().contains("no posts"), "{err}");
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(tmp.path()).expect("ls").count(), 0);
+}
+
+#[test]
+fn reproducible_builds_rank_equal_scores_alike() {
+    // 3,000 posts of three texts: scores tie in large groups, so the order among equals is the
+    // documents' order in the index, which the multi-threaded writer does not fix.
+    let posts: Vec<Post> = (0..3000)
+        .map(|i| {
+            new_post(
+                &(10_000 + i).to_string(),
+                ["kite day", "kite night", "kite"][i % 3],
+            )
+        })
+        .collect();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ranking = |n: usize| -> Vec<String> {
+        let out = tmp.path().join(format!("idx{n}"));
+        let opts = BuildOptions {
+            reproducible: true,
+            ..Default::default()
+        };
+        build_from(
+            &mut |sink: &mut dyn FnMut(Post)| {
+                posts.iter().cloned().for_each(&mut *sink);
+                Ok(())
+            },
+            "ties",
+            &out,
+            &opts,
+            &mut |_| {},
+        )
+        .expect("build");
+        let idx = PostIndex::open(&out).expect("open");
+        let hits = idx.search("kite", SearchOrder::Top, 100).expect("search");
+        hits.into_iter().map(|h| h.id).collect()
+    };
+    let first = ranking(0);
+    assert_eq!(first.len(), 100);
+    for n in 1..3 {
+        assert_eq!(ranking(n), first, "build {n} ranks the ties differently");
+    }
 }
 
 /// (id, text, the platform's mentions, in_reply_to_status_id, in_reply_to_user_id).

@@ -71,6 +71,7 @@ fn fixture() -> &'static Fixture {
             &starling_search::BuildOptions {
                 embedder: Some(&embedder),
                 model: Some(dir.display().to_string()),
+                ..Default::default()
             },
             &mut |_| {},
         )

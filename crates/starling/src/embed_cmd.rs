@@ -159,6 +159,8 @@ fn hard_negatives(
     let opts = starling_search::BuildOptions {
         embedder: None,
         model: None,
+        // The same posts give the same hard negatives on every run.
+        reproducible: true,
     };
     starling_search::build_posts(&stripped, "hard-negatives", work, &opts, &mut |_| {})?;
     let idx = starling_search::PostIndex::open(work)?;

@@ -71,6 +71,7 @@ fn build_eval_index(
     let opts = BuildOptions {
         embedder: embedder.map(|(e, _)| e),
         model: embedder.map(|(_, m)| m.display().to_string()),
+        reproducible: true,
     };
     build_posts(posts, "eval", dir, &opts, &mut |n| {
         bar.set_message(format!(

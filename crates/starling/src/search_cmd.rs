@@ -155,6 +155,7 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
                     .as_ref()
                     .map(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.clone()))
                     .map(|m| m.display().to_string()),
+                reproducible: false,
             };
             let t = Instant::now();
             let bar = spinner("index");

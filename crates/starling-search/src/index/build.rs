@@ -100,7 +100,10 @@ pub(crate) fn build_into(
     let (schema, f) = schema();
     let index = Index::create_in_dir(dir, schema)?;
     register(&index);
-    let mut writer = index.writer::<TantivyDocument>(200_000_000)?;
+    let mut writer = match opts.reproducible {
+        true => index.writer_with_num_threads::<TantivyDocument>(1, 200_000_000)?,
+        false => index.writer::<TantivyDocument>(200_000_000)?,
+    };
     let mut dense = match opts.embedder {
         Some(e) => Some(DenseIndex::new(e.dim())?),
         None => None,

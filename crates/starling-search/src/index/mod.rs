@@ -109,6 +109,9 @@ pub struct BuildOptions<'a> {
     pub embedder: Option<&'a dyn Embedder>,
     /// The model directory behind `embedder`, recorded in the index.
     pub model: Option<String>,
+    /// Index with one thread, so every build of the same posts lays them out alike and equal
+    /// scores rank the same way each time (what evaluations need; slower to build).
+    pub reproducible: bool,
 }
 
 /// Which retrieval answers a query.
