@@ -17,7 +17,7 @@ fn main() {
     );
     println!("cargo:rerun-if-env-changed=STARLING_NO_NCCL");
     let libtorch = starling_torch_build::libtorch();
-    starling_torch_build::include(
+    starling_torch_build::require_header(
         &libtorch,
         "torch/csrc/distributed/c10d/ProcessGroupGloo.hpp",
         "no c10d headers in this libtorch",

@@ -7,7 +7,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-env-changed=STARLING_NO_CUDA");
     let libtorch = starling_torch_build::libtorch();
-    starling_torch_build::include(
+    starling_torch_build::require_header(
         &libtorch,
         "ATen/ops/_fused_adamw.h",
         "no ATen headers with _fused_adamw_ in this libtorch (torch >= 2.4 needed)",

@@ -16,14 +16,12 @@ pub fn libtorch() -> PathBuf {
     libtorch.canonicalize().unwrap_or(libtorch)
 }
 
-/// The folder of `libtorch`'s headers, checked to hold `needed` (a header this build uses, named
-/// in the panic with `what` when missing).
-pub fn include(libtorch: &Path, needed: &str, what: &str) -> PathBuf {
+/// Panics with `what` unless `libtorch`'s headers hold `needed` (a header this build uses).
+pub fn require_header(libtorch: &Path, needed: &str, what: &str) {
     let include = libtorch.join("include");
     if !include.join(needed).exists() {
         panic!("{}: {what}", include.display());
     }
-    include
 }
 
 /// A C++17 build against `libtorch`'s headers with the defines its classes' layouts need: the

@@ -316,7 +316,7 @@ fn measure_embedder(
 
 /// Each of `rows` after the first against the first (BM25), query by query: the mean difference
 /// in nDCG@10 and recall@100 with 95% paired-bootstrap intervals (1,000 resamples of the queries).
-fn differences(rows: &[(String, ModeScore)], seed: u64) -> Vec<(String, Interval, Interval)> {
+fn differences(rows: &[(String, &ModeScore)], seed: u64) -> Vec<(String, Interval, Interval)> {
     let Some((_, base)) = rows.first() else {
         return Vec::new();
     };
@@ -347,10 +347,10 @@ fn print_search_tables(sets: &SearchSets, rows: &SearchRows) -> Vec<(String, Int
             s.ndcg10, s.recall100, s.p50_ms
         );
     }
-    let named: Vec<(String, ModeScore)> = rows
+    let named: Vec<(String, &ModeScore)> = rows
         .tags
         .iter()
-        .map(|(m, p, s)| (format!("{m} ({p}) − bm25"), s.clone()))
+        .map(|(m, p, s)| (format!("{m} ({p}) − bm25"), s))
         .collect();
     let diffs = differences(&named, 1);
     if !rows.mismatch.is_empty() {
@@ -367,7 +367,9 @@ fn print_search_tables(sets: &SearchSets, rows: &SearchRows) -> Vec<(String, Int
             "\nreply retrieval ({} held-out replies and quotes, one relevant post each):\n\n| mode | nDCG@10 | recall@100 | nDCG@10 − bm25 [95% CI] |\n|---|---|---|---|",
             first.queries
         );
-        let reply_diffs = differences(&rows.replies, 3);
+        let replies: Vec<(String, &ModeScore)> =
+            rows.replies.iter().map(|(m, s)| (m.clone(), s)).collect();
+        let reply_diffs = differences(&replies, 3);
         for (i, (m, s)) in rows.replies.iter().enumerate() {
             let d = i
                 .checked_sub(1)
