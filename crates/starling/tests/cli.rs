@@ -424,24 +424,32 @@ fn synth_corpus(dir: &Path, posts: u64) {
 /// synth → corpus → tokenizer → tokens through the binary; returns the token directory.
 fn small_tokens(dir: &Path) -> PathBuf {
     synth_corpus(dir, 1500);
+    corpus_tokens(dir, 600, "tok", "tokens")
+}
+
+/// `dir/corpus` → a tokenizer of `vocab` tokens in `dir/<tok>` → token shards in `dir/<tokens>`,
+/// through the binary; returns the token directory.
+fn corpus_tokens(dir: &Path, vocab: usize, tok: &str, tokens: &str) -> PathBuf {
+    let (corpus, tok, tokens) = (dir.join("corpus"), dir.join(tok), dir.join(tokens));
+    let vocab = vocab.to_string();
     run_ok(
         starling()
-            .args(["tokenizer", "train", "--vocab", "600", "--corpus"])
-            .arg(dir.join("corpus"))
+            .args(["tokenizer", "train", "--vocab", &vocab, "--corpus"])
+            .arg(&corpus)
             .arg("--out")
-            .arg(dir.join("tok")),
+            .arg(&tok),
     );
     run_ok(
         starling()
             .arg("tokens")
             .arg("--corpus")
-            .arg(dir.join("corpus"))
+            .arg(&corpus)
             .arg("--tokenizer")
-            .arg(dir.join("tok"))
+            .arg(&tok)
             .arg("--out")
-            .arg(dir.join("tokens")),
+            .arg(&tokens),
     );
-    dir.join("tokens")
+    tokens
 }
 
 fn train_cmd(tokens: &Path, run: &Path, steps: u64) -> Command {
@@ -876,6 +884,26 @@ fn copy_back_to_step_7(run: &Path, to: &Path) {
     }
 }
 
+/// How a run is launched: ranks (`None`: one process), batch per rank, extra flags.
+type Layout<'a> = (Option<(usize, u32)>, usize, &'a [&'a str]);
+
+/// Resumes a copy of the run `from` at step 7 (into its sibling `name`) with `layout`, and asserts
+/// that its steps match `want` within 2e-5.
+fn resumes_alike(
+    from: &Path,
+    name: &str,
+    tokens: &Path,
+    layout: Layout,
+    want: &[(u64, f64, Option<f64>)],
+    what: &str,
+) {
+    let to = from.with_file_name(name);
+    copy_back_to_step_7(from, &to);
+    let (ranks, batch, args) = layout;
+    run_ok(&mut dp_train(ranks, tokens, &to, 12, batch, args));
+    assert_same_losses(want, &step_metrics(&to), 2e-5, what);
+}
+
 #[test]
 fn data_parallel_matches_one_process_with_and_without_zero1_at_any_world_size() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -936,26 +964,25 @@ fn data_parallel_matches_one_process_with_and_without_zero1_at_any_world_size() 
 
     // A ZeRO-1 checkpoint of 2 ranks resumes in 1 process (whole AdamW), and a 1-process
     // checkpoint resumes as 2 ZeRO-1 ranks: steps 8..12 match the uninterrupted runs.
-    let z2o = tmp.path().join("z2o");
-    copy_back_to_step_7(&zero, &z2o);
-    run_ok(&mut dp_train(None, &tokens, &z2o, 12, 8, &[]));
-    assert_same_losses(
-        &step_metrics(&zero),
-        &step_metrics(&z2o),
-        TOL,
+    let zero_steps = step_metrics(&zero);
+    let to_one = (None, 8, &[][..]);
+    resumes_alike(
+        &zero,
+        "z2o",
+        &tokens,
+        to_one,
+        &zero_steps,
         "ZeRO-1 x2 → 1 process",
     );
-    let o2z = tmp.path().join("o2z");
-    copy_back_to_step_7(&one, &o2z);
-    run_ok(&mut dp_train(
-        Some((2, 0)),
+    let to_zero = (Some((2, 0)), 4, &["--shard-optimizer"][..]);
+    resumes_alike(
+        &one,
+        "o2z",
         &tokens,
-        &o2z,
-        12,
-        4,
-        &["--shard-optimizer"],
-    ));
-    assert_same_losses(&want, &step_metrics(&o2z), TOL, "1 process → ZeRO-1 x2");
+        to_zero,
+        &want,
+        "1 process → ZeRO-1 x2",
+    );
 }
 
 #[test]
@@ -1032,45 +1059,31 @@ fn fsdp_tensor_parallel_and_recompute_match_one_process_and_resume_at_another_la
         ]
     );
     // FSDP x2 → one process, and one process → FSDP x2: steps 8..12 match.
-    let f2o = tmp.path().join("f2o");
-    copy_back_to_step_7(&fsdp, &f2o);
-    run_ok(&mut dp_train(None, &tokens, &f2o, 12, 8, &clip));
-    assert_same_losses(&want, &step_metrics(&f2o), TOL, "FSDP x2 → 1 process");
-    let o2f = tmp.path().join("o2f");
-    copy_back_to_step_7(&one, &o2f);
-    let args: Vec<&str> = clip.iter().chain(&["--fsdp"]).copied().collect();
-    run_ok(&mut dp_train(Some((2, 0)), &tokens, &o2f, 12, 4, &args));
-    assert_same_losses(&want, &step_metrics(&o2f), TOL, "1 process → FSDP x2");
+    let fsdp_args: Vec<&str> = clip.iter().chain(&["--fsdp"]).copied().collect();
+    let (to_one, to_fsdp) = ((None, 8, &clip[..]), (Some((2, 0)), 4, &fsdp_args[..]));
+    resumes_alike(&fsdp, "f2o", &tokens, to_one, &want, "FSDP x2 → 1 process");
+    resumes_alike(&one, "o2f", &tokens, to_fsdp, &want, "1 process → FSDP x2");
     // A tensor parallel 2 x FSDP 2 checkpoint resumes as one process and as 2 FSDP ranks.
     let mesh = tmp.path().join("tp-fsdp");
-    let m2o = tmp.path().join("m2o");
-    copy_back_to_step_7(&mesh, &m2o);
-    run_ok(&mut dp_train(None, &tokens, &m2o, 12, 8, &clip));
-    assert_same_losses(&want, &step_metrics(&m2o), TOL, "TP 2 x FSDP 2 → 1 process");
-    let m2f = tmp.path().join("m2f");
-    copy_back_to_step_7(&mesh, &m2f);
-    run_ok(&mut dp_train(Some((2, 0)), &tokens, &m2f, 12, 4, &args));
-    assert_same_losses(&want, &step_metrics(&m2f), TOL, "TP 2 x FSDP 2 → FSDP x2");
+    resumes_alike(
+        &mesh,
+        "m2o",
+        &tokens,
+        to_one,
+        &want,
+        "TP 2 x FSDP 2 → 1 process",
+    );
+    resumes_alike(
+        &mesh,
+        "m2f",
+        &tokens,
+        to_fsdp,
+        &want,
+        "TP 2 x FSDP 2 → FSDP x2",
+    );
     // A vocabulary the group does not divide (301 over 2) is padded: same losses, and the
     // checkpoint's model keeps 301 rows.
-    let odd = tmp.path().join("tokens-301");
-    run_ok(
-        starling()
-            .args(["tokenizer", "train", "--vocab", "301", "--corpus"])
-            .arg(tmp.path().join("corpus"))
-            .arg("--out")
-            .arg(tmp.path().join("tok-301")),
-    );
-    run_ok(
-        starling()
-            .arg("tokens")
-            .arg("--corpus")
-            .arg(tmp.path().join("corpus"))
-            .arg("--tokenizer")
-            .arg(tmp.path().join("tok-301"))
-            .arg("--out")
-            .arg(&odd),
-    );
+    let odd = corpus_tokens(tmp.path(), 301, "tok-301", "tokens-301");
     let odd_run = |name: &str, ranks, extra: &[&str]| {
         let dir = tmp.path().join(name);
         let args: Vec<&str> = clip.iter().chain(extra).copied().collect();
