@@ -4,7 +4,9 @@ model, written the way PyTorch is written well (nn.RMSNorm, scaled_dot_product_a
 causal masking and GQA, fused AdamW with decay/no-decay groups, foreach clipping), run eager or
 under torch.compile on the token batches starling wrote, with the same threads.
 
-Prints one JSON object: train and forward tokens/s (median step after warm-up) and losses.
+Prints one JSON object: train and forward tokens/s (median step after warm-up) and losses. With
+--profile, two more training steps run under torch.profiler and its op table (most self time first)
+goes to stderr: the reference's side of starling-train's `step_profile ... ops`.
 """
 import argparse
 import contextlib
@@ -153,6 +155,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--mode", choices=["eager", "compile"], default="eager")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--profile", action="store_true", help="op table of two more steps on stderr")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
@@ -195,6 +198,22 @@ def main():
             times.append(time.perf_counter() - t)
         elif k == a.warmup - 1:
             warm_s = time.perf_counter() - t_warm
+    if a.profile:
+        import sys
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for k in range(2):
+                x, y = batch(k)
+                with amp:
+                    loss = run(x, y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            loss.item()
+        key = "self_cuda_time_total" if a.device == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=30), file=sys.stderr)
     fwd = []
     with torch.no_grad():
         for k in range(total):

@@ -27,6 +27,7 @@ fn main() {
     b.file("csrc/starling_torch.cpp")
         .file("csrc/autograd.cpp")
         .file("csrc/reducer.cpp")
+        .file("csrc/profiler.cpp")
         .compile("starling_torch");
     // Dependents' build scripts (starling-dist) read the shared header's folder as
     // DEP_STARLING_TORCH_INCLUDE.

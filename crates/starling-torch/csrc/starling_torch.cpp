@@ -97,6 +97,9 @@ void starling_torch_sync_counter_remove() {
   if (g_installed.compare_exchange_strong(expected, 0)) at::removeCallback(g_handle);
 }
 
+/// 1 while the observer is installed.
+int starling_torch_sync_counter_installed() { return g_installed.load(); }
+
 /// Host synchronisations counted so far, in every thread.
 uint64_t starling_torch_sync_count() { return g_syncs.load(); }
 

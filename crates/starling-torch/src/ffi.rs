@@ -10,6 +10,7 @@ const ERR_LEN: usize = 4096;
 extern "C" {
     fn starling_torch_sync_counter_install(err: *mut c_char, len: usize) -> c_int;
     fn starling_torch_sync_counter_remove();
+    fn starling_torch_sync_counter_installed() -> c_int;
     fn starling_torch_sync_count() -> u64;
     fn starling_torch_sync_count_thread() -> u64;
     fn starling_torch_read_f64(
@@ -156,6 +157,11 @@ pub(crate) fn sync_counter_install() -> CResult<()> {
 pub(crate) fn sync_counter_remove() {
     // SAFETY: no arguments; removing an absent observer does nothing.
     unsafe { starling_torch_sync_counter_remove() }
+}
+
+pub(crate) fn sync_counter_installed() -> bool {
+    // SAFETY: reads an atomic flag.
+    unsafe { starling_torch_sync_counter_installed() != 0 }
 }
 
 pub(crate) fn sync_count() -> u64 {
@@ -410,4 +416,80 @@ impl Drop for RawReducer {
         // SAFETY: made by starling_torch_reducer_new, freed once.
         unsafe { starling_torch_reducer_free(self.0) }
     }
+}
+
+extern "C" {
+    fn starling_torch_profiler_start(cuda: c_int, err: *mut c_char, len: usize) -> c_int;
+    fn starling_torch_profiler_stop(out: *mut *mut c_void, err: *mut c_char, len: usize) -> c_int;
+    fn starling_torch_profile_len(rec: *const c_void) -> usize;
+    #[allow(clippy::too_many_arguments)]
+    fn starling_torch_profile_event(
+        rec: *const c_void,
+        i: usize,
+        name: *mut *const c_char,
+        name_len: *mut usize,
+        kind: *mut u8,
+        start_ns: *mut u64,
+        dur_ns: *mut u64,
+        thread: *mut u64,
+    ) -> c_int;
+    fn starling_torch_profile_free(rec: *mut c_void);
+}
+
+/// One event of a profiler recording, as the C++ side holds it.
+pub(crate) struct RawEvent {
+    pub name: String,
+    pub kind: u8,
+    pub start_ns: u64,
+    pub dur_ns: u64,
+    pub thread: u64,
+}
+
+pub(crate) fn profiler_start(cuda: bool) -> CResult<()> {
+    // SAFETY: takes a flag and the error buffer, which `call` keeps alive for the call.
+    call(|e, l| unsafe { starling_torch_profiler_start(c_int::from(cuda), e, l) })
+}
+
+pub(crate) fn profiler_stop() -> CResult<Vec<RawEvent>> {
+    let mut rec: *mut c_void = std::ptr::null_mut();
+    // SAFETY: on success `rec` is a new recording we own and free below.
+    call(|e, l| unsafe { starling_torch_profiler_stop(&mut rec, e, l) })?;
+    if rec.is_null() {
+        return Err("the profiler returned no recording".into());
+    }
+    // SAFETY: `rec` is a live recording until freed at the end of this function.
+    let n = unsafe { starling_torch_profile_len(rec) };
+    let mut events = Vec::with_capacity(n);
+    for i in 0..n {
+        let (mut name, mut name_len) = (std::ptr::null::<c_char>(), 0usize);
+        let (mut kind, mut start_ns, mut dur_ns, mut thread) = (0u8, 0u64, 0u64, 0u64);
+        // SAFETY: `i < n`; every out-pointer is a live local; the name points into `rec`.
+        let rc = unsafe {
+            starling_torch_profile_event(
+                rec,
+                i,
+                &mut name,
+                &mut name_len,
+                &mut kind,
+                &mut start_ns,
+                &mut dur_ns,
+                &mut thread,
+            )
+        };
+        if rc != 0 || name.is_null() {
+            continue;
+        }
+        // SAFETY: `name` points at `name_len` bytes owned by `rec`, which is still alive.
+        let bytes = unsafe { std::slice::from_raw_parts(name.cast::<u8>(), name_len) };
+        events.push(RawEvent {
+            name: String::from_utf8_lossy(bytes).into_owned(),
+            kind,
+            start_ns,
+            dur_ns,
+            thread,
+        });
+    }
+    // SAFETY: `rec` came from starling_torch_profiler_stop and is freed once.
+    unsafe { starling_torch_profile_free(rec) };
+    Ok(events)
 }

@@ -21,6 +21,7 @@
 
 mod ffi;
 pub mod optim;
+pub mod profile;
 
 use tch::Tensor;
 
@@ -281,6 +282,11 @@ impl SyncCounter {
     /// Synchronisations every thread made since the process started.
     pub fn process_total() -> u64 {
         ffi::sync_count()
+    }
+
+    /// Whether the observer is installed (by any thread).
+    pub fn is_installed() -> bool {
+        ffi::sync_counter_installed()
     }
 
     /// Removes the observer for the whole process (counts made through [`read_f64`] go on).

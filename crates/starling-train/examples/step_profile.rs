@@ -2,7 +2,11 @@
 //! or CUDA, median over steps after warm-up: where a step's time goes, without PyTorch beside it
 //! (`starling bench train` is the comparison).
 //!
-//! `cargo run --release -p starling-train --example step_profile -- small 8 512 [cpu|cuda] [threads]`
+//! `cargo run --release -p starling-train --example step_profile -- small 8 512 [cpu|cuda] [threads] [ops]`
+//!
+//! With `ops` last, two more steps run under PyTorch's profiler (starling-torch's `profile`) and
+//! the ops that took their time are printed, most self time first (on CUDA, the kernels too, with
+//! the kernel count and the GPU's idle share per step).
 
 use starling_model::{Llama, LlamaConfig};
 use starling_train::optim::{AdamW, OptimConfig};
@@ -58,6 +62,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             {
                 p.push((b - a).as_secs_f64() * 1e3);
             }
+        }
+    }
+    if arg(5, "") == "ops" {
+        let profiler = starling_torch::profile::Profiler::start(device.is_cuda())?;
+        for _ in 0..2 {
+            let x = Tensor::randint(8192, [batch, ctx], (Kind::Int64, device));
+            let loss = model.loss(&x, &x.roll([1], [1]));
+            loss.backward();
+            let o = opt.clip(&vs)?;
+            opt.update(&vs, 1e-3, Some(&o.found_inf))?;
+        }
+        sync(&Tensor::zeros([1], (Kind::Float, device)));
+        let profile = profiler.stop()?;
+        println!("two steps under the profiler:\n{}", profile.op_table(30));
+        if device.is_cuda() {
+            let d = profile.device();
+            println!(
+                "{} kernels per step, {} copies/fills per step, GPU idle {:.1}% of the window\n{}",
+                d.kernels / 2,
+                d.memory_ops / 2,
+                100.0 * d.idle_share(),
+                profile.kernel_table(20)
+            );
         }
     }
     let ms: Vec<f64> = phases.into_iter().map(median).collect();

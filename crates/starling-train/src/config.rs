@@ -57,6 +57,9 @@ pub struct TrainConfig {
     /// Activation recomputation: `none`, or `block` (each block keeps only its input for backward
     /// and runs its forward again there). By default none.
     pub recompute: Recompute,
+    /// Record this step (1-based) under PyTorch's profiler and write the run's `profile.md`:
+    /// host ops, device kernels, host synchronisations, the GPU's idle share. By default none.
+    pub profile_step: Option<u64>,
     /// Optimizer and schedule.
     pub optim: OptimConfig,
 }
@@ -85,6 +88,7 @@ impl Default for TrainConfig {
             fsdp: false,
             tp: 1,
             recompute: Recompute::None,
+            profile_step: None,
             optim: OptimConfig::default(),
         }
     }

@@ -21,6 +21,7 @@ pub mod optim;
 pub mod parallel;
 pub mod plot;
 pub mod setup;
+pub mod step_profile;
 pub mod tp;
 pub mod zero;
 
@@ -40,6 +41,7 @@ use starling_model::Llama;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use step_profile::StepProfile;
 use tch::{nn::VarStore, Kind};
 
 /// Errors of the train stage.
@@ -266,6 +268,10 @@ pub fn train_distributed(
         let step = par.steps();
         par.begin_step(step + 1);
         let lr = lr_at(&cfg.optim, step, cfg.steps);
+        let profiling = match cfg.profile_step {
+            Some(p) if p == step + 1 && root => Some(StepProfile::start(step + 1, device)?),
+            _ => None,
+        };
         let batch = Batch {
             first: sequences + (data_rank * cfg.batch) as u64,
             stride: global_micro,
@@ -274,6 +280,9 @@ pub fn train_distributed(
         // on the device until the next flush.
         let loss = forward_backward(&model, &train_data, cfg, &batch, ctx, par.as_mut())?;
         let outcome = par.optimizer_step(&vs, lr)?;
+        if let Some(p) = profiling {
+            p.finish(run)?;
+        }
         sequences += global_micro * cfg.accum as u64;
         tokens_seen += per_step;
         pending.steps.push(PendingStep {

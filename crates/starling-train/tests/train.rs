@@ -317,6 +317,36 @@ fn one_host_sync_per_logging_interval() {
     assert!(per_step >= 20, "the counter sees reads: {per_step}");
 }
 
+/// `--profile-step 2` writes the run's profile.md: the step's ops by self time, with no host
+/// synchronisation inside the step, and the run's losses are those of an unprofiled run.
+#[test]
+fn a_profiled_step_is_written_and_changes_nothing() {
+    let (_turn, tmp, tokens) = setup();
+    let never = AtomicBool::new(false);
+    let mut c = cfg(3);
+    c.eval_every = 1000;
+    c.plot = false;
+    c.log_every = 1;
+    let plain = tmp.path().join("plain");
+    train(&tokens, &plain, &c, &never, &mut |_| {}).expect("train");
+    c.profile_step = Some(2);
+    let profiled = tmp.path().join("profiled");
+    train(&tokens, &profiled, &c, &never, &mut |_| {}).expect("train");
+    assert_eq!(losses(&plain), losses(&profiled));
+    assert!(!plain
+        .join(starling_train::step_profile::PROFILE_FILE)
+        .exists());
+    let md = std::fs::read_to_string(profiled.join(starling_train::step_profile::PROFILE_FILE))
+        .expect("profile.md");
+    assert!(md.starts_with("# Step 2 under PyTorch's profiler"), "{md}");
+    assert!(
+        md.contains("| host synchronisations in the step | 0 |"),
+        "{md}"
+    );
+    assert!(md.contains("| aten::mm |"), "{md}");
+    assert!(md.contains("MmBackward0"), "the backward is recorded: {md}");
+}
+
 #[test]
 fn recomputed_blocks_train_the_same_losses() {
     let (_turn, tmp, tokens) = setup();

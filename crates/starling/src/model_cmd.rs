@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// Start from an HF Llama directory (an exported starling model or another Llama).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Record step N under PyTorch's profiler and write <out>/profile.md: host ops, device
+    /// kernels, host synchronisations, the GPU's idle share.
+    #[arg(long, value_name = "N")]
+    pub profile_step: Option<u64>,
     /// Checkpoints kept.
     #[arg(long, default_value_t = 3)]
     pub keep: usize,
@@ -118,6 +122,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         seed: a.seed,
         dtype: a.dtype.clone(),
         init: a.init.clone(),
+        profile_step: a.profile_step,
         keep: a.keep,
         eval_batches: a.eval_batches,
         peak_flops: a.peak_flops,
