@@ -4,7 +4,8 @@
 #     on the same GPU, bf16 (autocast on the PyTorch side): gpt2-124m 16 x 1024, llama-1b 8 x 1024 —
 #     tokens/s, MFU against the GPU's dense bf16 peak, peak memory, last losses;
 #  2. the trainer itself (`starling train --device cuda`, no host read inside a step, --log-every 10)
-#     on gpt2-124m: tokens/s and MFU from metrics.jsonl;
+#     on gpt2-124m: tokens/s and MFU from metrics.jsonl, and step 30 under PyTorch's profiler
+#     (--profile-step: kernels per step, host syncs in the step, the GPU's idle share, top kernels);
 #  3. scripts/device-ddp.sh: one NCCL rank, plain and ZeRO-1 (the NCCL path's first run);
 #  4. `starling bench serve --device cuda` on that gpt2-124m run (issue 20's GPU row, beside the README's
 #     CPU table; grounding off). With it the script takes ~10 minutes.
@@ -24,7 +25,9 @@ synth_tokens $W 8192
 echo "=== starling train gpt2-124m 16 x 1024 (the trainer, --log-every 10)"
 t=$(date +%s)
 timeout 120 $B train --tokens $W/tokens --preset gpt2-124m --steps 40 --batch 16 --ctx 1024 --warmup 5 \
-  --eval-every 1000 --ckpt-every 1000 --device cuda --out $W/run124 2>&1 | grep -v "^train " | tail -3
+  --eval-every 1000 --ckpt-every 1000 --device cuda --profile-step 30 --out $W/run124 2>&1 \
+  | grep -v "^train " | tail -3
+head -45 $W/run124/profile.md; cp $W/run124/profile.md "$OUT/profile-gpt2-124m.md"
 python3 - <<'PY'
 import json
 r = [json.loads(l) for l in open("/tmp/w/run124/metrics.jsonl")]

@@ -28,6 +28,7 @@ fn main() {
         .file("csrc/autograd.cpp")
         .file("csrc/reducer.cpp")
         .file("csrc/profiler.cpp")
+        .file("csrc/loss.cpp")
         .compile("starling_torch");
     // Dependents' build scripts (starling-dist) read the shared header's folder as
     // DEP_STARLING_TORCH_INCLUDE.

@@ -763,7 +763,8 @@ impl Llama {
         self.head(&self.norm.forward(&x)).view([n, -1])
     }
 
-    /// Mean cross-entropy of next-token prediction: logits of `ids` against `targets` [batch, time].
+    /// Mean cross-entropy of next-token prediction: logits of `ids` against `targets` [batch, time]
+    /// (-100: ignored), a 0-d fp32 tensor. Panics when `targets` does not match `ids`' shape.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Tensor {
         if let Some(tp) = self.tensor_parallel() {
             // Each rank scores its slice of the vocabulary; the loss is summed from the slices.
@@ -774,10 +775,11 @@ impl Llama {
             let vocab = self.config.vocab_size as i64;
             return parallel::cross_entropy(&part, &targets.reshape([-1]), tp, vocab);
         }
-        let logits = self.forward(ids).to_kind(Kind::Float);
+        // In the logits' own kind (fp32 arithmetic inside): no fp32 copy of bf16 logits is kept,
+        // and no log-probabilities (starling-torch's fused cross-entropy).
+        let logits = self.forward(ids);
         let v = self.config.vocab_size as i64;
-        logits
-            .view([-1, v])
-            .cross_entropy_for_logits(&targets.reshape([-1]))
+        starling_torch::cross_entropy(&logits.view([-1, v]), &targets.reshape([-1]))
+            .unwrap_or_else(|e| panic!("loss of logits {:?}: {e}", logits.size()))
     }
 }

@@ -493,3 +493,26 @@ pub(crate) fn profiler_stop() -> CResult<Vec<RawEvent>> {
     unsafe { starling_torch_profile_free(rec) };
     Ok(events)
 }
+
+extern "C" {
+    fn starling_torch_cross_entropy(
+        logits: *mut c_void,
+        targets: *mut c_void,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+pub(crate) fn cross_entropy(logits: &Tensor, targets: &Tensor) -> CResult<Tensor> {
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: both handles outlive the call; on success `out` is a new at::Tensor* we own.
+    call(|e, l| unsafe {
+        starling_torch_cross_entropy(raw(logits), raw(targets), &mut out, e, l)
+    })?;
+    if out.is_null() {
+        return Err("cross-entropy returned no tensor".into());
+    }
+    // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}

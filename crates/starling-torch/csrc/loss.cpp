@@ -1,0 +1,133 @@
+// Cross-entropy over a language model's logits as one autograd function: mean over the targets
+// that are not -100 of logsumexp(row) - row[target], in fp32 whatever the logits' kind (fp64 for
+// fp64 logits).
+//
+// PyTorch's cross_entropy is log_softmax then nll_loss: it writes the log-probabilities (a whole
+// logits-sized tensor), and its backward fills a logits-sized zero tensor, scatters into it and
+// reads both back. Here the forward keeps one logsumexp per row, and the backward writes the
+// gradient softmax(row)·g − g·onehot(target) once. On the CPU the rows go in blocks small enough
+// to stay in cache, so each block's passes (max, exp, sum; then subtract, exp, scale) read the
+// logits from memory once. Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "guard.h"
+
+namespace {
+
+using starling::guarded;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+constexpr int64_t kIgnore = -100;
+
+/// The kind the arithmetic runs in: fp64 for fp64 logits, fp32 for every other kind.
+at::ScalarType acc_kind(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+/// Rows per block on the CPU: a block of logits is about 512 KiB (a core's L2 on the EPYC here).
+int64_t block_rows(int64_t vocab, int64_t elem) {
+  return std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(1, vocab * elem));
+}
+
+/// logsumexp of every row of `x` ([n, v]) in fp32, and the logit of each row's target (0 where
+/// it is ignored), as [n] fp32 tensors.
+std::pair<at::Tensor, at::Tensor> rows_forward(const at::Tensor& x, const at::Tensor& safe) {
+  const int64_t n = x.size(0), v = x.size(1);
+  const auto acc = acc_kind(x);
+  auto f32 = x.options().dtype(acc);
+  if (!x.is_cpu()) {
+    auto xf = x.to(acc);
+    return {at::logsumexp(xf, {1}), xf.gather(1, safe.unsqueeze(1)).squeeze(1)};
+  }
+  auto lse = at::empty({n}, f32);
+  auto picked = at::empty({n}, f32);
+  const int64_t rows = block_rows(v, x.element_size());
+  at::parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r += rows) {
+      const int64_t m = std::min(rows, end - r);
+      auto xb = x.narrow(0, r, m).to(acc);
+      lse.narrow(0, r, m).copy_(at::logsumexp(xb, {1}));
+      picked.narrow(0, r, m).copy_(xb.gather(1, safe.narrow(0, r, m).unsqueeze(1)).squeeze(1));
+    }
+  });
+  return {lse, picked};
+}
+
+/// The gradient of the mean loss: softmax(row)·g − g at the target, 0 on ignored rows; in `x`'s
+/// kind. `g` is the incoming gradient divided by the count of targets (0-d fp32, on x's device).
+at::Tensor rows_backward(const at::Tensor& x, const at::Tensor& safe, const at::Tensor& valid,
+                         const at::Tensor& lse, const at::Tensor& g) {
+  const int64_t n = x.size(0), v = x.size(1);
+  const auto acc = acc_kind(x);
+  if (!x.is_cpu()) {
+    auto w = (g * valid.to(acc)).unsqueeze(1);  // [n, 1]
+    auto dx = at::exp(x.to(acc) - lse.unsqueeze(1)).mul_(w);
+    dx.scatter_add_(1, safe.unsqueeze(1), -w);
+    return dx.to(x.scalar_type());
+  }
+  auto dx = at::empty_like(x);
+  auto w = (g.to(acc) * valid.to(acc)).contiguous();  // [n]
+  const int64_t rows = block_rows(v, x.element_size());
+  at::parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r += rows) {
+      const int64_t m = std::min(rows, end - r);
+      auto wb = w.narrow(0, r, m).unsqueeze(1);
+      auto out = dx.narrow(0, r, m);
+      // In place in the gradient's own rows when it has the arithmetic's kind (no temporary).
+      auto d = x.scalar_type() == acc ? out : at::empty({m, v}, x.options().dtype(acc));
+      at::sub_out(d, x.narrow(0, r, m), lse.narrow(0, r, m).unsqueeze(1));
+      d.exp_().mul_(wb);
+      d.scatter_add_(1, safe.narrow(0, r, m).unsqueeze(1), -wb);
+      if (!d.is_same(out)) out.copy_(d);
+    }
+  });
+  return dx;
+}
+
+struct CrossEntropy : public torch::autograd::Function<CrossEntropy> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits,
+                            const at::Tensor& targets) {
+    if (logits.dim() != 2) throw std::invalid_argument("cross-entropy: logits must be [rows, vocab]");
+    if (targets.dim() != 1 || targets.size(0) != logits.size(0))
+      throw std::invalid_argument("cross-entropy: " + std::to_string(targets.numel()) +
+                                  " targets for " + std::to_string(logits.size(0)) + " rows");
+    auto x = logits.contiguous();
+    auto t = targets.to(at::kLong);
+    auto valid = t.ne(kIgnore);
+    auto safe = at::where(valid, t, at::zeros_like(t)).contiguous();
+    auto [lse, picked] = rows_forward(x, safe);
+    // The count of targets stays a device tensor: nothing is read on the host.
+    auto count = valid.sum().to(lse.scalar_type()).clamp_min(1.0);
+    auto loss = ((lse - picked) * valid.to(lse.scalar_type())).sum() / count;
+    ctx->save_for_backward({x, safe, valid, lse, count});
+    return loss;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &safe = s[1], &valid = s[2], &lse = s[3], &count = s[4];
+    auto g = grads[0].to(count.scalar_type()) / count;
+    return {rows_backward(x, safe, valid, lse, g), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+/// The mean cross-entropy of `logits` ([rows, vocab]) against `targets` ([rows], -100: ignored),
+/// as a new 0-d fp32 tensor whose backward reaches `logits`.
+int starling_torch_cross_entropy(at::Tensor* logits, at::Tensor* targets, at::Tensor** out,
+                                 char* err, size_t len) {
+  return guarded(err, len, [&] {
+    *out = new at::Tensor(CrossEntropy::apply(*logits, *targets));
+  });
+}
+
+}  // extern "C"
