@@ -29,6 +29,8 @@ fn main() {
         .file("csrc/reducer.cpp")
         .file("csrc/profiler.cpp")
         .file("csrc/loss.cpp")
+        .file("csrc/swiglu.cpp")
+        .file("csrc/rope.cpp")
         .compile("starling_torch");
     // Dependents' build scripts (starling-dist) read the shared header's folder as
     // DEP_STARLING_TORCH_INCLUDE.

@@ -103,21 +103,17 @@ fn linear(l: &nn::Linear, x: &Tensor, kind: Kind) -> Tensor {
     }
 }
 
-/// Several projections of the same input as one matrix product (Q|K|V, gate|up): the weights
-/// are concatenated (they stay separate parameters under HF names, so checkpoints, optimizer
-/// state and export are unchanged) and the product split back into one tensor per projection.
-fn fused_linear<const N: usize>(ls: [&nn::Linear; N], x: &Tensor, kind: Kind) -> [Tensor; N] {
+/// Several projections of the same input as one matrix product (Q|K|V, gate|up), their outputs
+/// side by side (`[..., Σ outputs]`): the weights are concatenated (they stay separate parameters
+/// under HF names, so checkpoints, optimizer state and export are unchanged); the consumers
+/// (`qkv_rope`, `swiglu`) read the product as it is, with no split.
+fn fused_product<const N: usize>(ls: [&nn::Linear; N], x: &Tensor, kind: Kind) -> Tensor {
     let w = Tensor::cat(&ls.map(|l| &l.ws), 0);
-    let sizes = ls.map(|l| l.ws.size()[0]);
-    let y = if kind == Kind::Float && x.kind() == Kind::Float {
+    if kind == Kind::Float && x.kind() == Kind::Float {
         x.linear::<Tensor>(&w, None)
     } else {
         x.to_kind(kind).matmul(&w.to_kind(kind).tr())
-    };
-    // split_with_sizes (not N narrows): its backward is one concatenation.
-    y.split_with_sizes(sizes, -1)
-        .try_into()
-        .expect("split_with_sizes returns one tensor per size")
+    }
 }
 
 /// Whether a forward over `tokens` positions fuses its projections: worth it when the product is
@@ -240,14 +236,22 @@ impl Attention {
             .map(|(k, _)| k.size()[2])
             .unwrap_or(0);
         let kind = self.kind;
-        let [q, k, v] = if fuses(b * t) {
-            fused_linear([&self.q, &self.k, &self.v], x, kind)
+        let [q, mut k, mut v] = if fuses(b * t) {
+            // One product, then split, heads and rotation in one pass whose backward writes the
+            // product's gradient as one tensor.
+            let y = fused_product([&self.q, &self.k, &self.v], x, kind);
+            let (cos, sin) = (rope.cos.narrow(0, start, t), rope.sin.narrow(0, start, t));
+            let hkd = (self.heads, self.kv_heads, self.head_dim);
+            starling_torch::qkv_rope(&y, &cos, &sin, hkd.0, hkd.1, hkd.2)
+                .unwrap_or_else(|e| panic!("attention inputs of {:?}: {e}", y.size()))
         } else {
-            [&self.q, &self.k, &self.v].map(|l| linear(l, x, kind))
+            let [q, k, v] = [&self.q, &self.k, &self.v].map(|l| linear(l, x, kind));
+            [
+                rope.apply(&split(q, self.heads), start),
+                rope.apply(&split(k, self.kv_heads), start),
+                split(v, self.kv_heads),
+            ]
         };
-        let q = rope.apply(&split(q, self.heads), start);
-        let mut k = rope.apply(&split(k, self.kv_heads), start);
-        let mut v = split(v, self.kv_heads);
         if let Some(slot) = cache {
             if let Some((pk, pv)) = slot.as_ref() {
                 k = Tensor::cat(&[pk, &k], 2);
@@ -330,8 +334,9 @@ impl Mlp {
         let k = self.kind;
         let tokens = x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1);
         let h = if fuses(tokens) {
-            let [g, u] = fused_linear([&self.gate, &self.up], x, k);
-            g.silu() * u
+            // SwiGLU on the gate|up product as it is: its backward writes one gradient.
+            let y = fused_product([&self.gate, &self.up], x, k);
+            starling_torch::swiglu(&y).unwrap_or_else(|e| panic!("MLP of {:?}: {e}", y.size()))
         } else {
             linear(&self.gate, x, k).silu() * linear(&self.up, x, k)
         };

@@ -516,3 +516,67 @@ pub(crate) fn cross_entropy(logits: &Tensor, targets: &Tensor) -> CResult<Tensor
     // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
     Ok(unsafe { Tensor::from_ptr(out.cast()) })
 }
+
+extern "C" {
+    fn starling_torch_swiglu(
+        y: *mut c_void,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+pub(crate) fn swiglu(y: &Tensor) -> CResult<Tensor> {
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `y` outlives the call; on success `out` is a new at::Tensor* we own.
+    call(|e, l| unsafe { starling_torch_swiglu(raw(y), &mut out, e, l) })?;
+    if out.is_null() {
+        return Err("swiglu returned no tensor".into());
+    }
+    // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn starling_torch_qkv_rope(
+        y: *mut c_void,
+        cos: *mut c_void,
+        sin: *mut c_void,
+        heads: i64,
+        kv_heads: i64,
+        head_dim: i64,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+pub(crate) fn qkv_rope(
+    y: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    [heads, kv_heads, head_dim]: [i64; 3],
+) -> CResult<[Tensor; 3]> {
+    let mut out: [*mut c_void; 3] = [std::ptr::null_mut(); 3];
+    // SAFETY: the handles outlive the call; `out` has room for the three new at::Tensor* it
+    // receives on success, which we then own.
+    call(|e, l| unsafe {
+        starling_torch_qkv_rope(
+            raw(y),
+            raw(cos),
+            raw(sin),
+            heads,
+            kv_heads,
+            head_dim,
+            out.as_mut_ptr(),
+            e,
+            l,
+        )
+    })?;
+    if out.iter().any(|p| p.is_null()) {
+        return Err("qkv_rope returned no tensor".into());
+    }
+    // SAFETY: each was allocated by `new at::Tensor`, owned (and freed) by its Tensor now.
+    Ok(out.map(|p| unsafe { Tensor::from_ptr(p.cast()) }))
+}

@@ -113,6 +113,28 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     ffi::cross_entropy(logits, targets).map_err(Error)
 }
 
+/// `silu(y[..., :ff]) * y[..., ff:]` for a fused gate|up product `y` (last dimension 2·ff):
+/// Llama's SwiGLU without splitting the product, with a backward that writes `y`'s gradient as
+/// one tensor (`csrc/swiglu.cpp`).
+pub fn swiglu(y: &Tensor) -> Result<Tensor> {
+    ffi::swiglu(y).map_err(Error)
+}
+
+/// Q, K and V (`[batch, heads, time, head_dim]` each, Q and K rotated) from a fused Q|K|V
+/// product `y` (`[batch, time, (heads + 2·kv_heads)·head_dim]`) and the rotary tables `cos`, `sin`
+/// (`[time, head_dim]`, HF layout) of its positions: split, rotary embedding and the heads'
+/// layout in one pass, with a backward that writes `y`'s gradient as one tensor (`csrc/rope.cpp`).
+pub fn qkv_rope(
+    y: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+) -> Result<[Tensor; 3]> {
+    ffi::qkv_rope(y, cos, sin, [heads, kv_heads, head_dim]).map_err(Error)
+}
+
 /// `f(x)` with activation recomputation: the graph keeps only `x`, and `f` runs again (with its
 /// graph recorded) when backward reaches it, so the parameters `f` uses get their gradients then.
 /// `f` must compute the same function both times (no dropout, no state it changes); it owns what
@@ -359,6 +381,138 @@ mod tests {
             let a = analytic.view([-1]).double_value(&[i]);
             assert!((a - numeric).abs() < 1e-6, "element {i}: {a} vs {numeric}");
         }
+    }
+
+    /// Output and gradient equal autograd's own split + silu + product; in f64 the gradient
+    /// also matches central finite differences.
+    #[test]
+    fn swiglu_matches_autograd_and_finite_differences() {
+        tch::manual_seed(4);
+        for kind in [Kind::Float, Kind::Double] {
+            // Enough rows for several blocks on the CPU.
+            let y = Tensor::randn([3, 200, 2 * 384], (kind, Device::Cpu)).set_requires_grad(true);
+            let w = Tensor::randn([3, 200, 384], (kind, Device::Cpu));
+            let ours = swiglu(&y).unwrap();
+            assert_eq!(ours.size(), [3, 200, 384]);
+            (&ours * &w).sum(kind).backward();
+            let g_ours = y.grad().copy();
+            let _ = y.grad().zero_();
+            let halves = y.split(384, -1);
+            let theirs = halves[0].silu() * &halves[1];
+            (&theirs * &w).sum(kind).backward();
+            let dv = (&ours - &theirs).abs().max().double_value(&[]);
+            let dg = (&g_ours - y.grad()).abs().max().double_value(&[]);
+            assert!(
+                dv < 1e-6 && dg < 1e-5,
+                "{kind:?}: value off by {dv}, gradient by {dg}"
+            );
+        }
+        let y = Tensor::randn([2, 6], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([2, 3], (Kind::Double, Device::Cpu));
+        (swiglu(&y).unwrap() * &w).sum(Kind::Double).backward();
+        let analytic = y.grad().copy().view([-1]);
+        let flat = y.detach().reshape([-1]);
+        let eps = 1e-6;
+        for i in 0..12 {
+            let at = |d: f64| {
+                let z = flat.copy();
+                let _ = z.get(i).g_add_scalar_(d);
+                (swiglu(&z.view([2, 6])).unwrap() * &w)
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            let a = analytic.double_value(&[i]);
+            assert!((a - numeric).abs() < 1e-6, "element {i}: {a} vs {numeric}");
+        }
+        let odd = Tensor::zeros([2, 5], (Kind::Float, Device::Cpu));
+        let e = swiglu(&odd).unwrap_err();
+        assert!(e.to_string().contains("must be even, got 5"), "{e}");
+    }
+
+    /// Autograd's composition of what `qkv_rope` does: split, heads, HF rotation.
+    fn qkv_rope_reference(y: &Tensor, cos: &Tensor, sin: &Tensor, hkd: [i64; 3]) -> [Tensor; 3] {
+        let [h, kv, d] = hkd;
+        let (b, t, _) = y.size3().unwrap();
+        let parts = y.split_with_sizes([h * d, kv * d, kv * d], -1);
+        let heads = |z: &Tensor, n: i64| z.view([b, t, n, d]).transpose(1, 2);
+        let rot = |x: Tensor| {
+            let half = d / 2;
+            let r = Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
+            &x * cos + r * sin
+        };
+        [
+            rot(heads(&parts[0], h)),
+            rot(heads(&parts[1], kv)),
+            heads(&parts[2], kv),
+        ]
+    }
+
+    fn rope_tables(t: i64, d: i64, kind: Kind) -> (Tensor, Tensor) {
+        let inv = Tensor::arange(d / 2, (kind, Device::Cpu)).g_mul_scalar(-2.0 / d as f64);
+        let inv = Tensor::from(10000.0f64).to_kind(kind).pow(&inv);
+        let f = Tensor::arange(t, (kind, Device::Cpu)).outer(&inv);
+        let emb = Tensor::cat(&[&f, &f], -1);
+        (emb.cos(), emb.sin())
+    }
+
+    /// Q, K, V and the product's gradient equal autograd's composition (GQA shapes, an odd
+    /// half-width like `small`'s 36-wide heads); in f64 the gradient matches finite differences.
+    #[test]
+    fn qkv_rope_matches_autograd_and_finite_differences() {
+        tch::manual_seed(5);
+        let hkd = [4, 2, 36];
+        for kind in [Kind::Float, Kind::Double] {
+            let (cos, sin) = rope_tables(7, 36, kind);
+            let y = Tensor::randn([3, 7, 8 * 36], (kind, Device::Cpu)).set_requires_grad(true);
+            let ws: Vec<Tensor> = [4, 2, 2]
+                .iter()
+                .map(|&n| Tensor::randn([3, n, 7, 36], (kind, Device::Cpu)))
+                .collect();
+            let loss = |qkv: &[Tensor; 3]| -> Tensor {
+                qkv.iter()
+                    .zip(&ws)
+                    .map(|(a, w)| (a * w).sum(kind))
+                    .sum::<Tensor>()
+            };
+            let ours = qkv_rope(&y, &cos, &sin, 4, 2, 36).unwrap();
+            loss(&ours).backward();
+            let g_ours = y.grad().copy();
+            let _ = y.grad().zero_();
+            let theirs = qkv_rope_reference(&y, &cos, &sin, hkd);
+            loss(&theirs).backward();
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert_eq!(a.size(), b.size());
+                let dv = (a - b).abs().max().double_value(&[]);
+                assert!(dv < 1e-6, "{kind:?}: value off by {dv}");
+            }
+            let dg = (&g_ours - y.grad()).abs().max().double_value(&[]);
+            assert!(dg < 1e-5, "{kind:?}: gradient off by {dg}");
+        }
+        // Gradcheck in f64, with V's gradient absent (an output that does not reach the loss).
+        let (cos, sin) = rope_tables(3, 4, Kind::Double);
+        let y = Tensor::randn([1, 3, 3 * 4], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([1, 1, 3, 4], (Kind::Double, Device::Cpu));
+        let f = |y: &Tensor| {
+            let [q, k, _] = qkv_rope(y, &cos, &sin, 1, 1, 4).unwrap();
+            (q * &w + k * (&w * 2.0)).sum(Kind::Double)
+        };
+        f(&y).backward();
+        let analytic = y.grad().copy().view([-1]);
+        let flat = y.detach().reshape([-1]);
+        for i in 0..flat.numel() as i64 {
+            let at = |d: f64| {
+                let z = flat.copy();
+                let _ = z.get(i).g_add_scalar_(d);
+                f(&z.view([1, 3, 12])).double_value(&[])
+            };
+            let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+            let a = analytic.double_value(&[i]);
+            assert!((a - numeric).abs() < 1e-6, "element {i}: {a} vs {numeric}");
+        }
+        let bad = Tensor::zeros([1, 3, 11], (Kind::Double, Device::Cpu));
+        let e = qkv_rope(&bad, &cos, &sin, 1, 1, 4).unwrap_err();
+        assert!(e.to_string().contains("got 11 columns"), "{e}");
     }
 
     #[test]
