@@ -140,9 +140,10 @@ impl Gpt2 {
                     .forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)).gelu("none"));
         }
         let logits = self.ln_f.forward(&x).matmul(&self.wte.ws.tr());
-        logits
-            .view([-1, logits.size()[2]])
-            .cross_entropy_for_logits(&targets.reshape([-1]))
+        // starling's loss, as the Llama rows' (starling-torch's fused cross-entropy).
+        let logits = logits.view([-1, logits.size()[2]]);
+        starling_torch::cross_entropy(&logits, &targets.reshape([-1]))
+            .unwrap_or_else(|e| panic!("GPT-2 loss of logits {:?}: {e}", logits.size()))
     }
 }
 
