@@ -180,20 +180,23 @@ def main():
         w = data[k * per:(k + 1) * per].view(a.batch, a.ctx + 1)
         return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
-    if a.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times, losses = [], []
-    t_warm = time.perf_counter()
-    for k in range(total):
+    def train_step(k):
         x, y = batch(k)
-        t = time.perf_counter()
         with amp:
             loss = run(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        return loss
+
+    if a.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times, losses = [], []
+    t_warm = time.perf_counter()
+    for k in range(total):
+        t = time.perf_counter()
+        losses.append(train_step(k).item())
         if k >= a.warmup:
             times.append(time.perf_counter() - t)
         elif k == a.warmup - 1:
@@ -204,13 +207,7 @@ def main():
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device == "cuda" else [])
         with profile(activities=acts) as prof:
             for k in range(2):
-                x, y = batch(k)
-                with amp:
-                    loss = run(x, y)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                loss = train_step(k)
             loss.item()
         key = "self_cuda_time_total" if a.device == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=30), file=sys.stderr)

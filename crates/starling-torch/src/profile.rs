@@ -171,36 +171,21 @@ impl Profile {
             }
             stack.push(i);
         }
-        let mut by_name: HashMap<&str, OpStat> = HashMap::new();
-        for (e, child) in host.iter().zip(children) {
-            let s = by_name.entry(e.name.as_str()).or_insert_with(|| OpStat {
-                name: e.name.clone(),
-                calls: 0,
-                self_ns: 0,
-                total_ns: 0,
-            });
-            s.calls += 1;
-            s.total_ns += e.dur_ns;
-            s.self_ns += e.dur_ns.saturating_sub(child);
-        }
-        sorted(by_name.into_values().collect())
+        by_name(
+            host.iter()
+                .zip(children)
+                .map(|(e, child)| (*e, e.dur_ns.saturating_sub(child))),
+        )
     }
 
     /// Device kernels by name, most time first.
     pub fn kernels(&self) -> Vec<OpStat> {
-        let mut by_name: HashMap<&str, OpStat> = HashMap::new();
-        for e in self.events.iter().filter(|e| e.kind == EventKind::Kernel) {
-            let s = by_name.entry(e.name.as_str()).or_insert_with(|| OpStat {
-                name: e.name.clone(),
-                calls: 0,
-                self_ns: 0,
-                total_ns: 0,
-            });
-            s.calls += 1;
-            s.self_ns += e.dur_ns;
-            s.total_ns += e.dur_ns;
-        }
-        sorted(by_name.into_values().collect())
+        by_name(
+            self.events
+                .iter()
+                .filter(|e| e.kind == EventKind::Kernel)
+                .map(|e| (e, e.dur_ns)),
+        )
     }
 
     /// Kernel and copy counts, and the time the device was busy within the window.
@@ -256,7 +241,21 @@ impl Profile {
     }
 }
 
-fn sorted(mut v: Vec<OpStat>) -> Vec<OpStat> {
+/// Events (each with its self time) summed by name, most self time first.
+fn by_name<'a>(events: impl Iterator<Item = (&'a Event, u64)>) -> Vec<OpStat> {
+    let mut by_name: HashMap<&str, OpStat> = HashMap::new();
+    for (e, self_ns) in events {
+        let s = by_name.entry(e.name.as_str()).or_insert_with(|| OpStat {
+            name: e.name.clone(),
+            calls: 0,
+            self_ns: 0,
+            total_ns: 0,
+        });
+        s.calls += 1;
+        s.self_ns += self_ns;
+        s.total_ns += e.dur_ns;
+    }
+    let mut v: Vec<OpStat> = by_name.into_values().collect();
     v.sort_by(|a, b| b.self_ns.cmp(&a.self_ns).then_with(|| a.name.cmp(&b.name)));
     v
 }
