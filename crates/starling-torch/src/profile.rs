@@ -281,25 +281,28 @@ fn table(what: &str, stats: &[OpStat], top: usize) -> String {
 mod tests {
     use super::*;
 
-    fn ev(name: &str, kind: EventKind, start_ns: u64, dur_ns: u64) -> Event {
-        Event {
+    /// A profile of events (name, kind, start, duration) on one thread.
+    fn profile(events: &[(&str, EventKind, u64, u64)]) -> Profile {
+        let events = events.iter().map(|&(name, kind, start_ns, dur_ns)| Event {
             name: name.into(),
             kind,
             start_ns,
             dur_ns,
             thread: 1,
+        });
+        Profile {
+            events: events.collect(),
         }
     }
 
     #[test]
     fn self_time_excludes_the_ops_an_op_calls() {
-        let p = Profile {
-            events: vec![
-                ev("aten::linear", EventKind::HostOp, 0, 100),
-                ev("aten::addmm", EventKind::HostOp, 10, 80),
-                ev("aten::relu", EventKind::HostOp, 100, 5),
-            ],
-        };
+        use EventKind::HostOp;
+        let p = profile(&[
+            ("aten::linear", HostOp, 0, 100),
+            ("aten::addmm", HostOp, 10, 80),
+            ("aten::relu", HostOp, 100, 5),
+        ]);
         let ops = p.ops();
         let get = |n: &str| ops.iter().find(|o| o.name == n).cloned().unwrap();
         assert_eq!(get("aten::linear").self_ns, 20);
@@ -311,14 +314,13 @@ mod tests {
 
     #[test]
     fn device_busy_time_merges_overlapping_kernels() {
-        let p = Profile {
-            events: vec![
-                ev("step", EventKind::HostOp, 0, 100),
-                ev("k1", EventKind::Kernel, 10, 20),
-                ev("k2", EventKind::Kernel, 20, 20),
-                ev("copy", EventKind::DeviceMemory, 60, 10),
-            ],
-        };
+        use EventKind::{DeviceMemory, HostOp, Kernel};
+        let p = profile(&[
+            ("step", HostOp, 0, 100),
+            ("k1", Kernel, 10, 20),
+            ("k2", Kernel, 20, 20),
+            ("copy", DeviceMemory, 60, 10),
+        ]);
         let d = p.device();
         assert_eq!((d.kernels, d.memory_ops), (2, 1));
         assert_eq!(d.busy_ns, 40);
