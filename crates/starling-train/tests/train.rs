@@ -344,7 +344,11 @@ fn a_profiled_step_is_written_and_changes_nothing() {
         "{md}"
     );
     assert!(md.contains("| aten::mm |"), "{md}");
-    assert!(md.contains("MmBackward0"), "the backward is recorded: {md}");
+    // Which backward ops make the top 30 depends on timing; some always do.
+    assert!(
+        md.to_lowercase().contains("backward"),
+        "the backward is recorded: {md}"
+    );
 }
 
 #[test]
