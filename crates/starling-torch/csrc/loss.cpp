@@ -15,10 +15,13 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "blocks.h"
 #include "guard.h"
 
 namespace {
 
+using starling::block_rows;
+using starling::by_blocks;
 using starling::guarded;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -28,11 +31,6 @@ constexpr int64_t kIgnore = -100;
 /// The kind the arithmetic runs in: fp64 for fp64 logits, fp32 for every other kind.
 at::ScalarType acc_kind(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-/// Rows per block on the CPU: a block of logits is about 512 KiB (a core's L2 on the EPYC here).
-int64_t block_rows(int64_t vocab, int64_t elem) {
-  return std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(1, vocab * elem));
 }
 
 /// logsumexp of every row of `x` ([n, v]) in fp32, and the logit of each row's target (0 where
@@ -47,14 +45,10 @@ std::pair<at::Tensor, at::Tensor> rows_forward(const at::Tensor& x, const at::Te
   }
   auto lse = at::empty({n}, f32);
   auto picked = at::empty({n}, f32);
-  const int64_t rows = block_rows(v, x.element_size());
-  at::parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; r += rows) {
-      const int64_t m = std::min(rows, end - r);
-      auto xb = x.narrow(0, r, m).to(acc);
-      lse.narrow(0, r, m).copy_(at::logsumexp(xb, {1}));
-      picked.narrow(0, r, m).copy_(xb.gather(1, safe.narrow(0, r, m).unsqueeze(1)).squeeze(1));
-    }
+  by_blocks(true, n, block_rows(v, x.element_size()), [&](int64_t r, int64_t m) {
+    auto xb = x.narrow(0, r, m).to(acc);
+    lse.narrow(0, r, m).copy_(at::logsumexp(xb, {1}));
+    picked.narrow(0, r, m).copy_(xb.gather(1, safe.narrow(0, r, m).unsqueeze(1)).squeeze(1));
   });
   return {lse, picked};
 }
@@ -73,19 +67,15 @@ at::Tensor rows_backward(const at::Tensor& x, const at::Tensor& safe, const at::
   }
   auto dx = at::empty_like(x);
   auto w = (g.to(acc) * valid.to(acc)).contiguous();  // [n]
-  const int64_t rows = block_rows(v, x.element_size());
-  at::parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; r += rows) {
-      const int64_t m = std::min(rows, end - r);
-      auto wb = w.narrow(0, r, m).unsqueeze(1);
-      auto out = dx.narrow(0, r, m);
-      // In place in the gradient's own rows when it has the arithmetic's kind (no temporary).
-      auto d = x.scalar_type() == acc ? out : at::empty({m, v}, x.options().dtype(acc));
-      at::sub_out(d, x.narrow(0, r, m), lse.narrow(0, r, m).unsqueeze(1));
-      d.exp_().mul_(wb);
-      d.scatter_add_(1, safe.narrow(0, r, m).unsqueeze(1), -wb);
-      if (!d.is_same(out)) out.copy_(d);
-    }
+  by_blocks(true, n, block_rows(v, x.element_size()), [&](int64_t r, int64_t m) {
+    auto wb = w.narrow(0, r, m).unsqueeze(1);
+    auto out = dx.narrow(0, r, m);
+    // In place in the gradient's own rows when it has the arithmetic's kind (no temporary).
+    auto d = x.scalar_type() == acc ? out : at::empty({m, v}, x.options().dtype(acc));
+    at::sub_out(d, x.narrow(0, r, m), lse.narrow(0, r, m).unsqueeze(1));
+    d.exp_().mul_(wb);
+    d.scatter_add_(1, safe.narrow(0, r, m).unsqueeze(1), -wb);
+    if (!d.is_same(out)) out.copy_(d);
   });
   return dx;
 }

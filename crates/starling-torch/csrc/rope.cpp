@@ -15,25 +15,15 @@
 #include <stdexcept>
 #include <string>
 
+#include "blocks.h"
 #include "guard.h"
 
 namespace {
 
+using starling::by_blocks;
 using starling::guarded;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-/// Runs `f(first, count)` over `n` sequences: in parallel one at a time on the CPU, whole elsewhere.
-template <typename F>
-void by_sequence(bool cpu, int64_t n, F&& f) {
-  if (!cpu) {
-    f(0, n);
-    return;
-  }
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) f(i, 1);
-  });
-}
 
 /// out = rotate(x) with half-tables c, s ([t, half]); `sign` −1 rotates back (the backward).
 void rotate(const at::Tensor& out, const at::Tensor& x, const at::Tensor& c, const at::Tensor& s,
@@ -68,7 +58,7 @@ struct QkvRope : public torch::autograd::Function<QkvRope> {
     auto q = at::empty({b, heads, t, head_dim}, y.options());
     auto k = at::empty({b, kv_heads, t, head_dim}, y.options());
     auto v = at::empty({b, kv_heads, t, head_dim}, y.options());
-    by_sequence(y.is_cpu(), b, [&](int64_t i, int64_t m) {
+    by_blocks(y.is_cpu(), b, 1, [&](int64_t i, int64_t m) {
       auto src = y4.narrow(0, i, m);
       rotate(q.narrow(0, i, m), src.narrow(1, 0, heads), c, s, 1.0);
       rotate(k.narrow(0, i, m), src.narrow(1, heads, kv_heads), c, s, 1.0);
@@ -89,7 +79,7 @@ struct QkvRope : public torch::autograd::Function<QkvRope> {
     auto dy = at::empty({b, t, all * hd}, options);
     auto dy4 = dy.view({b, t, all, hd}).permute({0, 2, 1, 3});
     const bool cpu = dy.is_cpu();
-    by_sequence(cpu, b, [&](int64_t i, int64_t m) {
+    by_blocks(cpu, b, 1, [&](int64_t i, int64_t m) {
       auto dst = dy4.narrow(0, i, m);
       const int64_t spans[3][2] = {{0, heads}, {heads, kv}, {heads + kv, kv}};
       for (int which = 0; which < 3; ++which) {

@@ -12,30 +12,16 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "blocks.h"
 #include "guard.h"
 
 namespace {
 
+using starling::block_rows;
+using starling::by_blocks;
 using starling::guarded;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-/// Rows per block on the CPU: a block of the fused product is about 512 KiB.
-int64_t block_rows(int64_t width, int64_t elem) {
-  return std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(1, width * elem));
-}
-
-/// Runs `f(first_row, rows)` over row blocks of `n` rows (in parallel on the CPU, whole elsewhere).
-template <typename F>
-void by_blocks(bool cpu, int64_t n, int64_t rows, F&& f) {
-  if (!cpu) {
-    f(0, n);
-    return;
-  }
-  at::parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; r += rows) f(r, std::min(rows, end - r));
-  });
-}
 
 struct SwiGlu : public torch::autograd::Function<SwiGlu> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& y) {

@@ -1,0 +1,31 @@
+// How the fused ops (loss.cpp, swiglu.cpp, rope.cpp) walk their rows on the CPU: in blocks small
+// enough to stay in a core's cache, the blocks in parallel; elsewhere (CUDA) in one piece.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace starling {
+
+/// Rows per block: a block of rows `width` elements of `elem` bytes wide is about 512 KiB (a
+/// core's L2 on the EPYC here), at least one row.
+inline int64_t block_rows(int64_t width, int64_t elem) {
+  return std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(1, width * elem));
+}
+
+/// Runs `f(first_row, rows)` over `n` rows in blocks of `rows`, in parallel on the CPU; elsewhere
+/// once over all of them.
+template <typename F>
+void by_blocks(bool cpu, int64_t n, int64_t rows, F&& f) {
+  if (!cpu) {
+    f(0, n);
+    return;
+  }
+  at::parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r += rows) f(r, std::min(rows, end - r));
+  });
+}
+
+}  // namespace starling
