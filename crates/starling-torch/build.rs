@@ -31,6 +31,7 @@ fn main() {
         .file("csrc/loss.cpp")
         .file("csrc/swiglu.cpp")
         .file("csrc/rope.cpp")
+        .file("csrc/graph.cpp")
         .compile("starling_torch");
     // Dependents' build scripts (starling-dist) read the shared header's folder as
     // DEP_STARLING_TORCH_INCLUDE.

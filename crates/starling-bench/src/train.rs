@@ -39,6 +39,10 @@ pub struct TrainBenchArgs {
     /// Skip the generation table.
     #[arg(long)]
     no_generate: bool,
+    /// On CUDA, launch starling's steps one kernel at a time instead of replaying a captured
+    /// CUDA graph (the trainer's `--cuda-graphs off`).
+    #[arg(long)]
+    no_cuda_graphs: bool,
     /// Work directory for the token batches.
     #[arg(long, default_value = "out/bench-train")]
     dir: PathBuf,
@@ -238,6 +242,71 @@ struct Side {
     peak_mem: Option<u64>,
 }
 
+/// starling's step as the trainer runs it on CUDA: three eager warm-up steps on a side stream,
+/// then the whole step (forward, backward, clipping, AdamW) captured once and replayed, its batch
+/// copied into static buffers first.
+struct GraphedStep {
+    device: usize,
+    x: Tensor,
+    y: Tensor,
+    lr: Tensor,
+    eager_left: u32,
+    graph: Option<(starling_torch::cuda::Graph, Tensor)>,
+}
+
+impl GraphedStep {
+    fn new(device: usize, (x, y): (Tensor, Tensor), on: Device) -> Self {
+        Self {
+            device,
+            x,
+            y,
+            lr: Tensor::full([], 1e-3, (Kind::Float, on)),
+            eager_left: 3,
+            graph: None,
+        }
+    }
+
+    /// One step on `(x, y)`; its loss as a device tensor.
+    fn step(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        loss_fn: &LossFn,
+        opt: &mut AdamW,
+        vs: &nn::VarStore,
+    ) -> Result<Tensor> {
+        self.x.copy_(x);
+        self.y.copy_(y);
+        let (sx, sy, lr) = (&self.x, &self.y, &self.lr);
+        let run = |opt: &mut AdamW| -> Result<Tensor> {
+            let loss = loss_fn(sx, sy);
+            loss.backward();
+            let o = opt.clip(vs)?;
+            opt.update_on_device(vs, lr, Some(&o.found_inf))?;
+            Ok(loss.detach())
+        };
+        if self.eager_left > 0 {
+            self.eager_left -= 1;
+            opt.sync_step_tensor();
+            let loss = starling_torch::cuda::on_side_stream(self.device, || run(opt))??;
+            opt.step += 1;
+            return Ok(loss);
+        }
+        if self.graph.is_none() {
+            opt.sync_step_tensor();
+            let mut g = starling_torch::cuda::Graph::new(self.device)?;
+            let loss = g.capture(|| run(opt))??;
+            self.graph = Some((g, loss));
+        }
+        let Some((g, loss)) = &self.graph else {
+            bail!("CUDA graph not captured");
+        };
+        g.replay()?;
+        opt.step += 1;
+        Ok(loss.copy())
+    }
+}
+
 /// Train and forward tokens/s of starling on `data` (tokens, batch x (ctx+1) per step).
 fn starling_side(
     r: &Row,
@@ -245,6 +314,7 @@ fn starling_side(
     steps: usize,
     warmup: usize,
     device: Device,
+    graphs: bool,
 ) -> Result<Side> {
     tch::manual_seed(1);
     let vs = nn::VarStore::new(device);
@@ -288,13 +358,23 @@ fn starling_side(
     }
     let mut times = Vec::new();
     let mut last = f64::NAN;
+    let mut graphed = match device {
+        Device::Cuda(i) if graphs => Some(GraphedStep::new(i, batch(0), device)),
+        _ => None,
+    };
     for k in 0..warmup + steps {
         let (x, y) = batch(k);
         let t = Instant::now();
-        let loss = loss_fn(&x, &y);
-        loss.backward();
-        let o = opt.clip(&vs)?;
-        opt.update(&vs, 1e-3, Some(&o.found_inf))?;
+        let loss = match graphed.as_mut() {
+            Some(g) => g.step(&x, &y, &loss_fn, &mut opt, &vs)?,
+            None => {
+                let loss = loss_fn(&x, &y);
+                loss.backward();
+                let o = opt.clip(&vs)?;
+                opt.update(&vs, 1e-3, Some(&o.found_inf))?;
+                loss
+            }
+        };
         last = loss.double_value(&[]);
         if k >= warmup {
             times.push(t.elapsed().as_secs_f64());
@@ -418,7 +498,12 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     };
     let rows = names.iter().map(|n| row(n)).collect::<Result<Vec<_>>>()?;
     let peak = starling_train::default_peak_flops(if device.is_cuda() { "cuda" } else { "cpu" });
-    let (precision, threads) = if device.is_cuda() {
+    let (precision, threads) = if device.is_cuda() && !a.no_cuda_graphs {
+        (
+            "bf16 matrix products (PyTorch: autocast); starling's step replayed from a CUDA graph",
+            String::new(),
+        )
+    } else if device.is_cuda() {
         ("bf16 matrix products (PyTorch: autocast)", String::new())
     } else {
         ("fp32", format!("; {} threads", a.threads))
@@ -454,7 +539,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
                 r.name
             );
         }
-        let st = starling_side(r, &data, a.steps, a.warmup, device)?;
+        let st = starling_side(r, &data, a.steps, a.warmup, device, !a.no_cuda_graphs)?;
         let eager = torch_side(&py, r, &path, a, "eager")?;
         let compiled = if a.no_compile {
             None

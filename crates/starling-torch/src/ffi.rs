@@ -124,6 +124,14 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> c_int;
+    fn starling_torch_side_stream_begin(device: c_int, err: *mut c_char, len: usize)
+        -> *mut c_void;
+    fn starling_torch_side_stream_end(s: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+    fn starling_torch_graph_new(device: c_int, err: *mut c_char, len: usize) -> *mut c_void;
+    fn starling_torch_graph_capture_begin(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+    fn starling_torch_graph_capture_end(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+    fn starling_torch_graph_replay(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+    fn starling_torch_graph_free(g: *mut c_void);
 }
 
 /// A C++ exception's text.
@@ -268,6 +276,58 @@ pub(crate) fn cuda_device_name(device: i32) -> CResult<String> {
     })?;
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// Runs a call that returns a new C++ object, or null with the exception's text.
+fn make(f: impl FnOnce(*mut c_char, usize) -> *mut c_void) -> CResult<*mut c_void> {
+    let mut out = std::ptr::null_mut();
+    let r = call(|e, l| {
+        out = f(e, l);
+        c_int::from(out.is_null())
+    });
+    r.map(|()| out)
+}
+
+/// A side stream made current on `device` (a handle for [`side_stream_end`]).
+pub(crate) fn side_stream_begin(device: i32) -> CResult<*mut c_void> {
+    // SAFETY: takes a device index and the error buffer; returns an owned handle or null.
+    make(|e, l| unsafe { starling_torch_side_stream_begin(device, e, l) })
+}
+
+/// Restores the stream `s` replaced and frees `s` (which must not be used again).
+pub(crate) fn side_stream_end(s: *mut c_void) -> CResult<()> {
+    // SAFETY: `s` came from `side_stream_begin` and is consumed exactly once.
+    call(|e, l| unsafe { starling_torch_side_stream_end(s, e, l) })
+}
+
+/// A new CUDA graph on `device` (freed by [`graph_free`]).
+pub(crate) fn graph_new(device: i32) -> CResult<*mut c_void> {
+    // SAFETY: takes a device index and the error buffer; returns an owned handle or null.
+    make(|e, l| unsafe { starling_torch_graph_new(device, e, l) })
+}
+
+/// Begins capturing into `g`.
+pub(crate) fn graph_capture_begin(g: *mut c_void) -> CResult<()> {
+    // SAFETY: `g` is a live handle from `graph_new`.
+    call(|e, l| unsafe { starling_torch_graph_capture_begin(g, e, l) })
+}
+
+/// Ends capturing into `g`.
+pub(crate) fn graph_capture_end(g: *mut c_void) -> CResult<()> {
+    // SAFETY: `g` is a live handle from `graph_new`.
+    call(|e, l| unsafe { starling_torch_graph_capture_end(g, e, l) })
+}
+
+/// Launches `g`.
+pub(crate) fn graph_replay(g: *mut c_void) -> CResult<()> {
+    // SAFETY: `g` is a live handle from `graph_new`.
+    call(|e, l| unsafe { starling_torch_graph_replay(g, e, l) })
+}
+
+/// Frees `g`.
+pub(crate) fn graph_free(g: *mut c_void) {
+    // SAFETY: `g` came from `graph_new` and is freed exactly once (by the owner's Drop).
+    unsafe { starling_torch_graph_free(g) }
 }
 
 /// The callback a recomputed block runs: owned by the C++ graph, called at most once at a time.

@@ -244,8 +244,9 @@ pub mod collective {
     }
 }
 
-/// CUDA facts tch does not reach: the caching allocator's peak and the device's name. Each answers
-/// `None` when this library was built without its CUDA part (a CPU-only torch wheel).
+/// CUDA facts and tools tch does not reach: the caching allocator's peak, the device's name, side
+/// streams and CUDA graphs. The facts answer `None` when this library was built without its CUDA
+/// part (a CPU-only torch wheel); streams and graphs fail with a message there or without a GPU.
 pub mod cuda {
     use crate::{ffi, Error, Result};
 
@@ -279,6 +280,67 @@ pub mod cuda {
         }
         let n = ffi::cuda_device_name(device as i32).map_err(Error)?;
         Ok((!n.is_empty()).then_some(n))
+    }
+
+    /// Runs `f` with a fresh side stream current on `device` (it first waits for the current
+    /// stream, which then waits for it): where warm-up before a capture runs, as in PyTorch.
+    pub fn on_side_stream<R>(device: usize, f: impl FnOnce() -> R) -> Result<R> {
+        let s = ffi::side_stream_begin(device as i32).map_err(Error)?;
+        let r = f();
+        ffi::side_stream_end(s).map_err(Error)?;
+        Ok(r)
+    }
+
+    /// A CUDA graph (`torch.cuda.CUDAGraph`): the kernels one capture launched, launched again by
+    /// [`Graph::replay`] with one call. What the captured work reads and writes must stay in the
+    /// same tensors (copy new inputs into them before each replay), and nothing inside may read a
+    /// value on the host.
+    #[derive(Debug)]
+    pub struct Graph {
+        raw: *mut std::ffi::c_void,
+        captured: bool,
+    }
+
+    impl Graph {
+        /// An empty graph on `device`; fails without the CUDA part.
+        pub fn new(device: usize) -> Result<Self> {
+            let raw = ffi::graph_new(device as i32).map_err(Error)?;
+            Ok(Self {
+                raw,
+                captured: false,
+            })
+        }
+
+        /// Records what `f` launches on the device (after waiting for the device, on a side
+        /// stream, into the graph's own memory pool) without running it; a graph is captured
+        /// once. `f`'s result is returned when the capture succeeded.
+        pub fn capture<R>(&mut self, f: impl FnOnce() -> R) -> Result<R> {
+            if self.captured {
+                return Err(Error("CUDA graph: already captured".into()));
+            }
+            ffi::graph_capture_begin(self.raw).map_err(Error)?;
+            // The capture ends (and the previous stream comes back) even when `f` panics.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let end = ffi::graph_capture_end(self.raw).map_err(Error);
+            let r = r.unwrap_or_else(|p| std::panic::resume_unwind(p));
+            end?;
+            self.captured = true;
+            Ok(r)
+        }
+
+        /// Launches the captured work on the current stream (no host wait).
+        pub fn replay(&self) -> Result<()> {
+            if !self.captured {
+                return Err(Error("CUDA graph: nothing captured".into()));
+            }
+            ffi::graph_replay(self.raw).map_err(Error)
+        }
+    }
+
+    impl Drop for Graph {
+        fn drop(&mut self) {
+            ffi::graph_free(self.raw);
+        }
     }
 }
 
@@ -329,6 +391,35 @@ impl SyncCounter {
 mod tests {
     use super::*;
     use tch::{Device, Kind};
+
+    /// Without a GPU every graph call is an error with a message, never a crash; with one, a
+    /// captured add replays on fresh inputs copied into its static buffer.
+    #[test]
+    fn cuda_graph_replays_or_fails_clearly() {
+        if !tch::Cuda::is_available() {
+            let e = cuda::Graph::new(0)
+                .and_then(|mut g| g.capture(|| ()))
+                .expect_err("no GPU here");
+            assert!(!e.0.is_empty(), "a message");
+            let e = cuda::on_side_stream(0, || ()).expect_err("no GPU here");
+            assert!(!e.0.is_empty(), "a message");
+            eprintln!("no CUDA device: graph calls fail with `{e}`");
+            return;
+        }
+        let dev = Device::Cuda(0);
+        let mut x = Tensor::zeros([4], (Kind::Float, dev));
+        let y = Tensor::ones([4], (Kind::Float, dev));
+        let _ = cuda::on_side_stream(0, || (&x + &y) * 2.0).expect("warm-up");
+        let mut g = cuda::Graph::new(0).expect("graph");
+        assert!(g.replay().is_err(), "nothing captured yet");
+        let out = g.capture(|| (&x + &y) * 2.0).expect("capture");
+        for v in [1.0, 5.0] {
+            let _ = x.fill_(v);
+            g.replay().expect("replay");
+            assert_eq!(out.double_value(&[3]), (v + 1.0) * 2.0);
+        }
+        assert!(g.capture(|| ()).is_err(), "captured once");
+    }
 
     /// Loss and gradient equal PyTorch's cross_entropy, ignored targets included; in f64 the
     /// gradient also matches central finite differences (a gradcheck).

@@ -152,8 +152,40 @@ impl AdamW {
         lr: f64,
         found_inf: Option<&Tensor>,
     ) -> crate::Result<()> {
-        let _g = tch::no_grad_guard();
         self.step += 1;
+        // A fill on the device: no host-to-device copy (which would wait for the device).
+        let _ = self.step_tensor.fill_(self.step as f64);
+        self.apply(params, lr, None, found_inf)
+    }
+
+    /// The update a CUDA graph captures: the learning rate is read from the 0-d device tensor
+    /// `lr` (fill it before each replay) and the step number advances on the device; the host's
+    /// [`AdamW::step`] is the caller's to advance once per update run (capturing runs nothing).
+    /// Call [`AdamW::sync_step_tensor`] before running or capturing it after other updates.
+    pub fn update_on_device(
+        &mut self,
+        params: &VarStore,
+        lr: &Tensor,
+        found_inf: Option<&Tensor>,
+    ) -> crate::Result<()> {
+        let _ = self.step_tensor.g_add_scalar_(1.0);
+        self.apply(params, 0.0, Some(lr), found_inf)
+    }
+
+    /// Sets the device's step number to the host's (before a captured update first runs).
+    pub fn sync_step_tensor(&mut self) {
+        let _ = self.step_tensor.fill_(self.step as f64);
+    }
+
+    /// The fused kernel over the [decay, no decay] groups, then the gradients zeroed.
+    fn apply(
+        &mut self,
+        params: &VarStore,
+        lr: f64,
+        lr_tensor: Option<&Tensor>,
+        found_inf: Option<&Tensor>,
+    ) -> crate::Result<()> {
+        let _g = tch::no_grad_guard();
         let c = &self.config;
         let m = self.m.variables();
         let v = self.v.variables();
@@ -171,8 +203,6 @@ impl AdamW {
             let quad = [p, g, mt.shallow_clone(), vt.shallow_clone()];
             groups[usize::from(!decays)].push(quad);
         }
-        // A fill on the device: no host-to-device copy (which would wait for the device).
-        let step = self.step_tensor.fill_(self.step as f64);
         for (group, wd) in groups.iter().zip([c.weight_decay, 0.0]) {
             let col = |i: usize| group.iter().map(|q| &q[i]).collect::<Vec<_>>();
             let (ps, gs, ms, vs) = (col(0), col(1), col(2), col(3));
@@ -181,9 +211,9 @@ impl AdamW {
                 &gs,
                 &ms,
                 &vs,
-                &step,
+                &self.step_tensor,
                 &hyper(c, lr, wd),
-                None,
+                lr_tensor,
                 found_inf,
             )?;
             crate::foreach_zero_(&gs)?;

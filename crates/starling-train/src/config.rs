@@ -60,6 +60,10 @@ pub struct TrainConfig {
     /// Record this step (1-based) under PyTorch's profiler and write the run's `profile.md`:
     /// host ops, device kernels, host synchronisations, the GPU's idle share. By default none.
     pub profile_step: Option<u64>,
+    /// CUDA graphs: capture a whole step (forward, backward, clipping, AdamW) once and replay it,
+    /// one launch per step. `auto` is on for single-process CUDA runs without recomputation. By
+    /// default auto.
+    pub cuda_graphs: CudaGraphs,
     /// Optimizer and schedule.
     pub optim: OptimConfig,
 }
@@ -89,6 +93,7 @@ impl Default for TrainConfig {
             tp: 1,
             recompute: Recompute::None,
             profile_step: None,
+            cuda_graphs: CudaGraphs::Auto,
             optim: OptimConfig::default(),
         }
     }
@@ -113,6 +118,42 @@ impl std::str::FromStr for Recompute {
             "none" => Ok(Self::None),
             "block" => Ok(Self::Block),
             other => Err(format!("unknown recompute `{other}` (none or block)")),
+        }
+    }
+}
+
+/// Whether steps run from a captured CUDA graph.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CudaGraphs {
+    /// On where a step can be captured: CUDA, one process, no recomputation.
+    #[default]
+    Auto,
+    /// On; a run that cannot capture its step fails at the start, saying why.
+    On,
+    /// Every step launches its kernels one by one.
+    Off,
+}
+
+impl CudaGraphs {
+    /// Whether a run uses graphs: `why_not` is the reason its step cannot be captured, if any.
+    pub fn resolve(self, why_not: Option<&str>) -> Result<bool, String> {
+        match (self, why_not) {
+            (Self::Off, _) | (Self::Auto, Some(_)) => Ok(false),
+            (Self::On | Self::Auto, None) => Ok(true),
+            (Self::On, Some(why)) => Err(format!("--cuda-graphs on: {why}")),
+        }
+    }
+}
+
+impl std::str::FromStr for CudaGraphs {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("unknown cuda-graphs `{other}` (auto, on or off)")),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`config`], [`metrics`] (`metrics.jsonl`), [`setup`] (checks before a run), [`plot`].
 //! - [`ModelDir`]: a run or an export as consumers open it.
 
+mod captured_step;
 pub mod checkpoint;
 pub mod config;
 pub mod ddp;
@@ -264,6 +265,10 @@ pub fn train_distributed(
     let started = Instant::now();
     let log_every = cfg.log_every.max(1);
     let mut pending = Pending::new(par.comm());
+    let graphs = (cfg.cuda_graphs)
+        .resolve(captured_step::why_not(device, cfg, par.as_mut()))
+        .map_err(Error::Format)?;
+    let mut captured = graphs.then(|| captured_step::CapturedStep::new(device, cfg, ctx));
     while par.steps() < cfg.steps {
         let step = par.steps();
         par.begin_step(step + 1);
@@ -278,8 +283,18 @@ pub fn train_distributed(
         };
         // Nothing in the step reads a value on the host: loss, norm and the non-finite flag stay
         // on the device until the next flush.
-        let loss = forward_backward(&model, &train_data, cfg, &batch, ctx, par.as_mut())?;
-        let outcome = par.optimizer_step(&vs, lr)?;
+        let (loss, outcome) = match captured.as_mut() {
+            Some(c) => {
+                let opt = par
+                    .capturable()
+                    .ok_or_else(|| Error::Format("not capturable".into()))?;
+                c.step(&model, &train_data, cfg, &batch, ctx, &vs, opt, lr)?
+            }
+            None => {
+                let loss = forward_backward(&model, &train_data, cfg, &batch, ctx, par.as_mut())?;
+                (loss, par.optimizer_step(&vs, lr)?)
+            }
+        };
         if let Some(p) = profiling {
             p.finish(run)?;
         }
@@ -367,9 +382,9 @@ pub fn train_distributed(
 }
 
 /// The sequences of one optimizer step on this rank: micro-batch k starts at `first + k·stride`.
-struct Batch {
-    first: u64,
-    stride: u64,
+pub(crate) struct Batch {
+    pub(crate) first: u64,
+    pub(crate) stride: u64,
 }
 
 /// One step run but not yet read on the host.
@@ -504,7 +519,7 @@ fn forward_backward(
 }
 
 /// A batch on the training device; to CUDA through pinned memory without waiting for the copy.
-fn upload(t: &tch::Tensor, device: tch::Device) -> tch::Tensor {
+pub(crate) fn upload(t: &tch::Tensor, device: tch::Device) -> tch::Tensor {
     if device.is_cuda() {
         t.pin_memory(device)
             .to_device_(device, t.kind(), true, false)

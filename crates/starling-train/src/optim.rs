@@ -135,6 +135,54 @@ mod tests {
     }
 
     #[test]
+    fn the_update_a_graph_captures_equals_the_eager_one() {
+        // update_on_device (learning rate as a device tensor, step number advanced on the device)
+        // against update, over steps whose learning rate changes, after a resume-like jump of
+        // the host step count.
+        let c = OptimConfig::default();
+        let make = || {
+            let vs = VarStore::new(tch::Device::Cpu);
+            tch::manual_seed(3);
+            let w = vs.root().var(
+                "w",
+                &[3, 4],
+                tch::nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            );
+            let b = vs.root().var("b", &[4], tch::nn::Init::Const(0.5));
+            (vs, w, b)
+        };
+        let (eager_vs, ew, eb) = make();
+        let (dev_vs, dw, db) = make();
+        let mut eager = AdamW::new(&eager_vs, c.clone());
+        let mut dev = AdamW::new(&dev_vs, c.clone());
+        eager.step = 40;
+        dev.step = 40;
+        dev.sync_step_tensor();
+        let mut lr_t = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+        for step in 0..6u64 {
+            let x = Tensor::randn([5, 3], (Kind::Float, tch::Device::Cpu));
+            let lr = lr_at(&c, 40 + step, 100);
+            (x.matmul(&ew) + &eb).square().sum(Kind::Float).backward();
+            eager.update(&eager_vs, lr, None).expect("eager update");
+            (x.matmul(&dw) + &db).square().sum(Kind::Float).backward();
+            let _ = lr_t.fill_(lr);
+            dev.update_on_device(&dev_vs, &lr_t, None)
+                .expect("device update");
+            dev.step += 1;
+        }
+        assert_eq!(dev.step, eager.step);
+        for (a, b) in [(&ew, &dw), (&eb, &db)] {
+            let diff = (a - b).abs().max().double_value(&[]);
+            assert!(diff <= 1e-7, "max |Δp| {diff:e}");
+        }
+        let moved = (&ew - make().1).abs().max().double_value(&[]);
+        assert!(moved > 1e-4, "the updates changed the weights ({moved:e})");
+    }
+
+    #[test]
     fn schedule_by_hand() {
         let c = OptimConfig {
             lr: 1.0,

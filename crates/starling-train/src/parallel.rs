@@ -61,6 +61,11 @@ pub trait Parallelism {
     fn runner(&self, recompute: bool, _kind: tch::Kind) -> Option<Box<dyn Runner>> {
         recompute.then(|| Box::new(RecomputeBlocks) as Box<dyn Runner>)
     }
+    /// The optimizer, when a whole step (forward, backward, clipping, update) of this strategy
+    /// can be captured in a CUDA graph: no collective, no host callback inside. None otherwise.
+    fn capturable(&mut self) -> Option<&mut AdamW> {
+        None
+    }
 }
 
 /// Blocks run with activation recomputation (the C++ layer's autograd function).
@@ -267,6 +272,9 @@ impl Parallelism for Single {
     }
     fn comm(&self) -> Option<Duration> {
         None
+    }
+    fn capturable(&mut self) -> Option<&mut AdamW> {
+        Some(&mut self.opt)
     }
 }
 

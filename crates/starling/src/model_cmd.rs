@@ -98,6 +98,10 @@ pub struct TrainArgs {
     /// in backward: less memory, about a third more compute).
     #[arg(long, default_value = "none")]
     pub recompute: starling_train::config::Recompute,
+    /// CUDA graphs: capture one whole step and replay it (one launch per step): auto (on for a
+    /// single-process CUDA run without --recompute), on or off.
+    #[arg(long, default_value = "auto")]
+    pub cuda_graphs: starling_train::config::CudaGraphs,
     /// Seconds a collective may wait for the other ranks before the run fails naming the laggard.
     #[arg(long, default_value_t = 300.0)]
     pub collective_timeout_s: f64,
@@ -129,6 +133,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         max_seconds: a.max_minutes.map(|m| m * 60.0),
         shard_optimizer: a.shard_optimizer,
         recompute: a.recompute,
+        cuda_graphs: a.cuda_graphs,
         fsdp: a.fsdp,
         tp: a.tp as usize,
         ..Default::default()
