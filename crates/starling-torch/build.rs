@@ -18,6 +18,10 @@ fn main() {
     let cuda = starling_torch_build::cuda_headers(&libtorch)
         .filter(|_| std::env::var_os("STARLING_NO_CUDA").is_none());
     let mut b = starling_torch_build::cxx(&libtorch);
+    // ATen's `parallel_for` is a header template: without OpenMP in this compile it runs every
+    // block on the calling thread. libtorch is built with GNU OpenMP and ships its libgomp, which
+    // the binaries' runpath (libtorch's lib folder) makes the one both use.
+    b.flag("-fopenmp");
     if let Some(dirs) = &cuda {
         for d in dirs {
             b.include(d);
@@ -32,10 +36,12 @@ fn main() {
         .file("csrc/swiglu.cpp")
         .file("csrc/rope.cpp")
         .file("csrc/graph.cpp")
+        .file("csrc/attention.cpp")
         .compile("starling_torch");
     // Dependents' build scripts (starling-dist) read the shared header's folder as
     // DEP_STARLING_TORCH_INCLUDE.
     let csrc = Path::new(env!("CARGO_MANIFEST_DIR")).join("csrc");
     println!("cargo:include={}", csrc.display());
     starling_torch_build::link(&libtorch, cuda.is_some());
+    println!("cargo:rustc-link-lib=dylib=gomp");
 }

@@ -4,7 +4,7 @@
 use crate::parallel::{self, Runner, TensorParallel, BLOCK_WEIGHTS};
 use starling_arch::LlamaConfig;
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Root-mean-square layer norm (computed in fp32, as HF does).
 #[derive(Debug)]
@@ -120,6 +120,24 @@ fn fused_product<const N: usize>(ls: [&nn::Linear; N], x: &Tensor, kind: Kind) -
 /// large; a one-token decode step would spend more on concatenating weights than it saves.
 fn fuses(tokens: i64) -> bool {
     tokens >= 16
+}
+
+/// Most bytes of attention probabilities one layer's CPU attention keeps for backward.
+const KEPT_PROBABILITIES_MAX: i64 = 128 << 20;
+
+/// Whether the attention of `q` over `k` runs as starling-torch's `causal_attention`: when it will
+/// be differentiated on the CPU in fp32/fp64 (about 2x ATen's flash attention there, forward and
+/// backward, at the presets' head sizes) over keys of its own length, and the half of a
+/// `[time, time]` matrix per head it keeps stays under [`KEPT_PROBABILITIES_MAX`]; elsewhere
+/// (CUDA, inference, bf16, a KV cache) SDPA.
+fn keeps_probabilities(q: &Tensor, k: &Tensor) -> bool {
+    let (b, h, t, _) = q.size4().unwrap_or((0, 0, 0, 0));
+    let kept = b * h * t * (t + 64) / 2 * q.kind().elt_size_in_bytes() as i64;
+    q.device() == Device::Cpu
+        && matches!(q.kind(), Kind::Float | Kind::Double)
+        && q.requires_grad()
+        && k.size().get(2) == Some(&t)
+        && kept <= KEPT_PROBABILITIES_MAX
 }
 
 /// Keys and values of earlier positions, per layer, for generation.
@@ -276,6 +294,13 @@ impl Attention {
         causal: bool,
         [rows, tokens]: [i64; 2],
     ) -> Tensor {
+        if mask.is_none() && causal && keeps_probabilities(q, k) {
+            // Training on the CPU: starling-torch's attention, its output already [rows, tokens,
+            // heads·head_dim].
+            let y = starling_torch::causal_attention(q, k, v)
+                .unwrap_or_else(|e| panic!("attention of {:?} over {:?}: {e}", q.size(), k.size()));
+            return linear(&self.o, &y, self.kind);
+        }
         let y = Tensor::scaled_dot_product_attention(
             q,
             k,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -15,6 +16,17 @@ inline int64_t block_rows(int64_t width, int64_t elem) {
   return std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(1, width * elem));
 }
 
+/// `at::parallel_for` whose workers see the caller's thread-local state (grad mode, dispatch
+/// keys, the profiler): the ATen ops the blocks call must not record autograd on other threads.
+template <typename F>
+void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& f) {
+  const at::ThreadLocalState state;
+  at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) {
+    at::ThreadLocalStateGuard guard(state);
+    f(b, e);
+  });
+}
+
 /// Runs `f(first_row, rows)` over `n` rows in blocks of `rows`, in parallel on the CPU; elsewhere
 /// once over all of them.
 template <typename F>
@@ -23,7 +35,7 @@ void by_blocks(bool cpu, int64_t n, int64_t rows, F&& f) {
     f(0, n);
     return;
   }
-  at::parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
+  parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; r += rows) f(r, std::min(rows, end - r));
   });
 }

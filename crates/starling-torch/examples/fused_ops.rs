@@ -2,7 +2,8 @@
 //! alternating in one process (median of 10 after 2 warm-up): cross-entropy over logits
 //! (`cross_entropy` = log_softmax + nll_loss), SwiGLU over a fused gate|up product (split,
 //! silu, product) and the attention's inputs from a fused Q|K|V product (split, heads, rotary
-//! embedding). The default shapes are `small`'s at 8 x 512 tokens: 4,096 rows, 8,192-token
+//! embedding), and causal attention with grouped K/V heads (SDPA, which runs ATen's CPU flash
+//! attention). The default shapes are `small`'s at 8 x 512 tokens: 4,096 rows, 8,192-token
 //! vocabulary, 768 hidden units, 8 query and 4 key/value heads of 36.
 //!
 //! `cargo run --release -p starling-torch --example fused_ops -- [rows] [vocab] [ff] [threads]`
@@ -82,6 +83,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         q.sum(Kind::Float) + k.mean(Kind::Float) + v.sum(Kind::Float)
     });
+    // Causal attention with grouped heads, output as [b, t, h·d] on both sides (what the output
+    // projection reads).
+    let mut heads = Tensor::randn([b, h + 2 * kv, t, d], opts).set_requires_grad(true);
+    let wo = Tensor::randn([b, t, h * d], opts);
+    let attn = race(&mut heads, |x, ours| {
+        let q = x.narrow(1, 0, h).contiguous();
+        let k = x.narrow(1, h, kv).contiguous();
+        let v = x.narrow(1, h + kv, kv).contiguous();
+        let y = if ours {
+            starling_torch::causal_attention(&q, &k, &v).expect("attention")
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<&Tensor>, 0.0, true, None, true)
+                .transpose(1, 2)
+                .contiguous()
+                .view([b, t, h * d])
+        };
+        (y * &wo).sum(Kind::Float)
+    });
     println!("forward+backward, fp32, {threads} threads, median of 10 (ms)");
     println!(
         "| op | shape | PyTorch composition | starling-torch | x PyTorch |\n|---|---|---|---|---|"
@@ -101,6 +120,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "Q, K, V with RoPE (split, heads, rotation)",
             format!("{b} x {t} x (8+2·4)·36"),
             rope,
+        ),
+        (
+            "causal attention, grouped heads (SDPA: CPU flash)",
+            format!("{b} x {t}, 8 heads / 4 K/V heads of 36"),
+            attn,
         ),
     ] {
         println!(

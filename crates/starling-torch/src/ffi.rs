@@ -640,3 +640,27 @@ pub(crate) fn qkv_rope(
     // SAFETY: each was allocated by `new at::Tensor`, owned (and freed) by its Tensor now.
     Ok(out.map(|p| unsafe { Tensor::from_ptr(p.cast()) }))
 }
+
+extern "C" {
+    fn starling_torch_causal_attention(
+        q: *mut c_void,
+        k: *mut c_void,
+        v: *mut c_void,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+pub(crate) fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> CResult<Tensor> {
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: the inputs outlive the call; on success `out` is a new at::Tensor* we own.
+    call(|e, l| unsafe {
+        starling_torch_causal_attention(raw(q), raw(k), raw(v), &mut out, e, l)
+    })?;
+    if out.is_null() {
+        return Err("causal attention returned no tensor".into());
+    }
+    // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
