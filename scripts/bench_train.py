@@ -7,11 +7,17 @@ under torch.compile on the token batches starling wrote, with the same threads.
 Prints one JSON object: train and forward tokens/s (median step after warm-up) and losses. With
 --profile, two more training steps run under torch.profiler and its op table (most self time first)
 goes to stderr: the reference's side of starling-train's `step_profile ... ops`.
+
+With --serve it builds the model, prints {"ready": true, ...} and then answers commands on stdin,
+one JSON line each: `train N` / `forward N` run the next N steps and reply their seconds, `quit`
+ends. `starling bench train` drives starling and the references this way in alternating rounds,
+so a slow minute of the machine falls on every side alike.
 """
 import argparse
 import contextlib
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -156,6 +162,7 @@ def main():
     ap.add_argument("--mode", choices=["eager", "compile"], default="eager")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--profile", action="store_true", help="op table of two more steps on stderr")
+    ap.add_argument("--serve", action="store_true", help="answer `train N` / `forward N` / `quit` on stdin")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
@@ -190,8 +197,21 @@ def main():
         opt.zero_grad(set_to_none=True)
         return loss
 
+    def forward_step(k):
+        x, y = batch(k)
+        with torch.no_grad(), amp:
+            return run(x, y).item()
+
+    info = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
     if a.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if a.serve:
+        serve(a, total, train_step, forward_step, info)
+        return
     times, losses = [], []
     t_warm = time.perf_counter()
     for k in range(total):
@@ -202,7 +222,6 @@ def main():
         elif k == a.warmup - 1:
             warm_s = time.perf_counter() - t_warm
     if a.profile:
-        import sys
         from torch.profiler import ProfilerActivity, profile
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device == "cuda" else [])
         with profile(activities=acts) as prof:
@@ -212,14 +231,11 @@ def main():
         key = "self_cuda_time_total" if a.device == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=30), file=sys.stderr)
     fwd = []
-    with torch.no_grad():
-        for k in range(total):
-            x, y = batch(k)
-            t = time.perf_counter()
-            with amp:
-                run(x, y).item()
-            if k >= a.warmup:
-                fwd.append(time.perf_counter() - t)
+    for k in range(total):
+        t = time.perf_counter()
+        forward_step(k)
+        if k >= a.warmup:
+            fwd.append(time.perf_counter() - t)
     tokens = a.batch * a.ctx
     print(json.dumps({
         "train_tok_s": tokens / statistics.median(times),
@@ -227,11 +243,35 @@ def main():
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "warmup_s": warm_s if a.warmup else 0.0,
-        "params": sum(p.numel() for p in model.parameters()),
         "peak_mem": torch.cuda.max_memory_allocated() if a.device == "cuda" else None,
-        "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
-        "torch": torch.__version__,
+        **info,
     }))
+
+
+def serve(a, total, train_step, forward_step, info):
+    """Answers `train N` / `forward N` / `quit` on stdin, one JSON line per command."""
+    print(json.dumps({"ready": True, **info}), flush=True)
+    done = {"train": 0, "forward": 0}
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] == "quit":
+            break
+        if len(words) != 2 or words[0] not in done or not words[1].isdigit():
+            print(json.dumps({"error": f"unknown command {line.strip()!r}"}), flush=True)
+            continue
+        what, n = words[0], int(words[1])
+        times, loss = [], float("nan")
+        for _ in range(n):
+            k = done[what] % total
+            t = time.perf_counter()
+            loss = train_step(k).item() if what == "train" else forward_step(k)
+            times.append(time.perf_counter() - t)
+            done[what] += 1
+        print(json.dumps({
+            "times": times,
+            "loss": loss,
+            "peak_mem": torch.cuda.max_memory_allocated() if a.device == "cuda" else None,
+        }), flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ pub struct TrainBenchArgs {
     /// Warm-up steps (torch.compile compiles during these).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// The timed steps run in this many rounds, starling and the references taking turns each
+    /// round (so a slow minute of the machine falls on every side alike).
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
     /// Threads for both sides.
     #[arg(long, default_value_t = 2)]
     threads: i32,
@@ -127,17 +131,27 @@ impl Gpt2 {
         for blk in &self.blocks {
             let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x)).split(d, 2);
             let heads = |z: &Tensor| z.view([b, t, self.heads, d / self.heads]).transpose(1, 2);
-            let y = Tensor::scaled_dot_product_attention(
-                &heads(&qkv[0]),
-                &heads(&qkv[1]),
-                &heads(&qkv[2]),
-                None::<Tensor>,
-                0.0,
-                true,
-                None,
-                false,
-            );
-            x = &x + blk.attn_proj.forward(&y.transpose(1, 2).reshape([b, t, d]));
+            let (q, k, v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
+            // As starling's Llama: training on the CPU, starling-torch's attention (its output
+            // already [b, t, d]); otherwise SDPA.
+            let y = if x.device() == Device::Cpu && x.requires_grad() {
+                starling_torch::causal_attention(&q, &k, &v)
+                    .unwrap_or_else(|e| panic!("GPT-2 attention of {:?}: {e}", q.size()))
+            } else {
+                Tensor::scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    None::<Tensor>,
+                    0.0,
+                    true,
+                    None,
+                    false,
+                )
+                .transpose(1, 2)
+                .reshape([b, t, d])
+            };
+            x = &x + blk.attn_proj.forward(&y);
             x = &x
                 + blk
                     .mlp_proj
@@ -233,6 +247,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// One side of a row, stepped a few steps at a time so that the sides can take turns.
+trait BenchSide {
+    /// Runs the next `n` training steps; their seconds.
+    fn train(&mut self, n: usize) -> Result<Vec<f64>>;
+    /// Runs the next `n` forward passes (no gradients); their seconds.
+    fn forward(&mut self, n: usize) -> Result<Vec<f64>>;
+    /// Loss of the last training step.
+    fn last_loss(&self) -> f64;
+    /// Peak bytes allocated on the GPU so far (None on CPU).
+    fn peak_mem(&self) -> Result<Option<u64>>;
+}
+
 /// What one side of a row measured.
 struct Side {
     train_tok_s: f64,
@@ -242,27 +268,77 @@ struct Side {
     peak_mem: Option<u64>,
 }
 
+/// Runs every side's warm-up, then their timed steps in `rounds` turns (side order rotating each
+/// round), training first and then forward passes; each side's median.
+fn interleaved(
+    sides: &mut [&mut dyn BenchSide],
+    tokens: f64,
+    steps: usize,
+    warmup: usize,
+    rounds: usize,
+) -> Result<Vec<Side>> {
+    let n = sides.len();
+    let per_round = steps.div_ceil(rounds.max(1)).max(1);
+    let mut timed = |forward: bool| -> Result<Vec<f64>> {
+        let mut times = vec![Vec::new(); n];
+        for s in sides.iter_mut() {
+            if forward {
+                s.forward(warmup)?;
+            } else {
+                s.train(warmup)?;
+            }
+        }
+        let mut left = steps;
+        let mut round = 0;
+        while left > 0 {
+            let k = per_round.min(left);
+            for i in 0..n {
+                let j = (i + round) % n;
+                let t = if forward {
+                    sides[j].forward(k)?
+                } else {
+                    sides[j].train(k)?
+                };
+                times[j].extend(t);
+            }
+            left -= k;
+            round += 1;
+        }
+        Ok(times.into_iter().map(|t| tokens / median(t)).collect())
+    };
+    let train = timed(false)?;
+    let forward = timed(true)?;
+    sides
+        .iter()
+        .zip(train.into_iter().zip(forward))
+        .map(|(s, (train_tok_s, forward_tok_s))| {
+            Ok(Side {
+                train_tok_s,
+                forward_tok_s,
+                last_loss: s.last_loss(),
+                peak_mem: s.peak_mem()?,
+            })
+        })
+        .collect()
+}
+
 /// starling's step as the trainer runs it on CUDA: three eager warm-up steps on a side stream,
 /// then the whole step (forward, backward, clipping, AdamW) captured once and replayed, its batch
 /// copied into static buffers first.
 struct GraphedStep {
-    device: usize,
     x: Tensor,
     y: Tensor,
     lr: Tensor,
-    eager_left: u32,
-    graph: Option<(starling_torch::cuda::Graph, Tensor)>,
+    graph: starling_torch::cuda::StepGraph<Tensor>,
 }
 
 impl GraphedStep {
     fn new(device: usize, (x, y): (Tensor, Tensor), on: Device) -> Self {
         Self {
-            device,
             x,
             y,
             lr: Tensor::full([], 1e-3, (Kind::Float, on)),
-            eager_left: 3,
-            graph: None,
+            graph: starling_torch::cuda::StepGraph::new(device, 3),
         }
     }
 
@@ -278,179 +354,286 @@ impl GraphedStep {
         self.x.copy_(x);
         self.y.copy_(y);
         let (sx, sy, lr) = (&self.x, &self.y, &self.lr);
-        let run = |opt: &mut AdamW| -> Result<Tensor> {
+        self.graph.step(opt, |opt| -> Result<Tensor> {
             let loss = loss_fn(sx, sy);
             loss.backward();
             let o = opt.clip(vs)?;
             opt.update_on_device(vs, lr, Some(&o.found_inf))?;
             Ok(loss.detach())
-        };
-        if self.eager_left > 0 {
-            self.eager_left -= 1;
-            opt.sync_step_tensor();
-            let loss = starling_torch::cuda::on_side_stream(self.device, || run(opt))??;
-            opt.step += 1;
-            return Ok(loss);
-        }
-        if self.graph.is_none() {
-            opt.sync_step_tensor();
-            let mut g = starling_torch::cuda::Graph::new(self.device)?;
-            let loss = g.capture(|| run(opt))??;
-            self.graph = Some((g, loss));
-        }
-        let Some((g, loss)) = &self.graph else {
-            bail!("CUDA graph not captured");
-        };
-        g.replay()?;
-        opt.step += 1;
-        Ok(loss.copy())
+        })
     }
 }
 
-/// Train and forward tokens/s of starling on `data` (tokens, batch x (ctx+1) per step).
-fn starling_side(
-    r: &Row,
-    data: &[u32],
-    steps: usize,
-    warmup: usize,
+/// starling's model, optimizer and batches for one row.
+struct StarlingSide<'a> {
+    row: &'a Row,
+    data: &'a [u32],
     device: Device,
-    graphs: bool,
-) -> Result<Side> {
-    tch::manual_seed(1);
-    let vs = nn::VarStore::new(device);
-    let loss_fn: LossFn = match (&r.llama, r.gpt2) {
-        (Some(c), _) => {
-            let mut m = Llama::new(&vs.root(), c);
-            if device.is_cuda() {
-                m.set_compute_kind(Kind::BFloat16);
+    vs: nn::VarStore,
+    loss_fn: LossFn,
+    opt: AdamW,
+    graphed: Option<GraphedStep>,
+    /// Batches used so far (training, forward); both wrap around the data.
+    done: (usize, usize),
+    last_loss: f64,
+}
+
+impl<'a> StarlingSide<'a> {
+    fn new(row: &'a Row, data: &'a [u32], device: Device, graphs: bool) -> Result<Self> {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(device);
+        let loss_fn: LossFn = match (&row.llama, row.gpt2) {
+            (Some(c), _) => {
+                let mut m = Llama::new(&vs.root(), c);
+                if device.is_cuda() {
+                    m.set_compute_kind(Kind::BFloat16);
+                }
+                Box::new(move |x, y| m.loss(x, y))
             }
-            Box::new(move |x, y| m.loss(x, y))
+            (None, Some((d, l, h, ff))) => {
+                let m = Gpt2::new(&vs.root(), row.vocab as i64, row.ctx as i64, d, l, h, ff);
+                Box::new(move |x, y| m.loss(x, y))
+            }
+            _ => bail!("row {} has no model", row.name),
+        };
+        let opt = AdamW::new(
+            &vs,
+            OptimConfig {
+                lr: 1e-3,
+                ..Default::default()
+            },
+        );
+        if let Device::Cuda(i) = device {
+            starling_torch::cuda::reset_peak_memory(i)?;
         }
-        (None, Some((d, l, h, ff))) => {
-            let m = Gpt2::new(&vs.root(), r.vocab as i64, r.ctx as i64, d, l, h, ff);
-            Box::new(move |x, y| m.loss(x, y))
+        let mut side = Self {
+            row,
+            data,
+            device,
+            vs,
+            loss_fn,
+            opt,
+            graphed: None,
+            done: (0, 0),
+            last_loss: f64::NAN,
+        };
+        if let (Device::Cuda(i), true) = (device, graphs) {
+            side.graphed = Some(GraphedStep::new(i, side.batch(0), device));
         }
-        _ => bail!("row {} has no model", r.name),
-    };
-    let mut opt = AdamW::new(
-        &vs,
-        OptimConfig {
-            lr: 1e-3,
-            ..Default::default()
-        },
-    );
-    let per = r.batch * (r.ctx + 1);
-    let batch = |k: usize| {
-        let w: Vec<i64> = data[k * per..(k + 1) * per]
+        Ok(side)
+    }
+
+    /// Inputs and targets of batch `k` (wrapping around the data).
+    fn batch(&self, k: usize) -> (Tensor, Tensor) {
+        let r = self.row;
+        let per = r.batch * (r.ctx + 1);
+        let k = k % (self.data.len() / per).max(1);
+        let w: Vec<i64> = self.data[k * per..(k + 1) * per]
             .iter()
             .map(|&t| i64::from(t))
             .collect();
         let w = Tensor::from_slice(&w)
             .view([r.batch as i64, r.ctx as i64 + 1])
-            .to_device(device);
+            .to_device(self.device);
         (
             w.narrow(1, 0, r.ctx as i64).contiguous(),
             w.narrow(1, 1, r.ctx as i64).contiguous(),
         )
-    };
-    if let Device::Cuda(i) = device {
-        starling_torch::cuda::reset_peak_memory(i)?;
     }
-    let mut times = Vec::new();
-    let mut last = f64::NAN;
-    let mut graphed = match device {
-        Device::Cuda(i) if graphs => Some(GraphedStep::new(i, batch(0), device)),
-        _ => None,
-    };
-    for k in 0..warmup + steps {
-        let (x, y) = batch(k);
-        let t = Instant::now();
-        let loss = match graphed.as_mut() {
-            Some(g) => g.step(&x, &y, &loss_fn, &mut opt, &vs)?,
-            None => {
-                let loss = loss_fn(&x, &y);
-                loss.backward();
-                let o = opt.clip(&vs)?;
-                opt.update(&vs, 1e-3, Some(&o.found_inf))?;
-                loss
-            }
-        };
-        last = loss.double_value(&[]);
-        if k >= warmup {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let mut fwd = Vec::new();
-    {
-        let _g = tch::no_grad_guard();
-        for k in 0..warmup + steps {
-            let (x, y) = batch(k);
-            let t = Instant::now();
-            loss_fn(&x, &y).double_value(&[]);
-            if k >= warmup {
-                fwd.push(t.elapsed().as_secs_f64());
-            }
-        }
-    }
-    let peak_mem = match device {
-        Device::Cuda(i) => starling_torch::cuda::max_memory_allocated(i)?,
-        _ => None,
-    };
-    let tokens = (r.batch * r.ctx) as f64;
-    Ok(Side {
-        train_tok_s: tokens / median(times),
-        forward_tok_s: tokens / median(fwd),
-        last_loss: last,
-        peak_mem,
-    })
 }
 
-/// The PyTorch reference's JSON line for one row and mode.
-fn torch_side(
-    py: &Path,
-    r: &Row,
-    data: &Path,
-    a: &TrainBenchArgs,
-    mode: &str,
-) -> Result<serde_json::Value> {
-    let config = match (&r.llama, r.gpt2) {
-        (Some(c), _) => serde_json::to_string(c)?,
-        (None, Some((d, l, h, ff))) => serde_json::json!({
-            "vocab": r.vocab, "ctx": r.ctx, "d": d, "layers": l, "heads": h, "ff": ff
-        })
-        .to_string(),
-        _ => bail!("row {} has no model", r.name),
-    };
-    // The checkout the binary runs in (a carried binary on a device machine), else the one it was built in.
-    let local = Path::new("scripts/bench_train.py");
-    let script = if local.exists() {
-        local.to_path_buf()
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_train.py")
-    };
-    let out = Command::new(py)
-        .arg(&script)
-        .args(["--arch", r.arch, "--config", &config, "--mode", mode])
-        .arg("--data")
-        .arg(data)
-        .args(["--batch", &r.batch.to_string(), "--ctx", &r.ctx.to_string()])
-        .args(["--steps", &a.steps.to_string()])
-        .args(["--warmup", &a.warmup.to_string()])
-        .args(["--threads", &a.threads.to_string()])
-        .args(["--device", &a.device])
-        .env("OMP_NUM_THREADS", a.threads.to_string())
-        .output()
-        .with_context(|| format!("running {} {}", py.display(), script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} ({mode}) failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+impl BenchSide for StarlingSide<'_> {
+    fn train(&mut self, n: usize) -> Result<Vec<f64>> {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (x, y) = self.batch(self.done.0);
+            self.done.0 += 1;
+            let t = Instant::now();
+            let loss = match self.graphed.as_mut() {
+                Some(g) => g.step(&x, &y, &self.loss_fn, &mut self.opt, &self.vs)?,
+                None => {
+                    let loss = (self.loss_fn)(&x, &y);
+                    loss.backward();
+                    let o = self.opt.clip(&self.vs)?;
+                    self.opt.update(&self.vs, 1e-3, Some(&o.found_inf))?;
+                    loss
+                }
+            };
+            self.last_loss = loss.double_value(&[]);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(times)
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line).with_context(|| format!("reading the reference's output: {text}"))
+
+    fn forward(&mut self, n: usize) -> Result<Vec<f64>> {
+        let _g = tch::no_grad_guard();
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (x, y) = self.batch(self.done.1);
+            self.done.1 += 1;
+            let t = Instant::now();
+            (self.loss_fn)(&x, &y).double_value(&[]);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(times)
+    }
+
+    fn last_loss(&self) -> f64 {
+        self.last_loss
+    }
+
+    fn peak_mem(&self) -> Result<Option<u64>> {
+        Ok(match self.device {
+            Device::Cuda(i) => starling_torch::cuda::max_memory_allocated(i)?,
+            _ => None,
+        })
+    }
+}
+
+/// The PyTorch reference (`scripts/bench_train.py --serve`) of one row and mode, a child process
+/// answering `train N` / `forward N` one JSON line at a time.
+struct TorchSide {
+    mode: &'static str,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    stderr: PathBuf,
+    /// The `ready` line: params, device, torch version.
+    info: serde_json::Value,
+    last_loss: f64,
+    peak_mem: Option<u64>,
+}
+
+impl TorchSide {
+    /// Starts the reference for row `r` in `mode` (eager or compile); `same_heap`: with the heap
+    /// settings starling's process runs with ([`starling_torch::retain_freed_memory`]), else
+    /// glibc's defaults.
+    fn spawn(
+        py: &Path,
+        r: &Row,
+        data: &Path,
+        a: &TrainBenchArgs,
+        mode: &'static str,
+        same_heap: bool,
+    ) -> Result<Self> {
+        let config = match (&r.llama, r.gpt2) {
+            (Some(c), _) => serde_json::to_string(c)?,
+            (None, Some((d, l, h, ff))) => serde_json::json!({
+                "vocab": r.vocab, "ctx": r.ctx, "d": d, "layers": l, "heads": h, "ff": ff
+            })
+            .to_string(),
+            _ => bail!("row {} has no model", r.name),
+        };
+        // The checkout the binary runs in (a carried binary on a device machine), else the one it was built in.
+        let local = Path::new("scripts/bench_train.py");
+        let script = if local.exists() {
+            local.to_path_buf()
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_train.py")
+        };
+        let heap = if same_heap { "" } else { "-default-heap" };
+        let stderr = a.dir.join(format!("reference-{mode}{heap}.stderr"));
+        let log = std::fs::File::create(&stderr)
+            .with_context(|| format!("creating {}", stderr.display()))?;
+        let mut cmd = Command::new(py);
+        if same_heap {
+            let (k, v) = starling_torch::RETAIN_FREED_MEMORY_ENV;
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .arg(&script)
+            .args(["--arch", r.arch, "--config", &config, "--mode", mode])
+            .arg("--data")
+            .arg(data)
+            .args(["--batch", &r.batch.to_string(), "--ctx", &r.ctx.to_string()])
+            .args(["--steps", &a.steps.to_string()])
+            .args(["--warmup", &a.warmup.to_string()])
+            .args(["--threads", &a.threads.to_string()])
+            .args(["--device", &a.device, "--serve"])
+            .env("OMP_NUM_THREADS", a.threads.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("running {} {}", py.display(), script.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("{}: no pipes to the reference", script.display());
+        };
+        let mut side = Self {
+            mode,
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+            stderr,
+            info: serde_json::Value::Null,
+            last_loss: f64::NAN,
+            peak_mem: None,
+        };
+        side.info = side.reply()?;
+        Ok(side)
+    }
+
+    /// The reference's next JSON line; its stderr when it ended or answered an error.
+    fn reply(&mut self) -> Result<serde_json::Value> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let v: Option<serde_json::Value> = serde_json::from_str(&line).ok();
+        match v {
+            Some(v) if v.get("error").is_none() => Ok(v),
+            _ => {
+                let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+                let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
+                let tail = tail.lines().rev().collect::<Vec<_>>().join("\n");
+                bail!(
+                    "the PyTorch reference ({}) answered {:?}; its stderr ({}) ends:\n{tail}",
+                    self.mode,
+                    line.trim(),
+                    self.stderr.display()
+                )
+            }
+        }
+    }
+
+    fn command(&mut self, what: &str, n: usize) -> Result<Vec<f64>> {
+        writeln!(self.stdin, "{what} {n}")?;
+        self.stdin.flush()?;
+        let v = self.reply()?;
+        if what == "train" {
+            self.last_loss = v["loss"].as_f64().unwrap_or(f64::NAN);
+        }
+        self.peak_mem = v["peak_mem"].as_u64();
+        Ok(v["times"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|x| x.as_f64()).collect())
+            .unwrap_or_default())
+    }
+}
+
+impl BenchSide for TorchSide {
+    fn train(&mut self, n: usize) -> Result<Vec<f64>> {
+        self.command("train", n)
+    }
+
+    fn forward(&mut self, n: usize) -> Result<Vec<f64>> {
+        self.command("forward", n)
+    }
+
+    fn last_loss(&self) -> f64 {
+        self.last_loss
+    }
+
+    fn peak_mem(&self) -> Result<Option<u64>> {
+        Ok(self.peak_mem)
+    }
+}
+
+impl Drop for TorchSide {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let _ = self.child.wait();
+    }
 }
 
 /// The processor or GPU the table was measured on.
@@ -484,6 +667,13 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         other => bail!("unknown --device `{other}` (cpu or cuda)"),
     };
     tch::set_num_threads(a.threads);
+    // As `starling train` runs; the references get the same heap settings (and one eager column
+    // glibc's defaults).
+    let heap = if starling_torch::retain_freed_memory() {
+        "; heap: freed memory retained (starling and the references; the default-heap column: glibc's defaults)"
+    } else {
+        ""
+    };
     let py = crate::measure::python(a.python.as_deref());
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let default_rows: &[&str] = if device.is_cuda() {
@@ -509,17 +699,18 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         ("fp32", format!("; {} threads", a.threads))
     };
     println!(
-        "train step = forward + backward + clip + AdamW; median of {} steps after {} warm-up{threads}; {precision}; {}; torch {}; MFU against {:.3e} FLOP/s",
+        "train step = forward + backward + clip + AdamW; median of {} steps after {} warm-up, the sides taking turns in {} rounds{threads}; {precision}{heap}; {}; torch {}; MFU against {:.3e} FLOP/s",
         a.steps,
         a.warmup,
+        a.rounds,
         processor(device),
         torch_version(&py),
         peak
     );
     println!(
-        "| model | params | batch x ctx | starling train tok/s | PyTorch eager | torch.compile | starling / eager | starling / compile | MFU starling / eager / compile | peak mem GiB starling / eager / compile | starling fwd tok/s | eager fwd | fwd / eager | last loss starling / eager |"
+        "| model | params | batch x ctx | starling train tok/s | PyTorch eager | torch.compile | starling / eager | starling / compile | eager, glibc heap defaults | starling / that | MFU starling / eager / compile | peak mem GiB starling / eager / compile | starling fwd tok/s | eager fwd | fwd / eager | last loss starling / eager |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let total = (a.warmup + a.steps) * r.batch * (r.ctx + 1);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -539,19 +730,39 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
                 r.name
             );
         }
-        let st = starling_side(r, &data, a.steps, a.warmup, device, !a.no_cuda_graphs)?;
-        let eager = torch_side(&py, r, &path, a, "eager")?;
-        let compiled = if a.no_compile {
+        let mut st = StarlingSide::new(r, &data, device, !a.no_cuda_graphs)?;
+        let mut eager = TorchSide::spawn(&py, r, &path, a, "eager", true)?;
+        // PyTorch as it runs by default (glibc's heap settings), on the CPU.
+        let mut plain = match device {
+            Device::Cpu => Some(TorchSide::spawn(&py, r, &path, a, "eager", false)?),
+            _ => None,
+        };
+        let mut compiled = if a.no_compile {
             None
         } else {
-            Some(torch_side(&py, r, &path, a, "compile")?)
+            Some(TorchSide::spawn(&py, r, &path, a, "compile", true)?)
         };
-        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-        let (et, ef) = (f(&eager, "train_tok_s"), f(&eager, "forward_tok_s"));
-        let ct = compiled
-            .as_ref()
-            .map(|c| f(c, "train_tok_s"))
-            .unwrap_or(f64::NAN);
+        let mut sides: Vec<&mut dyn BenchSide> = vec![&mut st, &mut eager];
+        let with_plain = plain.is_some();
+        if let Some(p) = plain.as_mut() {
+            sides.push(p);
+        }
+        if let Some(c) = compiled.as_mut() {
+            sides.push(c);
+        }
+        let tokens = (r.batch * r.ctx) as f64;
+        let measured = interleaved(&mut sides, tokens, a.steps, a.warmup, a.rounds)?;
+        let [st, eager_side, rest @ ..] = measured.as_slice() else {
+            bail!("row {}: a side did not report", r.name);
+        };
+        let (plain_side, rest) = match rest {
+            [p, rest @ ..] if with_plain => (Some(p), rest),
+            _ => (None, rest),
+        };
+        let (et, ef) = (eager_side.train_tok_s, eager_side.forward_tok_s);
+        let ct = rest.first().map_or(f64::NAN, |c| c.train_tok_s);
+        let pt = plain_side.map_or(f64::NAN, |p| p.train_tok_s);
+        let params = eager.info["params"].as_f64().unwrap_or(f64::NAN);
         let flops = match (&r.llama, r.gpt2) {
             (Some(c), _) => c.flops_per_token(r.ctx),
             // GPT-2: 6 N (matrix parameters) + attention, as for Llama.
@@ -567,26 +778,27 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
                 format!("{:.2}", b / (1u64 << 30) as f64)
             })
         };
-        let mem_of = |v: Option<&serde_json::Value>| v.and_then(|v| v["peak_mem"].as_f64());
+        let mem_of = |v: Option<&Side>| v.and_then(|v| v.peak_mem.map(|b| b as f64));
         println!(
-            "| {} | {:.2}M | {}x{} | {:.0} | {et:.0} | {ct:.0} | {:.2}x | {:.2}x | {} / {} / {} | {} / {} / {} | {:.0} | {ef:.0} | {:.2}x | {:.3} / {:.3} |",
+            "| {} | {:.2}M | {}x{} | {:.0} | {et:.0} | {ct:.0} | {:.2}x | {:.2}x | {pt:.0} | {:.2}x | {} / {} / {} | {} / {} / {} | {:.0} | {ef:.0} | {:.2}x | {:.3} / {:.3} |",
             r.name,
-            f(&eager, "params") / 1e6,
+            params / 1e6,
             r.batch,
             r.ctx,
             st.train_tok_s,
             st.train_tok_s / et,
             st.train_tok_s / ct,
+            st.train_tok_s / pt,
             mfu(st.train_tok_s),
             mfu(et),
             mfu(ct),
             gib(st.peak_mem.map(|b| b as f64)),
-            gib(mem_of(Some(&eager))),
-            gib(mem_of(compiled.as_ref())),
+            gib(mem_of(Some(eager_side))),
+            gib(mem_of(rest.first())),
             st.forward_tok_s,
             st.forward_tok_s / ef,
             st.last_loss,
-            f(&eager, "last_loss")
+            eager_side.last_loss
         );
     }
     if !a.no_generate && !device.is_cuda() {

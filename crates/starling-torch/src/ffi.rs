@@ -11,6 +11,7 @@ extern "C" {
     fn starling_torch_sync_counter_install(err: *mut c_char, len: usize) -> c_int;
     fn starling_torch_sync_counter_remove();
     fn starling_torch_sync_counter_installed() -> c_int;
+    fn starling_torch_retain_freed_memory() -> c_int;
     fn starling_torch_sync_count() -> u64;
     fn starling_torch_sync_count_thread() -> u64;
     fn starling_torch_read_f64(
@@ -165,6 +166,11 @@ pub(crate) fn sync_counter_install() -> CResult<()> {
 pub(crate) fn sync_counter_remove() {
     // SAFETY: no arguments; removing an absent observer does nothing.
     unsafe { starling_torch_sync_counter_remove() }
+}
+
+pub(crate) fn retain_freed_memory() -> bool {
+    // SAFETY: no arguments; mallopt only changes the allocator's thresholds.
+    unsafe { starling_torch_retain_freed_memory() != 0 }
 }
 
 pub(crate) fn sync_counter_installed() -> bool {

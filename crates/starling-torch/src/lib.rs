@@ -22,6 +22,7 @@
 mod ffi;
 pub mod optim;
 pub mod profile;
+mod step_graph;
 
 use tch::Tensor;
 
@@ -260,6 +261,8 @@ pub mod collective {
 pub mod cuda {
     use crate::{ffi, Error, Result};
 
+    pub use crate::step_graph::{StepGraph, StepOutputs};
+
     /// Whether the CUDA part was compiled in.
     pub fn available() -> bool {
         ffi::has_cuda()
@@ -354,6 +357,24 @@ pub mod cuda {
     }
 }
 
+/// Makes this process's allocator (glibc malloc) keep the memory tensors free for reuse instead of
+/// mapping large blocks afresh and giving them back on every free: a CPU training step allocates
+/// and frees the same activations each step, and with glibc's defaults the kernel faults in and
+/// zeroes every page of them again each time (a quarter of `small`'s step on a 2-core VM; what
+/// PyTorch's CPU tuning guide gets from preloading jemalloc or tcmalloc). Freed memory stays with
+/// the process until it exits. Call it once at the start of a training process; returns whether
+/// it applied (glibc only).
+pub fn retain_freed_memory() -> bool {
+    ffi::retain_freed_memory()
+}
+
+/// The environment that gives a child process (a PyTorch reference) the same allocator settings as
+/// [`retain_freed_memory`], through glibc's tunables.
+pub const RETAIN_FREED_MEMORY_ENV: (&str, &str) = (
+    "GLIBC_TUNABLES",
+    "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615:glibc.malloc.top_pad=67108864",
+);
+
 /// Counts host synchronisations: `aten::item` / `aten::_local_scalar_dense` called from user code
 /// (tch's `double_value`, `int64_value`), reads of device scalars inside ops, copies from a device
 /// to the CPU, and the reads made through [`read_f64`]. It observes every op through ATen's global
@@ -429,6 +450,71 @@ mod tests {
             assert_eq!(out.double_value(&[3]), (v + 1.0) * 2.0);
         }
         assert!(g.capture(|| ()).is_err(), "captured once");
+    }
+
+    /// A `StepGraph` runs its warm-up eagerly, then replays a captured AdamW step that moves the
+    /// parameters as eager steps do; without a GPU it fails with a message and counts no step.
+    #[test]
+    fn step_graph_replays_the_eager_step_or_fails_clearly() {
+        use crate::optim::{AdamW, OptimConfig};
+        let on = |dev: Device| {
+            tch::manual_seed(4);
+            let vs = tch::nn::VarStore::new(dev);
+            let w = vs.root().randn("w", &[8, 4], 0.0, 1.0);
+            let x = Tensor::randn([16, 8], (Kind::Float, dev));
+            (vs, w, x)
+        };
+        let cfg = OptimConfig {
+            lr: 1e-2,
+            ..Default::default()
+        };
+        if !tch::Cuda::is_available() {
+            let (vs, w, x) = on(Device::Cpu);
+            let mut opt = AdamW::new(&vs, cfg);
+            let mut g = cuda::StepGraph::<Tensor>::new(0, 1);
+            let e = g
+                .step(&mut opt, |_| -> Result<Tensor> { Ok(x.matmul(&w).sum(Kind::Float)) })
+                .expect_err("no GPU here");
+            assert!(!e.0.is_empty(), "a message");
+            assert_eq!(opt.step, 0, "a failed step is not counted");
+            return;
+        }
+        let dev = Device::Cuda(0);
+        let (vs_e, w_e, x) = on(dev);
+        let mut opt_e = AdamW::new(&vs_e, cfg.clone());
+        let (vs_g, w_g, _) = on(dev);
+        let mut opt_g = AdamW::new(&vs_g, cfg);
+        let lr = Tensor::full([], 1e-2, (Kind::Float, dev));
+        let mut g = cuda::StepGraph::<Tensor>::new(0, 2);
+        for step in 0..6 {
+            let loss = x.matmul(&w_e).square().sum(Kind::Float);
+            loss.backward();
+            opt_e.update(&vs_e, 1e-2, None).expect("eager");
+            let out = g
+                .step(&mut opt_g, |opt| -> Result<Tensor> {
+                    let loss = x.matmul(&w_g).square().sum(Kind::Float);
+                    loss.backward();
+                    opt.update_on_device(&vs_g, &lr, None)?;
+                    Ok(loss.detach())
+                })
+                .expect("graph step");
+            let diff = (&w_e - &w_g).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "step {step}: parameters off by {diff}");
+            assert!((out.double_value(&[]) - loss.double_value(&[])).abs() < 1e-3);
+            assert_eq!(g.is_captured(), step >= 2);
+        }
+        assert_eq!(opt_g.step, 6);
+    }
+
+    /// Retaining freed memory applies where glibc is the allocator, and tensors still work.
+    #[test]
+    fn retained_freed_memory_applies_on_glibc() {
+        let applied = retain_freed_memory();
+        assert_eq!(applied, cfg!(target_env = "gnu"));
+        for _ in 0..2 {
+            let t = Tensor::ones([64, 1 << 18], (Kind::Float, Device::Cpu));
+            assert_eq!(t.sum(Kind::Float).double_value(&[]), (64 << 18) as f64);
+        }
     }
 
     /// Loss and gradient equal PyTorch's cross_entropy, ignored targets included; in f64 the

@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Device::Cpu
     };
     tch::set_num_threads(arg(4, "2").parse()?);
+    // As `starling train` runs.
+    starling_train::retain_freed_memory();
     let config = LlamaConfig::preset(&preset, 8192)?;
     tch::manual_seed(1);
     let vs = VarStore::new(device);

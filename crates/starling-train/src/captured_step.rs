@@ -11,7 +11,7 @@ use crate::optim::{AdamW, StepOutcome};
 use crate::parallel::Parallelism;
 use crate::{upload, Batch, Error, Result, TrainConfig};
 use starling_model::Llama;
-use starling_torch::cuda::{on_side_stream, Graph};
+use starling_torch::cuda::StepGraph;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// Eager steps before the capture.
@@ -39,15 +39,13 @@ pub(crate) fn why_not(
 /// A step captured on its first call after the warm-up and replayed from then on.
 pub(crate) struct CapturedStep {
     device: Device,
-    warmup_left: u32,
     /// Inputs and targets of the step's micro-batches, `[accum, batch, ctx]`.
     x: Tensor,
     y: Tensor,
     /// The learning rate the captured AdamW reads.
     lr: Tensor,
-    graph: Option<Graph>,
-    /// What the captured step writes: summed loss, gradient norm, non-finite flag.
-    out: Option<(Tensor, StepOutcome)>,
+    /// Warm-up, capture and replay; its outputs: summed loss, gradient norm, non-finite flag.
+    graph: Option<StepGraph<(Tensor, StepOutcome)>>,
 }
 
 impl CapturedStep {
@@ -56,12 +54,13 @@ impl CapturedStep {
         let shape = [cfg.accum as i64, cfg.batch as i64, ctx as i64];
         Self {
             device,
-            warmup_left: WARMUP_STEPS,
             x: Tensor::zeros(shape, (Kind::Int64, device)),
             y: Tensor::zeros(shape, (Kind::Int64, device)),
             lr: Tensor::zeros([], (Kind::Float, device)),
-            graph: None,
-            out: None,
+            graph: match device {
+                Device::Cuda(i) => Some(StepGraph::new(i, WARMUP_STEPS)),
+                _ => None,
+            },
         }
     }
 
@@ -85,41 +84,16 @@ impl CapturedStep {
             self.y.get(micro as i64).copy_(&upload(&y, self.device));
         }
         let _ = self.lr.fill_(lr);
-        let index = match self.device {
-            Device::Cuda(i) => i,
-            _ => return Err(Error::Format("CUDA graphs need a CUDA device".into())),
+        let Some(mut graph) = self.graph.take() else {
+            return Err(Error::Format("CUDA graphs need a CUDA device".into()));
         };
-        let cuda = |e: starling_torch::Error| Error::Format(format!("CUDA graph: {e}"));
-        if self.warmup_left > 0 {
-            self.warmup_left -= 1;
-            opt.sync_step_tensor();
-            let out = on_side_stream(index, || self.run(model, cfg, vs, opt)).map_err(cuda)??;
-            opt.step += 1;
-            return Ok(out);
-        }
-        if self.graph.is_none() {
-            opt.sync_step_tensor();
-            let mut graph = Graph::new(index).map_err(cuda)?;
-            let out = graph
-                .capture(|| self.run(model, cfg, vs, opt))
-                .map_err(cuda)??;
+        let was_captured = graph.is_captured();
+        let out = graph.step(opt, |opt| self.run(model, cfg, vs, opt));
+        if !was_captured && graph.is_captured() {
             tracing::info!("CUDA graph captured: one launch per step from now on");
-            self.graph = Some(graph);
-            self.out = Some(out);
         }
-        let (Some(graph), Some((loss, o))) = (&self.graph, &self.out) else {
-            return Err(Error::Format("CUDA graph: not captured".into()));
-        };
-        graph.replay().map_err(cuda)?;
-        opt.step += 1;
-        // Copies on the device: the next replay overwrites the static outputs.
-        Ok((
-            loss.copy(),
-            StepOutcome {
-                grad_norm: o.grad_norm.copy(),
-                found_inf: o.found_inf.copy(),
-            },
-        ))
+        self.graph = Some(graph);
+        out
     }
 
     /// The step's device work over the static buffers (what the graph records).

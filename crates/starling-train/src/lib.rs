@@ -31,6 +31,7 @@ pub use config::TrainConfig;
 pub use metrics::{default_peak_flops, StepMetrics};
 pub use model_dir::ModelDir;
 pub use parallel::NO_GRAD_SYNC_ENV;
+pub use starling_torch::retain_freed_memory;
 
 use checkpoint::save_checkpoint;
 use ddp::DataParallel;

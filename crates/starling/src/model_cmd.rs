@@ -113,6 +113,10 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
+    // A training process reuses the memory each step frees (see `retain_freed_memory`).
+    if starling_train::retain_freed_memory() {
+        tracing::debug!("heap: freed memory retained for reuse");
+    }
     let mut cfg = TrainConfig {
         preset: a.preset.clone(),
         steps: a.steps,
