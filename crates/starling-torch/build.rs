@@ -37,6 +37,7 @@ fn main() {
         .file("csrc/rope.cpp")
         .file("csrc/graph.cpp")
         .file("csrc/attention.cpp")
+        .file("csrc/rmsnorm.cpp")
         .compile("starling_torch");
     // Dependents' build scripts (starling-dist) read the shared header's folder as
     // DEP_STARLING_TORCH_INCLUDE.

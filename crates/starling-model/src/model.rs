@@ -22,8 +22,14 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
+        if x.device() == Device::Cpu && x.kind() == Kind::Float && self.weight.kind() == Kind::Float
+        {
+            // starling-torch's: one pass per row forward and backward.
+            return starling_torch::rms_norm(x, &self.weight, self.eps)
+                .unwrap_or_else(|e| panic!("RMSNorm of {:?}: {e}", x.size()));
+        }
         if x.kind() == Kind::Float {
-            // ATen's own RMSNorm (what nn.RMSNorm runs): one op forward and backward.
+            // ATen's own RMSNorm (what nn.RMSNorm runs).
             let d = self.weight.size()[0];
             return x.rms_norm([d], Some(&self.weight), self.eps);
         }

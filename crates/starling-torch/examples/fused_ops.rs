@@ -101,6 +101,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         (y * &wo).sum(Kind::Float)
     });
+    // RMSNorm of the residual stream (`small`'s width), weight gradient included.
+    let dm = 288;
+    let mut res = Tensor::randn([rows, dm], opts).set_requires_grad(true);
+    let norm_w = Tensor::ones([dm], opts).set_requires_grad(true);
+    let wn = Tensor::randn([rows, dm], opts);
+    let norm = race(&mut res, |x, ours| {
+        let y = if ours {
+            starling_torch::rms_norm(x, &norm_w, 1e-5).expect("rms_norm")
+        } else {
+            x.rms_norm([dm], Some(&norm_w), 1e-5)
+        };
+        (y * &wn).sum(Kind::Float)
+    });
     println!("forward+backward, fp32, {threads} threads, median of 10 (ms)");
     println!(
         "| op | shape | PyTorch composition | starling-torch | x PyTorch |\n|---|---|---|---|---|"
@@ -125,6 +138,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "causal attention, grouped heads (SDPA: CPU flash)",
             format!("{b} x {t}, 8 heads / 4 K/V heads of 36"),
             attn,
+        ),
+        (
+            "RMSNorm (ATen's rms_norm, a composition)",
+            format!("{rows} x {dm}"),
+            norm,
         ),
     ] {
         println!(

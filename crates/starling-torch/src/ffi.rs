@@ -592,6 +592,28 @@ extern "C" {
     ) -> c_int;
 }
 
+extern "C" {
+    fn starling_torch_rms_norm(
+        x: *mut c_void,
+        w: *mut c_void,
+        eps: c_double,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> CResult<Tensor> {
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `x` and `w` outlive the call; on success `out` is a new at::Tensor* we own.
+    call(|e, l| unsafe { starling_torch_rms_norm(raw(x), raw(w), eps, &mut out, e, l) })?;
+    if out.is_null() {
+        return Err("rms_norm returned no tensor".into());
+    }
+    // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
 pub(crate) fn swiglu(y: &Tensor) -> CResult<Tensor> {
     let mut out: *mut c_void = std::ptr::null_mut();
     // SAFETY: `y` outlives the call; on success `out` is a new at::Tensor* we own.

@@ -131,6 +131,13 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     ffi::causal_attention(q, k, v).map_err(Error)
 }
 
+/// RMSNorm of `x` over its last dimension with weight `w` (`[d]`): `x · rsqrt(mean(x²) + eps) · w`,
+/// on the CPU in fp32 or fp64, one pass per row forward and one backward (ATen's `rms_norm` is a
+/// composition autograd differentiates op by op; `csrc/rmsnorm.cpp`).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    ffi::rms_norm(x, w, eps).map_err(Error)
+}
+
 /// Q, K and V (`[batch, heads, time, head_dim]` each, Q and K rotated) from a fused Q|K|V
 /// product `y` (`[batch, time, (heads + 2·kv_heads)·head_dim]`) and the rotary tables `cos`, `sin`
 /// (`[time, head_dim]`, HF layout) of its positions: split, rotary embedding and the heads'
@@ -473,7 +480,9 @@ mod tests {
             let mut opt = AdamW::new(&vs, cfg);
             let mut g = cuda::StepGraph::<Tensor>::new(0, 1);
             let e = g
-                .step(&mut opt, |_| -> Result<Tensor> { Ok(x.matmul(&w).sum(Kind::Float)) })
+                .step(&mut opt, |_| -> Result<Tensor> {
+                    Ok(x.matmul(&w).sum(Kind::Float))
+                })
                 .expect_err("no GPU here");
             assert!(!e.0.is_empty(), "a message");
             assert_eq!(opt.step, 0, "a failed step is not counted");
@@ -504,6 +513,68 @@ mod tests {
             assert_eq!(g.is_captured(), step >= 2);
         }
         assert_eq!(opt_g.step, 6);
+    }
+
+    /// Output and gradients equal ATen's `rms_norm` (f32 and f64, rows spanning several tasks);
+    /// in f64 the gradients of x and w match central finite differences (a gradcheck); bad
+    /// arguments are refused by name.
+    #[test]
+    fn rms_norm_matches_aten_and_finite_differences() {
+        tch::manual_seed(8);
+        for (kind, tol) in [(Kind::Float, 1e-5), (Kind::Double, 1e-12)] {
+            let x = Tensor::randn([3, 70, 36], (kind, Device::Cpu)).set_requires_grad(true);
+            let w = (Tensor::randn([36], (kind, Device::Cpu)) + 1.0).set_requires_grad(true);
+            let g = Tensor::randn([3, 70, 36], (kind, Device::Cpu));
+            let mut got = Vec::new();
+            for ours in [true, false] {
+                let _ = x.grad().f_zero_();
+                let _ = w.grad().f_zero_();
+                let y = if ours {
+                    rms_norm(&x, &w, 1e-5).unwrap()
+                } else {
+                    x.rms_norm([36], Some(&w), 1e-5)
+                };
+                (&y * &g).sum(kind).backward();
+                got.push([y.detach(), x.grad().copy(), w.grad().copy()]);
+            }
+            for (i, name) in ["output", "x's gradient", "w's gradient"]
+                .iter()
+                .enumerate()
+            {
+                let d = (&got[0][i] - &got[1][i]).abs().max().double_value(&[]);
+                assert!(d < tol * 10.0, "{kind:?}: {name} off by {d}");
+            }
+        }
+        let x = Tensor::randn([4, 5], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([5], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let g = Tensor::randn([4, 5], (Kind::Double, Device::Cpu));
+        let f = |x: &Tensor, w: &Tensor| (rms_norm(x, w, 1e-5).unwrap() * &g).sum(Kind::Double);
+        f(&x, &w).backward();
+        for (which, t) in [&x, &w].into_iter().enumerate() {
+            let analytic = t.grad().view([-1]);
+            let flat = t.detach().reshape([-1]);
+            for i in 0..flat.numel() as i64 {
+                let at = |d: f64| {
+                    let z = flat.copy();
+                    let _ = z.get(i).g_add_scalar_(d);
+                    let z = z.view_as(t);
+                    let (xa, wa) = if which == 0 {
+                        (z, w.detach())
+                    } else {
+                        (x.detach(), z)
+                    };
+                    f(&xa, &wa).double_value(&[])
+                };
+                let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+                let a = analytic.double_value(&[i]);
+                assert!(
+                    (a - numeric).abs() < 1e-6,
+                    "input {which}, element {i}: {a} vs {numeric}"
+                );
+            }
+        }
+        let e = rms_norm(&x, &Tensor::ones([4], (Kind::Double, Device::Cpu)), 1e-5).unwrap_err();
+        assert!(e.to_string().contains("w must be [d]"), "{e}");
     }
 
     /// Retaining freed memory applies where glibc is the allocator, and tensors still work.
