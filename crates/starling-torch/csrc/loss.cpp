@@ -7,16 +7,19 @@
 // reads both back. Here the forward keeps one logsumexp per row, and the backward writes the
 // gradient softmax(row)·g − g·onehot(target) once. On the CPU the rows go in blocks small enough
 // to stay in cache, so each block's passes (max, exp, sum; then subtract, exp, scale) read the
-// logits from memory once. Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops.
+// logits from memory once; fp32 rows run as two passes forward and one backward in AVX2
+// (`simd.h`). Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <atomic>
 #include <stdexcept>
 
 #include "blocks.h"
 #include "guard.h"
+#include "simd.h"
 
 namespace {
 
@@ -45,6 +48,31 @@ std::pair<at::Tensor, at::Tensor> rows_forward(const at::Tensor& x, const at::Te
   }
   auto lse = at::empty({n}, f32);
   auto picked = at::empty({n}, f32);
+  if (x.scalar_type() == at::kFloat) {
+    // fp32: one pass for each row's maximum and one for its sum of exponentials (`simd.h`).
+    const float* xp = x.data_ptr<float>();
+    const int64_t* tp = safe.data_ptr<int64_t>();
+    float *lp = lse.data_ptr<float>(), *pp = picked.data_ptr<float>();
+    std::atomic<int64_t> bad{-1};
+    starling::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        lp[r] = starling::simd::logsumexp(xp + r * v, v);
+        if (tp[r] < 0 || tp[r] >= v) {
+          bad.store(r);
+          pp[r] = 0;
+        } else {
+          pp[r] = xp[r * v + tp[r]];
+        }
+      }
+    });
+    if (bad.load() >= 0) {
+      const int64_t r = bad.load();
+      throw std::invalid_argument("cross-entropy: target " + std::to_string(tp[r]) + " of row " +
+                                  std::to_string(r) + " is outside the vocabulary of " +
+                                  std::to_string(v));
+    }
+    return {lse, picked};
+  }
   by_blocks(true, n, block_rows(v, x.element_size()), [&](int64_t r, int64_t m) {
     auto xb = x.narrow(0, r, m).to(acc);
     lse.narrow(0, r, m).copy_(at::logsumexp(xb, {1}));
@@ -67,6 +95,19 @@ at::Tensor rows_backward(const at::Tensor& x, const at::Tensor& safe, const at::
   }
   auto dx = at::empty_like(x);
   auto w = (g.to(acc) * valid.to(acc)).contiguous();  // [n]
+  if (x.scalar_type() == at::kFloat) {
+    // fp32: one pass per row writing exp(x − lse)·w, then the target's −w.
+    const float *xp = x.data_ptr<float>(), *lp = lse.data_ptr<float>(), *wp = w.data_ptr<float>();
+    const int64_t* tp = safe.data_ptr<int64_t>();
+    float* dp = dx.data_ptr<float>();
+    starling::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        starling::simd::exp_scaled(xp + r * v, lp[r], wp[r], dp + r * v, v);
+        dp[r * v + tp[r]] -= wp[r];
+      }
+    });
+    return dx;
+  }
   by_blocks(true, n, block_rows(v, x.element_size()), [&](int64_t r, int64_t m) {
     auto wb = w.narrow(0, r, m).unsqueeze(1);
     auto out = dx.narrow(0, r, m);

@@ -857,6 +857,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("[rows, vocab]"), "{e}");
+        let e = cross_entropy(&x, &Tensor::from_slice(&[0i64, 7, 1, 2])).unwrap_err();
+        assert!(e.to_string().contains("outside the vocabulary of 7"), "{e}");
+        // A NaN logit makes the loss NaN (the trainer's non-finite check must see it).
+        let mut v = vec![0.5f32; 80];
+        v[23] = f32::NAN; // row 1, in its first 8 (the vectorised part)
+        let loss = cross_entropy(&t(&v).view([4, 20]), &Tensor::from_slice(&[0i64, 1, 2, 3]));
+        assert!(loss.unwrap().double_value(&[]).is_nan());
     }
 
     fn t(v: &[f32]) -> Tensor {
