@@ -14,11 +14,16 @@ fi
 # the model crate links through tch; transformers and llama-cpp-python for interop tests; datasketch
 # for `bench corpus`.
 venv="$root/.venv"
-stamp="$venv/.starling-setup-6"
+stamp="$venv/.starling-setup-7"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating $venv (python packages for benchmarks)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  # llama-cpp-python compiles llama.cpp from source (~7.5 min on 2 cores) with every core.
+  # llama-cpp-python compiles llama.cpp from source (~7.5 min on 2 cores) with every core. On x86-64
+  # for AVX2 rather than -march=native: built natively on a Xeon with AMX, ggml segfaults in its
+  # first decode (seen 2026-12-02); one AVX2 build runs on the EPYC and the Xeon alike.
+  if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
+    export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+  fi
   CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"
   touch "$stamp"
