@@ -20,9 +20,19 @@ if [ ! -f "$stamp" ]; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   # llama-cpp-python compiles llama.cpp from source (~7.5 min on 2 cores) with every core. On x86-64
   # for AVX2 rather than -march=native: built natively on a Xeon with AMX, ggml segfaults in its
-  # first decode (seen 2026-12-02); one AVX2 build runs on the EPYC and the Xeon alike.
-  if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
-    export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+  # first decode (seen 2026-12-02). pip's wheel cache does not key on CMAKE_ARGS, so the AVX2 wheel
+  # is built once into a cache of its own and installed from there.
+  if [ "$(uname -m)" = x86_64 ]; then
+    llama_req="$(grep -E '^llama-cpp-python==' "$root/scripts/requirements.txt")"
+    llama_wheels="${XDG_CACHE_HOME:-$HOME/.cache}/starling/llama-cpp-avx2/${llama_req#*==}"
+    if ! ls "$llama_wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+      echo "setup: building $llama_req for AVX2 (~7.5 min on 2 cores)"
+      CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+      CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+        "$venv/bin/pip" wheel --quiet --disable-pip-version-check --no-deps --no-cache-dir \
+        -w "$llama_wheels" "$llama_req"
+    fi
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$llama_wheels"/llama_cpp_python-*.whl
   fi
   CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"
