@@ -114,17 +114,19 @@ impl LlamaConfig {
         }
     }
 
-    /// A named preset for a vocabulary: `tiny` (< 1M params, tests), `small` (~10M, ctx 512, the CPU
-    /// default), `gpt2-124m` (GPT-2 small sized), `llama-1b` (GPU).
+    /// A named preset for a vocabulary: `tiny` (< 1M params, tests), `llama-7m` (DESIGN.md's Llama,
+    /// ~7M at 8,192 tokens, ctx 128), `small` (~10M, ctx 512, the CPU default), `gpt2-124m` (GPT-2
+    /// small sized), `llama-1b` (GPU).
     pub fn preset(name: &str, vocab: usize) -> Result<Self> {
         Ok(match name {
             "tiny" => Self::shape(vocab, [64, 176, 2, 4, 2, 128], true),
+            "llama-7m" => Self::shape(vocab, [256, 688, 4, 4, 4, 128], false),
             "small" => Self::shape(vocab, [288, 768, 8, 8, 4, 512], true),
             "gpt2-124m" => Self::shape(vocab, [768, 2048, 12, 12, 12, 1024], true),
             "llama-1b" => Self::shape(vocab, [2048, 5632, 22, 32, 4, 2048], false),
             other => {
                 return Err(Error::Config(format!(
-                    "unknown preset `{other}`; known: tiny, small, gpt2-124m, llama-1b"
+                    "unknown preset `{other}`; known: tiny, llama-7m, small, gpt2-124m, llama-1b"
                 )))
             }
         })

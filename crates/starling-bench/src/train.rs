@@ -188,25 +188,15 @@ fn row(name: &str) -> Result<Row> {
             llama: Some(LlamaConfig::preset("small", 8192)?),
             gpt2: None,
         },
-        "llama-7m" => {
-            let mut c = LlamaConfig::preset("small", 8192)?;
-            c.hidden_size = 256;
-            c.intermediate_size = 688;
-            c.num_hidden_layers = 4;
-            c.num_attention_heads = 4;
-            c.num_key_value_heads = 4;
-            c.max_position_embeddings = 128;
-            c.tie_word_embeddings = false;
-            Row {
-                name: "llama-7m (DESIGN.md)",
-                arch: "llama",
-                batch: 16,
-                ctx: 128,
-                vocab: 8192,
-                llama: Some(c),
-                gpt2: None,
-            }
-        }
+        "llama-7m" => Row {
+            name: "llama-7m (DESIGN.md)",
+            arch: "llama",
+            batch: 16,
+            ctx: 128,
+            vocab: 8192,
+            llama: Some(LlamaConfig::preset("llama-7m", 8192)?),
+            gpt2: None,
+        },
         "gpt2-fixed" => Row {
             name: "gpt2-fixed (DESIGN.md)",
             arch: "gpt2",

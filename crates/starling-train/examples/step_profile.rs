@@ -3,7 +3,7 @@
 //! (`starling bench train` is the comparison).
 //!
 //! `cargo run --release -p starling-train --example step_profile -- small 8 512 [cpu|cuda] [threads] [ops]`
-//! (a preset, or `llama-7m`: DESIGN.md's Llama as `bench train` runs it, at 16 x 128)
+//! (`llama-7m 16 128` is DESIGN.md's Llama as `bench train` runs it)
 //!
 //! With `ops` last, two more steps run under PyTorch's profiler (starling-torch's `profile`) and
 //! the ops that took their time are printed, most self time first (on CUDA, the kernels too, with
@@ -33,20 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tch::set_num_threads(arg(4, "2").parse()?);
     // As `starling train` runs.
     starling_train::retain_freed_memory();
-    let config = if preset == "llama-7m" {
-        // DESIGN.md's Llama, as `starling bench train`'s row of that name.
-        let mut c = LlamaConfig::preset("small", 8192)?;
-        c.hidden_size = 256;
-        c.intermediate_size = 688;
-        c.num_hidden_layers = 4;
-        c.num_attention_heads = 4;
-        c.num_key_value_heads = 4;
-        c.max_position_embeddings = 128;
-        c.tie_word_embeddings = false;
-        c
-    } else {
-        LlamaConfig::preset(&preset, 8192)?
-    };
+    let config = LlamaConfig::preset(&preset, 8192)?;
     tch::manual_seed(1);
     let vs = VarStore::new(device);
     let model = Llama::new(&vs.root(), &config);

@@ -17,7 +17,7 @@ pub struct TrainArgs {
     /// Run directory (resumed when it holds a checkpoint).
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Model preset: tiny, small, gpt2-124m, llama-1b.
+    /// Model preset: tiny, llama-7m, small, gpt2-124m, llama-1b.
     #[arg(long, default_value = "small")]
     pub preset: String,
     /// Optimizer steps.
