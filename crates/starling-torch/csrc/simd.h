@@ -1,5 +1,5 @@
-// Row kernels of the cross-entropy in AVX2+FMA when the processor has them (asked once at run
-// time), plain loops otherwise. The library is compiled for baseline x86-64, where a loop of
+// Row kernels of the cross-entropy and SwiGLU in AVX2+FMA when the processor has them (asked once
+// at run time), plain loops otherwise. The library is compiled for baseline x86-64, where a loop of
 // `std::exp` is one libm call per element; ATen's own vectorised exp is not reachable from here
 // without a temporary tensor per pass, which is what these replace.
 #pragma once
@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -29,6 +30,29 @@ inline float logsumexp_plain(const float* x, int64_t n) {
 /// out[j] = exp(x[j] − shift) · scale over a row of `n` floats.
 inline void exp_scaled_plain(const float* x, float shift, float scale, float* out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) out[j] = std::exp(x[j] - shift) * scale;
+}
+
+/// σ(x) = 1 / (1 + exp(−x)).
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+/// o[j] = silu(g[j]) · u[j] over `n` elements.
+template <typename T>
+inline void swiglu_plain(const T* g, const T* u, T* o, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) o[j] = g[j] * sigmoid(g[j]) * u[j];
+}
+
+/// SwiGLU's gradients from the output's `dh`: du = dh·silu(g), dg = dh·u·silu'(g), where
+/// silu'(g) = σ(g)·(1 + g·(1 − σ(g))).
+template <typename T>
+inline void swiglu_backward_plain(const T* g, const T* u, const T* dh, T* dg, T* du, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T s = sigmoid(g[j]);
+    du[j] = dh[j] * g[j] * s;
+    dg[j] = dh[j] * u[j] * s * (T(1) + g[j] * (T(1) - s));
+  }
 }
 
 #ifdef STARLING_X86
@@ -98,6 +122,37 @@ __attribute__((target("avx2,fma"))) inline void exp_scaled_avx2(const float* x, 
   for (int64_t j = n8; j < n; ++j) out[j] = std::exp(x[j] - shift) * scale;
 }
 
+/// `swiglu_plain` in AVX2+FMA.
+__attribute__((target("avx2,fma"))) inline void swiglu_avx2(const float* g, const float* u,
+                                                            float* o, int64_t n) {
+  const int64_t n8 = n & ~int64_t{7};
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t j = 0; j < n8; j += 8) {
+    const __m256 x = _mm256_loadu_ps(g + j);
+    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_mul_ps(x, s), _mm256_loadu_ps(u + j)));
+  }
+  swiglu_plain(g + n8, u + n8, o + n8, n - n8);
+}
+
+/// `swiglu_backward_plain` in AVX2+FMA.
+__attribute__((target("avx2,fma"))) inline void swiglu_backward_avx2(const float* g,
+                                                                     const float* u,
+                                                                     const float* dh, float* dg,
+                                                                     float* du, int64_t n) {
+  const int64_t n8 = n & ~int64_t{7};
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t j = 0; j < n8; j += 8) {
+    const __m256 x = _mm256_loadu_ps(g + j), d = _mm256_loadu_ps(dh + j);
+    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    _mm256_storeu_ps(du + j, _mm256_mul_ps(_mm256_mul_ps(d, x), s));
+    // silu'(x) = s·(1 + x·(1 − s))
+    const __m256 slope = _mm256_mul_ps(s, _mm256_fmadd_ps(x, _mm256_sub_ps(one, s), one));
+    _mm256_storeu_ps(dg + j, _mm256_mul_ps(_mm256_mul_ps(d, _mm256_loadu_ps(u + j)), slope));
+  }
+  swiglu_backward_plain(g + n8, u + n8, dh + n8, dg + n8, du + n8, n - n8);
+}
+
 /// Whether this processor runs AVX2 and FMA (asked once).
 inline bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -119,6 +174,28 @@ inline void exp_scaled(const float* x, float shift, float scale, float* out, int
   if (has_avx2()) return exp_scaled_avx2(x, shift, scale, out, n);
 #endif
   exp_scaled_plain(x, shift, scale, out, n);
+}
+
+/// o[j] = silu(g[j]) · u[j] over `n` elements.
+template <typename T>
+inline void swiglu(const T* g, const T* u, T* o, int64_t n) {
+#ifdef STARLING_X86
+  if constexpr (std::is_same_v<T, float>) {
+    if (has_avx2()) return swiglu_avx2(g, u, o, n);
+  }
+#endif
+  swiglu_plain(g, u, o, n);
+}
+
+/// SwiGLU's gradients du = dh·silu(g), dg = dh·u·silu'(g) over `n` elements.
+template <typename T>
+inline void swiglu_backward(const T* g, const T* u, const T* dh, T* dg, T* du, int64_t n) {
+#ifdef STARLING_X86
+  if constexpr (std::is_same_v<T, float>) {
+    if (has_avx2()) return swiglu_backward_avx2(g, u, dh, dg, du, n);
+  }
+#endif
+  swiglu_backward_plain(g, u, dh, dg, du, n);
 }
 
 }  // namespace simd
