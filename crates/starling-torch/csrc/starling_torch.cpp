@@ -166,6 +166,13 @@ int starling_torch_foreach_zero_(at::Tensor** ts, size_t n, char* err, size_t le
   return guarded(err, len, [&] { at::_foreach_zero_(list(ts, n)); });
 }
 
+/// Drops the gradient of every tensor of the list (PyTorch's `zero_grad(set_to_none=True)`).
+int starling_torch_clear_grads(at::Tensor** ts, size_t n, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    for (size_t i = 0; i < n; ++i) ts[i]->mutable_grad().reset();
+  });
+}
+
 // ---- optimizer ------------------------------------------------------------------------------
 
 /// One AdamW step over n parameters (ATen's fused kernel): decoupled weight decay `wd`, bias

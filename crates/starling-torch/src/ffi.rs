@@ -41,6 +41,12 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> c_int;
+    fn starling_torch_clear_grads(
+        ts: *const *mut c_void,
+        n: usize,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
     fn starling_torch_fused_adamw_(
         params: *const *mut c_void,
         grads: *const *mut c_void,
@@ -218,6 +224,12 @@ pub(crate) fn foreach_zero_(ts: &[&Tensor]) -> CResult<()> {
     let ptrs = raws(ts);
     // SAFETY: the handles outlive the call.
     call(|e, l| unsafe { starling_torch_foreach_zero_(ptrs.as_ptr(), ptrs.len(), e, l) })
+}
+
+pub(crate) fn clear_grads(ts: &[&Tensor]) -> CResult<()> {
+    let ptrs = raws(ts);
+    // SAFETY: the handles outlive the call.
+    call(|e, l| unsafe { starling_torch_clear_grads(ptrs.as_ptr(), ptrs.len(), e, l) })
 }
 
 #[allow(clippy::too_many_arguments)]

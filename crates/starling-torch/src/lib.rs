@@ -100,6 +100,15 @@ pub fn foreach_zero_(tensors: &[&Tensor]) -> Result<()> {
     ffi::foreach_zero_(tensors).map_err(Error)
 }
 
+/// Drops every tensor's gradient (PyTorch's `zero_grad(set_to_none=True)`): the next backward
+/// hands its gradient over instead of adding it into zeros.
+pub fn clear_grads(tensors: &[&Tensor]) -> Result<()> {
+    if tensors.is_empty() {
+        return Ok(());
+    }
+    ffi::clear_grads(tensors).map_err(Error)
+}
+
 /// Copies a tensor's values to the host as f64: the one deliberate device read, counted by the
 /// [`SyncCounter`].
 pub fn read_f64(t: &Tensor) -> Result<Vec<f64>> {

@@ -145,7 +145,8 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr` through ATen's fused AdamW (weight decay on matrices
-    /// only); when `found_inf` holds 1 nothing changes. Gradients are then zeroed.
+    /// only); when `found_inf` holds 1 nothing changes. Gradients are then dropped (as PyTorch's
+    /// `zero_grad()` does).
     pub fn update(
         &mut self,
         params: &VarStore,
@@ -177,7 +178,8 @@ impl AdamW {
         let _ = self.step_tensor.fill_(self.step as f64);
     }
 
-    /// The fused kernel over the [decay, no decay] groups, then the gradients zeroed.
+    /// The fused kernel over the [decay, no decay] groups, then the gradients dropped (host
+    /// step) or zeroed (captured step).
     fn apply(
         &mut self,
         params: &VarStore,
@@ -216,7 +218,14 @@ impl AdamW {
                 lr_tensor,
                 found_inf,
             )?;
-            crate::foreach_zero_(&gs)?;
+            // The host's step drops the gradients, as PyTorch's `zero_grad()` does: the next
+            // backward hands its gradients over (no fill, no add). A captured step keeps them,
+            // zeroed: its graph reads and writes the same gradient tensors on every replay.
+            if lr_tensor.is_some() {
+                crate::foreach_zero_(&gs)?;
+            } else {
+                crate::clear_grads(&ps)?;
+            }
         }
         Ok(())
     }
