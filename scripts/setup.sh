@@ -14,7 +14,7 @@ fi
 # the model crate links through tch; transformers and llama-cpp-python for interop tests; datasketch
 # for `bench corpus`.
 venv="$root/.venv"
-stamp="$venv/.starling-setup-7"
+stamp="$venv/.starling-setup-8"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating $venv (python packages for benchmarks)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -32,7 +32,10 @@ if [ ! -f "$stamp" ]; then
         "$venv/bin/pip" wheel --quiet --disable-pip-version-check --no-deps --no-cache-dir \
         -w "$llama_wheels" "$llama_req"
     fi
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$llama_wheels"/llama_cpp_python-*.whl
+    # --force-reinstall: a venv that already holds the same version (a native build) keeps it
+    # otherwise, pip seeing nothing to do.
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+      "$llama_wheels"/llama_cpp_python-*.whl
   fi
   CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"

@@ -1377,7 +1377,8 @@ fn llama_cpp(py: &Path, model: &Path, tokenize: &[&str], generate: &[String]) ->
     let out = child.wait_with_output().expect("wait");
     assert!(
         out.status.success(),
-        "llama_cpp_check.py: {}",
+        "llama_cpp_check.py ({:?}): {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("json")
