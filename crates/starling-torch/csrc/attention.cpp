@@ -9,8 +9,8 @@
 // block of 64 queries, the scores against the keys up to the block's end (the rest is masked
 // by causality and never computed) are one sgemm, the softmax one ATen call, the output one sgemm.
 // The probabilities are kept for backward (half of a [t, t] matrix per head), which is then four
-// sgemms and one element-wise pass per block. Gradients of K and V accumulate inside their task,
-// so no two threads write the same memory.
+// sgemms and one element-wise pass per block (AVX2 for fp32, `simd.h`). Gradients of K and V
+// accumulate inside their task, so no two threads write the same memory.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -21,6 +21,7 @@
 
 #include "blocks.h"
 #include "guard.h"
+#include "simd.h"
 
 extern "C" {
 // MKL's BLAS, exported by libtorch_cpu (column-major, 32-bit sizes).
@@ -173,9 +174,7 @@ variable_list backward_cpu(const at::Tensor& q, const at::Tensor& k, const at::T
           const T* go = dob + i * hd;
           T delta = 0;
           for (int64_t j = 0; j < s.d; ++j) delta += go[j] * o[j];
-          T* row = ds + i * c;
-          const T* p = ph + i * c;
-          for (int64_t j = 0; j < c; ++j) row[j] = p[j] * (row[j] - delta) * scale;
+          starling::simd::softmax_backward(ph + i * c, delta, scale, ds + i * c, c);
         }
         gemm<T>(false, false, m, s.d, c, T(1), ds, c, kh, s.d, T(0), dqp + qo + r0 * s.d, s.d);
         gemm<T>(true, false, c, s.d, m, T(1), ds, c, qp + qo + r0 * s.d, s.d, T(1), dkh, s.d);

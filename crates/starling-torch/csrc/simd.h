@@ -1,5 +1,5 @@
-// Row kernels of the cross-entropy and SwiGLU in AVX2+FMA when the processor has them (asked once
-// at run time), plain loops otherwise. The library is compiled for baseline x86-64, where a loop of
+// Row kernels of the cross-entropy, SwiGLU and the attention's softmax backward in AVX2+FMA when
+// the processor has them (asked once at run time), plain loops otherwise. The library is compiled for baseline x86-64, where a loop of
 // `std::exp` is one libm call per element; ATen's own vectorised exp is not reachable from here
 // without a temporary tensor per pass, which is what these replace.
 #pragma once
@@ -53,6 +53,13 @@ inline void swiglu_backward_plain(const T* g, const T* u, const T* dh, T* dg, T*
     du[j] = dh[j] * g[j] * s;
     dg[j] = dh[j] * u[j] * s * (T(1) + g[j] * (T(1) - s));
   }
+}
+
+/// Softmax's backward over one row, in place: d[j] = p[j] · (d[j] − delta) · scale, where `d`
+/// holds the probabilities' gradient and `delta` = Σ p·d of the row.
+template <typename T>
+inline void softmax_backward_plain(const T* p, T delta, T scale, T* d, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) d[j] = p[j] * (d[j] - delta) * scale;
 }
 
 #ifdef STARLING_X86
@@ -153,6 +160,19 @@ __attribute__((target("avx2,fma"))) inline void swiglu_backward_avx2(const float
   swiglu_backward_plain(g + n8, u + n8, dh + n8, dg + n8, du + n8, n - n8);
 }
 
+/// `softmax_backward_plain` in AVX2+FMA.
+__attribute__((target("avx2,fma"))) inline void softmax_backward_avx2(const float* p, float delta,
+                                                                      float scale, float* d,
+                                                                      int64_t n) {
+  const int64_t n8 = n & ~int64_t{7};
+  const __m256 vd = _mm256_set1_ps(delta), vs = _mm256_set1_ps(scale);
+  for (int64_t j = 0; j < n8; j += 8) {
+    const __m256 g = _mm256_sub_ps(_mm256_loadu_ps(d + j), vd);
+    _mm256_storeu_ps(d + j, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(p + j), g), vs));
+  }
+  softmax_backward_plain(p + n8, delta, scale, d + n8, n - n8);
+}
+
 /// Whether this processor runs AVX2 and FMA (asked once).
 inline bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -196,6 +216,17 @@ inline void swiglu_backward(const T* g, const T* u, const T* dh, T* dg, T* du, i
   }
 #endif
   swiglu_backward_plain(g, u, dh, dg, du, n);
+}
+
+/// Softmax's backward over one row, in place: d[j] = p[j] · (d[j] − delta) · scale.
+template <typename T>
+inline void softmax_backward(const T* p, T delta, T scale, T* d, int64_t n) {
+#ifdef STARLING_X86
+  if constexpr (std::is_same_v<T, float>) {
+    if (has_avx2()) return softmax_backward_avx2(p, delta, scale, d, n);
+  }
+#endif
+  softmax_backward_plain(p, delta, scale, d, n);
 }
 
 }  // namespace simd
