@@ -129,14 +129,19 @@ __attribute__((target("avx2,fma"))) inline void exp_scaled_avx2(const float* x, 
   for (int64_t j = n8; j < n; ++j) out[j] = std::exp(x[j] - shift) * scale;
 }
 
+/// σ(x) = 1 / (1 + exp(−x)) of 8 floats (NaN stays NaN).
+__attribute__((target("avx2,fma"))) inline __m256 sigmoid8(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
 /// `swiglu_plain` in AVX2+FMA.
 __attribute__((target("avx2,fma"))) inline void swiglu_avx2(const float* g, const float* u,
                                                             float* o, int64_t n) {
   const int64_t n8 = n & ~int64_t{7};
-  const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t j = 0; j < n8; j += 8) {
     const __m256 x = _mm256_loadu_ps(g + j);
-    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    const __m256 s = sigmoid8(x);
     _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_mul_ps(x, s), _mm256_loadu_ps(u + j)));
   }
   swiglu_plain(g + n8, u + n8, o + n8, n - n8);
@@ -151,7 +156,7 @@ __attribute__((target("avx2,fma"))) inline void swiglu_backward_avx2(const float
   const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t j = 0; j < n8; j += 8) {
     const __m256 x = _mm256_loadu_ps(g + j), d = _mm256_loadu_ps(dh + j);
-    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    const __m256 s = sigmoid8(x);
     _mm256_storeu_ps(du + j, _mm256_mul_ps(_mm256_mul_ps(d, x), s));
     // silu'(x) = s·(1 + x·(1 − s))
     const __m256 slope = _mm256_mul_ps(s, _mm256_fmadd_ps(x, _mm256_sub_ps(one, s), one));
