@@ -88,14 +88,6 @@ Dims dims_of(const at::Tensor& q, const at::Tensor& k) {
   return Dims{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
 }
 
-/// Runs `f(b, kv_head)` for every (sequence, K/V head) pair, in parallel.
-template <typename F>
-void by_pairs(const Dims& s, F&& f) {
-  starling::parallel_for(0, s.b * s.kvh, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) f(i / s.kvh, i % s.kvh);
-  });
-}
-
 /// The output `[b, t, h·d]` and the kept probabilities `[b·h, kept]`.
 template <typename T>
 std::pair<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& q, const at::Tensor& k,
@@ -110,7 +102,7 @@ std::pair<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& q, const at::Ten
   const T* vp = v.data_ptr<T>();
   T* op = out.data_ptr<T>();
   T* pp = probs.data_ptr<T>();
-  by_pairs(s, [&](int64_t bi, int64_t kv) {
+  starling::by_pairs(s.b, s.kvh, [&](int64_t bi, int64_t kv) {
     auto scores = at::empty({kBlock * s.t}, q.options());
     T* sp = scores.data_ptr<T>();
     const T* kh = kp + (bi * s.kvh + kv) * s.t * s.d;
@@ -151,7 +143,7 @@ variable_list backward_cpu(const at::Tensor& q, const at::Tensor& k, const at::T
   const T *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>(), *vp = v.data_ptr<T>();
   const T *op = out.data_ptr<T>(), *pp = probs.data_ptr<T>(), *gp = dout.data_ptr<T>();
   T *dqp = dq.data_ptr<T>(), *dkp = dk.data_ptr<T>(), *dvp = dv.data_ptr<T>();
-  by_pairs(s, [&](int64_t bi, int64_t kv) {
+  starling::by_pairs(s.b, s.kvh, [&](int64_t bi, int64_t kv) {
     auto scratch = at::empty({kBlock * s.t}, q.options());
     T* ds = scratch.data_ptr<T>();
     const int64_t kvo = (bi * s.kvh + kv) * s.t * s.d;

@@ -1,7 +1,8 @@
-// How the fused ops (loss.cpp, swiglu.cpp, rope.cpp) walk their rows on the CPU: in blocks small
+// How the fused ops (loss.cpp, swiglu.cpp, rope.cpp, attention.cpp) walk their rows on the CPU: in blocks small
 // enough to stay in a core's cache, the blocks in parallel; elsewhere (CUDA) in one piece.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 
@@ -38,6 +39,20 @@ void by_blocks(bool cpu, int64_t n, int64_t rows, F&& f) {
   parallel_for(0, n, rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; r += rows) f(r, std::min(rows, end - r));
   });
+}
+
+/// Runs `f(i, j)` for every pair of [0, outer) × [0, inner) (a sequence and one of its heads), in
+/// parallel, one pair a task.
+template <typename F>
+void by_pairs(int64_t outer, int64_t inner, F&& f) {
+  parallel_for(0, outer * inner, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) f(i / inner, i % inner);
+  });
+}
+
+/// Whether `t` goes through the fused ops' own row loops (CPU fp32 or fp64) rather than ATen ops.
+inline bool row_loops(const at::Tensor& t) {
+  return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
 }
 
 }  // namespace starling

@@ -25,7 +25,9 @@
 namespace {
 
 using starling::by_blocks;
+using starling::by_pairs;
 using starling::guarded;
+using starling::row_loops;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -61,14 +63,6 @@ struct Heads {
   int64_t fused(int64_t bi, int64_t head, int64_t ti) const { return ((bi * t + ti) * all + head) * d; }
 };
 
-/// Runs `f(sequence, head)` for the `b · heads` pairs of `[b, heads, ..]`, in parallel.
-template <typename F>
-void by_heads(int64_t b, int64_t heads, F&& f) {
-  starling::parallel_for(0, b * heads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) f(i / heads, i % heads);
-  });
-}
-
 /// The forward's CPU loops: q, k rotated and v copied out of the contiguous product `yp`.
 template <typename T>
 void forward_rows(const Heads& g, const T* yp, const at::Tensor& c, const at::Tensor& s,
@@ -78,7 +72,7 @@ void forward_rows(const Heads& g, const T* yp, const at::Tensor& c, const at::Te
   for (int which = 0; which < 3; ++which) {
     const int64_t n = qkv[which].size(1);
     T* out = qkv[which].data_ptr<T>();
-    by_heads(g.b, n, [&](int64_t bi, int64_t h) {
+    by_pairs(g.b, n, [&](int64_t bi, int64_t h) {
       for (int64_t ti = 0; ti < g.t; ++ti) {
         const T* x = yp + g.fused(bi, first[which] + h, ti);
         T* o = out + ((bi * n + h) * g.t + ti) * g.d;
@@ -100,7 +94,7 @@ void backward_rows(const Heads& g, T* dp, const at::Tensor& c, const at::Tensor&
   for (int which = 0; which < 3; ++which) {
     const int64_t n = count[which];
     const T* gp = grads[which].defined() ? grads[which].data_ptr<T>() : nullptr;
-    by_heads(g.b, n, [&](int64_t bi, int64_t h) {
+    by_pairs(g.b, n, [&](int64_t bi, int64_t h) {
       for (int64_t ti = 0; ti < g.t; ++ti) {
         T* o = dp + g.fused(bi, first[which] + h, ti);
         const T* x = gp == nullptr ? nullptr : gp + ((bi * n + h) * g.t + ti) * g.d;
@@ -110,11 +104,6 @@ void backward_rows(const Heads& g, T* dp, const at::Tensor& c, const at::Tensor&
       }
     });
   }
-}
-
-/// Whether `y` takes the row loops (CPU fp32 or fp64).
-bool row_loops(const at::Tensor& y) {
-  return y.is_cpu() && (y.scalar_type() == at::kFloat || y.scalar_type() == at::kDouble);
 }
 
 struct QkvRope : public torch::autograd::Function<QkvRope> {

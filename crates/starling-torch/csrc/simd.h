@@ -1,7 +1,8 @@
 // Row kernels of the cross-entropy, SwiGLU and the attention's softmax backward in AVX2+FMA when
-// the processor has them (asked once at run time), plain loops otherwise. The library is compiled for baseline x86-64, where a loop of
-// `std::exp` is one libm call per element; ATen's own vectorised exp is not reachable from here
-// without a temporary tensor per pass, which is what these replace.
+// the processor has them (asked once at run time), plain loops otherwise. The library is compiled
+// for baseline x86-64, where a loop of `std::exp` is one libm call per element; ATen's own
+// vectorised exp is not reachable from here without a temporary tensor per pass, which is what
+// these replace.
 #pragma once
 
 #include <algorithm>

@@ -24,13 +24,9 @@ namespace {
 using starling::block_rows;
 using starling::by_blocks;
 using starling::guarded;
+using starling::row_loops;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-/// Whether `y` takes the row loops of `simd.h` (CPU fp32 or fp64).
-bool row_loops(const at::Tensor& y) {
-  return y.is_cpu() && (y.scalar_type() == at::kFloat || y.scalar_type() == at::kDouble);
-}
 
 /// out[r] = silu(gate) · up of row r of `y2` ([n, 2·ff], contiguous), rows in parallel.
 template <typename T>
