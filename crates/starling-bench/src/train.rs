@@ -157,11 +157,16 @@ impl Gpt2 {
                     .mlp_proj
                     .forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)).gelu("none"));
         }
-        let logits = self.ln_f.forward(&x).matmul(&self.wte.ws.tr());
-        // starling's loss, as the Llama rows' (starling-torch's fused cross-entropy).
-        let logits = logits.view([-1, logits.size()[2]]);
-        starling_torch::cross_entropy(&logits, &targets.reshape([-1]))
-            .unwrap_or_else(|e| panic!("GPT-2 loss of logits {:?}: {e}", logits.size()))
+        // starling's loss, as the Llama rows' (starling-torch's fused cross-entropy, the logits
+        // made [rows, vocab] by the product and handed over).
+        let logits = self
+            .ln_f
+            .forward(&x)
+            .view([-1, d])
+            .matmul(&self.wte.ws.tr());
+        let size = logits.size();
+        starling_torch::cross_entropy_consuming(logits, &targets.reshape([-1]))
+            .unwrap_or_else(|e| panic!("GPT-2 loss of logits {size:?}: {e}"))
     }
 }
 

@@ -812,10 +812,16 @@ impl Llama {
             return parallel::cross_entropy(&part, &targets.reshape([-1]), tp, vocab);
         }
         // In the logits' own kind (fp32 arithmetic inside): no fp32 copy of bf16 logits is kept,
-        // and no log-probabilities (starling-torch's fused cross-entropy).
-        let logits = self.forward(ids);
-        let v = self.config.vocab_size as i64;
-        starling_torch::cross_entropy(&logits.view([-1, v]), &targets.reshape([-1]))
-            .unwrap_or_else(|e| panic!("loss of logits {:?}: {e}", logits.size()))
+        // and no log-probabilities (starling-torch's fused cross-entropy). The logits are made
+        // [rows, vocab] by the product itself (no view of them alive) and handed over, so on the
+        // CPU their gradient is written over them.
+        let outer = self.outer();
+        let h = self.hidden_with(ids, &outer);
+        let (k, d) = (self.kind, self.config.hidden_size as i64);
+        let w = outer.head.as_ref().unwrap_or(&outer.embed);
+        let logits = h.to_kind(k).view([-1, d]).matmul(&w.to_kind(k).tr());
+        let size = logits.size();
+        starling_torch::cross_entropy_consuming(logits, &targets.reshape([-1]))
+            .unwrap_or_else(|e| panic!("loss of logits {size:?}: {e}"))
     }
 }

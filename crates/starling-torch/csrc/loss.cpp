@@ -8,7 +8,10 @@
 // gradient softmax(row)·g − g·onehot(target) once. On the CPU the rows go in blocks small enough
 // to stay in cache, so each block's passes (max, exp, sum; then subtract, exp, scale) read the
 // logits from memory once; fp32 rows run as two passes forward and one backward in AVX2
-// (`simd.h`). Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops.
+// (`simd.h`). Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops. Logits handed
+// over (`starling_torch_cross_entropy_consuming`: fp32 CPU, nothing else refers to them) get their
+// gradient written over them in the forward, while each row is in cache; backward then only
+// scales it when the incoming gradient is not 1.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -121,17 +124,68 @@ at::Tensor rows_backward(const at::Tensor& x, const at::Tensor& safe, const at::
   return dx;
 }
 
+/// The forward pass with the backward's work done in it, over fp32 CPU logits nothing else refers
+/// to: each row, while it is in cache, gets its logsumexp and target logit and is then overwritten
+/// with its gradient of the mean loss, exp(x − lse)/count − onehot(target)/count (0 on ignored
+/// rows). Returns the row's logsumexp and target logit, as `rows_forward` does.
+std::pair<at::Tensor, at::Tensor> rows_forward_in_place(at::Tensor& x, const at::Tensor& safe,
+                                                        const at::Tensor& valid, float count) {
+  const int64_t n = x.size(0), v = x.size(1);
+  auto lse = at::empty({n}, x.options());
+  auto picked = at::empty({n}, x.options());
+  float* xp = x.data_ptr<float>();
+  const int64_t* tp = safe.data_ptr<int64_t>();
+  const bool* ok = valid.data_ptr<bool>();
+  float *lp = lse.data_ptr<float>(), *pp = picked.data_ptr<float>();
+  std::atomic<int64_t> bad{-1};
+  starling::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* row = xp + r * v;
+      lp[r] = starling::simd::logsumexp(row, v);
+      if (tp[r] < 0 || tp[r] >= v) {
+        bad.store(r);
+        pp[r] = 0;
+        continue;
+      }
+      pp[r] = row[tp[r]];
+      const float w = ok[r] ? 1.0f / count : 0.0f;
+      starling::simd::exp_scaled(row, lp[r], w, row, v);
+      row[tp[r]] -= w;
+    }
+  });
+  if (bad.load() >= 0) {
+    const int64_t r = bad.load();
+    throw std::invalid_argument("cross-entropy: target " + std::to_string(tp[r]) + " of row " +
+                                std::to_string(r) + " is outside the vocabulary of " +
+                                std::to_string(v));
+  }
+  return {lse, picked};
+}
+
 struct CrossEntropy : public torch::autograd::Function<CrossEntropy> {
+  /// `in_place`: the logits are fp32 on the CPU, contiguous, wanted for a gradient and referred
+  /// to by nothing else, so the forward may write their gradient over them.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits,
-                            const at::Tensor& targets) {
+                            const at::Tensor& targets, bool in_place) {
     if (logits.dim() != 2) throw std::invalid_argument("cross-entropy: logits must be [rows, vocab]");
     if (targets.dim() != 1 || targets.size(0) != logits.size(0))
       throw std::invalid_argument("cross-entropy: " + std::to_string(targets.numel()) +
                                   " targets for " + std::to_string(logits.size(0)) + " rows");
-    auto x = logits.contiguous();
     auto t = targets.to(at::kLong);
     auto valid = t.ne(kIgnore);
     auto safe = at::where(valid, t, at::zeros_like(t)).contiguous();
+    if (in_place) {
+      // The count of targets from the host's copy of them (CPU tensors: no device to wait for).
+      auto ok = valid.contiguous();
+      const bool* okp = ok.data_ptr<bool>();
+      const float kept = static_cast<float>(std::count(okp, okp + ok.numel(), true));
+      auto x = logits.detach();
+      auto [lse, picked] = rows_forward_in_place(x, safe, ok, std::max(kept, 1.0f));
+      auto count = at::full({}, std::max(kept, 1.0f), lse.options());
+      ctx->saved_data["gradient"] = x;
+      return ((lse - picked) * valid.to(lse.scalar_type())).sum() / count;
+    }
+    auto x = logits.contiguous();
     auto [lse, picked] = rows_forward(x, safe);
     // The count of targets stays a device tensor: nothing is read on the host.
     auto count = valid.sum().to(lse.scalar_type()).clamp_min(1.0);
@@ -141,10 +195,18 @@ struct CrossEntropy : public torch::autograd::Function<CrossEntropy> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (ctx->saved_data.count("gradient")) {
+      // Written by the forward for an incoming gradient of 1 (a loss's own backward): scaled
+      // into a new tensor otherwise, so a retained graph's second backward sees it unchanged.
+      auto dx = ctx->saved_data["gradient"].toTensor();
+      auto g = grads[0].to(at::kFloat).contiguous();
+      if (*g.data_ptr<float>() == 1.0f) return {dx, at::Tensor(), at::Tensor()};
+      return {dx * g, at::Tensor(), at::Tensor()};
+    }
     auto s = ctx->get_saved_variables();
     const auto &x = s[0], &safe = s[1], &valid = s[2], &lse = s[3], &count = s[4];
     auto g = grads[0].to(count.scalar_type()) / count;
-    return {rows_backward(x, safe, valid, lse, g), at::Tensor()};
+    return {rows_backward(x, safe, valid, lse, g), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -157,7 +219,22 @@ extern "C" {
 int starling_torch_cross_entropy(at::Tensor* logits, at::Tensor* targets, at::Tensor** out,
                                  char* err, size_t len) {
   return guarded(err, len, [&] {
-    *out = new at::Tensor(CrossEntropy::apply(*logits, *targets));
+    *out = new at::Tensor(CrossEntropy::apply(*logits, *targets, false));
+  });
+}
+
+/// As `starling_torch_cross_entropy`, for logits the caller hands over: when they are fp32 CPU
+/// logits that need a gradient and nothing else refers to (no other handle, view or saved copy),
+/// the forward writes their gradient over them (no second logits-sized tensor, one pass less).
+int starling_torch_cross_entropy_consuming(at::Tensor* logits, at::Tensor* targets,
+                                           at::Tensor** out, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    const at::Tensor& x = *logits;
+    const bool in_place = at::GradMode::is_enabled() && x.requires_grad() && x.is_cpu() &&
+                          x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous() &&
+                          x.use_count() == 1 && x.storage().use_count() == 1 &&
+                          x.storage_offset() == 0;
+    *out = new at::Tensor(CrossEntropy::apply(x, *targets, in_place));
   });
 }
 

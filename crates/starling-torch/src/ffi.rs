@@ -580,14 +580,25 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> c_int;
+    fn starling_torch_cross_entropy_consuming(
+        logits: *mut c_void,
+        targets: *mut c_void,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
 }
 
-pub(crate) fn cross_entropy(logits: &Tensor, targets: &Tensor) -> CResult<Tensor> {
+/// `consuming`: the caller hands the logits over (see `starling_torch_cross_entropy_consuming`).
+pub(crate) fn cross_entropy(logits: &Tensor, targets: &Tensor, consuming: bool) -> CResult<Tensor> {
     let mut out: *mut c_void = std::ptr::null_mut();
+    let f = if consuming {
+        starling_torch_cross_entropy_consuming
+    } else {
+        starling_torch_cross_entropy
+    };
     // SAFETY: both handles outlive the call; on success `out` is a new at::Tensor* we own.
-    call(|e, l| unsafe {
-        starling_torch_cross_entropy(raw(logits), raw(targets), &mut out, e, l)
-    })?;
+    call(|e, l| unsafe { f(raw(logits), raw(targets), &mut out, e, l) })?;
     if out.is_null() {
         return Err("cross-entropy returned no tensor".into());
     }
@@ -703,4 +714,31 @@ pub(crate) fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> CResult<Te
     }
     // SAFETY: allocated by `new at::Tensor`, owned (and freed) by the Tensor now.
     Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    /// Logits handed over hold their gradient after the forward: each row sums to 0 (the
+    /// softmax's 1/count minus the target's 1/count), where logits would not.
+    #[test]
+    fn consuming_cross_entropy_writes_the_gradient_over_the_logits() {
+        tch::manual_seed(6);
+        let o = (Kind::Float, Device::Cpu);
+        let h = Tensor::randn([7, 16], o).set_requires_grad(true);
+        let w = Tensor::randn([41, 16], o).set_requires_grad(true);
+        let logits = h.matmul(&w.tr());
+        let p = logits.data_ptr() as *const f32;
+        let t = Tensor::from_slice(&[0i64, 40, 3, 3, 9, 1, 2]);
+        let loss = crate::cross_entropy_consuming(logits, &t).unwrap();
+        // SAFETY: the logits' storage (7 x 41 floats) is kept alive by `loss`'s graph, which
+        // saved it as the gradient, until `loss` is dropped below.
+        let rows = unsafe { std::slice::from_raw_parts(p, 7 * 41) };
+        for (r, row) in rows.chunks(41).enumerate() {
+            let sum: f32 = row.iter().sum();
+            assert!(sum.abs() < 1e-6, "row {r} sums to {sum}: not the gradient");
+        }
+        drop(loss);
+    }
 }

@@ -120,7 +120,15 @@ pub fn read_f64(t: &Tensor) -> Result<Vec<f64>> {
 /// one logsumexp per row kept for backward instead of the log-probabilities, and a backward that
 /// writes the gradient once (`csrc/loss.cpp`).
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    ffi::cross_entropy(logits, targets).map_err(Error)
+    ffi::cross_entropy(logits, targets, false).map_err(Error)
+}
+
+/// [`cross_entropy`] of logits handed over: when they are fp32 CPU logits that need a gradient
+/// and nothing else refers to them (no other handle, no view of them alive), the forward writes
+/// their gradient over them while each row is in cache (no second logits-sized tensor, one pass
+/// over them less); otherwise the same as [`cross_entropy`].
+pub fn cross_entropy_consuming(logits: Tensor, targets: &Tensor) -> Result<Tensor> {
+    ffi::cross_entropy(&logits, targets, true).map_err(Error)
 }
 
 /// `silu(y[..., :ff]) * y[..., ff:]` for a fused gate|up product `y` (last dimension 2·ff):
@@ -648,6 +656,58 @@ mod tests {
             let a = analytic.view([-1]).double_value(&[i]);
             assert!((a - numeric).abs() < 1e-6, "element {i}: {a} vs {numeric}");
         }
+    }
+
+    /// Logits handed over give the loss and the gradients (of what made them) of `cross_entropy`,
+    /// with an incoming gradient of 1 or not and ignored targets; a view still alive, or no
+    /// gradient wanted, leaves the logits as they were.
+    #[test]
+    fn cross_entropy_consuming_matches_and_leaves_shared_logits_alone() {
+        tch::manual_seed(5);
+        let o = (Kind::Float, Device::Cpu);
+        let mut h = Tensor::randn([29, 16], o).set_requires_grad(true);
+        let mut w = (Tensor::randn([41, 16], o) * 0.5).set_requires_grad(true);
+        let t = Tensor::randint(41, [29], (Kind::Int64, Device::Cpu));
+        let _ = t.narrow(0, 3, 5).fill_(-100);
+        let mut run = |consume: bool, scale: f64| {
+            h.zero_grad();
+            w.zero_grad();
+            let logits = h.matmul(&w.tr());
+            let loss = if consume {
+                cross_entropy_consuming(logits, &t).unwrap()
+            } else {
+                cross_entropy(&logits, &t).unwrap()
+            };
+            (&loss * scale).backward();
+            (loss.double_value(&[]), h.grad().copy(), w.grad().copy())
+        };
+        for scale in [1.0, 3.0] {
+            let (l0, h0, w0) = run(false, scale);
+            let (l1, h1, w1) = run(true, scale);
+            assert!((l0 - l1).abs() < 1e-6, "loss {l0} vs {l1}");
+            for (a, b) in [(&h0, &h1), (&w0, &w1)] {
+                let d = (a - b).abs().max().double_value(&[]);
+                assert!(d < 1e-6, "scale {scale}: gradient off by {d}");
+            }
+        }
+        // A view alive: the logits stay logits.
+        let logits = h.matmul(&w.tr());
+        let view = logits.view([-1]);
+        let before = view.copy();
+        let loss = cross_entropy_consuming(logits, &t).unwrap();
+        loss.backward();
+        assert_eq!((&view - &before).abs().max().double_value(&[]), 0.0);
+        // No gradient wanted: nothing to write.
+        let logits = tch::no_grad(|| h.matmul(&w.tr()));
+        let kept = logits.shallow_clone();
+        let before = logits.copy();
+        let l = cross_entropy_consuming(logits, &t).unwrap();
+        assert!(l.double_value(&[]).is_finite());
+        assert_eq!((&kept - &before).abs().max().double_value(&[]), 0.0);
+        // A target outside the vocabulary is refused by name on the in-place path too.
+        let bad = Tensor::from_slice(&[0i64, 41]);
+        let e = cross_entropy_consuming(h.narrow(0, 0, 2).matmul(&w.tr()), &bad).unwrap_err();
+        assert!(e.to_string().contains("outside the vocabulary"), "{e}");
     }
 
     /// Output and gradient equal autograd's own split + silu + product; in f64 the gradient
