@@ -141,15 +141,15 @@ std::pair<at::Tensor, at::Tensor> rows_forward_in_place(at::Tensor& x, const at:
   starling::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       float* row = xp + r * v;
-      lp[r] = starling::simd::logsumexp(row, v);
       if (tp[r] < 0 || tp[r] >= v) {
         bad.store(r);
-        pp[r] = 0;
+        lp[r] = pp[r] = 0;
         continue;
       }
       pp[r] = row[tp[r]];
       const float w = ok[r] ? 1.0f / count : 0.0f;
-      starling::simd::exp_scaled(row, lp[r], w, row, v);
+      // One exponential per logit: softmax(row)·w, as the exponentials are summed.
+      lp[r] = starling::simd::softmax_scaled(row, w, v);
       row[tp[r]] -= w;
     }
   });

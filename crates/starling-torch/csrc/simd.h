@@ -33,6 +33,22 @@ inline void exp_scaled_plain(const float* x, float shift, float scale, float* ou
   for (int64_t j = 0; j < n; ++j) out[j] = std::exp(x[j] - shift) * scale;
 }
 
+/// x[j] = softmax(x)[j] · scale in place over a row of `n` floats; returns log Σ exp(x[j]) of the
+/// row as it was. A row whose maximum is not finite gets exp(x[j] − max) · scale (NaN or 0).
+inline float softmax_scaled_plain(float* x, float scale, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, x[j]);
+  if (!std::isfinite(mx)) {
+    exp_scaled_plain(x, mx, scale, x, n);
+    return mx;
+  }
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += (x[j] = std::exp(x[j] - mx));
+  const float k = static_cast<float>(scale / s);
+  for (int64_t j = 0; j < n; ++j) x[j] *= k;
+  return mx + static_cast<float>(std::log(s));
+}
+
 /// σ(x) = 1 / (1 + exp(−x)).
 template <typename T>
 inline T sigmoid(T x) {
@@ -130,6 +146,35 @@ __attribute__((target("avx2,fma"))) inline void exp_scaled_avx2(const float* x, 
   for (int64_t j = n8; j < n; ++j) out[j] = std::exp(x[j] - shift) * scale;
 }
 
+/// `softmax_scaled_plain` in AVX2+FMA: one pass for the maximum, one storing the exponentials and
+/// summing them, one scaling them (the row stays in cache between them).
+__attribute__((target("avx2,fma"))) inline float softmax_scaled_avx2(float* x, float scale,
+                                                                    int64_t n) {
+  const int64_t n8 = n & ~int64_t{7};
+  __m256 vm = _mm256_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < n8; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + j));
+  float mx = hmax8(vm);
+  for (int64_t j = n8; j < n; ++j) mx = std::max(mx, x[j]);
+  if (!std::isfinite(mx)) {
+    exp_scaled_avx2(x, mx, scale, x, n);
+    return mx;
+  }
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 vs = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n8; j += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vmx));
+    _mm256_storeu_ps(x + j, e);
+    vs = _mm256_add_ps(vs, e);
+  }
+  double s = hsum8(vs);
+  for (int64_t j = n8; j < n; ++j) s += (x[j] = std::exp(x[j] - mx));
+  const float k = static_cast<float>(scale / s);
+  const __m256 vk = _mm256_set1_ps(k);
+  for (int64_t j = 0; j < n8; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), vk));
+  for (int64_t j = n8; j < n; ++j) x[j] *= k;
+  return mx + static_cast<float>(std::log(s));
+}
+
 /// σ(x) = 1 / (1 + exp(−x)) of 8 floats (NaN stays NaN).
 __attribute__((target("avx2,fma"))) inline __m256 sigmoid8(__m256 x) {
   const __m256 one = _mm256_set1_ps(1.0f);
@@ -200,6 +245,14 @@ inline void exp_scaled(const float* x, float shift, float scale, float* out, int
   if (has_avx2()) return exp_scaled_avx2(x, shift, scale, out, n);
 #endif
   exp_scaled_plain(x, shift, scale, out, n);
+}
+
+/// x[j] = softmax(x)[j] · scale in place over a row of `n` floats; returns the row's log Σ exp.
+inline float softmax_scaled(float* x, float scale, int64_t n) {
+#ifdef STARLING_X86
+  if (has_avx2()) return softmax_scaled_avx2(x, scale, n);
+#endif
+  return softmax_scaled_plain(x, scale, n);
 }
 
 /// o[j] = silu(g[j]) · u[j] over `n` elements.

@@ -704,6 +704,11 @@ mod tests {
         let l = cross_entropy_consuming(logits, &t).unwrap();
         assert!(l.double_value(&[]).is_finite());
         assert_eq!((&kept - &before).abs().max().double_value(&[]), 0.0);
+        // A NaN logit (in the 8-wide part of its row) gives a NaN loss on the in-place path too.
+        let logits = h.matmul(&w.tr());
+        let _ = logits.detach().get(0).get(2).fill_(f64::NAN);
+        let l = cross_entropy_consuming(logits, &t).unwrap();
+        assert!(l.double_value(&[]).is_nan());
         // A target outside the vocabulary is refused by name on the in-place path too.
         let bad = Tensor::from_slice(&[0i64, 41]);
         let e = cross_entropy_consuming(h.narrow(0, 0, 2).matmul(&w.tr()), &bad).unwrap_err();
