@@ -9,15 +9,17 @@
 // to stay in cache, so each block's passes (max, exp, sum; then subtract, exp, scale) read the
 // logits from memory once; fp32 rows run as two passes forward and one backward in AVX2
 // (`simd.h`). Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops. Logits handed
-// over (`starling_torch_cross_entropy_consuming`: fp32 CPU, nothing else refers to them) get their
-// gradient written over them in the forward, while each row is in cache; backward then only
-// scales it when the incoming gradient is not 1.
+// over (`starling_torch_cross_entropy_consuming`: nothing else refers to them) get their gradient
+// written over them in the forward, while each row (fp32 CPU) or chunk of rows (elsewhere, through
+// an fp32 copy of the chunk) is in cache; backward then only scales it when the incoming gradient
+// is not 1.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <atomic>
+#include <tuple>
 #include <stdexcept>
 
 #include "blocks.h"
@@ -162,9 +164,35 @@ std::pair<at::Tensor, at::Tensor> rows_forward_in_place(at::Tensor& x, const at:
   return {lse, picked};
 }
 
+/// `rows_forward_in_place` for every other device and kind, in chunks of rows small enough that
+/// their fp32 copy stays in cache (a core's L2 on the CPU, ~32 MiB of a GPU's L2): each chunk is
+/// read once from memory and written back once as its gradient, with `w` = 1/count on targeted
+/// rows (a device tensor: nothing is read on the host).
+std::pair<at::Tensor, at::Tensor> chunks_forward_in_place(at::Tensor& x, const at::Tensor& safe,
+                                                          const at::Tensor& w) {
+  const int64_t n = x.size(0), v = x.size(1);
+  const auto acc = acc_kind(x);
+  auto lse = at::empty({n}, x.options().dtype(acc));
+  auto picked = at::empty({n}, x.options().dtype(acc));
+  const int64_t rows = x.is_cpu() ? block_rows(v, 4) : std::max<int64_t>(1, (int64_t{32} << 20) / (v * 4));
+  for (int64_t r = 0; r < n; r += rows) {
+    const int64_t m = std::min(rows, n - r);
+    auto xb = x.narrow(0, r, m);
+    auto f = xb.to(acc);  // `xb` itself when it has the arithmetic's kind
+    auto sb = safe.narrow(0, r, m).unsqueeze(1);
+    auto wb = w.narrow(0, r, m).unsqueeze(1);
+    auto l = at::logsumexp(f, {1}, true);
+    lse.narrow(0, r, m).copy_(l.squeeze(1));
+    picked.narrow(0, r, m).copy_(f.gather(1, sb).squeeze(1));
+    f.sub_(l).exp_().mul_(wb).scatter_add_(1, sb, -wb);
+    if (!f.is_same(xb)) xb.copy_(f);
+  }
+  return {lse, picked};
+}
+
 struct CrossEntropy : public torch::autograd::Function<CrossEntropy> {
-  /// `in_place`: the logits are fp32 on the CPU, contiguous, wanted for a gradient and referred
-  /// to by nothing else, so the forward may write their gradient over them.
+  /// `in_place`: the logits are contiguous, wanted for a gradient and referred to by nothing
+  /// else, so the forward may write their gradient over them.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits,
                             const at::Tensor& targets, bool in_place) {
     if (logits.dim() != 2) throw std::invalid_argument("cross-entropy: logits must be [rows, vocab]");
@@ -175,13 +203,19 @@ struct CrossEntropy : public torch::autograd::Function<CrossEntropy> {
     auto valid = t.ne(kIgnore);
     auto safe = at::where(valid, t, at::zeros_like(t)).contiguous();
     if (in_place) {
-      // The count of targets from the host's copy of them (CPU tensors: no device to wait for).
-      auto ok = valid.contiguous();
-      const bool* okp = ok.data_ptr<bool>();
-      const float kept = static_cast<float>(std::count(okp, okp + ok.numel(), true));
       auto x = logits.detach();
-      auto [lse, picked] = rows_forward_in_place(x, safe, ok, std::max(kept, 1.0f));
-      auto count = at::full({}, std::max(kept, 1.0f), lse.options());
+      at::Tensor lse, picked, count;
+      if (x.is_cpu() && x.scalar_type() == at::kFloat) {
+        // The count of targets from the host's copy of them (CPU tensors: no device to wait for).
+        auto ok = valid.contiguous();
+        const bool* okp = ok.data_ptr<bool>();
+        const float kept = std::max(1.0f, static_cast<float>(std::count(okp, okp + ok.numel(), true)));
+        std::tie(lse, picked) = rows_forward_in_place(x, safe, ok, kept);
+        count = at::full({}, kept, lse.options());
+      } else {
+        count = valid.sum().to(acc_kind(x)).clamp_min(1.0);
+        std::tie(lse, picked) = chunks_forward_in_place(x, safe, valid.to(acc_kind(x)) / count);
+      }
       ctx->saved_data["gradient"] = x;
       return ((lse - picked) * valid.to(lse.scalar_type())).sum() / count;
     }
@@ -196,12 +230,21 @@ struct CrossEntropy : public torch::autograd::Function<CrossEntropy> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     if (ctx->saved_data.count("gradient")) {
-      // Written by the forward for an incoming gradient of 1 (a loss's own backward): scaled
-      // into a new tensor otherwise, so a retained graph's second backward sees it unchanged.
+      // Written by the forward for an incoming gradient of 1 (a loss's own backward), returned as
+      // it is for that on the CPU and scaled in place otherwise; a second backward through a
+      // retained graph cannot undo the scaling, so it is refused.
+      if (ctx->saved_data.count("scaled")) {
+        throw std::invalid_argument(
+            "cross-entropy: the logits were handed over and their gradient already scaled by a "
+            "first backward; a second backward (retain_graph) needs `cross_entropy`");
+      }
       auto dx = ctx->saved_data["gradient"].toTensor();
-      auto g = grads[0].to(at::kFloat).contiguous();
-      if (*g.data_ptr<float>() == 1.0f) return {dx, at::Tensor(), at::Tensor()};
-      return {dx * g, at::Tensor(), at::Tensor()};
+      const auto& g = grads[0];
+      if (g.is_cpu() && g.to(at::kDouble).contiguous().data_ptr<double>()[0] == 1.0) {
+        return {dx, at::Tensor(), at::Tensor()};
+      }
+      ctx->saved_data["scaled"] = true;
+      return {dx.mul_(g), at::Tensor(), at::Tensor()};
     }
     auto s = ctx->get_saved_variables();
     const auto &x = s[0], &safe = s[1], &valid = s[2], &lse = s[3], &count = s[4];
@@ -223,17 +266,18 @@ int starling_torch_cross_entropy(at::Tensor* logits, at::Tensor* targets, at::Te
   });
 }
 
-/// As `starling_torch_cross_entropy`, for logits the caller hands over: when they are fp32 CPU
-/// logits that need a gradient and nothing else refers to (no other handle, view or saved copy),
-/// the forward writes their gradient over them (no second logits-sized tensor, one pass less).
+/// As `starling_torch_cross_entropy`, for logits the caller hands over: when they need a gradient
+/// and nothing else refers to them (no other handle, view or saved copy), the forward writes
+/// their gradient over them (no second logits-sized tensor, no full-size fp32 copy, one pass
+/// over them less).
 int starling_torch_cross_entropy_consuming(at::Tensor* logits, at::Tensor* targets,
                                            at::Tensor** out, char* err, size_t len) {
   return guarded(err, len, [&] {
     const at::Tensor& x = *logits;
-    const bool in_place = at::GradMode::is_enabled() && x.requires_grad() && x.is_cpu() &&
-                          x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous() &&
-                          x.use_count() == 1 && x.storage().use_count() == 1 &&
-                          x.storage_offset() == 0;
+    const bool in_place = at::GradMode::is_enabled() && x.requires_grad() &&
+                          at::isFloatingType(x.scalar_type()) && x.dim() == 2 &&
+                          x.is_contiguous() && x.use_count() == 1 &&
+                          x.storage().use_count() == 1 && x.storage_offset() == 0;
     *out = new at::Tensor(CrossEntropy::apply(x, *targets, in_place));
   });
 }

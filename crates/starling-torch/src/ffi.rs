@@ -740,5 +740,20 @@ mod tests {
             assert!(sum.abs() < 1e-6, "row {r} sums to {sum}: not the gradient");
         }
         drop(loss);
+        // fp64 (the chunked path other kinds and CUDA take) likewise.
+        let (h, w) = (h.to_kind(Kind::Double), w.to_kind(Kind::Double));
+        let logits = h.matmul(&w.tr());
+        let p = logits.data_ptr() as *const f64;
+        let loss = crate::cross_entropy_consuming(logits, &t).unwrap();
+        // SAFETY: as above, 7 x 41 doubles kept alive by `loss`'s graph.
+        let rows = unsafe { std::slice::from_raw_parts(p, 7 * 41) };
+        for (r, row) in rows.chunks(41).enumerate() {
+            let sum: f64 = row.iter().sum();
+            assert!(
+                sum.abs() < 1e-12,
+                "fp64 row {r} sums to {sum}: not the gradient"
+            );
+        }
+        drop(loss);
     }
 }

@@ -123,10 +123,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     ffi::cross_entropy(logits, targets, false).map_err(Error)
 }
 
-/// [`cross_entropy`] of logits handed over: when they are fp32 CPU logits that need a gradient
-/// and nothing else refers to them (no other handle, no view of them alive), the forward writes
-/// their gradient over them while each row is in cache (no second logits-sized tensor, one pass
-/// over them less); otherwise the same as [`cross_entropy`].
+/// [`cross_entropy`] of logits handed over: when they need a gradient and nothing else refers to
+/// them (no other handle, no view of them alive), the forward writes their gradient over them
+/// while each row (or chunk of rows) is in cache: no second logits-sized tensor, no full-size
+/// fp32 copy of bf16 logits, one pass over them less. Otherwise the same as [`cross_entropy`]. A
+/// second backward through a retained graph is refused when the first scaled the gradient.
 pub fn cross_entropy_consuming(logits: Tensor, targets: &Tensor) -> Result<Tensor> {
     ffi::cross_entropy(&logits, targets, true).map_err(Error)
 }
@@ -690,6 +691,36 @@ mod tests {
                 assert!(d < 1e-6, "scale {scale}: gradient off by {d}");
             }
         }
+        // Other kinds take the chunked path (as CUDA does): the same loss and gradients, within
+        // each kind's rounding (bf16 logits: 8 bits of mantissa).
+        for (kind, tol) in [(Kind::Double, 1e-12), (Kind::BFloat16, 2e-2)] {
+            let hk = h.detach().to_kind(kind).set_requires_grad(true);
+            let wk = w.detach().to_kind(kind).set_requires_grad(true);
+            let mut grads = vec![];
+            for consume in [false, true] {
+                let logits = hk.matmul(&wk.tr());
+                let loss = if consume {
+                    cross_entropy_consuming(logits, &t).unwrap()
+                } else {
+                    cross_entropy(&logits, &t).unwrap()
+                };
+                let g = Tensor::run_backward(&[&loss * 3.0], &[&hk, &wk], false, false);
+                grads.push((loss.to_kind(Kind::Double), g));
+            }
+            let (a, b) = (&grads[0], &grads[1]);
+            let dl = (&a.0 - &b.0).abs().double_value(&[]);
+            assert!(dl < tol, "{kind:?}: loss off by {dl}");
+            for (x, y) in a.1.iter().zip(&b.1) {
+                let scale = x.abs().max().to_kind(Kind::Double).double_value(&[]);
+                let d = (x - y).abs().max().to_kind(Kind::Double).double_value(&[]);
+                assert!(d <= tol * scale.max(1e-3), "{kind:?}: gradient off by {d}");
+            }
+        }
+        // A second backward through a retained graph after a scaled first one is refused.
+        let loss = cross_entropy_consuming(h.matmul(&w.tr()), &t).unwrap() * 2.0;
+        let _ = Tensor::run_backward(&[&loss], &[&h], true, false);
+        let again = Tensor::f_run_backward(&[&loss], &[&h], false, false).unwrap_err();
+        assert!(again.to_string().contains("second backward"), "{again}");
         // A view alive: the logits stay logits.
         let logits = h.matmul(&w.tr());
         let view = logits.view([-1]);
