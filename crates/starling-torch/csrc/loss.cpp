@@ -10,9 +10,9 @@
 // logits from memory once; fp32 rows run as two passes forward and one backward in AVX2
 // (`simd.h`). Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops. Logits handed
 // over (`starling_torch_cross_entropy_consuming`: nothing else refers to them) get their gradient
-// written over them in the forward, while each row (fp32 CPU) or chunk of rows (elsewhere, through
-// an fp32 copy of the chunk) is in cache; backward then only scales it when the incoming gradient
-// is not 1.
+// written over them in the forward, each row (fp32 CPU) or chunk of rows (elsewhere, through an
+// fp32 copy of the chunk) at a time; backward then only scales it when the incoming gradient is
+// not 1.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -164,17 +164,18 @@ std::pair<at::Tensor, at::Tensor> rows_forward_in_place(at::Tensor& x, const at:
   return {lse, picked};
 }
 
-/// `rows_forward_in_place` for every other device and kind, in chunks of rows small enough that
-/// their fp32 copy stays in cache (a core's L2 on the CPU, ~32 MiB of a GPU's L2): each chunk is
-/// read once from memory and written back once as its gradient, with `w` = 1/count on targeted
-/// rows (a device tensor: nothing is read on the host).
+/// `rows_forward_in_place` for every other device and kind, in chunks of rows: on the CPU small
+/// enough that their fp32 copy stays in a core's L2; on a GPU ~32 MiB of fp32 (L2-sized) but at
+/// most 16 chunks, so a large batch costs ~150 kernel launches rather than one set per 32 MiB.
+/// `w` is 1/count on targeted rows (a device tensor: nothing is read on the host).
 std::pair<at::Tensor, at::Tensor> chunks_forward_in_place(at::Tensor& x, const at::Tensor& safe,
                                                           const at::Tensor& w) {
   const int64_t n = x.size(0), v = x.size(1);
   const auto acc = acc_kind(x);
   auto lse = at::empty({n}, x.options().dtype(acc));
   auto picked = at::empty({n}, x.options().dtype(acc));
-  const int64_t rows = x.is_cpu() ? block_rows(v, 4) : std::max<int64_t>(1, (int64_t{32} << 20) / (v * 4));
+  const int64_t rows = x.is_cpu() ? block_rows(v, 4)
+                                  : std::max({int64_t{1}, (int64_t{32} << 20) / (v * 4), (n + 15) / 16});
   for (int64_t r = 0; r < n; r += rows) {
     const int64_t m = std::min(rows, n - r);
     auto xb = x.narrow(0, r, m);

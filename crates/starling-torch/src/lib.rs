@@ -691,18 +691,22 @@ mod tests {
                 assert!(d < 1e-6, "scale {scale}: gradient off by {d}");
             }
         }
-        // Other kinds take the chunked path (as CUDA does): the same loss and gradients, within
-        // each kind's rounding (bf16 logits: 8 bits of mantissa).
+        // Other kinds take the chunked path (as CUDA does; 8,192 wide rows make three chunks
+        // here): the same loss and gradients, within each kind's rounding (bf16: 8-bit mantissa).
+        let h2 = Tensor::randn([40, 16], o);
+        let w2 = Tensor::randn([8192, 16], o) * 0.5;
+        let t2 = Tensor::randint(8192, [40], (Kind::Int64, Device::Cpu));
+        let _ = t2.narrow(0, 20, 3).fill_(-100);
         for (kind, tol) in [(Kind::Double, 1e-12), (Kind::BFloat16, 2e-2)] {
-            let hk = h.detach().to_kind(kind).set_requires_grad(true);
-            let wk = w.detach().to_kind(kind).set_requires_grad(true);
+            let hk = h2.to_kind(kind).set_requires_grad(true);
+            let wk = w2.to_kind(kind).set_requires_grad(true);
             let mut grads = vec![];
             for consume in [false, true] {
                 let logits = hk.matmul(&wk.tr());
                 let loss = if consume {
-                    cross_entropy_consuming(logits, &t).unwrap()
+                    cross_entropy_consuming(logits, &t2).unwrap()
                 } else {
-                    cross_entropy(&logits, &t).unwrap()
+                    cross_entropy(&logits, &t2).unwrap()
                 };
                 let g = Tensor::run_backward(&[&loss * 3.0], &[&hk, &wk], false, false);
                 grads.push((loss.to_kind(Kind::Double), g));
