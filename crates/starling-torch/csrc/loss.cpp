@@ -9,7 +9,7 @@
 // to stay in cache, so each block's passes (max, exp, sum; then subtract, exp, scale) read the
 // logits from memory once; fp32 rows run as two passes forward and one backward in AVX2
 // (`simd.h`). Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops. Logits handed
-// over (`starling_torch_cross_entropy_consuming`: nothing else refers to them) get their gradient
+// over (`consuming`: nothing else refers to them) get their gradient
 // written over them in the forward, each row (fp32 CPU) or chunk of rows (elsewhere, through an
 // fp32 copy of the chunk) at a time; backward then only scales it when the incoming gradient is
 // not 1.
@@ -41,6 +41,34 @@ at::ScalarType acc_kind(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+/// Refuses row `r`'s target `tp[r]`, outside a vocabulary of `v` (`r` < 0: every target was in it).
+void refuse_target(int64_t r, const int64_t* tp, int64_t v) {
+  if (r < 0) return;
+  throw std::invalid_argument("cross-entropy: target " + std::to_string(tp[r]) + " of row " +
+                              std::to_string(r) + " is outside the vocabulary of " +
+                              std::to_string(v));
+}
+
+/// Runs `f(row, target, r)` over the rows of fp32 `x` ([n, v], contiguous) in parallel, each with
+/// its target from `safe`; a target outside the vocabulary is refused by name after the loop.
+template <typename F>
+void fp32_rows(const at::Tensor& x, const at::Tensor& safe, F&& f) {
+  const int64_t n = x.size(0), v = x.size(1);
+  float* xp = x.data_ptr<float>();
+  const int64_t* tp = safe.data_ptr<int64_t>();
+  std::atomic<int64_t> bad{-1};
+  starling::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      if (tp[r] < 0 || tp[r] >= v) {
+        bad.store(r);
+        continue;
+      }
+      f(xp + r * v, tp[r], r);
+    }
+  });
+  refuse_target(bad.load(), tp, v);
+}
+
 /// logsumexp of every row of `x` ([n, v]) in fp32, and the logit of each row's target (0 where
 /// it is ignored), as [n] fp32 tensors.
 std::pair<at::Tensor, at::Tensor> rows_forward(const at::Tensor& x, const at::Tensor& safe) {
@@ -55,27 +83,11 @@ std::pair<at::Tensor, at::Tensor> rows_forward(const at::Tensor& x, const at::Te
   auto picked = at::empty({n}, f32);
   if (x.scalar_type() == at::kFloat) {
     // fp32: one pass for each row's maximum and one for its sum of exponentials (`simd.h`).
-    const float* xp = x.data_ptr<float>();
-    const int64_t* tp = safe.data_ptr<int64_t>();
     float *lp = lse.data_ptr<float>(), *pp = picked.data_ptr<float>();
-    std::atomic<int64_t> bad{-1};
-    starling::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        lp[r] = starling::simd::logsumexp(xp + r * v, v);
-        if (tp[r] < 0 || tp[r] >= v) {
-          bad.store(r);
-          pp[r] = 0;
-        } else {
-          pp[r] = xp[r * v + tp[r]];
-        }
-      }
+    fp32_rows(x, safe, [&](float* row, int64_t t, int64_t r) {
+      lp[r] = starling::simd::logsumexp(row, v);
+      pp[r] = row[t];
     });
-    if (bad.load() >= 0) {
-      const int64_t r = bad.load();
-      throw std::invalid_argument("cross-entropy: target " + std::to_string(tp[r]) + " of row " +
-                                  std::to_string(r) + " is outside the vocabulary of " +
-                                  std::to_string(v));
-    }
     return {lse, picked};
   }
   by_blocks(true, n, block_rows(v, x.element_size()), [&](int64_t r, int64_t m) {
@@ -130,37 +142,20 @@ at::Tensor rows_backward(const at::Tensor& x, const at::Tensor& safe, const at::
 /// to: each row, while it is in cache, gets its logsumexp and target logit and is then overwritten
 /// with its gradient of the mean loss, exp(x − lse)/count − onehot(target)/count (0 on ignored
 /// rows). Returns the row's logsumexp and target logit, as `rows_forward` does.
-std::pair<at::Tensor, at::Tensor> rows_forward_in_place(at::Tensor& x, const at::Tensor& safe,
+std::pair<at::Tensor, at::Tensor> rows_forward_in_place(const at::Tensor& x, const at::Tensor& safe,
                                                         const at::Tensor& valid, float count) {
   const int64_t n = x.size(0), v = x.size(1);
   auto lse = at::empty({n}, x.options());
   auto picked = at::empty({n}, x.options());
-  float* xp = x.data_ptr<float>();
-  const int64_t* tp = safe.data_ptr<int64_t>();
   const bool* ok = valid.data_ptr<bool>();
   float *lp = lse.data_ptr<float>(), *pp = picked.data_ptr<float>();
-  std::atomic<int64_t> bad{-1};
-  starling::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      float* row = xp + r * v;
-      if (tp[r] < 0 || tp[r] >= v) {
-        bad.store(r);
-        lp[r] = pp[r] = 0;
-        continue;
-      }
-      pp[r] = row[tp[r]];
-      const float w = ok[r] ? 1.0f / count : 0.0f;
-      // One exponential per logit: softmax(row)·w, as the exponentials are summed.
-      lp[r] = starling::simd::softmax_scaled(row, w, v);
-      row[tp[r]] -= w;
-    }
+  fp32_rows(x, safe, [&](float* row, int64_t t, int64_t r) {
+    pp[r] = row[t];
+    const float w = ok[r] ? 1.0f / count : 0.0f;
+    // One exponential per logit: softmax(row)·w, as the exponentials are summed.
+    lp[r] = starling::simd::softmax_scaled(row, w, v);
+    row[t] -= w;
   });
-  if (bad.load() >= 0) {
-    const int64_t r = bad.load();
-    throw std::invalid_argument("cross-entropy: target " + std::to_string(tp[r]) + " of row " +
-                                std::to_string(r) + " is outside the vocabulary of " +
-                                std::to_string(v));
-  }
   return {lse, picked};
 }
 
@@ -259,23 +254,15 @@ struct CrossEntropy : public torch::autograd::Function<CrossEntropy> {
 extern "C" {
 
 /// The mean cross-entropy of `logits` ([rows, vocab]) against `targets` ([rows], -100: ignored),
-/// as a new 0-d fp32 tensor whose backward reaches `logits`.
-int starling_torch_cross_entropy(at::Tensor* logits, at::Tensor* targets, at::Tensor** out,
-                                 char* err, size_t len) {
-  return guarded(err, len, [&] {
-    *out = new at::Tensor(CrossEntropy::apply(*logits, *targets, false));
-  });
-}
-
-/// As `starling_torch_cross_entropy`, for logits the caller hands over: when they need a gradient
-/// and nothing else refers to them (no other handle, view or saved copy), the forward writes
-/// their gradient over them (no second logits-sized tensor, no full-size fp32 copy, one pass
-/// over them less).
-int starling_torch_cross_entropy_consuming(at::Tensor* logits, at::Tensor* targets,
-                                           at::Tensor** out, char* err, size_t len) {
+/// as a new 0-d fp32 tensor whose backward reaches `logits`. `consuming` != 0: the caller hands the
+/// logits over, and when they need a gradient and nothing else refers to them (no other handle,
+/// view or saved copy), the forward writes their gradient over them (no second logits-sized
+/// tensor, no full-size fp32 copy, one pass over them less).
+int starling_torch_cross_entropy(at::Tensor* logits, at::Tensor* targets, int consuming,
+                                 at::Tensor** out, char* err, size_t len) {
   return guarded(err, len, [&] {
     const at::Tensor& x = *logits;
-    const bool in_place = at::GradMode::is_enabled() && x.requires_grad() &&
+    const bool in_place = consuming != 0 && at::GradMode::is_enabled() && x.requires_grad() &&
                           at::isFloatingType(x.scalar_type()) && x.dim() == 2 &&
                           x.is_contiguous() && x.use_count() == 1 &&
                           x.storage().use_count() == 1 && x.storage_offset() == 0;

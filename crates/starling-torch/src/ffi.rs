@@ -576,29 +576,21 @@ extern "C" {
     fn starling_torch_cross_entropy(
         logits: *mut c_void,
         targets: *mut c_void,
-        out: *mut *mut c_void,
-        err: *mut c_char,
-        len: usize,
-    ) -> c_int;
-    fn starling_torch_cross_entropy_consuming(
-        logits: *mut c_void,
-        targets: *mut c_void,
+        consuming: c_int,
         out: *mut *mut c_void,
         err: *mut c_char,
         len: usize,
     ) -> c_int;
 }
 
-/// `consuming`: the caller hands the logits over (see `starling_torch_cross_entropy_consuming`).
+/// `consuming`: the caller hands the logits over (see `starling_torch_cross_entropy`).
 pub(crate) fn cross_entropy(logits: &Tensor, targets: &Tensor, consuming: bool) -> CResult<Tensor> {
     let mut out: *mut c_void = std::ptr::null_mut();
-    let f = if consuming {
-        starling_torch_cross_entropy_consuming
-    } else {
-        starling_torch_cross_entropy
-    };
     // SAFETY: both handles outlive the call; on success `out` is a new at::Tensor* we own.
-    call(|e, l| unsafe { f(raw(logits), raw(targets), &mut out, e, l) })?;
+    call(|e, l| unsafe {
+        let (x, t) = (raw(logits), raw(targets));
+        starling_torch_cross_entropy(x, t, c_int::from(consuming), &mut out, e, l)
+    })?;
     if out.is_null() {
         return Err("cross-entropy returned no tensor".into());
     }
@@ -721,39 +713,38 @@ mod tests {
     use tch::{Device, Kind, Tensor};
 
     /// Logits handed over hold their gradient after the forward: each row sums to 0 (the
-    /// softmax's 1/count minus the target's 1/count), where logits would not.
+    /// softmax's 1/count minus the target's 1/count), where logits would not; fp32 (the CPU's
+    /// rows) and fp64 (the chunked path other kinds and CUDA take).
     #[test]
     fn consuming_cross_entropy_writes_the_gradient_over_the_logits() {
-        tch::manual_seed(6);
-        let o = (Kind::Float, Device::Cpu);
-        let h = Tensor::randn([7, 16], o).set_requires_grad(true);
-        let w = Tensor::randn([41, 16], o).set_requires_grad(true);
-        let logits = h.matmul(&w.tr());
-        let p = logits.data_ptr() as *const f32;
-        let t = Tensor::from_slice(&[0i64, 40, 3, 3, 9, 1, 2]);
-        let loss = crate::cross_entropy_consuming(logits, &t).unwrap();
-        // SAFETY: the logits' storage (7 x 41 floats) is kept alive by `loss`'s graph, which
-        // saved it as the gradient, until `loss` is dropped below.
-        let rows = unsafe { std::slice::from_raw_parts(p, 7 * 41) };
-        for (r, row) in rows.chunks(41).enumerate() {
-            let sum: f32 = row.iter().sum();
-            assert!(sum.abs() < 1e-6, "row {r} sums to {sum}: not the gradient");
+        fn row_sums<T: Copy + Into<f64>>(kind: Kind) -> Vec<f64> {
+            tch::manual_seed(6);
+            let h = Tensor::randn([7, 16], (kind, Device::Cpu)).set_requires_grad(true);
+            let w = Tensor::randn([41, 16], (kind, Device::Cpu));
+            let logits = h.matmul(&w.tr());
+            let p = logits.data_ptr() as *const T;
+            let t = Tensor::from_slice(&[0i64, 40, 3, 3, 9, 1, 2]);
+            let loss = crate::cross_entropy_consuming(logits, &t).unwrap();
+            // SAFETY: the logits' storage (7 x 41 elements of T, the kind asked for) is kept
+            // alive by `loss`'s graph, which saved it as the gradient, until `loss` is dropped.
+            let rows = unsafe { std::slice::from_raw_parts(p, 7 * 41) };
+            let sums = rows
+                .chunks(41)
+                .map(|r| r.iter().map(|&x| x.into()).sum())
+                .collect();
+            drop(loss);
+            sums
         }
-        drop(loss);
-        // fp64 (the chunked path other kinds and CUDA take) likewise.
-        let (h, w) = (h.to_kind(Kind::Double), w.to_kind(Kind::Double));
-        let logits = h.matmul(&w.tr());
-        let p = logits.data_ptr() as *const f64;
-        let loss = crate::cross_entropy_consuming(logits, &t).unwrap();
-        // SAFETY: as above, 7 x 41 doubles kept alive by `loss`'s graph.
-        let rows = unsafe { std::slice::from_raw_parts(p, 7 * 41) };
-        for (r, row) in rows.chunks(41).enumerate() {
-            let sum: f64 = row.iter().sum();
-            assert!(
-                sum.abs() < 1e-12,
-                "fp64 row {r} sums to {sum}: not the gradient"
-            );
+        for (kind, sums, tol) in [
+            (Kind::Float, row_sums::<f32>(Kind::Float), 1e-6),
+            (Kind::Double, row_sums::<f64>(Kind::Double), 1e-12),
+        ] {
+            for (r, sum) in sums.iter().enumerate() {
+                assert!(
+                    sum.abs() < tol,
+                    "{kind:?} row {r} sums to {sum}: not the gradient"
+                );
+            }
         }
-        drop(loss);
     }
 }
