@@ -9,10 +9,9 @@
 // to stay in cache, so each block's passes (max, exp, sum; then subtract, exp, scale) read the
 // logits from memory once; fp32 rows run as two passes forward and one backward in AVX2
 // (`simd.h`). Elsewhere (CUDA) the same arithmetic runs as whole-tensor ATen ops. Logits handed
-// over (`consuming`: nothing else refers to them) get their gradient
-// written over them in the forward, each row (fp32 CPU) or chunk of rows (elsewhere, through an
-// fp32 copy of the chunk) at a time; backward then only scales it when the incoming gradient is
-// not 1.
+// over (`consuming`: nothing else refers to them) get their gradient written over them in the
+// forward, each row (fp32 CPU) or chunk of rows (elsewhere, through an fp32 copy of the chunk) at
+// a time; backward then only scales it when the incoming gradient is not 1.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
