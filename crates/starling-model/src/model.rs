@@ -813,13 +813,13 @@ impl Llama {
         }
         // In the logits' own kind (fp32 arithmetic inside): no fp32 copy of bf16 logits is kept,
         // and no log-probabilities (starling-torch's fused cross-entropy). The logits are made
-        // [rows, vocab] by the product itself (no view of them alive) and handed over, so on the
-        // CPU their gradient is written over them.
+        // [rows, vocab] by the product itself (no view of them alive) and handed over, so their
+        // gradient is written over them (per row on the CPU, per chunk of rows on a GPU).
         let outer = self.outer();
         let h = self.hidden_with(ids, &outer);
         let (k, d) = (self.kind, self.config.hidden_size as i64);
         let w = outer.head.as_ref().unwrap_or(&outer.embed);
-        let logits = h.to_kind(k).view([-1, d]).matmul(&w.to_kind(k).tr());
+        let logits = h.to_kind(k).reshape([-1, d]).matmul(&w.to_kind(k).tr());
         let size = logits.size();
         starling_torch::cross_entropy_consuming(logits, &targets.reshape([-1]))
             .unwrap_or_else(|e| panic!("loss of logits {size:?}: {e}"))
