@@ -1,7 +1,8 @@
 //! KV-cache generation with temperature, top-k, top-p, repetition penalty, stop strings,
 //! a token limit and a seed.
 
-use crate::model::{KvCache, Llama};
+use crate::cache::KvCache;
+use crate::model::Llama;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;

@@ -7,6 +7,7 @@
 //! - [`generate`]: KV-cache decoding with temperature, top-k, top-p, repetition penalty, stop strings.
 //! - [`export_gguf`]: the model and its tokenizer as one GGUF file llama.cpp runs.
 
+mod cache;
 pub mod classifier;
 pub mod contrastive;
 mod embed;
@@ -16,6 +17,7 @@ pub mod head;
 mod model;
 mod parallel;
 
+pub use cache::{KvCache, SlotCache};
 pub use classifier::{fine_tune, ClassifyConfig, ClassifyReport, TextClassifier};
 pub use contrastive::{
     train_embedder, trained_embedder, ContrastConfig, ContrastPair, ContrastReport, CurvePoint,
@@ -25,7 +27,7 @@ pub use embed::{Pooling, PostEmbedder, MAX_EMBED_TOKENS};
 pub use generate::{generate, sample, top2_margin, FinishReason, Generation, SamplingConfig};
 pub use gguf::export_gguf;
 pub use head::{train_head, EmbeddingHead, HeadConfig, HeadPair, HeadReport};
-pub use model::{BlockTemplate, KvCache, Llama, SlotCache};
+pub use model::{BlockTemplate, Llama};
 pub use parallel::{Runner, TensorParallel, BLOCK_WEIGHTS};
 pub use starling_arch::LlamaConfig;
 
