@@ -18,10 +18,16 @@
 namespace starling {
 namespace simd {
 
-/// log Σ exp(x[j]) over a row of `n` floats.
-inline float logsumexp_plain(const float* x, int64_t n) {
+/// The largest of a row of `n` floats (-inf for none).
+inline float row_max_plain(const float* x, int64_t n) {
   float mx = -INFINITY;
   for (int64_t j = 0; j < n; ++j) mx = std::max(mx, x[j]);
+  return mx;
+}
+
+/// log Σ exp(x[j]) over a row of `n` floats.
+inline float logsumexp_plain(const float* x, int64_t n) {
+  const float mx = row_max_plain(x, n);
   if (!std::isfinite(mx)) return mx;
   double s = 0;
   for (int64_t j = 0; j < n; ++j) s += std::exp(x[j] - mx);
@@ -36,8 +42,7 @@ inline void exp_scaled_plain(const float* x, float shift, float scale, float* ou
 /// x[j] = softmax(x)[j] · scale in place over a row of `n` floats; returns log Σ exp(x[j]) of the
 /// row as it was. A row whose maximum is not finite gets exp(x[j] − max) · scale (NaN or 0).
 inline float softmax_scaled_plain(float* x, float scale, int64_t n) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, x[j]);
+  const float mx = row_max_plain(x, n);
   if (!std::isfinite(mx)) {
     exp_scaled_plain(x, mx, scale, x, n);
     return mx;
@@ -115,13 +120,18 @@ __attribute__((target("avx2,fma"))) inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(h);
 }
 
-/// `logsumexp_plain` in AVX2+FMA: one pass for the maximum, one for the sum of exponentials.
-__attribute__((target("avx2,fma"))) inline float logsumexp_avx2(const float* x, int64_t n) {
+/// `row_max_plain` in AVX2.
+__attribute__((target("avx2,fma"))) inline float row_max_avx2(const float* x, int64_t n) {
   const int64_t n8 = n & ~int64_t{7};
   __m256 vm = _mm256_set1_ps(-INFINITY);
   for (int64_t j = 0; j < n8; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + j));
-  float mx = hmax8(vm);
-  for (int64_t j = n8; j < n; ++j) mx = std::max(mx, x[j]);
+  return std::max(hmax8(vm), row_max_plain(x + n8, n - n8));
+}
+
+/// `logsumexp_plain` in AVX2+FMA: one pass for the maximum, one for the sum of exponentials.
+__attribute__((target("avx2,fma"))) inline float logsumexp_avx2(const float* x, int64_t n) {
+  const int64_t n8 = n & ~int64_t{7};
+  const float mx = row_max_avx2(x, n);
   if (!std::isfinite(mx)) return mx;
   const __m256 vmx = _mm256_set1_ps(mx);
   __m256 vs = _mm256_setzero_ps();
@@ -151,10 +161,7 @@ __attribute__((target("avx2,fma"))) inline void exp_scaled_avx2(const float* x, 
 __attribute__((target("avx2,fma"))) inline float softmax_scaled_avx2(float* x, float scale,
                                                                     int64_t n) {
   const int64_t n8 = n & ~int64_t{7};
-  __m256 vm = _mm256_set1_ps(-INFINITY);
-  for (int64_t j = 0; j < n8; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + j));
-  float mx = hmax8(vm);
-  for (int64_t j = n8; j < n; ++j) mx = std::max(mx, x[j]);
+  const float mx = row_max_avx2(x, n);
   if (!std::isfinite(mx)) {
     exp_scaled_avx2(x, mx, scale, x, n);
     return mx;
