@@ -459,6 +459,19 @@ struct Outer {
     head: Option<Tensor>,
 }
 
+impl Outer {
+    /// The LM head's weight [vocab, hidden]: its own, or the embedding when they are tied.
+    fn head_weight(&self) -> &Tensor {
+        self.head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// Logits of hidden states `h` [.., hidden] under the head weight `w` [vocab, hidden], the product
+/// run in `kind`: the one place the LM head's product is written.
+pub(crate) fn head_logits(h: &Tensor, w: &Tensor, kind: Kind) -> Tensor {
+    h.to_kind(kind).matmul(&w.to_kind(kind).tr())
+}
+
 /// A Llama causal language model whose variables live in a `VarStore` under HF names.
 #[derive(Debug)]
 pub struct Llama {
@@ -540,12 +553,10 @@ impl Llama {
         self.embed.ws.device()
     }
 
+    /// Logits of final hidden states under the model's own head (the decode paths).
     fn head(&self, h: &Tensor) -> Tensor {
-        let k = self.kind;
-        match &self.lm_head {
-            Some(l) => linear(l, h, k),
-            None => h.to_kind(k).matmul(&self.embed.ws.to_kind(k).tr()),
-        }
+        let w = self.lm_head.as_ref().map_or(&self.embed.ws, |l| &l.ws);
+        head_logits(h, w, self.kind)
     }
 
     /// The weights outside the blocks: the runner's stand-ins, else the model's own.
@@ -620,8 +631,7 @@ impl Llama {
     pub fn forward(&self, ids: &Tensor) -> Tensor {
         let outer = self.outer();
         let h = self.hidden_with(ids, &outer);
-        let k = self.kind;
-        let w = outer.head.as_ref().unwrap_or(&outer.embed);
+        let (k, w) = (self.kind, outer.head_weight());
         match self.tensor_parallel() {
             Some(tp) => {
                 // Each rank's slice of the vocabulary for every token, gathered by vocabulary.
@@ -633,7 +643,7 @@ impl Llama {
                     .tr()
                     .reshape([ids.size()[0], ids.size()[1], -1])
             }
-            None => h.to_kind(k).matmul(&w.to_kind(k).tr()),
+            None => head_logits(&h, w, k),
         }
     }
 
@@ -754,8 +764,8 @@ impl Llama {
             // Each rank scores its slice of the vocabulary; the loss is summed from the slices.
             let outer = self.outer();
             let h = self.hidden_with(ids, &outer);
-            let w = outer.head.as_ref().unwrap_or(&outer.embed);
-            let part = parallel::vocab_slice(&h, w, self.kind, tp).to_kind(Kind::Float);
+            let part = parallel::vocab_slice(&h, outer.head_weight(), self.kind, tp);
+            let part = part.to_kind(Kind::Float);
             let vocab = self.config.vocab_size as i64;
             return parallel::cross_entropy(&part, &targets.reshape([-1]), tp, vocab);
         }
@@ -765,9 +775,8 @@ impl Llama {
         // gradient is written over them (per row on the CPU, per chunk of rows on a GPU).
         let outer = self.outer();
         let h = self.hidden_with(ids, &outer);
-        let (k, d) = (self.kind, self.config.hidden_size as i64);
-        let w = outer.head.as_ref().unwrap_or(&outer.embed);
-        let logits = h.to_kind(k).reshape([-1, d]).matmul(&w.to_kind(k).tr());
+        let d = self.config.hidden_size as i64;
+        let logits = head_logits(&h.reshape([-1, d]), outer.head_weight(), self.kind);
         let size = logits.size();
         starling_torch::cross_entropy_consuming(logits, &targets.reshape([-1]))
             .unwrap_or_else(|e| panic!("loss of logits {size:?}: {e}"))

@@ -93,7 +93,7 @@ pub(crate) fn embedding(part: &Tensor, ids: &Tensor, tp: &dyn TensorParallel) ->
 /// This rank's slice of the logits [tokens, vocab / n] of every token: its share of the final
 /// hidden states `h` gathered, times its rows of the head `w`, in precision `k`.
 pub(crate) fn vocab_slice(h: &Tensor, w: &Tensor, k: Kind, tp: &dyn TensorParallel) -> Tensor {
-    tp.gather_tokens(h).to_kind(k).matmul(&w.to_kind(k).tr())
+    crate::model::head_logits(&tp.gather_tokens(h), w, k)
 }
 
 /// Mean cross-entropy of `targets` [tokens] given this rank's slice of the logits [tokens,
