@@ -40,6 +40,18 @@ at::ScalarType acc_kind(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+/// How many rows have a target (at least 1, so a batch of ignored rows divides by 1), as a 0-d
+/// device tensor of `kind`: nothing is read on the host.
+at::Tensor target_count(const at::Tensor& valid, at::ScalarType kind) {
+  return valid.sum().to(kind).clamp_min(1.0);
+}
+
+/// The mean loss from each row's logsumexp and target logit, over the rows with a target.
+at::Tensor mean_loss(const at::Tensor& lse, const at::Tensor& picked, const at::Tensor& valid,
+                     const at::Tensor& count) {
+  return ((lse - picked) * valid.to(lse.scalar_type())).sum() / count;
+}
+
 /// Refuses row `r`'s target `tp[r]`, outside a vocabulary of `v` (`r` < 0: every target was in it).
 void refuse_target(int64_t r, const int64_t* tp, int64_t v) {
   if (r < 0) return;
@@ -208,17 +220,16 @@ struct CrossEntropy : public torch::autograd::Function<CrossEntropy> {
         std::tie(lse, picked) = rows_forward_in_place(x, safe, ok, kept);
         count = at::full({}, kept, lse.options());
       } else {
-        count = valid.sum().to(acc_kind(x)).clamp_min(1.0);
+        count = target_count(valid, acc_kind(x));
         std::tie(lse, picked) = chunks_forward_in_place(x, safe, valid.to(acc_kind(x)) / count);
       }
       ctx->saved_data["gradient"] = x;
-      return ((lse - picked) * valid.to(lse.scalar_type())).sum() / count;
+      return mean_loss(lse, picked, valid, count);
     }
     auto x = logits.contiguous();
     auto [lse, picked] = rows_forward(x, safe);
-    // The count of targets stays a device tensor: nothing is read on the host.
-    auto count = valid.sum().to(lse.scalar_type()).clamp_min(1.0);
-    auto loss = ((lse - picked) * valid.to(lse.scalar_type())).sum() / count;
+    auto count = target_count(valid, lse.scalar_type());
+    auto loss = mean_loss(lse, picked, valid, count);
     ctx->save_for_backward({x, safe, valid, lse, count});
     return loss;
   }
